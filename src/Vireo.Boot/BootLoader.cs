@@ -1,0 +1,126 @@
+using System.Text;
+using Vireo.Memory;
+
+namespace Vireo.Boot;
+
+/// <summary>What to boot: the raw kernel, an optional initrd, the command line and the vCPU count.</summary>
+public sealed record BootSource(byte[] Kernel, byte[]? Initrd, string Cmdline, int Vcpus);
+
+/// <summary>
+/// Puts a kernel into guest RAM with every structure its entry expects. Everything is
+/// checked before the first byte is written, so a bad image leaves memory untouched.
+/// </summary>
+public static class BootLoader
+{
+    private const ulong PageMask = 0xfff;
+
+    public static BootCpuState Load(GuestMemory memory, BootSource source)
+    {
+        var image = KernelImage.Parse(source.Kernel);
+        var plan = Plan(memory, image, source);
+        return Write(memory, image, source, plan);
+    }
+
+    private readonly record struct LoadPlan(byte[] Cmdline, ulong InitrdAddr, IReadOnlyList<E820Entry> E820);
+
+    private static LoadPlan Plan(GuestMemory memory, KernelImage image, BootSource source)
+    {
+        if (source.Vcpus < 1 || source.Vcpus > MpTable.MaxVcpus)
+        {
+            throw new BootException($"vCPU count {source.Vcpus} is outside 1..{MpTable.MaxVcpus}");
+        }
+        foreach (var seg in image.Segments)
+        {
+            if (seg.GuestAddress < BootLayout.HighMemStart)
+            {
+                throw new BootException($"{image.Format} segment at 0x{seg.GuestAddress:x} lies below 1 MiB, where Vireo keeps the boot structures");
+            }
+            if (!memory.IsValidRange(new GuestAddress(seg.GuestAddress), seg.MemSize))
+            {
+                throw new BootException($"{image.Format} segment at 0x{seg.GuestAddress:x} (0x{seg.MemSize:x} bytes) lies outside guest RAM ({memory.Size / MemoryLayout.MiB} MiB)");
+            }
+        }
+        if (!image.Segments.Any(s => image.Entry >= s.GuestAddress && image.Entry < s.GuestAddress + s.MemSize))
+        {
+            throw new BootException($"{image.Format} entry point 0x{image.Entry:x} is not inside any loaded segment");
+        }
+        if (image.Mode == EntryMode.Pvh && image.Entry >= MemoryLayout.PciHoleStart)
+        {
+            throw new BootException($"PVH entry point 0x{image.Entry:x} is not reachable from 32-bit mode");
+        }
+
+        var cmdline = Encoding.UTF8.GetBytes(source.Cmdline + "\0");
+        int cmdlineMax = image.BzImage is { CmdlineSize: > 0 } bz
+            ? (int)Math.Min(bz.CmdlineSize + 1, BootLayout.CmdlineMax)
+            : BootLayout.CmdlineMax;
+        if (cmdline.Length > cmdlineMax)
+        {
+            throw new BootException($"command line is {cmdline.Length - 1} bytes; this kernel accepts at most {cmdlineMax - 1}");
+        }
+
+        ulong initrdAddr = 0;
+        if (source.Initrd is { } initrd)
+        {
+            if (initrd.Length == 0)
+            {
+                throw new BootException("initrd is empty");
+            }
+            ulong ceiling = memory.LowRamEnd;
+            if (image.BzImage is { } h && h.InitrdAddrMax != 0)
+            {
+                ceiling = Math.Min(ceiling, (ulong)h.InitrdAddrMax + 1);
+            }
+            ulong kernelEnd = (image.HighestEnd + PageMask) & ~PageMask;
+            ulong size = (ulong)initrd.Length;
+            if (size > ceiling || ((ceiling - size) & ~PageMask) < kernelEnd)
+            {
+                ulong free = ceiling > kernelEnd ? ceiling - kernelEnd : 0;
+                throw new BootException($"initrd is too large: {size / MemoryLayout.MiB} MiB does not fit in the {free / MemoryLayout.MiB} MiB of RAM between the kernel and 0x{ceiling:x}");
+            }
+            initrdAddr = (ceiling - size) & ~PageMask;
+        }
+        return new LoadPlan(cmdline, initrdAddr, E820.Build(memory));
+    }
+
+    private static BootCpuState Write(GuestMemory memory, KernelImage image, BootSource source, LoadPlan plan)
+    {
+        foreach (var seg in image.Segments)
+        {
+            var dest = memory.GetSpan(new GuestAddress(seg.GuestAddress), seg.MemSize);
+            source.Kernel.AsSpan(seg.FileOffset, seg.FileSize).CopyTo(dest);
+            dest[seg.FileSize..].Clear();
+        }
+        if (source.Initrd is { } initrd)
+        {
+            memory.Write(new GuestAddress(plan.InitrdAddr), initrd);
+        }
+        memory.Write(new GuestAddress(BootLayout.GdtAddr), Gdt.Bytes());
+        memory.GetSpan(new GuestAddress(BootLayout.IdtAddr), 8).Clear();
+        memory.Write(new GuestAddress(BootLayout.CmdlineAddr), plan.Cmdline);
+        memory.Write(new GuestAddress(BootLayout.MpTableAddr), MpTable.Build(BootLayout.MpTableAddr, source.Vcpus));
+
+        ulong initrdSize = (ulong)(source.Initrd?.Length ?? 0);
+        if (image.Mode == EntryMode.Pvh)
+        {
+            int modules = 0;
+            if (source.Initrd is not null)
+            {
+                memory.Write(new GuestAddress(BootLayout.PvhModlistAddr), PvhStartInfo.BuildModule(plan.InitrdAddr, initrdSize));
+                modules = 1;
+            }
+            memory.Write(new GuestAddress(BootLayout.PvhMemmapAddr), PvhStartInfo.BuildMemmap(plan.E820));
+            memory.Write(new GuestAddress(BootLayout.PvhStartInfoAddr), PvhStartInfo.Build(
+                BootLayout.CmdlineAddr, modules > 0 ? BootLayout.PvhModlistAddr : 0, modules,
+                BootLayout.PvhMemmapAddr, plan.E820.Count));
+            return CpuSetup.Pvh(image.Entry, BootLayout.PvhStartInfoAddr);
+        }
+
+        foreach (var (address, table) in PageTables.Build())
+        {
+            memory.Write(new GuestAddress(address), table);
+        }
+        memory.Write(new GuestAddress(BootLayout.ZeroPageAddr), ZeroPage.Build(
+            image.BzImage, BootLayout.CmdlineAddr, plan.InitrdAddr, initrdSize, plan.E820));
+        return CpuSetup.Linux64(image.Entry, BootLayout.ZeroPageAddr);
+    }
+}

@@ -1,0 +1,261 @@
+using System.Runtime.InteropServices;
+
+namespace Vireo.Interop;
+
+// Mirrors <linux/kvm.h> and <asm/kvm.h> for x86_64. Sizes and offsets are checked against
+// the kernel headers by Vireo.Interop.Tests/KvmAbiTests, which compiles a C program.
+
+[StructLayout(LayoutKind.Sequential)]
+public struct kvm_regs
+{
+    public ulong rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp;
+    public ulong r8, r9, r10, r11, r12, r13, r14, r15;
+    public ulong rip, rflags;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct kvm_segment
+{
+    public ulong @base;
+    public uint limit;
+    public ushort selector;
+    public byte type, present, dpl, db, s, l, g, avl, unusable, padding;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct kvm_dtable
+{
+    public ulong @base;
+    public ushort limit;
+    public ushort padding0, padding1, padding2;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_sregs
+{
+    public kvm_segment cs, ds, es, fs, gs, ss, tr, ldt;
+    public kvm_dtable gdt, idt;
+    public ulong cr0, cr2, cr3, cr4, cr8, efer, apic_base;
+    public fixed ulong interrupt_bitmap[4];
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_fpu
+{
+    public fixed byte fpr[128];
+    public ushort fcw, fsw;
+    public byte ftwx, pad1;
+    public ushort last_opcode;
+    public ulong last_ip, last_dp;
+    public fixed byte xmm[256];
+    public uint mxcsr, pad2;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct kvm_msr_entry
+{
+    public uint index, reserved;
+    public ulong data;
+}
+
+/// <summary>Header of struct kvm_msrs; the entries follow it.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct kvm_msrs
+{
+    public uint nmsrs, pad;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_cpuid_entry2
+{
+    public uint function, index, flags, eax, ebx, ecx, edx;
+    public fixed uint padding[3];
+}
+
+/// <summary>Header of struct kvm_cpuid2; the entries follow it.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct kvm_cpuid2
+{
+    public uint nent, padding;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_lapic_state
+{
+    public fixed byte regs[1024];
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_pit_config
+{
+    public uint flags;
+    public fixed uint pad[15];
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct kvm_userspace_memory_region
+{
+    public uint slot, flags;
+    public ulong guest_phys_addr, memory_size, userspace_addr;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_irqfd
+{
+    public uint fd, gsi, flags, resamplefd;
+    public fixed byte pad[16];
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_ioeventfd
+{
+    public ulong datamatch, addr;
+    public uint len;
+    public int fd;
+    public uint flags;
+    public fixed byte pad[36];
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct kvm_dirty_log
+{
+    public uint slot, padding1;
+    public ulong dirty_bitmap;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct kvm_irq_level
+{
+    public uint irq, level;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct kvm_mp_state
+{
+    public uint mp_state;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_xsave
+{
+    public fixed uint region[1024];
+}
+
+/// <summary>The fixed head of struct kvm_run; the exit union starts at <see cref="KvmAbi.RunExitUnionOffset"/>.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_run
+{
+    public byte request_interrupt_window, immediate_exit;
+    public fixed byte padding1[6];
+    public uint exit_reason;
+    public byte ready_for_interrupt_injection, if_flag;
+    public ushort flags;
+    public ulong cr8, apic_base;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct kvm_run_io
+{
+    public byte direction, size;
+    public ushort port;
+    public uint count;
+    public ulong data_offset;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_run_mmio
+{
+    public ulong phys_addr;
+    public fixed byte data[8];
+    public uint len;
+    public byte is_write;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_run_internal
+{
+    public uint suberror, ndata;
+    public fixed ulong data[16];
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct kvm_run_fail_entry
+{
+    public ulong hardware_entry_failure_reason;
+    public uint cpu;
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_run_system_event
+{
+    public uint type, ndata;
+    public fixed ulong data[16];
+}
+
+/// <summary>KVM constants and ioctl numbers, named as in the kernel headers.</summary>
+public static unsafe class KvmAbi
+{
+    public const uint KVMIO = 0xAE;
+    public const int KVM_API_VERSION = 12;
+    public const int RunExitUnionOffset = 32;
+
+    // Exit reasons.
+    public const uint KVM_EXIT_UNKNOWN = 0, KVM_EXIT_EXCEPTION = 1, KVM_EXIT_IO = 2, KVM_EXIT_HYPERCALL = 3,
+        KVM_EXIT_DEBUG = 4, KVM_EXIT_HLT = 5, KVM_EXIT_MMIO = 6, KVM_EXIT_IRQ_WINDOW_OPEN = 7,
+        KVM_EXIT_SHUTDOWN = 8, KVM_EXIT_FAIL_ENTRY = 9, KVM_EXIT_INTR = 10, KVM_EXIT_NMI = 16,
+        KVM_EXIT_INTERNAL_ERROR = 17, KVM_EXIT_SYSTEM_EVENT = 24;
+    public const byte KVM_EXIT_IO_IN = 0, KVM_EXIT_IO_OUT = 1;
+    public const uint KVM_INTERNAL_ERROR_EMULATION = 1, KVM_INTERNAL_ERROR_SIMUL_EX = 2,
+        KVM_INTERNAL_ERROR_DELIVERY_EV = 3, KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON = 4;
+    public const uint KVM_SYSTEM_EVENT_SHUTDOWN = 1, KVM_SYSTEM_EVENT_RESET = 2, KVM_SYSTEM_EVENT_CRASH = 3;
+
+    // Capabilities.
+    public const int KVM_CAP_IRQCHIP = 0, KVM_CAP_HLT = 1, KVM_CAP_USER_MEMORY = 3, KVM_CAP_SET_TSS_ADDR = 4,
+        KVM_CAP_EXT_CPUID = 7, KVM_CAP_NR_VCPUS = 9, KVM_CAP_PIT2 = 33, KVM_CAP_IOEVENTFD = 36,
+        KVM_CAP_IRQFD = 32, KVM_CAP_MAX_VCPUS = 66, KVM_CAP_IMMEDIATE_EXIT = 136;
+
+    public const uint KVM_PIT_SPEAKER_DUMMY = 1;
+    public const uint KVM_MEM_LOG_DIRTY_PAGES = 1, KVM_MEM_READONLY = 2;
+    public const uint KVM_IOEVENTFD_FLAG_DATAMATCH = 1, KVM_IOEVENTFD_FLAG_PIO = 2, KVM_IOEVENTFD_FLAG_DEASSIGN = 4;
+    public const uint KVM_IRQFD_FLAG_DEASSIGN = 1;
+    public const uint KVM_MP_STATE_RUNNABLE = 0, KVM_MP_STATE_UNINITIALIZED = 1, KVM_MP_STATE_INIT_RECEIVED = 2,
+        KVM_MP_STATE_HALTED = 3, KVM_MP_STATE_SIPI_RECEIVED = 4;
+
+    // System ioctls.
+    public static readonly nuint KVM_GET_API_VERSION = IoctlNumber.IO(KVMIO, 0x00);
+    public static readonly nuint KVM_CREATE_VM = IoctlNumber.IO(KVMIO, 0x01);
+    public static readonly nuint KVM_CHECK_EXTENSION = IoctlNumber.IO(KVMIO, 0x03);
+    public static readonly nuint KVM_GET_VCPU_MMAP_SIZE = IoctlNumber.IO(KVMIO, 0x04);
+    public static readonly nuint KVM_GET_SUPPORTED_CPUID = IoctlNumber.IOWR(KVMIO, 0x05, sizeof(kvm_cpuid2));
+
+    // VM ioctls.
+    public static readonly nuint KVM_CREATE_VCPU = IoctlNumber.IO(KVMIO, 0x41);
+    public static readonly nuint KVM_GET_DIRTY_LOG = IoctlNumber.IOW(KVMIO, 0x42, sizeof(kvm_dirty_log));
+    public static readonly nuint KVM_SET_USER_MEMORY_REGION = IoctlNumber.IOW(KVMIO, 0x46, sizeof(kvm_userspace_memory_region));
+    public static readonly nuint KVM_SET_TSS_ADDR = IoctlNumber.IO(KVMIO, 0x47);
+    public static readonly nuint KVM_SET_IDENTITY_MAP_ADDR = IoctlNumber.IOW(KVMIO, 0x48, sizeof(ulong));
+    public static readonly nuint KVM_CREATE_IRQCHIP = IoctlNumber.IO(KVMIO, 0x60);
+    public static readonly nuint KVM_IRQ_LINE = IoctlNumber.IOW(KVMIO, 0x61, sizeof(kvm_irq_level));
+    public static readonly nuint KVM_IRQFD = IoctlNumber.IOW(KVMIO, 0x76, sizeof(kvm_irqfd));
+    public static readonly nuint KVM_CREATE_PIT2 = IoctlNumber.IOW(KVMIO, 0x77, sizeof(kvm_pit_config));
+    public static readonly nuint KVM_SET_BOOT_CPU_ID = IoctlNumber.IO(KVMIO, 0x78);
+    public static readonly nuint KVM_IOEVENTFD = IoctlNumber.IOW(KVMIO, 0x79, sizeof(kvm_ioeventfd));
+
+    // vCPU ioctls.
+    public static readonly nuint KVM_RUN = IoctlNumber.IO(KVMIO, 0x80);
+    public static readonly nuint KVM_GET_REGS = IoctlNumber.IOR(KVMIO, 0x81, sizeof(kvm_regs));
+    public static readonly nuint KVM_SET_REGS = IoctlNumber.IOW(KVMIO, 0x82, sizeof(kvm_regs));
+    public static readonly nuint KVM_GET_SREGS = IoctlNumber.IOR(KVMIO, 0x83, sizeof(kvm_sregs));
+    public static readonly nuint KVM_SET_SREGS = IoctlNumber.IOW(KVMIO, 0x84, sizeof(kvm_sregs));
+    public static readonly nuint KVM_GET_MSRS = IoctlNumber.IOWR(KVMIO, 0x88, sizeof(kvm_msrs));
+    public static readonly nuint KVM_SET_MSRS = IoctlNumber.IOW(KVMIO, 0x89, sizeof(kvm_msrs));
+    public static readonly nuint KVM_GET_FPU = IoctlNumber.IOR(KVMIO, 0x8c, sizeof(kvm_fpu));
+    public static readonly nuint KVM_SET_FPU = IoctlNumber.IOW(KVMIO, 0x8d, sizeof(kvm_fpu));
+    public static readonly nuint KVM_GET_LAPIC = IoctlNumber.IOR(KVMIO, 0x8e, sizeof(kvm_lapic_state));
+    public static readonly nuint KVM_SET_LAPIC = IoctlNumber.IOW(KVMIO, 0x8f, sizeof(kvm_lapic_state));
+    public static readonly nuint KVM_SET_CPUID2 = IoctlNumber.IOW(KVMIO, 0x90, sizeof(kvm_cpuid2));
+    public static readonly nuint KVM_GET_MP_STATE = IoctlNumber.IOR(KVMIO, 0x98, sizeof(kvm_mp_state));
+    public static readonly nuint KVM_SET_MP_STATE = IoctlNumber.IOW(KVMIO, 0x99, sizeof(kvm_mp_state));
+    public static readonly nuint KVM_GET_XSAVE = IoctlNumber.IOR(KVMIO, 0xa4, sizeof(kvm_xsave));
+    public static readonly nuint KVM_SET_XSAVE = IoctlNumber.IOW(KVMIO, 0xa5, sizeof(kvm_xsave));
+}

@@ -1,0 +1,74 @@
+using System.Runtime.InteropServices;
+
+namespace Vireo.Interop;
+
+/// <summary>The libc calls Vireo needs, declared as the C headers declare them.</summary>
+public static unsafe partial class Libc
+{
+    private const string Lib = "libc";
+
+    public const int O_RDONLY = 0, O_WRONLY = 1, O_RDWR = 2, O_CREAT = 0x40, O_CLOEXEC = 0x80000, O_NONBLOCK = 0x800;
+    public const int PROT_NONE = 0, PROT_READ = 1, PROT_WRITE = 2;
+    public const int MAP_SHARED = 0x01, MAP_PRIVATE = 0x02, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
+    public const int MADV_DONTFORK = 10, MADV_MERGEABLE = 12, MADV_HUGEPAGE = 14;
+    public static readonly nint MAP_FAILED = -1;
+
+    public const int EINTR = 4, EAGAIN = 11, EBADF = 9, EFAULT = 14, EINVAL = 22, ENOENT = 2, EACCES = 13, ENXIO = 6;
+
+    [LibraryImport(Lib, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int Open(string path, int flags, int mode);
+
+    [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
+    public static partial int Close(int fd);
+
+    [LibraryImport(Lib, EntryPoint = "read", SetLastError = true)]
+    public static partial nint Read(int fd, byte* buf, nuint count);
+
+    [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
+    public static partial nint Write(int fd, byte* buf, nuint count);
+
+    [LibraryImport(Lib, EntryPoint = "ioctl", SetLastError = true)]
+    public static partial int Ioctl(int fd, nuint request, nuint arg);
+
+    [LibraryImport(Lib, EntryPoint = "ioctl", SetLastError = true)]
+    public static partial int Ioctl(int fd, nuint request, void* arg);
+
+    [LibraryImport(Lib, EntryPoint = "mmap", SetLastError = true)]
+    public static partial nint Mmap(nint addr, nuint length, int prot, int flags, int fd, nint offset);
+
+    [LibraryImport(Lib, EntryPoint = "munmap", SetLastError = true)]
+    public static partial int Munmap(nint addr, nuint length);
+
+    [LibraryImport(Lib, EntryPoint = "madvise", SetLastError = true)]
+    public static partial int Madvise(nint addr, nuint length, int advice);
+
+    [LibraryImport(Lib, EntryPoint = "eventfd", SetLastError = true)]
+    public static partial int EventFd(uint initval, int flags);
+
+    public const int EFD_CLOEXEC = 0x80000, EFD_NONBLOCK = 0x800;
+
+    [LibraryImport(Lib, EntryPoint = "poll", SetLastError = true)]
+    public static partial int Poll(PollFd* fds, nuint nfds, int timeoutMs);
+
+    public const short POLLIN = 1, POLLHUP = 0x10, POLLERR = 0x8;
+
+    [LibraryImport(Lib, EntryPoint = "isatty")]
+    public static partial int IsATty(int fd);
+
+    [LibraryImport(Lib, EntryPoint = "getpid")]
+    public static partial int GetPid();
+
+    /// <summary>Errno of the last call made with SetLastError.</summary>
+    public static int LastErrno => Marshal.GetLastPInvokeError();
+
+    /// <summary>The kernel's text for an errno, such as "Bad address".</summary>
+    public static string StrError(int errno) => Marshal.GetPInvokeErrorMessage(errno);
+}
+
+[StructLayout(LayoutKind.Sequential)]
+public struct PollFd
+{
+    public int Fd;
+    public short Events;
+    public short Revents;
+}

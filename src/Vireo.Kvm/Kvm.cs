@@ -1,0 +1,112 @@
+using Vireo.Interop;
+
+namespace Vireo.Kvm;
+
+/// <summary>An open /dev/kvm: the system-level handle that checks capabilities and creates VMs.</summary>
+public sealed unsafe class Kvm : IDisposable
+{
+    public const string DevicePath = "/dev/kvm";
+
+    private readonly FileDescriptor _fd;
+
+    private Kvm(FileDescriptor fd) => _fd = fd;
+
+    /// <summary>Opens /dev/kvm and checks the API version; throws <see cref="KvmUnavailableException"/> when it cannot.</summary>
+    public static Kvm Open(string path = DevicePath)
+    {
+        FileDescriptor fd;
+        try
+        {
+            fd = FileDescriptor.Open(path, Libc.O_RDWR);
+        }
+        catch (SysError e)
+        {
+            throw new KvmUnavailableException($"cannot open {path}: {Libc.StrError(e.Errno)}" +
+                (e.Errno == Libc.ENOENT ? " (is the kvm module loaded, or is this host without hardware virtualization?)" : ""));
+        }
+        int version = Libc.Ioctl(fd.Fd, KvmAbi.KVM_GET_API_VERSION, 0);
+        if (version != KvmAbi.KVM_API_VERSION)
+        {
+            fd.Dispose();
+            throw new KvmUnavailableException($"{path} speaks KVM API version {version}, Vireo needs {KvmAbi.KVM_API_VERSION}");
+        }
+        var kvm = new Kvm(fd);
+        foreach (var (cap, name) in RequiredCapabilities)
+        {
+            if (kvm.CheckExtension(cap) <= 0)
+            {
+                kvm.Dispose();
+                throw new KvmUnavailableException($"{path} lacks the capability {name}");
+            }
+        }
+        return kvm;
+    }
+
+    /// <summary>True when /dev/kvm can be opened here; otherwise why not.</summary>
+    public static bool IsAvailable(out string reason)
+    {
+        try
+        {
+            using var kvm = Open();
+            reason = "";
+            return true;
+        }
+        catch (KvmUnavailableException e)
+        {
+            reason = e.Message;
+            return false;
+        }
+    }
+
+    private static readonly (int Cap, string Name)[] RequiredCapabilities =
+    [
+        (KvmAbi.KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"),
+        (KvmAbi.KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"),
+        (KvmAbi.KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR"),
+        (KvmAbi.KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"),
+        (KvmAbi.KVM_CAP_PIT2, "KVM_CAP_PIT2"),
+        (KvmAbi.KVM_CAP_IRQFD, "KVM_CAP_IRQFD"),
+        (KvmAbi.KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD"),
+        (KvmAbi.KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"),
+    ];
+
+    public int CheckExtension(int capability) => Libc.Ioctl(_fd.Fd, KvmAbi.KVM_CHECK_EXTENSION, (nuint)capability);
+
+    public int MaxVcpus => Math.Max(CheckExtension(KvmAbi.KVM_CAP_MAX_VCPUS), CheckExtension(KvmAbi.KVM_CAP_NR_VCPUS));
+
+    public int VcpuMmapSize => Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_GET_VCPU_MMAP_SIZE, 0), "KVM_GET_VCPU_MMAP_SIZE");
+
+    /// <summary>KVM_GET_SUPPORTED_CPUID: every leaf the host and KVM can offer a guest.</summary>
+    public kvm_cpuid_entry2[] GetSupportedCpuid()
+    {
+        for (int n = 64; ; n *= 2)
+        {
+            byte[] buf = new byte[sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2)];
+            fixed (byte* p = buf)
+            {
+                ((kvm_cpuid2*)p)->nent = (uint)n;
+                if (Libc.Ioctl(_fd.Fd, KvmAbi.KVM_GET_SUPPORTED_CPUID, p) == 0)
+                {
+                    int count = (int)((kvm_cpuid2*)p)->nent;
+                    return new ReadOnlySpan<kvm_cpuid_entry2>(p + sizeof(kvm_cpuid2), count).ToArray();
+                }
+                // E2BIG: the buffer was too small; grow and ask again.
+                if (Libc.LastErrno != 7 || n > 4096)
+                {
+                    throw new SysError("KVM_GET_SUPPORTED_CPUID", Libc.LastErrno);
+                }
+            }
+        }
+    }
+
+    public KvmVm CreateVm()
+    {
+        int vmfd = Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_CREATE_VM, 0), "KVM_CREATE_VM");
+        return new KvmVm(new FileDescriptor(vmfd), VcpuMmapSize);
+    }
+
+    public void Dispose() => _fd.Dispose();
+}
+
+/// <summary>/dev/kvm is absent, closed to us, or too old: the one error a caller may treat as "skip".</summary>
+public sealed class KvmUnavailableException(string message) : Exception(message);

@@ -1,0 +1,134 @@
+using Vireo.Interop;
+
+namespace Vireo.Kvm;
+
+/// <summary>A vCPU file descriptor and its mmapped kvm_run page. Created only by <see cref="KvmVm"/>.</summary>
+public sealed unsafe class KvmVcpu : IDisposable
+{
+    private readonly FileDescriptor _fd;
+    private readonly int _runSize;
+    private kvm_run* _run;
+    private readonly int _rawFd;
+    private bool _fdRefAdded;
+
+    public int Id { get; }
+
+    internal KvmVcpu(int id, FileDescriptor fd, int runSize)
+    {
+        Id = id;
+        _fd = fd;
+        _runSize = runSize;
+        nint p = Libc.Mmap(0, (nuint)runSize, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd.Fd, 0);
+        if (p == Libc.MAP_FAILED)
+        {
+            int errno = Libc.LastErrno;
+            fd.Dispose();
+            throw new SysError("mmap(kvm_run)", errno);
+        }
+        _run = (kvm_run*)p;
+        // The fd is borrowed for the vCPU's lifetime so the hot path uses the raw number.
+        fd.DangerousAddRef(ref _fdRefAdded);
+        _rawFd = fd.Fd;
+    }
+
+    /// <summary>Enters the guest until the next exit to userspace. False with errno on failure (EINTR: kicked).</summary>
+    public bool TryRun(out int errno)
+    {
+        if (Libc.Ioctl(_rawFd, KvmAbi.KVM_RUN, 0) == 0)
+        {
+            errno = 0;
+            return true;
+        }
+        errno = Libc.LastErrno;
+        return false;
+    }
+
+    /// <summary>The exit KVM_RUN just returned, read in place from kvm_run.</summary>
+    public VcpuExit Exit => new(_run, _runSize);
+
+    /// <summary>When set, the next KVM_RUN returns EINTR at once: half of a kick.</summary>
+    public bool ImmediateExit
+    {
+        get => Volatile.Read(ref _run->immediate_exit) != 0;
+        set => Volatile.Write(ref _run->immediate_exit, value ? (byte)1 : (byte)0);
+    }
+
+    public kvm_regs GetRegs() { kvm_regs r; Get(KvmAbi.KVM_GET_REGS, &r, "KVM_GET_REGS"); return r; }
+    public void SetRegs(in kvm_regs r) { fixed (kvm_regs* p = &r) { Get(KvmAbi.KVM_SET_REGS, p, "KVM_SET_REGS"); } }
+    public kvm_sregs GetSregs() { kvm_sregs r; Get(KvmAbi.KVM_GET_SREGS, &r, "KVM_GET_SREGS"); return r; }
+    public void SetSregs(in kvm_sregs r) { fixed (kvm_sregs* p = &r) { Get(KvmAbi.KVM_SET_SREGS, p, "KVM_SET_SREGS"); } }
+    public kvm_fpu GetFpu() { kvm_fpu r; Get(KvmAbi.KVM_GET_FPU, &r, "KVM_GET_FPU"); return r; }
+    public void SetFpu(in kvm_fpu r) { fixed (kvm_fpu* p = &r) { Get(KvmAbi.KVM_SET_FPU, p, "KVM_SET_FPU"); } }
+    public kvm_lapic_state GetLapic() { kvm_lapic_state r; Get(KvmAbi.KVM_GET_LAPIC, &r, "KVM_GET_LAPIC"); return r; }
+    public void SetLapic(in kvm_lapic_state r) { fixed (kvm_lapic_state* p = &r) { Get(KvmAbi.KVM_SET_LAPIC, p, "KVM_SET_LAPIC"); } }
+    public kvm_xsave GetXsave() { kvm_xsave r; Get(KvmAbi.KVM_GET_XSAVE, &r, "KVM_GET_XSAVE"); return r; }
+    public void SetXsave(in kvm_xsave r) { fixed (kvm_xsave* p = &r) { Get(KvmAbi.KVM_SET_XSAVE, p, "KVM_SET_XSAVE"); } }
+
+    public uint GetMpState() { kvm_mp_state s; Get(KvmAbi.KVM_GET_MP_STATE, &s, "KVM_GET_MP_STATE"); return s.mp_state; }
+    public void SetMpState(uint state) { var s = new kvm_mp_state { mp_state = state }; Get(KvmAbi.KVM_SET_MP_STATE, &s, "KVM_SET_MP_STATE"); }
+
+    public void SetCpuid(ReadOnlySpan<kvm_cpuid_entry2> entries)
+    {
+        byte[] buf = new byte[sizeof(kvm_cpuid2) + entries.Length * sizeof(kvm_cpuid_entry2)];
+        fixed (byte* p = buf)
+        {
+            ((kvm_cpuid2*)p)->nent = (uint)entries.Length;
+            entries.CopyTo(new Span<kvm_cpuid_entry2>(p + sizeof(kvm_cpuid2), entries.Length));
+            Get(KvmAbi.KVM_SET_CPUID2, p, "KVM_SET_CPUID2");
+        }
+    }
+
+    /// <summary>KVM_SET_MSRS; throws unless every entry was accepted.</summary>
+    public void SetMsrs(ReadOnlySpan<kvm_msr_entry> entries)
+    {
+        int n = MsrIoctl(KvmAbi.KVM_SET_MSRS, entries.ToArray(), "KVM_SET_MSRS");
+        if (n != entries.Length)
+        {
+            throw new InvalidOperationException($"KVM_SET_MSRS accepted {n} of {entries.Length} MSRs; MSR 0x{entries[n].index:x} was refused");
+        }
+    }
+
+    /// <summary>KVM_GET_MSRS for the given indices; returns the entries KVM filled.</summary>
+    public kvm_msr_entry[] GetMsrs(ReadOnlySpan<uint> indices)
+    {
+        var entries = new kvm_msr_entry[indices.Length];
+        for (int i = 0; i < indices.Length; i++)
+        {
+            entries[i].index = indices[i];
+        }
+        int n = MsrIoctl(KvmAbi.KVM_GET_MSRS, entries, "KVM_GET_MSRS");
+        return entries[..n];
+    }
+
+    private int MsrIoctl(nuint request, kvm_msr_entry[] entries, string name)
+    {
+        byte[] buf = new byte[sizeof(kvm_msrs) + entries.Length * sizeof(kvm_msr_entry)];
+        fixed (byte* p = buf)
+        {
+            ((kvm_msrs*)p)->nmsrs = (uint)entries.Length;
+            var span = new Span<kvm_msr_entry>(p + sizeof(kvm_msrs), entries.Length);
+            entries.CopyTo(span);
+            int n = Check.Io(Libc.Ioctl(_rawFd, request, p), name);
+            span.CopyTo(entries);
+            return n;
+        }
+    }
+
+    private void Get(nuint request, void* arg, string name) => Check.Io(Libc.Ioctl(_rawFd, request, arg), name);
+
+    public void Dispose()
+    {
+        var run = _run;
+        _run = null;
+        if (run != null)
+        {
+            _ = Libc.Munmap((nint)run, (nuint)_runSize);
+        }
+        if (_fdRefAdded)
+        {
+            _fd.DangerousRelease();
+            _fdRefAdded = false;
+        }
+        _fd.Dispose();
+    }
+}

@@ -1,0 +1,97 @@
+using Vireo.Interop;
+using Vireo.Memory;
+
+namespace Vireo.Kvm;
+
+/// <summary>A KVM VM file descriptor. Only this type creates vCPUs and registers memory slots.</summary>
+public sealed unsafe class KvmVm : IDisposable
+{
+    private readonly FileDescriptor _fd;
+    private readonly int _runMmapSize;
+    private uint _nextSlot;
+
+    internal KvmVm(FileDescriptor fd, int runMmapSize)
+    {
+        _fd = fd;
+        _runMmapSize = runMmapSize;
+    }
+
+    public void SetTssAddress(ulong address) =>
+        Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_SET_TSS_ADDR, (nuint)address), "KVM_SET_TSS_ADDR");
+
+    public void SetIdentityMapAddress(ulong address) =>
+        Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_SET_IDENTITY_MAP_ADDR, &address), "KVM_SET_IDENTITY_MAP_ADDR");
+
+    /// <summary>In-kernel PIC pair, IOAPIC and per-vCPU LAPICs. Must precede vCPU creation.</summary>
+    public void CreateIrqchip() => Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_CREATE_IRQCHIP, 0), "KVM_CREATE_IRQCHIP");
+
+    /// <summary>In-kernel i8254 PIT, with port 0x61 handled as a dummy speaker.</summary>
+    public void CreatePit2()
+    {
+        kvm_pit_config config = default;
+        config.flags = KvmAbi.KVM_PIT_SPEAKER_DUMMY;
+        Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_CREATE_PIT2, &config), "KVM_CREATE_PIT2");
+    }
+
+    /// <summary>Registers every region of <paramref name="memory"/> as a memory slot.</summary>
+    public void RegisterMemory(GuestMemory memory, bool logDirty = false)
+    {
+        foreach (var region in memory.Regions)
+        {
+            var slot = new kvm_userspace_memory_region
+            {
+                slot = _nextSlot++,
+                flags = logDirty ? KvmAbi.KVM_MEM_LOG_DIRTY_PAGES : 0,
+                guest_phys_addr = region.Start.Value,
+                memory_size = region.Size,
+                userspace_addr = (ulong)region.HostAddress,
+            };
+            Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_SET_USER_MEMORY_REGION, &slot), "KVM_SET_USER_MEMORY_REGION");
+        }
+    }
+
+    /// <summary>KVM_GET_DIRTY_LOG: one bit a 4 KiB page of the slot, cleared by the read.</summary>
+    public void GetDirtyLog(uint slot, Span<ulong> bitmap)
+    {
+        fixed (ulong* p = bitmap)
+        {
+            var log = new kvm_dirty_log { slot = slot, dirty_bitmap = (ulong)p };
+            Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_GET_DIRTY_LOG, &log), "KVM_GET_DIRTY_LOG");
+        }
+    }
+
+    public KvmVcpu CreateVcpu(int id)
+    {
+        int fd = Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_CREATE_VCPU, (nuint)id), $"KVM_CREATE_VCPU({id})");
+        return new KvmVcpu(id, new FileDescriptor(fd), _runMmapSize);
+    }
+
+    /// <summary>Routes signals of <paramref name="eventFd"/> to interrupt line <paramref name="gsi"/> (edge).</summary>
+    public void RegisterIrqfd(EventFd eventFd, uint gsi)
+    {
+        var irqfd = new kvm_irqfd { fd = (uint)eventFd.Fd, gsi = gsi };
+        Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_IRQFD, &irqfd), "KVM_IRQFD");
+    }
+
+    /// <summary>Makes guest writes to <paramref name="address"/> signal <paramref name="eventFd"/> inside KVM, with no exit to userspace.</summary>
+    public void RegisterIoeventfd(EventFd eventFd, ulong address, uint length, bool pio, ulong? dataMatch = null)
+    {
+        var ioeventfd = new kvm_ioeventfd
+        {
+            addr = address,
+            len = length,
+            fd = eventFd.Fd,
+            flags = (pio ? KvmAbi.KVM_IOEVENTFD_FLAG_PIO : 0) | (dataMatch.HasValue ? KvmAbi.KVM_IOEVENTFD_FLAG_DATAMATCH : 0),
+            datamatch = dataMatch ?? 0,
+        };
+        Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_IOEVENTFD, &ioeventfd), "KVM_IOEVENTFD");
+    }
+
+    public void SetIrqLine(uint irq, bool level)
+    {
+        var l = new kvm_irq_level { irq = irq, level = level ? 1u : 0u };
+        Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_IRQ_LINE, &l), "KVM_IRQ_LINE");
+    }
+
+    public void Dispose() => _fd.Dispose();
+}

@@ -1,0 +1,65 @@
+using Vireo.Interop;
+
+namespace Vireo.Memory;
+
+/// <summary>One contiguous run of guest RAM backed by an anonymous host mapping.</summary>
+public sealed unsafe class GuestRegion : IDisposable
+{
+    private nint _host;
+
+    public GuestAddress Start { get; }
+    public ulong Size { get; }
+    public GuestAddress End => Start.Add(Size);
+
+    /// <summary>The host virtual address of the mapping (for KVM_SET_USER_MEMORY_REGION).</summary>
+    public nint HostAddress => _host != 0 ? _host : throw new ObjectDisposedException(nameof(GuestRegion));
+
+    private GuestRegion(GuestAddress start, ulong size, nint host)
+    {
+        Start = start;
+        Size = size;
+        _host = host;
+    }
+
+    /// <summary>Maps <paramref name="size"/> bytes, MAP_NORESERVE so untouched RAM costs nothing.</summary>
+    public static GuestRegion Allocate(GuestAddress start, ulong size)
+    {
+        if (size == 0 || size % 4096 != 0)
+        {
+            throw new ArgumentException($"region size {size} is not a positive multiple of 4 KiB", nameof(size));
+        }
+        nint host = Libc.Mmap(0, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE,
+            Libc.MAP_PRIVATE | Libc.MAP_ANONYMOUS | Libc.MAP_NORESERVE, -1, 0);
+        if (host == Libc.MAP_FAILED)
+        {
+            throw new SysError($"mmap({size} bytes of guest RAM)", Libc.LastErrno);
+        }
+        // Guest RAM is never inherited by a forked helper.
+        _ = Libc.Madvise(host, (nuint)size, Libc.MADV_DONTFORK);
+        return new GuestRegion(start, size, host);
+    }
+
+    public bool Contains(GuestAddress address) => address.Value >= Start.Value && address.Value - Start.Value < Size;
+
+    /// <summary>A span over [address, address+length) when it lies wholly in this region.</summary>
+    public bool TryGetSpan(GuestAddress address, ulong length, out Span<byte> span)
+    {
+        span = default;
+        if (!Contains(address) || length > Size - (address.Value - Start.Value) || length > int.MaxValue)
+        {
+            return false;
+        }
+        // SAFETY: the range was checked to lie inside this live mapping of Size bytes.
+        span = new Span<byte>((byte*)HostAddress + (address.Value - Start.Value), (int)length);
+        return true;
+    }
+
+    public void Dispose()
+    {
+        nint host = Interlocked.Exchange(ref _host, 0);
+        if (host != 0)
+        {
+            _ = Libc.Munmap(host, (nuint)Size);
+        }
+    }
+}
