@@ -1,0 +1,96 @@
+using System.CommandLine;
+using System.Runtime.InteropServices;
+using Vireo.Boot;
+using Vireo.Interop;
+using Vireo.Kvm;
+using Vireo.Vmm;
+
+namespace Vireo.Cli;
+
+/// <summary>`vireo run`: one VM in the foreground with its serial console on this terminal (like `lkvm run`).</summary>
+internal static class RunCommand
+{
+    /// <summary>Exit statuses of `vireo run` besides the guest's own.</summary>
+    public const int ExitBadConfig = 2, ExitNoKvm = 3, ExitBadImage = 4;
+
+    public static Command Create()
+    {
+        var kernel = new Option<string?>("--kernel") { Description = "Kernel to boot: bzImage, vmlinux or PVH ELF (default: the built-in hello guest)" };
+        var initrd = new Option<string?>("--initrd") { Description = "Initial ramdisk" };
+        var cmdline = new Option<string>("--cmdline") { Description = "Kernel command line", DefaultValueFactory = _ => "console=ttyS0 reboot=k panic=1" };
+        var memory = new Option<string>("--memory", "-m") { Description = "Guest RAM, e.g. 256M or 2G", DefaultValueFactory = _ => "256M" };
+        var vcpus = new Option<int>("--vcpus", "-c") { Description = "Number of vCPUs", DefaultValueFactory = _ => 1 };
+        var debugExit = new Option<bool>("--debug-exit") { Description = "Add the test port 0xf4: a guest write of N ends the run with status N" };
+        var timeout = new Option<double?>("--timeout") { Description = "Stop the VM after this many seconds (exit status 124)" };
+        var command = new Command("run", "Boot a VM in the foreground; Ctrl-] then q quits")
+        {
+            kernel, initrd, cmdline, memory, vcpus, debugExit, timeout,
+        };
+        command.SetAction(parse =>
+        {
+            try
+            {
+                var config = new VmConfig
+                {
+                    KernelPath = parse.GetValue(kernel) ?? DefaultGuest.Path(),
+                    InitrdPath = parse.GetValue(initrd),
+                    Cmdline = parse.GetValue(cmdline)!,
+                    MemoryBytes = VmConfig.ParseSize(parse.GetValue(memory)!),
+                    Vcpus = parse.GetValue(vcpus),
+                    DebugExit = parse.GetValue(debugExit),
+                };
+                double? seconds = parse.GetValue(timeout);
+                return Run(config, seconds is { } s ? TimeSpan.FromSeconds(s) : null);
+            }
+            catch (VmConfigException e)
+            {
+                return Fail(ExitBadConfig, e.Message);
+            }
+            catch (BootException e)
+            {
+                return Fail(ExitBadImage, e.Message);
+            }
+            catch (KvmUnavailableException e)
+            {
+                return Fail(ExitNoKvm, e.Message);
+            }
+            catch (SysError e)
+            {
+                return Fail(1, e.Message);
+            }
+        });
+        return command;
+    }
+
+    private static int Run(VmConfig config, TimeSpan? timeout)
+    {
+        using var stdout = Console.OpenStandardOutput();
+        using var console = new SerialConsole(stdout);
+        using var machine = Machine.Create(config, console.Transmit);
+        using var terminal = Terminal.Attach(machine, console);
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; machine.RequestStop(new VmOutcome(StopReason.HostRequest, Message: "SIGINT")); });
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; machine.RequestStop(new VmOutcome(StopReason.HostRequest, Message: "SIGTERM")); });
+        var outcome = machine.Run(timeout);
+        console.Flush();
+        terminal.Dispose();
+        if (!outcome.IsClean)
+        {
+            Console.Error.WriteLine($"vireo: {outcome}");
+            if (outcome.RegisterDump is { } dump)
+            {
+                Console.Error.WriteLine(dump);
+            }
+        }
+        else if (Environment.GetEnvironmentVariable("VIREO_VERBOSE") == "1")
+        {
+            Console.Error.WriteLine($"vireo: {outcome}");
+        }
+        return outcome.ExitCode;
+    }
+
+    private static int Fail(int code, string message)
+    {
+        Console.Error.WriteLine($"vireo: {message}");
+        return code;
+    }
+}

@@ -1,0 +1,195 @@
+using Vireo.Boot;
+using Vireo.Devices;
+using Vireo.Interop;
+using Vireo.Kvm;
+using Vireo.Memory;
+
+namespace Vireo.Vmm;
+
+/// <summary>
+/// One VM: guest memory, the KVM VM and its vCPUs, the legacy devices, and the lifecycle that
+/// starts the vCPU threads and stops them all on the first exit that ends the run.
+/// </summary>
+public sealed class Machine : IDisposable
+{
+    private readonly Kvm.Kvm _kvm;
+    private readonly KvmVm _vm;
+    private readonly List<KvmVcpu> _vcpus = [];
+    private readonly List<VcpuRunner> _runners = [];
+    private readonly List<IDisposable> _owned = [];
+    private readonly ManualResetEventSlim _stopped = new();
+    private VmOutcome? _outcome;
+    private volatile bool _stopping;
+
+    public VmConfig Config { get; }
+    public GuestMemory Memory { get; }
+    public Bus Pio { get; } = new();
+    public Bus Mmio { get; } = new();
+    public Serial16550 Serial { get; }
+    public PostCodePort PostCode { get; } = new();
+    public bool IsStopping => _stopping;
+
+    /// <summary>Exits to userspace so far, over all vCPUs.</summary>
+    public long Exits => _runners.Sum(r => r.Exits);
+
+    private Machine(VmConfig config, Kvm.Kvm kvm, KvmVm vm, GuestMemory memory, Action<byte> serialOut)
+    {
+        Config = config;
+        _kvm = kvm;
+        _vm = vm;
+        Memory = memory;
+        var com1Irq = new IrqfdLine(vm, Serial16550.Com1Irq);
+        _owned.Add(com1Irq);
+        Serial = new Serial16550(serialOut, com1Irq);
+    }
+
+    /// <summary>
+    /// Builds a VM ready to run: validates the config, loads the kernel (nothing is created if the
+    /// image is bad), then creates the VM, its memory, devices and vCPUs.
+    /// </summary>
+    public static Machine Create(VmConfig config, Action<byte> serialOut)
+    {
+        config.Validate();
+        var source = new BootSource(
+            ReadFile(config.KernelPath, "kernel"),
+            config.InitrdPath is null ? null : ReadFile(config.InitrdPath, "initrd"),
+            config.Cmdline,
+            config.Vcpus);
+        _ = KernelImage.Parse(source.Kernel); // a malformed image fails before any KVM object exists
+
+        var kvm = Kvm.Kvm.Open();
+        KvmVm? vm = null;
+        GuestMemory? memory = null;
+        try
+        {
+            if (config.Vcpus > kvm.MaxVcpus)
+            {
+                throw new VmConfigException($"vcpus: {config.Vcpus} exceeds this host's KVM limit of {kvm.MaxVcpus}");
+            }
+            vm = kvm.CreateVm();
+            vm.SetIdentityMapAddress(MemoryLayout.KvmIdentityMapAddr);
+            vm.SetTssAddress(MemoryLayout.KvmTssAddr);
+            vm.CreateIrqchip();
+            vm.CreatePit2();
+            memory = GuestMemory.Create(config.MemoryBytes);
+            var boot = BootLoader.Load(memory, source);
+            vm.RegisterMemory(memory);
+            var machine = new Machine(config, kvm, vm, memory, serialOut);
+            machine.AddLegacyDevices();
+            machine.CreateVcpus(boot);
+            return machine;
+        }
+        catch
+        {
+            memory?.Dispose();
+            vm?.Dispose();
+            kvm.Dispose();
+            throw;
+        }
+    }
+
+    private static byte[] ReadFile(string path, string what)
+    {
+        try
+        {
+            return File.ReadAllBytes(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new VmConfigException($"{what}: cannot read {path}: {e.Message}");
+        }
+    }
+
+    private void AddLegacyDevices()
+    {
+        Pio.Insert(Serial, Serial16550.Com1Base, 8);
+        Pio.Insert(new I8042(() => RequestStop(new VmOutcome(StopReason.Reset, Message: "i8042 reset"))), I8042.Base, I8042.Length);
+        ulong low = Memory.LowRamEnd;
+        Pio.Insert(new CmosRtc(low, Memory.Size - low), CmosRtc.Base, CmosRtc.Length);
+        Pio.Insert(PostCode, PostCodePort.Port, 1);
+        if (Config.DebugExit)
+        {
+            Pio.Insert(new DebugExitPort(code => RequestStop(new VmOutcome(StopReason.DebugExit, code))), DebugExitPort.Port, DebugExitPort.Length);
+        }
+    }
+
+    private void CreateVcpus(BootCpuState boot)
+    {
+        var supported = _kvm.GetSupportedCpuid();
+        for (int id = 0; id < Config.Vcpus; id++)
+        {
+            var vcpu = _vm.CreateVcpu(id);
+            _vcpus.Add(vcpu);
+            vcpu.SetCpuid(CpuidTemplate.For(supported, id, Config.Vcpus));
+            vcpu.SetMsrs([new kvm_msr_entry { index = 0x1a0, data = 1 }]); // IA32_MISC_ENABLE: fast strings
+            var fpu = vcpu.GetFpu();
+            fpu.fcw = 0x37f;
+            fpu.mxcsr = 0x1f80;
+            vcpu.SetFpu(fpu);
+            Lapic.ConfigureLint(vcpu);
+            if (id == 0)
+            {
+                var sregs = vcpu.GetSregs();
+                boot.ApplyTo(ref sregs);
+                vcpu.SetSregs(sregs);
+                vcpu.SetRegs(boot.Regs);
+            }
+            // Application processors wait in KVM for the guest's INIT/SIPI.
+            _runners.Add(new VcpuRunner(vcpu, Pio, Mmio, this));
+        }
+    }
+
+    /// <summary>Runs the VM until it stops or <paramref name="timeout"/> passes, and says why it stopped.</summary>
+    public VmOutcome Run(TimeSpan? timeout = null)
+    {
+        _ = Signals.KickSignal; // install the kick handler before any vCPU thread exists
+        foreach (var runner in _runners)
+        {
+            runner.Start();
+        }
+        if (!_stopped.Wait(timeout ?? Timeout.InfiniteTimeSpan))
+        {
+            RequestStop(new VmOutcome(StopReason.Timeout, Message: $"no exit within {timeout!.Value.TotalSeconds:0.#} s"));
+        }
+        foreach (var runner in _runners)
+        {
+            runner.Join();
+        }
+        if (_outcome!.Reason == StopReason.Timeout)
+        {
+            // A guest that never exits is usually stuck somewhere worth seeing.
+            _outcome = _outcome with { RegisterDump = string.Join(Environment.NewLine, _vcpus.Select(RegisterDump.Format)) };
+        }
+        return _outcome;
+    }
+
+    /// <summary>Ends the run; the first outcome wins. Safe from any thread.</summary>
+    public void RequestStop(VmOutcome outcome)
+    {
+        if (Interlocked.CompareExchange(ref _outcome, outcome, null) != null)
+        {
+            return;
+        }
+        _stopping = true;
+        foreach (var runner in _runners)
+        {
+            runner.Kick();
+        }
+        _stopped.Set();
+    }
+
+    public void Dispose()
+    {
+        foreach (var vcpu in _vcpus)
+        {
+            vcpu.Dispose();
+        }
+        foreach (var d in _owned)
+        {
+            d.Dispose();
+        }
+        _vm.Dispose();
+        Memory.Dispose();
+        _kvm.Dispose();
+    }
+}

@@ -1,0 +1,65 @@
+namespace Vireo.Vmm;
+
+/// <summary>What a VM is made of: the boot source and the machine size. Validated by <see cref="Validate"/>.</summary>
+public sealed record VmConfig
+{
+    public required string KernelPath { get; init; }
+    public string? InitrdPath { get; init; }
+    public string Cmdline { get; init; } = "console=ttyS0 reboot=k panic=1";
+    public ulong MemoryBytes { get; init; } = 256UL << 20;
+    public int Vcpus { get; init; } = 1;
+
+    /// <summary>Adds the isa-debug-exit style port 0xf4 that test guests use to report a status.</summary>
+    public bool DebugExit { get; init; }
+
+    public const int MaxVcpus = 254;
+
+    /// <summary>Throws <see cref="VmConfigException"/> naming the first field that is wrong.</summary>
+    public void Validate()
+    {
+        if (Vcpus < 1 || Vcpus > MaxVcpus)
+        {
+            throw new VmConfigException($"vcpus: {Vcpus} is outside 1..{MaxVcpus}");
+        }
+        if (MemoryBytes < Memory.MemoryLayout.MinRam || MemoryBytes > Memory.MemoryLayout.MaxRam)
+        {
+            throw new VmConfigException($"memory: {MemoryBytes >> 20} MiB is outside {Memory.MemoryLayout.MinRam >> 20} MiB..{Memory.MemoryLayout.MaxRam >> 30} GiB");
+        }
+        if (MemoryBytes % 4096 != 0)
+        {
+            throw new VmConfigException("memory: must be a multiple of 4 KiB");
+        }
+        if (!File.Exists(KernelPath))
+        {
+            throw new VmConfigException($"kernel: no such file: {KernelPath}");
+        }
+        if (InitrdPath is not null && !File.Exists(InitrdPath))
+        {
+            throw new VmConfigException($"initrd: no such file: {InitrdPath}");
+        }
+    }
+
+    /// <summary>Parses sizes like 256M, 1G, 512MiB or a plain number of MiB.</summary>
+    public static ulong ParseSize(string text)
+    {
+        string t = text.Trim();
+        ulong multiplier = 1UL << 20;
+        string digits = t;
+        foreach (var (suffix, m) in new[] { ("GiB", 1UL << 30), ("MiB", 1UL << 20), ("KiB", 1UL << 10), ("G", 1UL << 30), ("M", 1UL << 20), ("K", 1UL << 10) })
+        {
+            if (t.EndsWith(suffix, StringComparison.OrdinalIgnoreCase))
+            {
+                multiplier = m;
+                digits = t[..^suffix.Length];
+                break;
+            }
+        }
+        if (!ulong.TryParse(digits, out ulong n) || n == 0 || n > ulong.MaxValue / multiplier)
+        {
+            throw new VmConfigException($"memory: '{text}' is not a size (examples: 256M, 2G)");
+        }
+        return n * multiplier;
+    }
+}
+
+public sealed class VmConfigException(string message) : Exception(message);
