@@ -1,0 +1,68 @@
+using System.Diagnostics;
+
+namespace Vireo.Tests;
+
+/// <summary>Where the repository is, and the guest kit built once for the whole test run.</summary>
+internal static class TestEnvironment
+{
+    private static readonly Lazy<string> RootLazy = new(FindRoot);
+    private static readonly Lazy<string> GuestsLazy = new(BuildGuests);
+
+    public static string Root => RootLazy.Value;
+
+    /// <summary>guests/build, after `make -C guests` has run once in this process.</summary>
+    public static string GuestDir => GuestsLazy.Value;
+
+    public static string Guest(string name) => Path.Combine(GuestDir, name + ".elf");
+
+    private static string FindRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "guests", "Makefile")))
+            {
+                return dir.FullName;
+            }
+        }
+        throw new InvalidOperationException("cannot find the repository root (guests/Makefile) above " + AppContext.BaseDirectory);
+    }
+
+    private static string BuildGuests()
+    {
+        var result = Run("make", $"-s -C {Path.Combine(Root, "guests")}");
+        if (result.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"building the guest kit failed:\n{result.Output}");
+        }
+        return Path.Combine(Root, "guests", "build");
+    }
+
+    public sealed record ProcessResult(int ExitCode, string Output, string Error);
+
+    /// <summary>Runs a program to completion with a time limit, capturing stdout and stderr.</summary>
+    public static ProcessResult Run(string file, string arguments, string? stdin = null, int timeoutMs = 120_000, string? workDir = null)
+    {
+        var psi = new ProcessStartInfo(file, arguments)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+            WorkingDirectory = workDir ?? Root,
+        };
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (stdin is not null)
+        {
+            p.StandardInput.Write(stdin);
+        }
+        p.StandardInput.Close();
+        if (!p.WaitForExit(timeoutMs))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{file} {arguments} did not finish in {timeoutMs} ms");
+        }
+        return new ProcessResult(p.ExitCode, stdout.Result, stderr.Result);
+    }
+}

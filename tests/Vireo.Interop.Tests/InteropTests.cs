@@ -1,0 +1,55 @@
+using Vireo.Interop;
+
+namespace Vireo.Interop.Tests;
+
+public class InteropTests
+{
+    [Fact]
+    public void EventFd_counts_signals_and_reads_zero_when_empty()
+    {
+        using var e = new EventFd(nonBlocking: true);
+        Assert.Equal(0UL, e.Consume());
+        e.Signal();
+        e.Signal(2);
+        Assert.Equal(3UL, e.Consume());
+        Assert.Equal(0UL, e.Consume());
+    }
+
+    [Fact]
+    public void Open_of_a_missing_file_names_the_call_and_errno()
+    {
+        var e = Assert.Throws<SysError>(() => FileDescriptor.Open("/nonexistent/vireo", Libc.O_RDONLY));
+        Assert.Equal(Libc.ENOENT, e.Errno);
+        Assert.Contains("open(/nonexistent/vireo)", e.Message);
+    }
+
+    [Fact]
+    public void Kick_signal_interrupts_a_blocked_read_without_killing_the_process()
+    {
+        using var e = new EventFd();
+        nuint target = 0;
+        var ready = new ManualResetEventSlim();
+        int errno = 0;
+        var t = new Thread(() =>
+        {
+            target = Signals.PthreadSelf();
+            ready.Set();
+            unsafe
+            {
+                ulong v;
+                nint n = Libc.Read(e.Fd, (byte*)&v, 8); // blocks: nothing signalled the eventfd
+                errno = n < 0 ? Libc.LastErrno : 0;
+            }
+        });
+        _ = Signals.KickSignal;
+        t.Start();
+        ready.Wait();
+        for (int i = 0; i < 100 && t.IsAlive; i++)
+        {
+            Thread.Sleep(10);
+            Signals.Kick(target);
+        }
+        Assert.True(t.Join(2000), "the kicked thread stayed blocked");
+        Assert.Equal(Libc.EINTR, errno);
+    }
+}

@@ -1,0 +1,123 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+using Vireo.Interop;
+using Vireo.Tests;
+
+namespace Vireo.Interop.Tests;
+
+/// <summary>
+/// Every struct, field offset, constant and ioctl number of the KVM binding, checked against
+/// the kernel's own headers by compiling and running a C program.
+/// </summary>
+public class KvmAbiTests
+{
+    private static readonly (Type Type, string CName)[] Structs =
+    [
+        (typeof(kvm_regs), "struct kvm_regs"),
+        (typeof(kvm_segment), "struct kvm_segment"),
+        (typeof(kvm_dtable), "struct kvm_dtable"),
+        (typeof(kvm_sregs), "struct kvm_sregs"),
+        (typeof(kvm_fpu), "struct kvm_fpu"),
+        (typeof(kvm_msr_entry), "struct kvm_msr_entry"),
+        (typeof(kvm_msrs), "struct kvm_msrs"),
+        (typeof(kvm_cpuid_entry2), "struct kvm_cpuid_entry2"),
+        (typeof(kvm_cpuid2), "struct kvm_cpuid2"),
+        (typeof(kvm_lapic_state), "struct kvm_lapic_state"),
+        (typeof(kvm_pit_config), "struct kvm_pit_config"),
+        (typeof(kvm_userspace_memory_region), "struct kvm_userspace_memory_region"),
+        (typeof(kvm_irqfd), "struct kvm_irqfd"),
+        (typeof(kvm_ioeventfd), "struct kvm_ioeventfd"),
+        (typeof(kvm_dirty_log), "struct kvm_dirty_log"),
+        (typeof(kvm_irq_level), "struct kvm_irq_level"),
+        (typeof(kvm_mp_state), "struct kvm_mp_state"),
+        (typeof(kvm_xsave), "struct kvm_xsave"),
+    ];
+
+    /// <summary>The exit-union members of kvm_run, checked relative to the union.</summary>
+    private static readonly (Type Type, string Member)[] RunUnion =
+    [
+        (typeof(kvm_run_io), "io"),
+        (typeof(kvm_run_mmio), "mmio"),
+        (typeof(kvm_run_internal), "internal"),
+        (typeof(kvm_run_fail_entry), "fail_entry"),
+        (typeof(kvm_run_system_event), "system_event"),
+    ];
+
+    /// <summary>C names for the C# fields that split a C array (kvm_dtable's padding[3]).</summary>
+    private static string CField(Type type, string name) =>
+        type == typeof(kvm_dtable) && name.StartsWith("padding", StringComparison.Ordinal) ? $"padding[{name[^1]}]" : name;
+
+    private static IEnumerable<FieldInfo> Fields(Type t) => t.GetFields(BindingFlags.Instance | BindingFlags.Public);
+
+    /// <summary>(C expression, value the binding uses) for everything checked.</summary>
+    private static List<(string Expr, ulong Expected)> Checks()
+    {
+        var checks = new List<(string, ulong)>();
+        foreach (var (type, cname) in Structs)
+        {
+            checks.Add(($"sizeof({cname})", (ulong)Marshal.SizeOf(type)));
+            foreach (var f in Fields(type))
+            {
+                checks.Add(($"offsetof({cname}, {CField(type, f.Name)})", (ulong)Marshal.OffsetOf(type, f.Name)));
+            }
+        }
+        foreach (var f in Fields(typeof(kvm_run)))
+        {
+            checks.Add(($"offsetof(struct kvm_run, {f.Name})", (ulong)Marshal.OffsetOf<kvm_run>(f.Name)));
+        }
+        checks.Add(("offsetof(struct kvm_run, io)", KvmAbi.RunExitUnionOffset));
+        foreach (var (type, member) in RunUnion)
+        {
+            foreach (var f in Fields(type))
+            {
+                checks.Add(($"offsetof(struct kvm_run, {member}.{f.Name}) - offsetof(struct kvm_run, {member})", (ulong)Marshal.OffsetOf(type, f.Name)));
+            }
+        }
+        foreach (var f in typeof(KvmAbi).GetFields(BindingFlags.Static | BindingFlags.Public).Where(f => f.Name.StartsWith("KVM", StringComparison.Ordinal)))
+        {
+            ulong value = f.GetValue(null) switch
+            {
+                nuint n => n,
+                int i => (ulong)i,
+                uint u => u,
+                byte b => b,
+                var other => throw new InvalidOperationException($"{f.Name} has an unexpected type {other?.GetType()}"),
+            };
+            checks.Add(($"(unsigned long)({f.Name})", value));
+        }
+        return checks;
+    }
+
+    [Fact]
+    public void Binding_matches_linux_kvm_h()
+    {
+        var checks = Checks();
+        Assert.True(checks.Count > 150, $"only {checks.Count} checks were generated");
+        string dir = Directory.CreateTempSubdirectory("vireo-abi").FullName;
+        string source = Path.Combine(dir, "abi.c");
+        var lines = new List<string> { "#include <stdio.h>", "#include <stddef.h>", "#include <linux/kvm.h>", "int main(void) {" };
+        lines.AddRange(checks.Select((c, i) => $"    printf(\"{i} %lu\\n\", (unsigned long)({c.Expr}));"));
+        lines.Add("    return 0;\n}");
+        File.WriteAllLines(source, lines);
+        var build = TestEnvironment.Run("gcc", $"-o {dir}/abi {source}");
+        Assert.True(build.ExitCode == 0, build.Error);
+        var run = TestEnvironment.Run($"{dir}/abi", "");
+        Assert.Equal(0, run.ExitCode);
+        var actual = run.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => l.Split(' '))
+            .ToDictionary(p => int.Parse(p[0]), p => ulong.Parse(p[1]));
+        var mismatches = checks.Select((c, i) => (c.Expr, c.Expected, Actual: actual[i]))
+            .Where(x => x.Expected != x.Actual)
+            .Select(x => $"{x.Expr}: binding has {x.Expected}, <linux/kvm.h> has {x.Actual}")
+            .ToList();
+        Assert.True(mismatches.Count == 0, string.Join("\n", mismatches));
+    }
+
+    [Fact]
+    public void Ioctl_encoding_matches_the_generic_macros()
+    {
+        // _IOWR(0xAE, 0x05, 8) = KVM_GET_SUPPORTED_CPUID, known from the header: 0xc008ae05.
+        Assert.Equal((nuint)0xc008ae05, KvmAbi.KVM_GET_SUPPORTED_CPUID);
+        Assert.Equal((nuint)0xae80, KvmAbi.KVM_RUN);
+    }
+}

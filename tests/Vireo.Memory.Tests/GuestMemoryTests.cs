@@ -1,0 +1,91 @@
+using Vireo.Memory;
+
+namespace Vireo.Memory.Tests;
+
+public class GuestMemoryTests
+{
+    private const ulong MiB = MemoryLayout.MiB, GiB = MemoryLayout.GiB;
+
+    [Fact]
+    public void Small_vm_is_one_region_from_zero()
+    {
+        using var m = GuestMemory.Create(64 * MiB);
+        var r = Assert.Single(m.Regions);
+        Assert.Equal(0UL, r.Start.Value);
+        Assert.Equal(64 * MiB, r.Size);
+        Assert.Equal(64 * MiB, m.Size);
+        Assert.Equal(64 * MiB, m.LowRamEnd);
+    }
+
+    [Fact]
+    public void Large_vm_splits_around_the_pci_hole()
+    {
+        using var m = GuestMemory.Create(5 * GiB); // MAP_NORESERVE: costs nothing until touched
+        Assert.Equal(2, m.Regions.Count);
+        Assert.Equal((0UL, 3 * GiB), (m.Regions[0].Start.Value, m.Regions[0].Size));
+        Assert.Equal((4 * GiB, 2 * GiB), (m.Regions[1].Start.Value, m.Regions[1].Size));
+        Assert.Equal(3 * GiB, m.LowRamEnd);
+        Assert.False(m.IsValidRange(new GuestAddress(3 * GiB), 1));
+        Assert.True(m.IsValidRange(new GuestAddress(6 * GiB - 8), 8));
+        Assert.False(m.IsValidRange(new GuestAddress(6 * GiB - 8), 9));
+    }
+
+    [Fact]
+    public void Reads_and_writes_round_trip_in_each_region()
+    {
+        using var m = GuestMemory.Create(4 * GiB);
+        m.WriteObj(new GuestAddress(0x1000), 0x1122334455667788UL);
+        m.WriteObj(new GuestAddress(4 * GiB + 0x10), 0xdeadbeefU);
+        Assert.Equal(0x1122334455667788UL, m.ReadObj<ulong>(new GuestAddress(0x1000)));
+        Assert.Equal(0xdeadbeefU, m.ReadObj<uint>(new GuestAddress(4 * GiB + 0x10)));
+        var buf = new byte[3];
+        m.Read(new GuestAddress(0x1000), buf);
+        Assert.Equal(new byte[] { 0x88, 0x77, 0x66 }, buf);
+    }
+
+    [Theory]
+    [InlineData(64UL << 20, 1)]                 // just past the end
+    [InlineData((64UL << 20) - 4, 8)]           // straddles the end
+    [InlineData(ulong.MaxValue - 2, 8)]         // address + length wraps
+    [InlineData(0x1000, ulong.MaxValue)]        // absurd length
+    public void Out_of_bounds_ranges_are_refused(ulong address, ulong length)
+    {
+        using var m = GuestMemory.Create(64 * MiB);
+        Assert.False(m.TryGetSpan(new GuestAddress(address), length, out _));
+        Assert.False(m.IsValidRange(new GuestAddress(address), length));
+        Assert.Throws<ArgumentOutOfRangeException>(() => m.GetSpan(new GuestAddress(address), length));
+    }
+
+    [Fact]
+    public void A_range_may_not_cross_from_one_region_into_the_hole()
+    {
+        using var m = GuestMemory.Create(4 * GiB);
+        Assert.False(m.TryGetSpan(new GuestAddress(3 * GiB - 4), 8, out _));
+    }
+
+    [Theory]
+    [InlineData(1UL << 20)]          // below the 16 MiB minimum
+    [InlineData(2048UL << 30)]       // above the maximum
+    public void Impossible_sizes_are_refused(ulong size) =>
+        Assert.Throws<ArgumentOutOfRangeException>(() => GuestMemory.Create(size));
+
+    [Fact]
+    public void Sizes_must_be_page_multiples() =>
+        Assert.Throws<ArgumentException>(() => GuestMemory.Create((64 * MiB) + 100));
+
+    [Fact]
+    public void Guest_address_add_detects_wrap()
+    {
+        Assert.True(new GuestAddress(10).TryAdd(5, out var a));
+        Assert.Equal(15UL, a.Value);
+        Assert.False(new GuestAddress(ulong.MaxValue).TryAdd(1, out _));
+    }
+
+    [Fact]
+    public void Overlapping_regions_are_rejected()
+    {
+        using var a = GuestRegion.Allocate(new GuestAddress(0), 2 * MiB);
+        using var b = GuestRegion.Allocate(new GuestAddress(MiB), 2 * MiB);
+        Assert.Throws<ArgumentException>(() => new GuestMemory([a, b]));
+    }
+}
