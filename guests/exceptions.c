@@ -5,7 +5,7 @@ static void divide_error(void) { __asm__ volatile("xorl %%edx, %%edx; movl $1, %
 static void breakpoint(void) { __asm__ volatile("int3"); }
 static void invalid_opcode(void) { __asm__ volatile("ud2"); }
 static void general_protection(void) { __asm__ volatile("hlt"); }     /* privileged at CPL3 */
-static void page_fault(void) { (void)*(volatile u64 *)0x8000000000UL; } /* PML4 slot 1 is absent */
+static void page_fault(void) { (void)*(volatile u64 *)0x8000000000UL; } /* beyond the identity map */
 static void no_fault(void) { }
 
 struct test { const char *name; void (*fn)(void); int vector; };

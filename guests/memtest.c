@@ -32,6 +32,7 @@ int main(void)
         total += map[i].size;
         u64 start = map[i].addr, end = map[i].addr + map[i].size;
         if (start < floor) start = floor;
+        if (end > MAPPED_LIMIT) end = MAPPED_LIMIT;
         if (start >= end) continue;
         printf("memtest: %lx-%lx\n", start, end);
         for (u64 seed = 0; seed < 2; seed++)

@@ -6,6 +6,7 @@
 #define AP_TRAMP_ADDR 0x8000UL
 #define SYSCALL_VECTOR 0x80
 #define IRQ_FLAG_VECTOR 0x81
+#define BREAK_IDT_VECTOR 0x82
 #define SPURIOUS_VECTOR 0xff
 
 struct tss {
@@ -76,7 +77,7 @@ void kernel_entry(int cpu)
 {
     if (!idt_ready) {
         for (int v = 0; v < 256; v++)
-            set_gate(v, (v == 3 || v == 4 || v == SYSCALL_VECTOR || v == IRQ_FLAG_VECTOR) ? 3 : 0);
+            set_gate(v, (v == 3 || v == 4 || (v >= SYSCALL_VECTOR && v <= BREAK_IDT_VECTOR)) ? 3 : 0);
         idt_ready = 1;
     }
     struct tss *t = &tss[cpu];
@@ -113,7 +114,7 @@ void isr_dispatch(struct frame *f)
     if (f->vector == 6 && (f->cs & 3) == 3) {
         /* Hosts that run CPL3 natively may turn "int n" into #UD: finish the gate's job here. */
         const u8 *ip = (const u8 *)f->rip;
-        if (ip[0] == 0xcd && (ip[1] == SYSCALL_VECTOR || ip[1] == IRQ_FLAG_VECTOR)) {
+        if (ip[0] == 0xcd && ip[1] >= SYSCALL_VECTOR && ip[1] <= BREAK_IDT_VECTOR) {
             f->vector = ip[1];
             f->rip += 2;
         }
@@ -129,6 +130,11 @@ void isr_dispatch(struct frame *f)
     }
     if (f->vector == IRQ_FLAG_VECTOR) {
         f->rflags = f->rax ? (f->rflags | 0x200) : (f->rflags & ~0x200UL);
+        return;
+    }
+    if (f->vector == BREAK_IDT_VECTOR) {
+        struct { u16 limit; u64 base; } __attribute__((packed)) empty = { 0, 0 };
+        __asm__ volatile("lidt %0" : : "m"(empty));
         return;
     }
     if (f->vector == SPURIOUS_VECTOR)

@@ -12,6 +12,7 @@ typedef unsigned long size_t;
 #define LAPIC_BASE 0xfee00000UL
 #define TIMER_VECTOR 0x40
 #define DEBUG_EXIT_PORT 0xf4
+#define MAPPED_LIMIT (16UL << 30)   /* the runtime's identity map ends here */
 
 static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
 static inline u8 inb(u16 port) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
@@ -48,6 +49,9 @@ void cpu_halt_forever(void) __attribute__((noreturn));
 int catch_exception(void (*fn)(void));
 struct exception_info { u64 vector, error, rip, cr2; };
 extern volatile struct exception_info last_exception[MAX_CPUS];
+
+/* Empties the IDT (gate 0x82): the next exception shuts the CPU down. For testing triple faults. */
+static inline void break_idt(void) { __asm__ volatile("int $0x82" : : : "memory"); }
 
 /* LAPIC timer */
 void lapic_timer_start(u32 initial_count, int periodic);

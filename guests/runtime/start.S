@@ -244,7 +244,11 @@ pvh_start_info:
 boot_cpu:
     .long 0
 
-/* Identity map: 4 GiB in 2 MiB pages, then 1 GiB pages up to 512 GiB; all user-accessible. */
+/*
+ * Identity map: the first 16 GiB in 2 MiB pages, all user-accessible. (1 GiB pages would be
+ * smaller, but not every KVM offers pdpe1gb to its guests.)
+ */
+#define MAPPED_GIB 16
     .section .data.pt, "aw"
     .align 4096
     .globl pml4
@@ -252,18 +256,15 @@ pml4:
     .quad pdpt + 0x7
     .fill 511, 8, 0
 pdpt:
-    .quad pd + 0x0007
-    .quad pd + 0x1007
-    .quad pd + 0x2007
-    .quad pd + 0x3007
-    .set gb, 4
-    .rept 508
-    .quad (gb << 30) | 0x87
+    .set gb, 0
+    .rept MAPPED_GIB
+    .quad pd + (gb << 12) + 0x7
     .set gb, gb + 1
     .endr
+    .fill 512 - MAPPED_GIB, 8, 0
 pd:
     .set mb2, 0
-    .rept 2048
+    .rept MAPPED_GIB * 512
     .quad (mb2 << 21) | 0x87
     .set mb2, mb2 + 1
     .endr

@@ -22,7 +22,7 @@ public static class CpuidTemplate
             switch (e.function)
             {
                 case 0x1:
-                    e.ebx = (e.ebx & 0x0000_ffff) | ((uint)vcpuId << 24) | ((uint)Math.Min(vcpuCount, 255) << 16) | (8u << 8);
+                    e.ebx = (e.ebx & 0x0000_ffff) | ((uint)vcpuId << 24) | ((uint)Math.Min(vcpuCount, 255) << 16);
                     e.ecx |= EcxHypervisor;
                     e.edx = vcpuCount > 1 ? e.edx | EdxHtt : e.edx & ~EdxHtt;
                     break;

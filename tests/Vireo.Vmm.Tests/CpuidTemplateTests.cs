@@ -1,0 +1,38 @@
+using Vireo.Interop;
+
+namespace Vireo.Vmm.Tests;
+
+public class CpuidTemplateTests
+{
+    private static readonly kvm_cpuid_entry2[] Host =
+    [
+        new() { function = 1, eax = 0xa00f11, ebx = 0x11223344, ecx = 0, edx = 1u << 28 },
+        new() { function = 0xb, index = 0 },
+        new() { function = 0xb, index = 1 },
+        new() { function = 0xb, index = 2 },
+        new() { function = 0x8000_0008, ecx = 0x7007 },
+    ];
+
+    [Fact]
+    public void Each_vcpu_gets_its_apic_id_and_the_package_size()
+    {
+        var e = CpuidTemplate.For(Host, vcpuId: 3, vcpuCount: 4);
+        var leaf1 = e.Single(x => x.function == 1);
+        Assert.Equal(3u, leaf1.ebx >> 24);
+        Assert.Equal(4u, (leaf1.ebx >> 16) & 0xff);
+        Assert.Equal(0x3344u, leaf1.ebx & 0xffff);          // brand index and CLFLUSH kept
+        Assert.NotEqual(0u, leaf1.ecx & (1u << 31));        // hypervisor present
+        Assert.NotEqual(0u, leaf1.edx & (1u << 28));        // HTT with more than one vCPU
+        var b1 = e.Single(x => x.function == 0xb && x.index == 1);
+        Assert.Equal((2u, 4u, 3u), (b1.eax, b1.ebx, b1.edx));
+        Assert.Equal(3u, e.Single(x => x.function == 0x8000_0008).ecx & 0xff);
+    }
+
+    [Fact]
+    public void One_vcpu_has_no_htt()
+    {
+        var leaf1 = CpuidTemplate.For(Host, 0, 1).Single(x => x.function == 1);
+        Assert.Equal(0u, leaf1.edx & (1u << 28));
+        Assert.Equal(0u, leaf1.ebx >> 24);
+    }
+}
