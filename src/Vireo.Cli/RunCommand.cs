@@ -64,7 +64,8 @@ internal static class RunCommand
 
     private static int Run(VmConfig config, TimeSpan? timeout)
     {
-        using var stdout = Console.OpenStandardOutput();
+        // fd 1 is written directly: .NET's Console would first send terminal set-up sequences.
+        using var stdout = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(1, ownsHandle: false), FileAccess.Write, bufferSize: 0);
         using var console = new SerialConsole(stdout);
         using var machine = Machine.Create(config, console.Transmit);
         using var terminal = Terminal.Attach(machine, console);

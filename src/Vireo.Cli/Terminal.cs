@@ -31,26 +31,22 @@ internal sealed class Terminal : IDisposable
 
     private static void Pump(Machine machine, bool tty)
     {
-        using var stdin = Console.OpenStandardInput();
+        // fd 0 is read directly: .NET's Console would put its own line editor (and echo) in between.
         var buffer = new byte[256];
         bool escape = false;
         while (!machine.IsStopping)
         {
-            int n;
-            try
+            nint n = Libc.Read(0, buffer);
+            if (n < 0 && Libc.LastErrno == Libc.EINTR)
             {
-                n = stdin.Read(buffer, 0, buffer.Length);
-            }
-            catch (IOException)
-            {
-                return;
+                continue;
             }
             if (n <= 0)
             {
-                return; // end of input: the guest keeps running without it
+                return; // end of input or an error: the guest keeps running without it
             }
-            var forward = new List<byte>(n);
-            foreach (byte b in buffer.AsSpan(0, n))
+            var forward = new List<byte>((int)n);
+            foreach (byte b in buffer.AsSpan(0, (int)n))
             {
                 if (tty && escape)
                 {

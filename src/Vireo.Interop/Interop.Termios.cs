@@ -32,9 +32,7 @@ public static unsafe partial class Termios
         TermiosState old, raw;
         Check.Io(tcgetattr(fd, &old), "tcgetattr");
         raw = old;
-        cfmakeraw(&raw);
-        // Keep output post-processing so the host's newlines stay newlines.
-        raw.OFlag = old.OFlag;
+        cfmakeraw(&raw); // output too: guests send \r\n themselves, as to a real UART
         Check.Io(tcsetattr(fd, TCSANOW, &raw), "tcsetattr");
         return old;
     }

@@ -24,6 +24,15 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "read", SetLastError = true)]
     public static partial nint Read(int fd, byte* buf, nuint count);
 
+    /// <summary>read(2) into a span; -1 with errno on failure.</summary>
+    public static nint Read(int fd, Span<byte> buffer)
+    {
+        fixed (byte* p = buffer)
+        {
+            return Read(fd, p, (nuint)buffer.Length);
+        }
+    }
+
     [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
     public static partial nint Write(int fd, byte* buf, nuint count);
 
