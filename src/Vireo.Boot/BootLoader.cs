@@ -21,7 +21,7 @@ public static class BootLoader
         return Write(memory, image, source, plan);
     }
 
-    private readonly record struct LoadPlan(byte[] Cmdline, ulong InitrdAddr, IReadOnlyList<E820Entry> E820);
+    private readonly record struct LoadPlan(byte[] Cmdline, ulong InitrdAddr, E820Entry[] E820);
 
     private static LoadPlan Plan(GuestMemory memory, KernelImage image, BootSource source)
     {
@@ -40,7 +40,7 @@ public static class BootLoader
                 throw new BootException($"{image.Format} segment at 0x{seg.GuestAddress:x} (0x{seg.MemSize:x} bytes) lies outside guest RAM ({memory.Size / MemoryLayout.MiB} MiB)");
             }
         }
-        if (!image.Segments.Any(s => image.Entry >= s.GuestAddress && image.Entry < s.GuestAddress + s.MemSize))
+        if (!image.Covers(image.Entry))
         {
             throw new BootException($"{image.Format} entry point 0x{image.Entry:x} is not inside any loaded segment");
         }
@@ -111,7 +111,7 @@ public static class BootLoader
             memory.Write(new GuestAddress(BootLayout.PvhMemmapAddr), PvhStartInfo.BuildMemmap(plan.E820));
             memory.Write(new GuestAddress(BootLayout.PvhStartInfoAddr), PvhStartInfo.Build(
                 BootLayout.CmdlineAddr, modules > 0 ? BootLayout.PvhModlistAddr : 0, modules,
-                BootLayout.PvhMemmapAddr, plan.E820.Count));
+                BootLayout.PvhMemmapAddr, plan.E820.Length));
             return CpuSetup.Pvh(image.Entry, BootLayout.PvhStartInfoAddr);
         }
 

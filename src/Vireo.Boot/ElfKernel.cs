@@ -56,7 +56,8 @@ public static class ElfKernel
             throw new BootException("ELF program headers lie beyond the end of the file (truncated image?)");
         }
 
-        var segments = new List<LoadSegment>();
+        var segments = new LoadSegment[phnum];
+        int count = 0;
         ulong? pvhEntry = null;
         for (int i = 0; i < phnum; i++)
         {
@@ -91,9 +92,10 @@ public static class ElfKernel
             {
                 throw new BootException($"ELF segment {i} wraps around the address space");
             }
-            segments.Add(new LoadSegment(paddr, (int)offset, (int)filesz, memsz));
+            segments[count++] = new LoadSegment(paddr, (int)offset, (int)filesz, memsz);
         }
-        if (segments.Count == 0)
+        segments = segments[..count];
+        if (count == 0)
         {
             throw new BootException("ELF image has no loadable segments");
         }

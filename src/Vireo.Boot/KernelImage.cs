@@ -17,7 +17,7 @@ public sealed record KernelImage(
     string Format,
     EntryMode Mode,
     ulong Entry,
-    IReadOnlyList<LoadSegment> Segments,
+    LoadSegment[] Segments,
     BzImageHeader? BzImage = null)
 {
     /// <summary>Recognises an ELF or a bzImage by its magic; anything else is refused.</summary>
@@ -38,6 +38,42 @@ public sealed record KernelImage(
         throw new BootException("kernel image is neither an ELF file nor a Linux bzImage (no ELF magic, no \"HdrS\" at offset 0x202)");
     }
 
-    public ulong LowestAddress => Segments.Min(s => s.GuestAddress);
-    public ulong HighestEnd => Segments.Max(s => s.GuestAddress + s.MemSize);
+    public ulong LowestAddress
+    {
+        get
+        {
+            ulong low = ulong.MaxValue;
+            foreach (var s in Segments)
+            {
+                low = Math.Min(low, s.GuestAddress);
+            }
+            return low;
+        }
+    }
+
+    public ulong HighestEnd
+    {
+        get
+        {
+            ulong high = 0;
+            foreach (var s in Segments)
+            {
+                high = Math.Max(high, s.GuestAddress + s.MemSize);
+            }
+            return high;
+        }
+    }
+
+    /// <summary>True when <paramref name="address"/> lies inside a loaded segment.</summary>
+    public bool Covers(ulong address)
+    {
+        foreach (var s in Segments)
+        {
+            if (address >= s.GuestAddress && address - s.GuestAddress < s.MemSize)
+            {
+                return true;
+            }
+        }
+        return false;
+    }
 }

@@ -81,11 +81,11 @@ public static class MpTable
             count++;
         }
         // LINT0 is ExtINT from the PIC, LINT1 is NMI, on every local APIC.
-        foreach (var (kind, lint) in new[] { ((byte)3, (byte)0), ((byte)1, (byte)1) })
+        for (byte lint = 0; lint < 2; lint++)
         {
             var e = t.Slice(pos, SmallEntrySize);
             e[0] = 4; // local interrupt assignment
-            e[1] = kind;
+            e[1] = lint == 0 ? (byte)3 : (byte)1;
             e[6] = 0xff; // all local APICs
             e[7] = lint;
             pos += SmallEntrySize;

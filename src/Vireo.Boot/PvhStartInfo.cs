@@ -28,10 +28,10 @@ public static class PvhStartInfo
     }
 
     /// <summary>The hvm_memmap_table_entry array.</summary>
-    public static byte[] BuildMemmap(IReadOnlyList<E820Entry> e820)
+    public static byte[] BuildMemmap(E820Entry[] e820)
     {
-        var b = new byte[e820.Count * MemmapEntrySize];
-        for (int i = 0; i < e820.Count; i++)
+        var b = new byte[e820.Length * MemmapEntrySize];
+        for (int i = 0; i < e820.Length; i++)
         {
             var s = b.AsSpan(i * MemmapEntrySize);
             BinaryPrimitives.WriteUInt64LittleEndian(s, e820[i].Address);

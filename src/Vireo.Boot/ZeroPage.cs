@@ -24,11 +24,11 @@ public static class ZeroPage
 
     /// <summary>Builds the zero page; <paramref name="header"/> is the bzImage's own setup header, or null for a vmlinux.</summary>
     public static byte[] Build(BzImageHeader? header, ulong cmdlineAddr,
-        ulong initrdAddr, ulong initrdSize, IReadOnlyList<E820Entry> e820)
+        ulong initrdAddr, ulong initrdSize, E820Entry[] e820)
     {
-        if (e820.Count > E820MaxEntries)
+        if (e820.Length > E820MaxEntries)
         {
-            throw new BootException($"e820 map has {e820.Count} entries; the zero page holds {E820MaxEntries}");
+            throw new BootException($"e820 map has {e820.Length} entries; the zero page holds {E820MaxEntries}");
         }
         var zp = new byte[Size];
         var s = zp.AsSpan();
@@ -54,8 +54,8 @@ public static class ZeroPage
         BinaryPrimitives.WriteUInt32LittleEndian(s[RamdiskSizeOffset..], (uint)initrdSize);
         BinaryPrimitives.WriteUInt32LittleEndian(s[ExtRamdiskImageOffset..], (uint)(initrdAddr >> 32));
         BinaryPrimitives.WriteUInt32LittleEndian(s[ExtRamdiskSizeOffset..], (uint)(initrdSize >> 32));
-        s[E820EntriesOffset] = (byte)e820.Count;
-        for (int i = 0; i < e820.Count; i++)
+        s[E820EntriesOffset] = (byte)e820.Length;
+        for (int i = 0; i < e820.Length; i++)
         {
             var entry = s.Slice(E820TableOffset + i * 20, 20);
             BinaryPrimitives.WriteUInt64LittleEndian(entry, e820[i].Address);

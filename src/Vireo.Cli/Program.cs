@@ -1,6 +1,8 @@
 using System.CommandLine;
 using Vireo.Cli;
 
+// VIREO_JIT_TRACE=1 lists every method the JIT compiles: start-up time is mostly JIT and type loading.
+using var jitTrace = Environment.GetEnvironmentVariable("VIREO_JIT_TRACE") == "1" ? new JitTrace() : null;
 var root = new RootCommand("Vireo: a KVM virtual machine monitor")
 {
     RunCommand.Create(),

@@ -33,8 +33,19 @@ public sealed class Bus
                     throw new InvalidOperationException($"bus range 0x{@base:x}+0x{length:x} overlaps 0x{r.Base:x}+0x{r.Length:x}");
                 }
             }
-            Range[] next = [.. current, new Range(@base, length, device)];
-            Array.Sort(next, (a, b) => a.Base.CompareTo(b.Base));
+            // Insert in order by hand: a generic sort over Range would be JIT-compiled at start-up.
+            var next = new Range[current.Length + 1];
+            int at = 0;
+            while (at < current.Length && current[at].Base < @base)
+            {
+                next[at] = current[at];
+                at++;
+            }
+            next[at] = new Range(@base, length, device);
+            for (int i = at; i < current.Length; i++)
+            {
+                next[i + 1] = current[i];
+            }
             Volatile.Write(ref _ranges, next);
         }
     }

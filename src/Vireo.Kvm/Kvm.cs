@@ -31,12 +31,12 @@ public sealed unsafe class Kvm : IDisposable
             throw new KvmUnavailableException($"{path} speaks KVM API version {version}, Vireo needs {KvmAbi.KVM_API_VERSION}");
         }
         var kvm = new Kvm(fd);
-        foreach (var (cap, name) in RequiredCapabilities)
+        for (int i = 0; i < RequiredCapabilities.Length; i++)
         {
-            if (kvm.CheckExtension(cap) <= 0)
+            if (kvm.CheckExtension(RequiredCapabilities[i]) <= 0)
             {
                 kvm.Dispose();
-                throw new KvmUnavailableException($"{path} lacks the capability {name}");
+                throw new KvmUnavailableException($"{path} lacks the capability {RequiredCapabilityNames[i]}");
             }
         }
         return kvm;
@@ -58,16 +58,16 @@ public sealed unsafe class Kvm : IDisposable
         }
     }
 
-    private static readonly (int Cap, string Name)[] RequiredCapabilities =
+    private static readonly int[] RequiredCapabilities =
     [
-        (KvmAbi.KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"),
-        (KvmAbi.KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"),
-        (KvmAbi.KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR"),
-        (KvmAbi.KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"),
-        (KvmAbi.KVM_CAP_PIT2, "KVM_CAP_PIT2"),
-        (KvmAbi.KVM_CAP_IRQFD, "KVM_CAP_IRQFD"),
-        (KvmAbi.KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD"),
-        (KvmAbi.KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"),
+        KvmAbi.KVM_CAP_IRQCHIP, KvmAbi.KVM_CAP_USER_MEMORY, KvmAbi.KVM_CAP_SET_TSS_ADDR, KvmAbi.KVM_CAP_EXT_CPUID,
+        KvmAbi.KVM_CAP_PIT2, KvmAbi.KVM_CAP_IRQFD, KvmAbi.KVM_CAP_IOEVENTFD, KvmAbi.KVM_CAP_IMMEDIATE_EXIT,
+    ];
+
+    private static readonly string[] RequiredCapabilityNames =
+    [
+        "KVM_CAP_IRQCHIP", "KVM_CAP_USER_MEMORY", "KVM_CAP_SET_TSS_ADDR", "KVM_CAP_EXT_CPUID",
+        "KVM_CAP_PIT2", "KVM_CAP_IRQFD", "KVM_CAP_IOEVENTFD", "KVM_CAP_IMMEDIATE_EXIT",
     ];
 
     public int CheckExtension(int capability) => Libc.Ioctl(_fd.Fd, KvmAbi.KVM_CHECK_EXTENSION, (nuint)capability);
@@ -79,7 +79,7 @@ public sealed unsafe class Kvm : IDisposable
     /// <summary>KVM_GET_SUPPORTED_CPUID: every leaf the host and KVM can offer a guest.</summary>
     public kvm_cpuid_entry2[] GetSupportedCpuid()
     {
-        for (int n = 64; ; n *= 2)
+        for (int n = 256; ; n *= 2)
         {
             byte[] buf = new byte[sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2)];
             fixed (byte* p = buf)
@@ -88,7 +88,13 @@ public sealed unsafe class Kvm : IDisposable
                 if (Libc.Ioctl(_fd.Fd, KvmAbi.KVM_GET_SUPPORTED_CPUID, p) == 0)
                 {
                     int count = (int)((kvm_cpuid2*)p)->nent;
-                    return new ReadOnlySpan<kvm_cpuid_entry2>(p + sizeof(kvm_cpuid2), count).ToArray();
+                    var entries = new kvm_cpuid_entry2[count];
+                    fixed (kvm_cpuid_entry2* dst = entries)
+                    {
+                        // SAFETY: KVM filled count entries after the header; dst holds count entries.
+                        Buffer.MemoryCopy(p + sizeof(kvm_cpuid2), dst, count * sizeof(kvm_cpuid_entry2), count * sizeof(kvm_cpuid_entry2));
+                    }
+                    return entries;
                 }
                 // E2BIG: the buffer was too small; grow and ask again.
                 if (Libc.LastErrno != 7 || n > 4096)

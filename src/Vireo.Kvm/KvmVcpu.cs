@@ -67,21 +67,24 @@ public sealed unsafe class KvmVcpu : IDisposable
     public uint GetMpState() { kvm_mp_state s; Get(KvmAbi.KVM_GET_MP_STATE, &s, "KVM_GET_MP_STATE"); return s.mp_state; }
     public void SetMpState(uint state) { var s = new kvm_mp_state { mp_state = state }; Get(KvmAbi.KVM_SET_MP_STATE, &s, "KVM_SET_MP_STATE"); }
 
-    public void SetCpuid(ReadOnlySpan<kvm_cpuid_entry2> entries)
+    public void SetCpuid(kvm_cpuid_entry2[] entries)
     {
-        byte[] buf = new byte[sizeof(kvm_cpuid2) + entries.Length * sizeof(kvm_cpuid_entry2)];
+        int bytes = entries.Length * sizeof(kvm_cpuid_entry2);
+        byte[] buf = new byte[sizeof(kvm_cpuid2) + bytes];
         fixed (byte* p = buf)
+        fixed (kvm_cpuid_entry2* src = entries)
         {
             ((kvm_cpuid2*)p)->nent = (uint)entries.Length;
-            entries.CopyTo(new Span<kvm_cpuid_entry2>(p + sizeof(kvm_cpuid2), entries.Length));
+            // SAFETY: buf has room for the header and every entry.
+            Buffer.MemoryCopy(src, p + sizeof(kvm_cpuid2), bytes, bytes);
             Get(KvmAbi.KVM_SET_CPUID2, p, "KVM_SET_CPUID2");
         }
     }
 
     /// <summary>KVM_SET_MSRS; throws unless every entry was accepted.</summary>
-    public void SetMsrs(ReadOnlySpan<kvm_msr_entry> entries)
+    public void SetMsrs(kvm_msr_entry[] entries)
     {
-        int n = MsrIoctl(KvmAbi.KVM_SET_MSRS, entries.ToArray(), "KVM_SET_MSRS");
+        int n = MsrIoctl(KvmAbi.KVM_SET_MSRS, entries, "KVM_SET_MSRS");
         if (n != entries.Length)
         {
             throw new InvalidOperationException($"KVM_SET_MSRS accepted {n} of {entries.Length} MSRs; MSR 0x{entries[n].index:x} was refused");
@@ -89,7 +92,7 @@ public sealed unsafe class KvmVcpu : IDisposable
     }
 
     /// <summary>KVM_GET_MSRS for the given indices; returns the entries KVM filled.</summary>
-    public kvm_msr_entry[] GetMsrs(ReadOnlySpan<uint> indices)
+    public kvm_msr_entry[] GetMsrs(uint[] indices)
     {
         var entries = new kvm_msr_entry[indices.Length];
         for (int i = 0; i < indices.Length; i++)
@@ -97,19 +100,22 @@ public sealed unsafe class KvmVcpu : IDisposable
             entries[i].index = indices[i];
         }
         int n = MsrIoctl(KvmAbi.KVM_GET_MSRS, entries, "KVM_GET_MSRS");
-        return entries[..n];
+        Array.Resize(ref entries, n);
+        return entries;
     }
 
     private int MsrIoctl(nuint request, kvm_msr_entry[] entries, string name)
     {
-        byte[] buf = new byte[sizeof(kvm_msrs) + entries.Length * sizeof(kvm_msr_entry)];
+        int bytes = entries.Length * sizeof(kvm_msr_entry);
+        byte[] buf = new byte[sizeof(kvm_msrs) + bytes];
         fixed (byte* p = buf)
+        fixed (kvm_msr_entry* e = entries)
         {
             ((kvm_msrs*)p)->nmsrs = (uint)entries.Length;
-            var span = new Span<kvm_msr_entry>(p + sizeof(kvm_msrs), entries.Length);
-            entries.CopyTo(span);
+            // SAFETY: buf holds the header and every entry; e holds entries.Length entries.
+            Buffer.MemoryCopy(e, p + sizeof(kvm_msrs), bytes, bytes);
             int n = Check.Io(Libc.Ioctl(_rawFd, request, p), name);
-            span.CopyTo(entries);
+            Buffer.MemoryCopy(p + sizeof(kvm_msrs), e, bytes, bytes);
             return n;
         }
     }

@@ -16,17 +16,20 @@ public sealed class GuestMemory : IDisposable
     /// <summary>Total bytes of RAM.</summary>
     public ulong Size { get; }
 
+    // Start-up paths use plain loops: LINQ over Vireo's own structs is JIT-compiled at start.
     public GuestMemory(IEnumerable<GuestRegion> regions)
     {
-        _regions = [.. regions.OrderBy(r => r.Start)];
-        for (int i = 1; i < _regions.Length; i++)
+        var sorted = new List<GuestRegion>(regions);
+        sorted.Sort(static (a, b) => a.Start.Value.CompareTo(b.Start.Value));
+        _regions = sorted.ToArray();
+        for (int i = 0; i < _regions.Length; i++)
         {
-            if (_regions[i].Start.Value < _regions[i - 1].End.Value)
+            if (i > 0 && _regions[i].Start.Value < _regions[i - 1].End.Value)
             {
                 throw new ArgumentException($"guest regions overlap at {_regions[i].Start}");
             }
+            Size += _regions[i].Size;
         }
-        Size = (ulong)_regions.Sum(r => (decimal)r.Size);
     }
 
     /// <summary>Allocates <paramref name="ramSize"/> bytes laid out around the PCI hole.</summary>
@@ -44,9 +47,9 @@ public sealed class GuestMemory : IDisposable
         var regions = new List<GuestRegion>();
         try
         {
-            foreach (var (start, size) in MemoryLayout.RamRegions(ramSize))
+            foreach (var range in MemoryLayout.RamRegions(ramSize))
             {
-                regions.Add(GuestRegion.Allocate(start, size));
+                regions.Add(GuestRegion.Allocate(range.Start, range.Size));
             }
         }
         catch
@@ -58,7 +61,21 @@ public sealed class GuestMemory : IDisposable
     }
 
     /// <summary>Highest RAM address + 1 below 4 GiB.</summary>
-    public ulong LowRamEnd => _regions.Where(r => r.Start.Value < MemoryLayout.PciHoleStart).Select(r => r.End.Value).DefaultIfEmpty(0UL).Max();
+    public ulong LowRamEnd
+    {
+        get
+        {
+            ulong end = 0;
+            foreach (var r in _regions)
+            {
+                if (r.Start.Value < MemoryLayout.PciHoleStart)
+                {
+                    end = Math.Max(end, r.End.Value);
+                }
+            }
+            return end;
+        }
+    }
 
     public GuestRegion? FindRegion(GuestAddress address)
     {

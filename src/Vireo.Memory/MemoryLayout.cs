@@ -20,13 +20,17 @@ public static class MemoryLayout
     public const ulong MinRam = 16 * MiB;
     public const ulong MaxRam = 1024 * GiB;
 
-    /// <summary>The (start, size) RAM regions for a VM of <paramref name="ramSize"/> bytes.</summary>
-    public static IReadOnlyList<(GuestAddress Start, ulong Size)> RamRegions(ulong ramSize)
+    /// <summary>The RAM regions for a VM of <paramref name="ramSize"/> bytes.</summary>
+    public static RamRange[] RamRegions(ulong ramSize)
     {
         if (ramSize <= PciHoleStart)
         {
-            return [(new GuestAddress(0), ramSize)];
+            return [new RamRange(new GuestAddress(0), ramSize)];
         }
-        return [(new GuestAddress(0), PciHoleStart), (new GuestAddress(PciHoleEnd), ramSize - PciHoleStart)];
+        return [new RamRange(new GuestAddress(0), PciHoleStart), new RamRange(new GuestAddress(PciHoleEnd), ramSize - PciHoleStart)];
     }
 }
+
+/// <summary>One run of RAM in the layout.</summary>
+public readonly record struct RamRange(GuestAddress Start, ulong Size);
+

@@ -12,9 +12,9 @@ public static class CpuidTemplate
     private const uint EcxHypervisor = 1u << 31;
     private const uint EdxHtt = 1u << 28;
 
-    public static kvm_cpuid_entry2[] For(ReadOnlySpan<kvm_cpuid_entry2> supported, int vcpuId, int vcpuCount)
+    public static kvm_cpuid_entry2[] For(kvm_cpuid_entry2[] supported, int vcpuId, int vcpuCount)
     {
-        var entries = supported.ToArray();
+        var entries = (kvm_cpuid_entry2[])supported.Clone();
         int shift = vcpuCount <= 1 ? 0 : BitOperations.Log2((uint)vcpuCount - 1) + 1;
         for (int i = 0; i < entries.Length; i++)
         {
@@ -30,12 +30,9 @@ public static class CpuidTemplate
                 case 0x1f:
                     // Level 0: one thread a core; level 1: vcpuCount cores a package.
                     e.edx = (uint)vcpuId;
-                    (e.eax, e.ebx, e.ecx) = e.index switch
-                    {
-                        0 => (0u, 1u, (1u << 8) | 0),
-                        1 => ((uint)shift, (uint)vcpuCount, (2u << 8) | 1),
-                        _ => (0u, 0u, e.index),
-                    };
+                    e.eax = e.index == 1 ? (uint)shift : 0;
+                    e.ebx = e.index switch { 0 => 1u, 1 => (uint)vcpuCount, _ => 0u };
+                    e.ecx = e.index switch { 0 => 1u << 8, 1 => (2u << 8) | 1, _ => e.index };
                     break;
                 case 0x8000_0008:
                     e.ecx = (e.ecx & ~0xf0ffu) | (uint)(vcpuCount - 1) | ((uint)shift << 12);

@@ -45,12 +45,14 @@ public sealed record VmConfig
         string t = text.Trim();
         ulong multiplier = 1UL << 20;
         string digits = t;
-        foreach (var (suffix, m) in new[] { ("GiB", 1UL << 30), ("MiB", 1UL << 20), ("KiB", 1UL << 10), ("G", 1UL << 30), ("M", 1UL << 20), ("K", 1UL << 10) })
+        string[] suffixes = ["GiB", "MiB", "KiB", "G", "M", "K"];
+        int[] shifts = [30, 20, 10, 30, 20, 10];
+        for (int i = 0; i < suffixes.Length; i++)
         {
-            if (t.EndsWith(suffix, StringComparison.OrdinalIgnoreCase))
+            if (t.EndsWith(suffixes[i], StringComparison.OrdinalIgnoreCase))
             {
-                multiplier = m;
-                digits = t[..^suffix.Length];
+                multiplier = 1UL << shifts[i];
+                digits = t[..^suffixes[i].Length];
                 break;
             }
         }

@@ -102,6 +102,8 @@ public class RunCommandTests
     [InlineData("run --memory lots", "vireo: memory: 'lots' is not a size (examples: 256M, 2G)")]
     [InlineData("run --vcpus 0", "vireo: vcpus: 0 is outside 1..254")]
     [InlineData("run --memory 8M", "vireo: memory: 8 MiB is outside 16 MiB..1024 GiB")]
+    [InlineData("run --vcpus two", "vireo: vcpus: 'two' is not a whole number")]
+    [InlineData("run --timeout soon", "vireo: timeout: 'soon' is not a number of seconds")]
     public void Bad_options_exit_2_with_a_clear_message(string args, string message)
     {
         var r = VireoProcess.Run(args);
