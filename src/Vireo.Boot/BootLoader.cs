@@ -14,9 +14,12 @@ public static class BootLoader
 {
     private const ulong PageMask = 0xfff;
 
-    public static BootCpuState Load(GuestMemory memory, BootSource source)
+    public static BootCpuState Load(GuestMemory memory, BootSource source) =>
+        Load(memory, KernelImage.Parse(source.Kernel), source);
+
+    /// <summary>Loads an image already parsed from <c>source.Kernel</c>.</summary>
+    public static BootCpuState Load(GuestMemory memory, KernelImage image, BootSource source)
     {
-        var image = KernelImage.Parse(source.Kernel);
         var plan = Plan(memory, image, source);
         return Write(memory, image, source, plan);
     }

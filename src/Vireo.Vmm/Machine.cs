@@ -55,7 +55,7 @@ public sealed class Machine : IDisposable
             config.InitrdPath is null ? null : ReadFile(config.InitrdPath, "initrd"),
             config.Cmdline,
             config.Vcpus);
-        _ = KernelImage.Parse(source.Kernel); // a malformed image fails before any KVM object exists
+        var image = KernelImage.Parse(source.Kernel); // a malformed image fails before any KVM object exists
 
         var kvm = Kvm.Kvm.Open();
         KvmVm? vm = null;
@@ -72,7 +72,7 @@ public sealed class Machine : IDisposable
             vm.CreateIrqchip();
             vm.CreatePit2();
             memory = GuestMemory.Create(config.MemoryBytes);
-            var boot = BootLoader.Load(memory, source);
+            var boot = BootLoader.Load(memory, image, source);
             vm.RegisterMemory(memory);
             var machine = new Machine(config, kvm, vm, memory, serialOut);
             machine.AddLegacyDevices();

@@ -93,10 +93,12 @@ public class GuestKitTests
         Assert.Contains("MiB of 3327 MiB verified", run.Output);
     }
 
-    [KvmFact]
-    public void Exceptions_reach_the_guest_idt_and_the_lapic_timer_ticks()
+    [KvmTheory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void Exceptions_reach_the_guest_idt_and_the_lapic_timer_ticks(int vcpus)
     {
-        var run = GuestRun.Boot("exceptions").ExitedWith(0);
+        var run = GuestRun.Boot("exceptions", vcpus).ExitedWith(0);
         foreach (var line in new[] { "divide error -> vector 0 ok", "breakpoint -> vector 3 ok", "invalid opcode -> vector 6 ok",
                      "general protection -> vector 13 ok", "page fault -> vector 14 ok", "no fault -> vector -1 ok" })
         {
