@@ -32,6 +32,9 @@ public sealed class Machine : IDisposable
     /// <summary>Exits to userspace so far, over all vCPUs.</summary>
     public long Exits => _runners.Sum(r => r.Exits);
 
+    /// <summary>Managed bytes the vCPU threads allocated while running.</summary>
+    internal long VcpuAllocatedBytes => _runners.Sum(r => r.AllocatedBytes);
+
     private Machine(VmConfig config, Kvm.Kvm kvm, KvmVm vm, GuestMemory memory, Action<byte> serialOut)
     {
         Config = config;

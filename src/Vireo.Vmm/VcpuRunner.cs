@@ -18,9 +18,13 @@ internal sealed class VcpuRunner
     private nuint _pthread;
     private readonly ManualResetEventSlim _started = new();
     private long _exits;
+    private long _allocatedBytes;
 
     public int Id => _vcpu.Id;
     public long Exits => Interlocked.Read(ref _exits);
+
+    /// <summary>Managed bytes this vCPU's thread allocated while running (the exit path should add none).</summary>
+    public long AllocatedBytes => Interlocked.Read(ref _allocatedBytes);
 
     public VcpuRunner(KvmVcpu vcpu, Bus pio, Bus mmio, Machine machine)
     {
@@ -53,6 +57,7 @@ internal sealed class VcpuRunner
     {
         _pthread = Signals.PthreadSelf();
         _started.Set();
+        long allocatedAtStart = GC.GetAllocatedBytesForCurrentThread();
         try
         {
             while (!_machine.IsStopping)
@@ -77,6 +82,10 @@ internal sealed class VcpuRunner
         catch (Exception e)
         {
             _machine.RequestStop(new VmOutcome(StopReason.HostError, Message: $"vCPU {Id}: {e.Message}", RegisterDump: SafeDump()));
+        }
+        finally
+        {
+            Interlocked.Exchange(ref _allocatedBytes, GC.GetAllocatedBytesForCurrentThread() - allocatedAtStart);
         }
     }
 

@@ -4,7 +4,7 @@ using Vireo.Tests;
 namespace Vireo.Vmm.Tests;
 
 /// <summary>Boots a test guest in-process on the real /dev/kvm and captures its serial output.</summary>
-internal sealed record GuestRun(VmOutcome Outcome, string Output, long Exits)
+internal sealed record GuestRun(VmOutcome Outcome, string Output, long Exits, long VcpuAllocatedBytes)
 {
     public static GuestRun Boot(string guest, int vcpus = 1, ulong memoryMiB = 128, string cmdline = "",
         bool debugExit = true, double timeoutSeconds = 60, Action<Machine>? whileRunning = null)
@@ -30,7 +30,7 @@ internal sealed record GuestRun(VmOutcome Outcome, string Output, long Exits)
         helper?.Wait();
         lock (output)
         {
-            return new GuestRun(outcome, output.ToString().Replace("\r\n", "\n"), machine.Exits);
+            return new GuestRun(outcome, output.ToString().Replace("\r\n", "\n"), machine.Exits, machine.VcpuAllocatedBytes);
         }
     }
 
