@@ -23,9 +23,13 @@ internal static class RunCommand
         var vcpus = new Option<string>("--vcpus", "-c") { Description = "Number of vCPUs", DefaultValueFactory = _ => "1" };
         var debugExit = new Option<bool>("--debug-exit") { Description = "Add the test port 0xf4: a guest write of N ends the run with status N" };
         var timeout = new Option<string?>("--timeout") { Description = "Stop the VM after this many seconds (exit status 124)" };
+        var disks = new Option<string[]>("--disk") { Description = "A virtio-blk disk: PATH[,ro][,direct][,queues=N][,id=NAME] (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var rng = new Option<bool>("--rng") { Description = "Add a virtio-rng fed by the host's getrandom" };
+        var console = new Option<string>("--console") { Description = "Console device: serial (COM1) or virtio (hvc0, and COM1 too)", DefaultValueFactory = _ => "serial" };
+        console.AcceptOnlyFromAmong("serial", "virtio");
         var command = new Command("run", "Boot a VM in the foreground; Ctrl-] then q quits")
         {
-            kernel, initrd, cmdline, memory, vcpus, debugExit, timeout,
+            kernel, initrd, cmdline, memory, vcpus, debugExit, timeout, disks, rng, console,
         };
         command.SetAction(parse =>
         {
@@ -39,6 +43,9 @@ internal static class RunCommand
                     MemoryBytes = VmConfig.ParseSize(parse.GetValue(memory)!),
                     Vcpus = ParseInt(parse.GetValue(vcpus)!, "vcpus"),
                     DebugExit = parse.GetValue(debugExit),
+                    Disks = ParseDisks(parse.GetValue(disks) ?? []),
+                    Rng = parse.GetValue(rng),
+                    VirtioConsole = parse.GetValue(console) == "virtio",
                 };
                 string? seconds = parse.GetValue(timeout);
                 return Run(config, seconds is null ? null : TimeSpan.FromSeconds(ParseSeconds(seconds)));
@@ -88,6 +95,18 @@ internal static class RunCommand
             Console.Error.WriteLine($"vireo: {outcome}");
         }
         return outcome.ExitCode;
+    }
+
+    private static Virtio.Block.BlockConfig[] ParseDisks(string[] specs)
+    {
+        try
+        {
+            return Array.ConvertAll(specs, Virtio.Block.BlockConfig.Parse);
+        }
+        catch (FormatException e)
+        {
+            throw new VmConfigException(e.Message);
+        }
     }
 
     private static int ParseInt(string text, string field) =>

@@ -70,7 +70,7 @@ internal sealed class Terminal : IDisposable
             var pending = forward.ToArray().AsSpan();
             while (pending.Length > 0 && !machine.IsStopping)
             {
-                int taken = machine.Serial.Enqueue(pending);
+                int taken = machine.EnqueueConsoleInput(pending);
                 pending = pending[taken..];
                 if (pending.Length > 0)
                 {

@@ -61,6 +61,41 @@ public static unsafe partial class Libc
 
     public const short POLLIN = 1, POLLHUP = 0x10, POLLERR = 0x8;
 
+    [LibraryImport(Lib, EntryPoint = "getrandom", SetLastError = true)]
+    public static partial nint GetRandom(byte* buf, nuint length, uint flags);
+
+    [LibraryImport(Lib, EntryPoint = "fdatasync", SetLastError = true)]
+    public static partial int FdataSync(int fd);
+
+    [LibraryImport(Lib, EntryPoint = "fallocate", SetLastError = true)]
+    public static partial int Fallocate(int fd, int mode, long offset, long length);
+
+    public const int FALLOC_FL_KEEP_SIZE = 0x01, FALLOC_FL_PUNCH_HOLE = 0x02, FALLOC_FL_ZERO_RANGE = 0x10;
+    public const int O_DIRECT = 0x4000;
+    public const int EOPNOTSUPP = 95;
+
+    /// <summary>Fills <paramref name="buffer"/> from the kernel's CSPRNG (getrandom(2)).</summary>
+    public static void FillRandom(Span<byte> buffer)
+    {
+        fixed (byte* p = buffer)
+        {
+            int done = 0;
+            while (done < buffer.Length)
+            {
+                nint n = GetRandom(p + done, (nuint)(buffer.Length - done), 0);
+                if (n < 0)
+                {
+                    if (LastErrno == EINTR)
+                    {
+                        continue;
+                    }
+                    throw new SysError("getrandom", LastErrno);
+                }
+                done += (int)n;
+            }
+        }
+    }
+
     [LibraryImport(Lib, EntryPoint = "isatty")]
     public static partial int IsATty(int fd);
 

@@ -3,6 +3,11 @@ using Vireo.Devices;
 using Vireo.Interop;
 using Vireo.Kvm;
 using Vireo.Memory;
+using Vireo.Virtio;
+using Vireo.Virtio.Block;
+using Vireo.Virtio.Console;
+using Vireo.Virtio.Rng;
+using Vireo.Virtio.Transport;
 
 namespace Vireo.Vmm;
 
@@ -18,6 +23,8 @@ public sealed class Machine : IDisposable
     private readonly List<VcpuRunner> _runners = [];
     private readonly List<IDisposable> _owned = [];
     private readonly ManualResetEventSlim _stopped = new();
+    private readonly List<MmioTransport> _virtio = [];
+    private EventLoop? _eventLoop;
     private VmOutcome? _outcome;
     private volatile bool _stopping;
 
@@ -27,6 +34,13 @@ public sealed class Machine : IDisposable
     public Bus Mmio { get; } = new();
     public Serial16550 Serial { get; }
     public PostCodePort PostCode { get; } = new();
+
+    /// <summary>The virtio devices, in the order of their MMIO windows.</summary>
+    public IReadOnlyList<VirtioDevice> VirtioDevices => _virtio.ConvertAll(t => t.Device);
+
+    /// <summary>virtio-mmio windows: 4 KiB each from here, one GSI each from <see cref="VirtioFirstGsi"/>.</summary>
+    public const ulong VirtioMmioBase = 0xd000_0000;
+    public const uint VirtioFirstGsi = 5;
     public bool IsStopping => _stopping;
 
     /// <summary>Exits to userspace so far, over all vCPUs.</summary>
@@ -53,14 +67,25 @@ public sealed class Machine : IDisposable
     public static Machine Create(VmConfig config, Action<byte> serialOut)
     {
         config.Validate();
+        byte[] kernel = ReadFile(config.KernelPath, "kernel");
+        var image = KernelImage.Parse(kernel); // a malformed image fails before any KVM object exists
+        var devices = CreateVirtioDevices(config, serialOut);
         var source = new BootSource(
-            ReadFile(config.KernelPath, "kernel"),
+            kernel,
             config.InitrdPath is null ? null : ReadFile(config.InitrdPath, "initrd"),
-            config.Cmdline,
+            config.Cmdline + VirtioCmdline(devices.Count),
             config.Vcpus);
-        var image = KernelImage.Parse(source.Kernel); // a malformed image fails before any KVM object exists
 
-        var kvm = Kvm.Kvm.Open();
+        Kvm.Kvm kvm;
+        try
+        {
+            kvm = Kvm.Kvm.Open();
+        }
+        catch
+        {
+            DisposeAll(devices);
+            throw;
+        }
         KvmVm? vm = null;
         GuestMemory? memory = null;
         try
@@ -79,16 +104,123 @@ public sealed class Machine : IDisposable
             vm.RegisterMemory(memory);
             var machine = new Machine(config, kvm, vm, memory, serialOut);
             machine.AddLegacyDevices();
+            machine.AddVirtioDevices(devices);
             machine.CreateVcpus(boot);
             return machine;
         }
         catch
         {
+            DisposeAll(devices);
             memory?.Dispose();
             vm?.Dispose();
             kvm.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Opens what the devices need (disk files) before anything of KVM exists.</summary>
+    private static List<VirtioDevice> CreateVirtioDevices(VmConfig config, Action<byte> serialOut)
+    {
+        var devices = new List<VirtioDevice>();
+        try
+        {
+            foreach (var disk in config.Disks)
+            {
+                try
+                {
+                    devices.Add(new VirtioBlock(disk));
+                }
+                catch (Exception e) when (e is SysError or InvalidDataException or IOException)
+                {
+                    throw new VmConfigException($"disk: {e.Message}");
+                }
+            }
+            if (config.Rng)
+            {
+                devices.Add(new VirtioRng());
+            }
+            if (config.VirtioConsole)
+            {
+                devices.Add(new VirtioConsole(bytes =>
+                {
+                    foreach (byte b in bytes)
+                    {
+                        serialOut(b);
+                    }
+                }));
+            }
+            return devices;
+        }
+        catch
+        {
+            DisposeAll(devices);
+            throw;
+        }
+    }
+
+    private static string VirtioCmdline(int count)
+    {
+        var s = new System.Text.StringBuilder();
+        for (int i = 0; i < count; i++)
+        {
+            s.Append($" virtio_mmio.device=4K@0x{VirtioMmioBase + (ulong)i * MmioTransport.WindowSize:x}:{VirtioFirstGsi + i}");
+        }
+        return s.ToString();
+    }
+
+    private static void DisposeAll(List<VirtioDevice> devices)
+    {
+        foreach (var d in devices)
+        {
+            (d as IDisposable)?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Each device gets a 4 KiB MMIO window, an irqfd on its GSI, and one ioeventfd a queue on
+    /// the QueueNotify register, whose doorbell runs the device's work on the event loop.
+    /// </summary>
+    private void AddVirtioDevices(List<VirtioDevice> devices)
+    {
+        if (devices.Count == 0)
+        {
+            return;
+        }
+        _eventLoop = new EventLoop(e => RequestStop(new VmOutcome(StopReason.HostError, Message: $"device thread: {e.Message}")));
+        for (int i = 0; i < devices.Count; i++)
+        {
+            var device = devices[i];
+            ulong window = VirtioMmioBase + (ulong)i * MmioTransport.WindowSize;
+            var irq = new IrqfdLine(_vm, VirtioFirstGsi + (uint)i);
+            _owned.Add(irq);
+            if (device is IDisposable disposable)
+            {
+                _owned.Add(disposable);
+            }
+            var transport = new MmioTransport(device, Memory, irq);
+            Mmio.Insert(transport, window, MmioTransport.WindowSize);
+            _virtio.Add(transport);
+            for (int q = 0; q < device.QueueCount; q++)
+            {
+                var doorbell = new EventFd();
+                _vm.RegisterIoeventfd(doorbell, window + MmioTransport.QueueNotifyOffset, 4, pio: false, dataMatch: (ulong)q);
+                int queue = q;
+                _eventLoop.Add(doorbell, () => device.NotifyQueue(queue));
+            }
+        }
+    }
+
+    /// <summary>Host console input: to the virtio console when there is one, else to COM1. Returns how many bytes fit.</summary>
+    public int EnqueueConsoleInput(ReadOnlySpan<byte> input)
+    {
+        foreach (var t in _virtio)
+        {
+            if (t.Device is VirtioConsole console)
+            {
+                return console.Enqueue(input);
+            }
+        }
+        return Serial.Enqueue(input);
     }
 
     private static byte[] ReadFile(string path, string what)
@@ -146,6 +278,7 @@ public sealed class Machine : IDisposable
     public VmOutcome Run(TimeSpan? timeout = null)
     {
         _ = Signals.KickSignal; // install the kick handler before any vCPU thread exists
+        _eventLoop?.Start();
         foreach (var runner in _runners)
         {
             runner.Start();
@@ -183,6 +316,7 @@ public sealed class Machine : IDisposable
 
     public void Dispose()
     {
+        _eventLoop?.Dispose();
         foreach (var vcpu in _vcpus)
         {
             vcpu.Dispose();

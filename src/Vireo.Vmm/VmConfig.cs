@@ -1,3 +1,5 @@
+using Vireo.Virtio.Block;
+
 namespace Vireo.Vmm;
 
 /// <summary>What a VM is made of: the boot source and the machine size. Validated by <see cref="Validate"/>.</summary>
@@ -11,6 +13,20 @@ public sealed record VmConfig
 
     /// <summary>Adds the isa-debug-exit style port 0xf4 that test guests use to report a status.</summary>
     public bool DebugExit { get; init; }
+
+    /// <summary>virtio-blk disks, in the order the guest sees them.</summary>
+    public IReadOnlyList<BlockConfig> Disks { get; init; } = [];
+
+    /// <summary>Adds a virtio-rng fed by the host's getrandom.</summary>
+    public bool Rng { get; init; }
+
+    /// <summary>Puts the console on virtio-console (hvc0) as well as COM1; host input goes to it.</summary>
+    public bool VirtioConsole { get; init; }
+
+    /// <summary>virtio-mmio devices this config asks for.</summary>
+    public int VirtioDeviceCount => Disks.Count + (Rng ? 1 : 0) + (VirtioConsole ? 1 : 0);
+
+    public const int MaxVirtioDevices = 16;
 
     public const int MaxVcpus = 254;
 
@@ -36,6 +52,17 @@ public sealed record VmConfig
         if (InitrdPath is not null && !File.Exists(InitrdPath))
         {
             throw new VmConfigException($"initrd: no such file: {InitrdPath}");
+        }
+        if (VirtioDeviceCount > MaxVirtioDevices)
+        {
+            throw new VmConfigException($"devices: {VirtioDeviceCount} virtio devices; at most {MaxVirtioDevices}");
+        }
+        foreach (var disk in Disks)
+        {
+            if (!File.Exists(disk.Path) && !Path.Exists(disk.Path))
+            {
+                throw new VmConfigException($"disk: no such file: {disk.Path}");
+            }
         }
     }
 

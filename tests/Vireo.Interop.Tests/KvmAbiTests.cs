@@ -31,6 +31,7 @@ public class KvmAbiTests
         (typeof(kvm_irq_level), "struct kvm_irq_level"),
         (typeof(kvm_mp_state), "struct kvm_mp_state"),
         (typeof(kvm_xsave), "struct kvm_xsave"),
+        (typeof(epoll_event), "struct epoll_event"),
     ];
 
     /// <summary>The exit-union members of kvm_run, checked relative to the union.</summary>
@@ -73,7 +74,8 @@ public class KvmAbiTests
                 checks.Add(($"offsetof(struct kvm_run, {member}.{f.Name}) - offsetof(struct kvm_run, {member})", (ulong)Marshal.OffsetOf(type, f.Name)));
             }
         }
-        foreach (var f in typeof(KvmAbi).GetFields(BindingFlags.Static | BindingFlags.Public).Where(f => f.Name.StartsWith("KVM", StringComparison.Ordinal)))
+        foreach (var f in typeof(KvmAbi).GetFields(BindingFlags.Static | BindingFlags.Public).Where(f => f.Name.StartsWith("KVM", StringComparison.Ordinal))
+                     .Concat(typeof(Epoll).GetFields(BindingFlags.Static | BindingFlags.Public)))
         {
             ulong value = f.GetValue(null) switch
             {
@@ -95,7 +97,7 @@ public class KvmAbiTests
         Assert.True(checks.Count > 150, $"only {checks.Count} checks were generated");
         string dir = Directory.CreateTempSubdirectory("vireo-abi").FullName;
         string source = Path.Combine(dir, "abi.c");
-        var lines = new List<string> { "#include <stdio.h>", "#include <stddef.h>", "#include <linux/kvm.h>", "int main(void) {" };
+        var lines = new List<string> { "#include <stdio.h>", "#include <stddef.h>", "#include <sys/epoll.h>", "#include <linux/kvm.h>", "int main(void) {" };
         lines.AddRange(checks.Select((c, i) => $"    printf(\"{i} %lu\\n\", (unsigned long)({c.Expr}));"));
         lines.Add("    return 0;\n}");
         File.WriteAllLines(source, lines);

@@ -1,0 +1,56 @@
+/* A polling virtio-mmio (version 2) driver core for the test guests, running at CPL3. */
+#ifndef VIREO_GUEST_VIRTIO_H
+#define VIREO_GUEST_VIRTIO_H
+#include "rt.h"
+
+#define VIRTIO_F_INDIRECT_DESC (1UL << 28)
+#define VIRTIO_F_EVENT_IDX (1UL << 29)
+#define VIRTIO_F_VERSION_1 (1UL << 32)
+
+#define VIRTQ_DESC_F_NEXT 1
+#define VIRTQ_DESC_F_WRITE 2
+#define VIRTQ_DESC_F_INDIRECT 4
+
+struct virtq_desc { u64 addr; u32 len; u16 flags; u16 next; };
+
+struct virtio_dev {
+    u64 base;
+    u32 irq;
+    u32 device_id;
+    u64 features;       /* negotiated */
+};
+
+struct virtq {
+    struct virtio_dev *dev;
+    int index;
+    u16 size;
+    struct virtq_desc *desc;
+    volatile u16 *avail;    /* flags, idx, ring[size], used_event */
+    volatile u16 *used;     /* flags, idx, then ring of {u32 id, u32 len}, avail_event */
+    u16 last_used;
+    u16 avail_idx;
+    u16 next_desc;
+};
+
+/* A buffer of a request: address, length, and whether the device writes it. */
+struct vbuf { const void *addr; u32 len; int device_writes; };
+
+/* The nth device of this type listed as virtio_mmio.device=SIZE@BASE:IRQ; 0 when found. */
+int virtio_find(u32 device_id, int nth, struct virtio_dev *dev);
+/* Reset, acknowledge and negotiate (wanted & offered, with VERSION_1). 0 when FEATURES_OK held. */
+int virtio_start(struct virtio_dev *dev, u64 wanted);
+/* Sets up queue `index` of `size` entries in `mem` (8 KiB, 4 KiB-aligned, zeroed here). 0 on success. */
+int virtio_queue(struct virtio_dev *dev, int index, struct virtq *q, void *mem, u16 size);
+void virtio_driver_ok(struct virtio_dev *dev);
+u32 virtio_status(struct virtio_dev *dev);
+u32 virtio_config32(struct virtio_dev *dev, u32 offset);
+
+/* Posts a chain of n buffers (direct, or through `indirect_table` when it is not 0); returns its head. */
+u16 virtq_submit(struct virtq *q, const struct vbuf *bufs, int n, struct virtq_desc *indirect_table);
+void virtq_kick(struct virtq *q);
+/* Waits for the next used element; returns its id, with *len the bytes written. -1 on timeout. */
+int virtq_wait(struct virtq *q, u32 *len, u64 timeout_cycles);
+/* True when a used element is waiting. */
+int virtq_has_used(struct virtq *q);
+
+#endif

@@ -1,0 +1,45 @@
+using System.Runtime.InteropServices;
+
+namespace Vireo.Interop;
+
+/// <summary>struct epoll_event: packed on x86-64, so the 64-bit data sits at offset 4.</summary>
+[StructLayout(LayoutKind.Sequential, Pack = 4)]
+public struct epoll_event
+{
+    public uint events;
+    public ulong data;
+}
+
+/// <summary>epoll(7), for the device event loops.</summary>
+public static unsafe partial class Epoll
+{
+    private const string Lib = "libc";
+    public const int EPOLL_CLOEXEC = 0x80000;
+    public const int EPOLL_CTL_ADD = 1, EPOLL_CTL_DEL = 2;
+    public const uint EPOLLIN = 1;
+
+    [LibraryImport(Lib, EntryPoint = "epoll_create1", SetLastError = true)]
+    public static partial int Create1(int flags);
+
+    [LibraryImport(Lib, EntryPoint = "epoll_ctl", SetLastError = true)]
+    public static partial int Ctl(int epfd, int op, int fd, epoll_event* ev);
+
+    [LibraryImport(Lib, EntryPoint = "epoll_wait", SetLastError = true)]
+    public static partial int Wait(int epfd, epoll_event* events, int maxEvents, int timeoutMs);
+
+    /// <summary>Watches <paramref name="fd"/> for input, tagged with <paramref name="data"/>.</summary>
+    public static void AddInput(int epfd, int fd, ulong data)
+    {
+        var ev = new epoll_event { events = EPOLLIN, data = data };
+        Check.Io(Ctl(epfd, EPOLL_CTL_ADD, fd, &ev), "epoll_ctl");
+    }
+
+    /// <summary>epoll_wait into a span; -1 with errno on failure.</summary>
+    public static int Wait(int epfd, Span<epoll_event> events, int timeoutMs)
+    {
+        fixed (epoll_event* p = events)
+        {
+            return Wait(epfd, p, events.Length, timeoutMs);
+        }
+    }
+}

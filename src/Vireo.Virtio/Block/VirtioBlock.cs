@@ -1,0 +1,326 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using System.Text;
+using Microsoft.Win32.SafeHandles;
+using Vireo.Interop;
+using Vireo.Memory;
+using Vireo.Virtio.Queue;
+
+namespace Vireo.Virtio.Block;
+
+/// <summary>
+/// virtio-blk (§5.2) on a raw file or block device: read, write, flush (fdatasync before the
+/// guest sees completion), discard, write-zeroes, get-id, read-only, O_DIRECT, several queues.
+/// Requests are checked against the capacity; a request the driver malformed (no header, no
+/// status byte) puts the device in NEEDS_RESET, one that is merely out of range gets IOERR.
+/// </summary>
+public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
+{
+    public const int SectorSize = 512;
+    private const int FeatureSegMax = 2, FeatureRo = 5, FeatureBlkSize = 6, FeatureFlush = 9, FeatureMq = 12,
+        FeatureDiscard = 13, FeatureWriteZeroes = 14;
+    private const uint TypeIn = 0, TypeOut = 1, TypeFlush = 4, TypeGetId = 8, TypeDiscard = 11, TypeWriteZeroes = 13;
+    private const byte StatusOk = 0, StatusIoErr = 1, StatusUnsupported = 2;
+    private const int HeaderSize = 16, SegmentSize = 16, IdSize = 20;
+    private const int BounceSize = 1 << 20;
+    private const uint MaxSegments = 128;
+
+    private readonly SafeFileHandle _file;
+    private readonly byte[] _config = new byte[60];
+    private readonly byte[] _id = new byte[IdSize];
+    private byte* _bounce;
+
+    public BlockConfig Config { get; }
+    public ulong CapacitySectors { get; }
+
+    public VirtioBlock(BlockConfig config)
+    {
+        Config = config;
+        int flags = (config.ReadOnly ? Libc.O_RDONLY : Libc.O_RDWR) | Libc.O_CLOEXEC | (config.Direct ? Libc.O_DIRECT : 0);
+        int fd = Libc.Open(config.Path, flags, 0);
+        if (fd < 0)
+        {
+            throw new SysError($"open({config.Path})", Libc.LastErrno);
+        }
+        _file = new SafeFileHandle(fd, ownsHandle: true);
+        long length = RandomAccess.GetLength(_file);
+        if (length < SectorSize)
+        {
+            _file.Dispose();
+            throw new InvalidDataException($"disk {config.Path}: {length} bytes is smaller than one 512-byte sector");
+        }
+        CapacitySectors = (ulong)length / SectorSize;
+        if (config.Direct)
+        {
+            _bounce = (byte*)NativeMemory.AlignedAlloc(BounceSize, 4096);
+        }
+        var id = Encoding.ASCII.GetBytes(config.Id ?? Path.GetFileName(config.Path));
+        id.AsSpan(0, Math.Min(id.Length, IdSize)).CopyTo(_id);
+
+        var c = _config.AsSpan();
+        BinaryPrimitives.WriteUInt64LittleEndian(c, CapacitySectors);
+        BinaryPrimitives.WriteUInt32LittleEndian(c[12..], MaxSegments);                 // seg_max
+        BinaryPrimitives.WriteUInt32LittleEndian(c[20..], SectorSize);                  // blk_size
+        BinaryPrimitives.WriteUInt16LittleEndian(c[34..], (ushort)config.Queues);       // num_queues
+        BinaryPrimitives.WriteUInt32LittleEndian(c[36..], uint.MaxValue);               // max_discard_sectors
+        BinaryPrimitives.WriteUInt32LittleEndian(c[40..], MaxSegments);                 // max_discard_seg
+        BinaryPrimitives.WriteUInt32LittleEndian(c[44..], 1);                           // discard_sector_alignment
+        BinaryPrimitives.WriteUInt32LittleEndian(c[48..], uint.MaxValue);               // max_write_zeroes_sectors
+        BinaryPrimitives.WriteUInt32LittleEndian(c[52..], MaxSegments);                 // max_write_zeroes_seg
+        c[56] = 1;                                                                      // write_zeroes_may_unmap
+    }
+
+    public override uint DeviceType => VirtioConstants.DeviceBlock;
+
+    protected override ulong DeviceFeatures =>
+        VirtioConstants.Bit(FeatureSegMax) | VirtioConstants.Bit(FeatureBlkSize) | VirtioConstants.Bit(FeatureFlush)
+        | (Config.Queues > 1 ? VirtioConstants.Bit(FeatureMq) : 0)
+        | (Config.ReadOnly ? VirtioConstants.Bit(FeatureRo) : VirtioConstants.Bit(FeatureDiscard) | VirtioConstants.Bit(FeatureWriteZeroes));
+
+    public override int QueueCount => Config.Queues;
+
+    public override void ReadConfig(ulong offset, Span<byte> data)
+    {
+        data.Clear();
+        if (offset < (ulong)_config.Length)
+        {
+            var src = _config.AsSpan((int)offset);
+            src[..Math.Min(src.Length, data.Length)].CopyTo(data);
+        }
+    }
+
+    protected override void ProcessQueue(int index, SplitQueue queue)
+    {
+        QueueError error;
+        while (queue.TryPop(out var chain, out error))
+        {
+            if (!TryServe(chain, out uint written, out string? malformed))
+            {
+                Fail(malformed!);
+                return;
+            }
+            queue.AddUsed(chain.Head, written);
+        }
+        if (error != QueueError.None)
+        {
+            Fail(error.ToString());
+        }
+    }
+
+    private bool TryServe(DescriptorChain chain, out uint written, out string? malformed)
+    {
+        written = 0;
+        malformed = null;
+        var memory = Memory!;
+        Span<byte> header = stackalloc byte[HeaderSize];
+        ulong readable = chain.ReadableLength, writable = chain.WritableLength;
+        if (ChainIo.Read(memory, chain.Buffers, 0, header) < HeaderSize)
+        {
+            malformed = "request without a 16-byte header";
+            return false;
+        }
+        if (writable == 0)
+        {
+            malformed = "request without a status byte";
+            return false;
+        }
+        uint type = BinaryPrimitives.ReadUInt32LittleEndian(header);
+        ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(header[8..]);
+        ulong dataOut = readable - HeaderSize;   // bytes the guest sends after the header
+        ulong dataIn = writable - 1;             // room the guest gives before the status byte
+
+        byte status;
+        uint dataWritten = 0;
+        switch (type)
+        {
+            case TypeIn:
+                status = Transfer(chain, sector, dataIn, toGuest: true);
+                if (status == StatusOk)
+                {
+                    dataWritten = (uint)dataIn;
+                }
+                break;
+            case TypeOut:
+                status = Config.ReadOnly ? StatusIoErr : Transfer(chain, sector, dataOut, toGuest: false);
+                break;
+            case TypeFlush:
+                status = Config.ReadOnly || Libc.FdataSync((int)_file.DangerousGetHandle()) == 0 ? StatusOk : StatusIoErr;
+                break;
+            case TypeGetId:
+                int n = ChainIo.Write(memory, chain.Buffers, 0, _id.AsSpan(0, (int)Math.Min((ulong)IdSize, dataIn)));
+                dataWritten = (uint)n;
+                status = StatusOk;
+                break;
+            case TypeDiscard:
+            case TypeWriteZeroes:
+                status = Config.ReadOnly ? StatusIoErr : DiscardOrZero(chain, dataOut, type == TypeDiscard);
+                break;
+            default:
+                status = StatusUnsupported;
+                break;
+        }
+        // The status byte is the last writable byte of the chain.
+        ChainIo.Write(memory, chain.Buffers, writable - 1, [status]);
+        written = dataWritten + 1;
+        return true;
+    }
+
+    private byte Transfer(DescriptorChain chain, ulong sector, ulong length, bool toGuest)
+    {
+        if (length % SectorSize != 0 || sector > CapacitySectors || length / SectorSize > CapacitySectors - sector)
+        {
+            return StatusIoErr;
+        }
+        long offset = (long)(sector * SectorSize);
+        ulong skip = toGuest ? 0UL : HeaderSize;
+        try
+        {
+            foreach (var b in chain.Buffers)
+            {
+                if (length == 0)
+                {
+                    break;
+                }
+                if (b.DeviceWritable != toGuest)
+                {
+                    continue;
+                }
+                ulong start = 0;
+                if (!toGuest && skip > 0)
+                {
+                    // Outgoing data starts after the header, which may share the first buffer.
+                    ulong s = Math.Min(skip, b.Length);
+                    skip -= s;
+                    start = s;
+                }
+                ulong take = Math.Min(b.Length - start, length);
+                if (take == 0)
+                {
+                    continue;
+                }
+                var span = Memory!.GetSpan(new GuestAddress(b.Address + start), take);
+                if (toGuest)
+                {
+                    ReadFile(span, offset);
+                }
+                else
+                {
+                    WriteFile(span, offset);
+                }
+                offset += (long)take;
+                length -= take;
+            }
+        }
+        catch (IOException)
+        {
+            return StatusIoErr;
+        }
+        return StatusOk;
+    }
+
+    private void ReadFile(Span<byte> dest, long offset)
+    {
+        if (_bounce == null)
+        {
+            if (RandomAccess.Read(_file, dest, offset) < dest.Length)
+            {
+                throw new IOException("short read");
+            }
+            return;
+        }
+        // O_DIRECT needs aligned host buffers: go through the aligned bounce buffer.
+        for (int done = 0; done < dest.Length;)
+        {
+            int n = Math.Min(BounceSize, dest.Length - done);
+            var bounce = new Span<byte>(_bounce, n);
+            if (RandomAccess.Read(_file, bounce, offset + done) < n)
+            {
+                throw new IOException("short read");
+            }
+            bounce.CopyTo(dest[done..]);
+            done += n;
+        }
+    }
+
+    private void WriteFile(ReadOnlySpan<byte> src, long offset)
+    {
+        if (_bounce == null)
+        {
+            RandomAccess.Write(_file, src, offset);
+            return;
+        }
+        for (int done = 0; done < src.Length;)
+        {
+            int n = Math.Min(BounceSize, src.Length - done);
+            var bounce = new Span<byte>(_bounce, n);
+            src.Slice(done, n).CopyTo(bounce);
+            RandomAccess.Write(_file, (ReadOnlySpan<byte>)bounce, offset + done);
+            done += n;
+        }
+    }
+
+    private byte DiscardOrZero(DescriptorChain chain, ulong length, bool discard)
+    {
+        if (length == 0 || length % SegmentSize != 0 || length / SegmentSize > MaxSegments)
+        {
+            return StatusIoErr;
+        }
+        Span<byte> seg = stackalloc byte[SegmentSize];
+        for (ulong i = 0; i < length / SegmentSize; i++)
+        {
+            ChainIo.Read(Memory!, chain.Buffers, HeaderSize + i * SegmentSize, seg);
+            ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(seg);
+            uint count = BinaryPrimitives.ReadUInt32LittleEndian(seg[8..]);
+            if (sector > CapacitySectors || count > CapacitySectors - sector)
+            {
+                return StatusIoErr;
+            }
+            long offset = (long)(sector * SectorSize), bytes = (long)count * SectorSize;
+            int fd = (int)_file.DangerousGetHandle();
+            int mode = discard
+                ? Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE
+                : Libc.FALLOC_FL_ZERO_RANGE | Libc.FALLOC_FL_KEEP_SIZE;
+            if (Libc.Fallocate(fd, mode, offset, bytes) != 0)
+            {
+                if (discard)
+                {
+                    continue; // discard is advisory: a file system that cannot punch holes keeps the data
+                }
+                if (!WriteZeroes(offset, bytes))
+                {
+                    return StatusIoErr;
+                }
+            }
+        }
+        return StatusOk;
+    }
+
+    private bool WriteZeroes(long offset, long bytes)
+    {
+        var zeros = new byte[Math.Min(bytes, BounceSize)];
+        try
+        {
+            for (long done = 0; done < bytes;)
+            {
+                int n = (int)Math.Min(zeros.Length, bytes - done);
+                WriteFile(zeros.AsSpan(0, n), offset + done);
+                done += n;
+            }
+            return true;
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    public void Dispose()
+    {
+        _file.Dispose();
+        if (_bounce != null)
+        {
+            NativeMemory.AlignedFree(_bounce);
+            _bounce = null;
+        }
+    }
+}

@@ -1,0 +1,54 @@
+namespace Vireo.Virtio.Queue;
+
+/// <summary>One buffer of a chain: a guest address and length, readable or writable by the device.</summary>
+public readonly record struct Buffer(ulong Address, uint Length, bool DeviceWritable);
+
+/// <summary>
+/// A validated descriptor chain: its head index (for the used ring) and its buffers, device-readable
+/// ones first, as the spec requires. Buffers live in a reusable array owned by the queue.
+/// </summary>
+public readonly ref struct DescriptorChain
+{
+    public ushort Head { get; }
+    public ReadOnlySpan<Buffer> Buffers { get; }
+
+    internal DescriptorChain(ushort head, ReadOnlySpan<Buffer> buffers)
+    {
+        Head = head;
+        Buffers = buffers;
+    }
+
+    /// <summary>Total bytes of the device-readable buffers.</summary>
+    public ulong ReadableLength
+    {
+        get
+        {
+            ulong n = 0;
+            foreach (var b in Buffers)
+            {
+                if (!b.DeviceWritable)
+                {
+                    n += b.Length;
+                }
+            }
+            return n;
+        }
+    }
+
+    /// <summary>Total bytes of the device-writable buffers.</summary>
+    public ulong WritableLength
+    {
+        get
+        {
+            ulong n = 0;
+            foreach (var b in Buffers)
+            {
+                if (b.DeviceWritable)
+                {
+                    n += b.Length;
+                }
+            }
+            return n;
+        }
+    }
+}

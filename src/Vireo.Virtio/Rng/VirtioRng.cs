@@ -1,0 +1,41 @@
+using Vireo.Interop;
+using Vireo.Memory;
+using Vireo.Virtio.Queue;
+
+namespace Vireo.Virtio.Rng;
+
+/// <summary>virtio-rng (§5.4): fills every writable buffer the guest offers from the host's getrandom(2).</summary>
+public sealed class VirtioRng : VirtioDevice
+{
+    public override uint DeviceType => VirtioConstants.DeviceRng;
+    protected override ulong DeviceFeatures => 0;
+    public override int QueueCount => 1;
+
+    /// <summary>Bytes handed to the guest so far.</summary>
+    public long BytesServed { get; private set; }
+
+    public override void ReadConfig(ulong offset, Span<byte> data) => data.Clear();
+
+    protected override void ProcessQueue(int index, SplitQueue queue)
+    {
+        QueueError error;
+        while (queue.TryPop(out var chain, out error))
+        {
+            uint written = 0;
+            foreach (var b in chain.Buffers)
+            {
+                if (b.DeviceWritable)
+                {
+                    Libc.FillRandom(Memory!.GetSpan(new GuestAddress(b.Address), b.Length));
+                    written += b.Length;
+                }
+            }
+            BytesServed += written;
+            queue.AddUsed(chain.Head, written);
+        }
+        if (error != QueueError.None)
+        {
+            Fail(error.ToString());
+        }
+    }
+}

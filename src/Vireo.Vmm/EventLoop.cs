@@ -1,0 +1,94 @@
+using Vireo.Interop;
+
+namespace Vireo.Vmm;
+
+/// <summary>
+/// The VM's device thread: epoll over eventfds (ioeventfd doorbells, host input), running each
+/// one's handler. Device work happens here, never on a vCPU thread.
+/// </summary>
+internal sealed class EventLoop : IDisposable
+{
+    private readonly FileDescriptor _epoll;
+    private readonly EventFd _stop = new();
+    private readonly List<(EventFd Fd, Action Handler)> _handlers = [];
+    private readonly Action<Exception> _onError;
+    private Thread? _thread;
+
+    public EventLoop(Action<Exception> onError)
+    {
+        _onError = onError;
+        _epoll = new FileDescriptor(Check.Io(Epoll.Create1(Epoll.EPOLL_CLOEXEC), "epoll_create1"));
+        AddToEpoll(_stop, ulong.MaxValue);
+    }
+
+    /// <summary>Runs <paramref name="handler"/> on the loop thread each time <paramref name="fd"/> is signalled. Before <see cref="Start"/> only.</summary>
+    public void Add(EventFd fd, Action handler)
+    {
+        if (_thread is not null)
+        {
+            throw new InvalidOperationException("handlers are added before the event loop starts");
+        }
+        _handlers.Add((fd, handler));
+        AddToEpoll(fd, (ulong)(_handlers.Count - 1));
+    }
+
+    private void AddToEpoll(EventFd fd, ulong data) => Epoll.AddInput(_epoll.Fd, fd.Fd, data);
+
+    public void Start()
+    {
+        _thread = new Thread(Loop) { Name = "vireo-io", IsBackground = true };
+        _thread.Start();
+    }
+
+    private void Loop()
+    {
+        Span<epoll_event> events = stackalloc epoll_event[16];
+        while (true)
+        {
+            int n = Epoll.Wait(_epoll.Fd, events, -1);
+            if (n < 0)
+            {
+                if (Libc.LastErrno == Libc.EINTR)
+                {
+                    continue;
+                }
+                _onError(new SysError("epoll_wait", Libc.LastErrno));
+                return;
+            }
+            for (int i = 0; i < n; i++)
+            {
+                ulong data = events[i].data;
+                if (data == ulong.MaxValue)
+                {
+                    return;
+                }
+                var (fd, handler) = _handlers[(int)data];
+                fd.Consume();
+                try
+                {
+                    handler();
+                }
+                catch (Exception e)
+                {
+                    _onError(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_thread is not null)
+        {
+            _stop.Signal();
+            _thread.Join();
+        }
+        foreach (var (fd, _) in _handlers)
+        {
+            fd.Dispose();
+        }
+        _stop.Dispose();
+        _epoll.Dispose();
+    }
+}
