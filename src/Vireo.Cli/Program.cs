@@ -7,4 +7,14 @@ var root = new RootCommand("Vireo: a KVM virtual machine monitor")
 {
     RunCommand.Create(),
 };
-return root.Parse(args).Invoke();
+var parsed = root.Parse(args);
+if (parsed.Errors.Count > 0)
+{
+    // Bad options exit 2, as every other configuration error does.
+    foreach (var error in parsed.Errors)
+    {
+        Console.Error.WriteLine($"vireo: {error.Message}");
+    }
+    return RunCommand.ExitBadConfig;
+}
+return parsed.Invoke();

@@ -39,6 +39,9 @@ public abstract class VirtioDevice
     /// <summary>The first error that put the device in NEEDS_RESET, for logs and tests.</summary>
     public string? FailureReason { get; private set; }
 
+    /// <summary>Where the device reports NEEDS_RESET (once each time); the VMM points it at its log.</summary>
+    public Action<string>? Log { get; set; }
+
     public abstract void ReadConfig(ulong offset, Span<byte> data);
 
     public virtual void WriteConfig(ulong offset, ReadOnlySpan<byte> data)
@@ -150,7 +153,7 @@ public abstract class VirtioDevice
         }
         _failed = true;
         FailureReason = reason;
-        global::System.Console.Error.WriteLine($"vireo: virtio device {DeviceType}: {reason}; device needs reset");
+        Log?.Invoke($"virtio device {DeviceType}: {reason}; device needs reset");
         _signalNeedsReset?.Invoke();
     }
 }

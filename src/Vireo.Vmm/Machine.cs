@@ -190,6 +190,7 @@ public sealed class Machine : IDisposable
         for (int i = 0; i < devices.Count; i++)
         {
             var device = devices[i];
+            device.Log = message => Console.Error.WriteLine($"vireo: {message}");
             ulong window = VirtioMmioBase + (ulong)i * MmioTransport.WindowSize;
             var irq = new IrqfdLine(_vm, VirtioFirstGsi + (uint)i);
             _owned.Add(irq);

@@ -4,10 +4,13 @@ using Vireo.Tests;
 namespace Vireo.Vmm.Tests;
 
 /// <summary>Boots a test guest in-process on the real /dev/kvm and captures its serial output.</summary>
+/// <summary>Changes a test's VmConfig (adds devices).</summary>
+internal delegate VmConfig VmConfigChange(VmConfig config);
+
 internal sealed record GuestRun(VmOutcome Outcome, string Output, long Exits, long VcpuAllocatedBytes)
 {
     public static GuestRun Boot(string guest, int vcpus = 1, ulong memoryMiB = 128, string cmdline = "",
-        bool debugExit = true, double timeoutSeconds = 60, Action<Machine>? whileRunning = null)
+        bool debugExit = true, double timeoutSeconds = 60, Action<Machine>? whileRunning = null, VmConfigChange? configure = null)
     {
         var config = new VmConfig
         {
@@ -17,6 +20,10 @@ internal sealed record GuestRun(VmOutcome Outcome, string Output, long Exits, lo
             Cmdline = cmdline,
             DebugExit = debugExit,
         };
+        if (configure is not null)
+        {
+            config = configure(config);
+        }
         var output = new StringBuilder();
         using var machine = Machine.Create(config, b =>
         {
