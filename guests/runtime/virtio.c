@@ -80,7 +80,7 @@ int virtio_queue(struct virtio_dev *dev, int index, struct virtq *q, void *mem, 
 {
     *REG(dev, 0x030) = (u32)index;
     u32 max = *REG(dev, 0x034);
-    if (max == 0 || size > max)
+    if (max == 0 || size > max || size > 256)
         return -1;
     memset(mem, 0, 8192);
     q->dev = dev;
@@ -89,7 +89,10 @@ int virtio_queue(struct virtio_dev *dev, int index, struct virtq *q, void *mem, 
     q->desc = (struct virtq_desc *)mem;
     q->avail = (volatile u16 *)((u8 *)mem + 16 * size);
     q->used = (volatile u16 *)((u8 *)mem + 4096);
-    q->last_used = q->avail_idx = q->next_desc = 0;
+    q->last_used = q->avail_idx = 0;
+    q->nfree = size;
+    for (u16 i = 0; i < size; i++)
+        q->free[i] = (u16)(size - 1 - i);
     u64 d = (u64)q->desc, a = (u64)q->avail, u = (u64)q->used;
     *REG(dev, 0x038) = size;
     *REG(dev, 0x080) = (u32)d; *REG(dev, 0x084) = (u32)(d >> 32);
@@ -106,7 +109,10 @@ void virtio_driver_ok(struct virtio_dev *dev)
 
 u16 virtq_submit(struct virtq *q, const struct vbuf *bufs, int n, struct virtq_desc *indirect_table)
 {
-    u16 head = q->next_desc;
+    int need = indirect_table ? 1 : n;
+    if (n < 1 || q->nfree < need)
+        return 0xffff;
+    u16 head = q->free[q->nfree - 1];
     if (indirect_table) {
         for (int i = 0; i < n; i++) {
             indirect_table[i].addr = (u64)bufs[i].addr;
@@ -115,21 +121,20 @@ u16 virtq_submit(struct virtq *q, const struct vbuf *bufs, int n, struct virtq_d
             indirect_table[i].next = (u16)(i + 1);
         }
         struct virtq_desc *d = &q->desc[head];
+        q->nfree--;
         d->addr = (u64)indirect_table;
         d->len = (u32)(n * sizeof(struct virtq_desc));
         d->flags = VIRTQ_DESC_F_INDIRECT;
         d->next = 0;
-        q->next_desc = (u16)((head + 1) % q->size);
     } else {
         for (int i = 0; i < n; i++) {
-            u16 idx = (u16)((head + i) % q->size);
+            u16 idx = q->free[--q->nfree];
             struct virtq_desc *d = &q->desc[idx];
             d->addr = (u64)bufs[i].addr;
             d->len = bufs[i].len;
             d->flags = (u16)((bufs[i].device_writes ? VIRTQ_DESC_F_WRITE : 0) | (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0));
-            d->next = (u16)((idx + 1) % q->size);
+            d->next = i + 1 < n ? q->free[q->nfree - 1] : 0;
         }
-        q->next_desc = (u16)((head + n) % q->size);
     }
     q->avail[2 + (q->avail_idx % q->size)] = head;
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -155,5 +160,12 @@ int virtq_wait(struct virtq *q, u32 *len, u64 timeout_cycles)
     int id = (int)elem[0];
     if (len) *len = elem[1];
     q->last_used++;
+    /* Return the chain's descriptors to the free list. */
+    for (u16 i = (u16)id;;) {
+        q->free[q->nfree++] = i;
+        if (!(q->desc[i].flags & VIRTQ_DESC_F_NEXT))
+            break;
+        i = q->desc[i].next;
+    }
     return id;
 }

@@ -29,7 +29,8 @@ struct virtq {
     volatile u16 *used;     /* flags, idx, then ring of {u32 id, u32 len}, avail_event */
     u16 last_used;
     u16 avail_idx;
-    u16 next_desc;
+    u16 nfree;              /* descriptors are taken from, and returned to, this free list */
+    u16 free[256];
 };
 
 /* A buffer of a request: address, length, and whether the device writes it. */
@@ -45,10 +46,12 @@ void virtio_driver_ok(struct virtio_dev *dev);
 u32 virtio_status(struct virtio_dev *dev);
 u32 virtio_config32(struct virtio_dev *dev, u32 offset);
 
-/* Posts a chain of n buffers (direct, or through `indirect_table` when it is not 0); returns its head. */
+/* Posts a chain of n buffers (direct, or through `indirect_table` when it is not 0); returns its
+ * head, or 0xffff when too few descriptors are free (wait for a completion, then retry). */
 u16 virtq_submit(struct virtq *q, const struct vbuf *bufs, int n, struct virtq_desc *indirect_table);
 void virtq_kick(struct virtq *q);
-/* Waits for the next used element; returns its id, with *len the bytes written. -1 on timeout. */
+/* Waits for the next used element and frees its descriptors; returns its id (the head), with
+ * *len the bytes written. -1 on timeout. Completions may come in any order. */
 int virtq_wait(struct virtq *q, u32 *len, u64 timeout_cycles);
 /* True when a used element is waiting. */
 int virtq_has_used(struct virtq *q);

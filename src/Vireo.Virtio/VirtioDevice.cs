@@ -16,6 +16,10 @@ public abstract class VirtioDevice
     private bool _failed;
     private Action? _signalUsed;
     private Action? _signalNeedsReset;
+    private int _generation;
+
+    /// <summary>Changes at every activation and reset, so that work finishing late cannot touch a new queue.</summary>
+    protected int Generation => Volatile.Read(ref _generation);
 
     protected GuestMemory? Memory { get; private set; }
 
@@ -56,6 +60,7 @@ public abstract class VirtioDevice
     {
         lock (_lock)
         {
+            _generation++;
             Memory = memory;
             AckedFeatures = ackedFeatures;
             _signalUsed = signalUsed;
@@ -89,6 +94,7 @@ public abstract class VirtioDevice
     {
         lock (_lock)
         {
+            _generation++;
             _queues = [];
             _failed = false;
             FailureReason = null;
@@ -127,6 +133,38 @@ public abstract class VirtioDevice
             if (!_failed && queue.ShouldInterrupt())
             {
                 _signalUsed?.Invoke();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Completes a chain served off the queue's thread (an I/O worker). Dropped when the device
+    /// was reset or re-activated since <paramref name="generation"/>.
+    /// </summary>
+    protected void Complete(int generation, int index, ushort head, uint written)
+    {
+        lock (_lock)
+        {
+            if (generation != _generation || _failed || _queues[index] is not { } queue)
+            {
+                return;
+            }
+            queue.AddUsed(head, written);
+            if (queue.ShouldInterrupt())
+            {
+                _signalUsed?.Invoke();
+            }
+        }
+    }
+
+    /// <summary>NEEDS_RESET from off the queue's thread, unless the device was reset since <paramref name="generation"/>.</summary>
+    protected void Fail(int generation, string reason)
+    {
+        lock (_lock)
+        {
+            if (generation == _generation)
+            {
+                FailLocked(reason);
             }
         }
     }

@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
+using System.Threading.Channels;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
 using Vireo.Interop;
@@ -13,6 +15,9 @@ namespace Vireo.Virtio.Block;
 /// guest sees completion), discard, write-zeroes, get-id, read-only, O_DIRECT, several queues.
 /// Requests are checked against the capacity; a request the driver malformed (no header, no
 /// status byte) puts the device in NEEDS_RESET, one that is merely out of range gets IOERR.
+/// With the page cache, requests are served at once on the event loop (a copy is faster than a
+/// thread hop). With O_DIRECT they go to a pool of I/O workers, so that as many requests are at
+/// the disk as the guest keeps in flight.
 /// </summary>
 public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
 {
@@ -25,10 +30,16 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
     private const int BounceSize = 1 << 20;
     private const uint MaxSegments = 128;
 
+    private const int DirectWorkers = 16;
+
     private readonly SafeFileHandle _file;
     private readonly byte[] _config = new byte[60];
     private readonly byte[] _id = new byte[IdSize];
-    private byte* _bounce;
+    private readonly Channel<Request>? _requests;
+    private readonly Thread[] _workers = [];
+
+    /// <summary>A request handed to an I/O worker: its chain copied out of the ring.</summary>
+    private readonly record struct Request(int Generation, int Queue, ushort Head, Queue.Buffer[] Buffers, int Count);
 
     public BlockConfig Config { get; }
     public ulong CapacitySectors { get; }
@@ -52,7 +63,13 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         CapacitySectors = (ulong)length / SectorSize;
         if (config.Direct)
         {
-            _bounce = (byte*)NativeMemory.AlignedAlloc(BounceSize, 4096);
+            _requests = Channel.CreateUnbounded<Request>(new UnboundedChannelOptions { SingleWriter = true });
+            _workers = new Thread[DirectWorkers];
+            for (int i = 0; i < _workers.Length; i++)
+            {
+                _workers[i] = new Thread(Worker) { Name = $"vireo-blk{i}", IsBackground = true };
+                _workers[i].Start();
+            }
         }
         var id = Encoding.ASCII.GetBytes(config.Id ?? Path.GetFileName(config.Path));
         id.AsSpan(0, Math.Min(id.Length, IdSize)).CopyTo(_id);
@@ -94,7 +111,14 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         QueueError error;
         while (queue.TryPop(out var chain, out error))
         {
-            if (!TryServe(chain, out uint written, out string? malformed))
+            if (_requests is not null)
+            {
+                var copy = ArrayPool<Queue.Buffer>.Shared.Rent(chain.Buffers.Length);
+                chain.Buffers.CopyTo(copy);
+                _requests.Writer.TryWrite(new Request(Generation, index, chain.Head, copy, chain.Buffers.Length));
+                continue;
+            }
+            if (!TryServe(chain.Buffers, null, out uint written, out string? malformed))
             {
                 Fail(malformed!);
                 return;
@@ -107,14 +131,69 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         }
     }
 
-    private bool TryServe(DescriptorChain chain, out uint written, out string? malformed)
+    /// <summary>An O_DIRECT worker: serves requests with its own aligned bounce buffer.</summary>
+    private void Worker()
+    {
+        byte* bounce = (byte*)NativeMemory.AlignedAlloc(BounceSize, 4096);
+        try
+        {
+            var reader = _requests!.Reader;
+            while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
+            {
+                while (reader.TryRead(out var r))
+                {
+                    var buffers = r.Buffers.AsSpan(0, r.Count);
+                    try
+                    {
+                        if (r.Generation != Generation)
+                        {
+                            // The driver reset the device while this waited: its memory may be reused.
+                        }
+                        else if (TryServe(buffers, bounce, out uint written, out string? malformed))
+                        {
+                            Complete(r.Generation, r.Queue, r.Head, written);
+                        }
+                        else
+                        {
+                            Fail(r.Generation, malformed!);
+                        }
+                    }
+                    catch (Exception e)
+                    {
+                        // Never let a worker take the VMM down: the device goes to NEEDS_RESET instead.
+                        Fail(r.Generation, $"I/O worker: {e.Message}");
+                    }
+                    ArrayPool<Queue.Buffer>.Shared.Return(r.Buffers);
+                }
+            }
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(bounce);
+        }
+    }
+
+    private static ulong Length(ReadOnlySpan<Queue.Buffer> buffers, bool writable)
+    {
+        ulong n = 0;
+        foreach (var b in buffers)
+        {
+            if (b.DeviceWritable == writable)
+            {
+                n += b.Length;
+            }
+        }
+        return n;
+    }
+
+    private bool TryServe(ReadOnlySpan<Queue.Buffer> buffers, byte* bounce, out uint written, out string? malformed)
     {
         written = 0;
         malformed = null;
         var memory = Memory!;
         Span<byte> header = stackalloc byte[HeaderSize];
-        ulong readable = chain.ReadableLength, writable = chain.WritableLength;
-        if (ChainIo.Read(memory, chain.Buffers, 0, header) < HeaderSize)
+        ulong readable = Length(buffers, writable: false), writable = Length(buffers, writable: true);
+        if (ChainIo.Read(memory, buffers, 0, header) < HeaderSize)
         {
             malformed = "request without a 16-byte header";
             return false;
@@ -134,38 +213,38 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         switch (type)
         {
             case TypeIn:
-                status = Transfer(chain, sector, dataIn, toGuest: true);
+                status = Transfer(buffers, bounce, sector, dataIn, toGuest: true);
                 if (status == StatusOk)
                 {
                     dataWritten = (uint)dataIn;
                 }
                 break;
             case TypeOut:
-                status = Config.ReadOnly ? StatusIoErr : Transfer(chain, sector, dataOut, toGuest: false);
+                status = Config.ReadOnly ? StatusIoErr : Transfer(buffers, bounce, sector, dataOut, toGuest: false);
                 break;
             case TypeFlush:
                 status = Config.ReadOnly || Libc.FdataSync((int)_file.DangerousGetHandle()) == 0 ? StatusOk : StatusIoErr;
                 break;
             case TypeGetId:
-                int n = ChainIo.Write(memory, chain.Buffers, 0, _id.AsSpan(0, (int)Math.Min((ulong)IdSize, dataIn)));
+                int n = ChainIo.Write(memory, buffers, 0, _id.AsSpan(0, (int)Math.Min((ulong)IdSize, dataIn)));
                 dataWritten = (uint)n;
                 status = StatusOk;
                 break;
             case TypeDiscard:
             case TypeWriteZeroes:
-                status = Config.ReadOnly ? StatusIoErr : DiscardOrZero(chain, dataOut, type == TypeDiscard);
+                status = Config.ReadOnly ? StatusIoErr : DiscardOrZero(buffers, bounce, dataOut, type == TypeDiscard);
                 break;
             default:
                 status = StatusUnsupported;
                 break;
         }
         // The status byte is the last writable byte of the chain.
-        ChainIo.Write(memory, chain.Buffers, writable - 1, [status]);
+        ChainIo.Write(memory, buffers, writable - 1, [status]);
         written = dataWritten + 1;
         return true;
     }
 
-    private byte Transfer(DescriptorChain chain, ulong sector, ulong length, bool toGuest)
+    private byte Transfer(ReadOnlySpan<Queue.Buffer> buffers, byte* bounce, ulong sector, ulong length, bool toGuest)
     {
         if (length % SectorSize != 0 || sector > CapacitySectors || length / SectorSize > CapacitySectors - sector)
         {
@@ -175,7 +254,7 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         ulong skip = toGuest ? 0UL : HeaderSize;
         try
         {
-            foreach (var b in chain.Buffers)
+            foreach (var b in buffers)
             {
                 if (length == 0)
                 {
@@ -201,26 +280,30 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
                 var span = Memory!.GetSpan(new GuestAddress(b.Address + start), take);
                 if (toGuest)
                 {
-                    ReadFile(span, offset);
+                    ReadFile(span, offset, bounce);
                 }
                 else
                 {
-                    WriteFile(span, offset);
+                    WriteFile(span, offset, bounce);
                 }
                 offset += (long)take;
                 length -= take;
             }
         }
-        catch (IOException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             return StatusIoErr;
         }
         return StatusOk;
     }
 
-    private void ReadFile(Span<byte> dest, long offset)
+    /// <summary>O_DIRECT can use guest memory as it is when address and length are sector-aligned.</summary>
+    private static bool Aligned(ReadOnlySpan<byte> span) =>
+        span.Length % SectorSize == 0 && ((nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetReference(span))) % SectorSize == 0;
+
+    private void ReadFile(Span<byte> dest, long offset, byte* bounce)
     {
-        if (_bounce == null)
+        if (bounce == null || Aligned(dest))
         {
             if (RandomAccess.Read(_file, dest, offset) < dest.Length)
             {
@@ -232,19 +315,19 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         for (int done = 0; done < dest.Length;)
         {
             int n = Math.Min(BounceSize, dest.Length - done);
-            var bounce = new Span<byte>(_bounce, n);
-            if (RandomAccess.Read(_file, bounce, offset + done) < n)
+            var aligned = new Span<byte>(bounce, (n + SectorSize - 1) / SectorSize * SectorSize);
+            if (RandomAccess.Read(_file, aligned, offset + done) < n)
             {
                 throw new IOException("short read");
             }
-            bounce.CopyTo(dest[done..]);
+            aligned[..n].CopyTo(dest[done..]);
             done += n;
         }
     }
 
-    private void WriteFile(ReadOnlySpan<byte> src, long offset)
+    private void WriteFile(ReadOnlySpan<byte> src, long offset, byte* bounce)
     {
-        if (_bounce == null)
+        if (bounce == null || Aligned(src))
         {
             RandomAccess.Write(_file, src, offset);
             return;
@@ -252,14 +335,14 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         for (int done = 0; done < src.Length;)
         {
             int n = Math.Min(BounceSize, src.Length - done);
-            var bounce = new Span<byte>(_bounce, n);
-            src.Slice(done, n).CopyTo(bounce);
-            RandomAccess.Write(_file, (ReadOnlySpan<byte>)bounce, offset + done);
+            var aligned = new Span<byte>(bounce, n);
+            src.Slice(done, n).CopyTo(aligned);
+            RandomAccess.Write(_file, (ReadOnlySpan<byte>)aligned, offset + done);
             done += n;
         }
     }
 
-    private byte DiscardOrZero(DescriptorChain chain, ulong length, bool discard)
+    private byte DiscardOrZero(ReadOnlySpan<Queue.Buffer> buffers, byte* bounce, ulong length, bool discard)
     {
         if (length == 0 || length % SegmentSize != 0 || length / SegmentSize > MaxSegments)
         {
@@ -268,7 +351,7 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         Span<byte> seg = stackalloc byte[SegmentSize];
         for (ulong i = 0; i < length / SegmentSize; i++)
         {
-            ChainIo.Read(Memory!, chain.Buffers, HeaderSize + i * SegmentSize, seg);
+            ChainIo.Read(Memory!, buffers, HeaderSize + i * SegmentSize, seg);
             ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(seg);
             uint count = BinaryPrimitives.ReadUInt32LittleEndian(seg[8..]);
             if (sector > CapacitySectors || count > CapacitySectors - sector)
@@ -286,7 +369,7 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
                 {
                     continue; // discard is advisory: a file system that cannot punch holes keeps the data
                 }
-                if (!WriteZeroes(offset, bytes))
+                if (!WriteZeroes(offset, bytes, bounce))
                 {
                     return StatusIoErr;
                 }
@@ -295,7 +378,7 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         return StatusOk;
     }
 
-    private bool WriteZeroes(long offset, long bytes)
+    private bool WriteZeroes(long offset, long bytes, byte* bounce)
     {
         var zeros = new byte[Math.Min(bytes, BounceSize)];
         try
@@ -303,7 +386,7 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
             for (long done = 0; done < bytes;)
             {
                 int n = (int)Math.Min(zeros.Length, bytes - done);
-                WriteFile(zeros.AsSpan(0, n), offset + done);
+                WriteFile(zeros.AsSpan(0, n), offset + done, bounce);
                 done += n;
             }
             return true;
@@ -316,11 +399,11 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
 
     public void Dispose()
     {
-        _file.Dispose();
-        if (_bounce != null)
+        _requests?.Writer.TryComplete();
+        foreach (var worker in _workers)
         {
-            NativeMemory.AlignedFree(_bounce);
-            _bounce = null;
+            worker.Join();
         }
+        _file.Dispose();
     }
 }
