@@ -24,12 +24,13 @@ internal static class RunCommand
         var debugExit = new Option<bool>("--debug-exit") { Description = "Add the test port 0xf4: a guest write of N ends the run with status N" };
         var timeout = new Option<string?>("--timeout") { Description = "Stop the VM after this many seconds (exit status 124)" };
         var disks = new Option<string[]>("--disk") { Description = "A virtio-blk disk: PATH[,ro][,direct][,queues=N][,id=NAME] (repeatable)", AllowMultipleArgumentsPerToken = false };
+        var nets = new Option<string[]>("--net") { Description = "A virtio-net interface: tap=NAME[,mac=..] or unix=PATH,peer=PATH[,mac=..] (repeatable)" };
         var rng = new Option<bool>("--rng") { Description = "Add a virtio-rng fed by the host's getrandom" };
         var console = new Option<string>("--console") { Description = "Console device: serial (COM1) or virtio (hvc0, and COM1 too)", DefaultValueFactory = _ => "serial" };
         console.AcceptOnlyFromAmong("serial", "virtio");
         var command = new Command("run", "Boot a VM in the foreground; Ctrl-] then q quits")
         {
-            kernel, initrd, cmdline, memory, vcpus, debugExit, timeout, disks, rng, console,
+            kernel, initrd, cmdline, memory, vcpus, debugExit, timeout, disks, nets, rng, console,
         };
         command.SetAction(parse =>
         {
@@ -44,6 +45,7 @@ internal static class RunCommand
                     Vcpus = ParseInt(parse.GetValue(vcpus)!, "vcpus"),
                     DebugExit = parse.GetValue(debugExit),
                     Disks = ParseDisks(parse.GetValue(disks) ?? []),
+                    Nets = ParseNets(parse.GetValue(nets) ?? []),
                     Rng = parse.GetValue(rng),
                     VirtioConsole = parse.GetValue(console) == "virtio",
                 };
@@ -102,6 +104,18 @@ internal static class RunCommand
         try
         {
             return Array.ConvertAll(specs, Virtio.Block.BlockConfig.Parse);
+        }
+        catch (FormatException e)
+        {
+            throw new VmConfigException(e.Message);
+        }
+    }
+
+    private static Virtio.Net.NetConfig[] ParseNets(string[] specs)
+    {
+        try
+        {
+            return specs.Select((s, i) => Virtio.Net.NetConfig.Parse(s, i)).ToArray();
         }
         catch (FormatException e)
         {

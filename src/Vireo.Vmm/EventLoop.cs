@@ -10,7 +10,7 @@ internal sealed class EventLoop : IDisposable
 {
     private readonly FileDescriptor _epoll;
     private readonly EventFd _stop = new();
-    private readonly List<(EventFd Fd, Action Handler)> _handlers = [];
+    private readonly List<(EventFd? Doorbell, Action Handler)> _handlers = [];
     private readonly Action<Exception> _onError;
     private Thread? _thread;
 
@@ -30,6 +30,21 @@ internal sealed class EventLoop : IDisposable
         }
         _handlers.Add((fd, handler));
         AddToEpoll(fd, (ulong)(_handlers.Count - 1));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="handler"/> when <paramref name="fd"/> (a socket, a TAP device) becomes
+    /// readable. Edge-triggered: the handler reads until it would block, or until it cannot take
+    /// more and will be called again by other means (a queue notification).
+    /// </summary>
+    public void AddReadable(int fd, Action handler)
+    {
+        if (_thread is not null)
+        {
+            throw new InvalidOperationException("handlers are added before the event loop starts");
+        }
+        _handlers.Add((null, handler));
+        Epoll.AddInput(_epoll.Fd, fd, (ulong)(_handlers.Count - 1), edgeTriggered: true);
     }
 
     private void AddToEpoll(EventFd fd, ulong data) => Epoll.AddInput(_epoll.Fd, fd.Fd, data);
@@ -62,8 +77,8 @@ internal sealed class EventLoop : IDisposable
                 {
                     return;
                 }
-                var (fd, handler) = _handlers[(int)data];
-                fd.Consume();
+                var (doorbell, handler) = _handlers[(int)data];
+                doorbell?.Consume();
                 try
                 {
                     handler();
@@ -84,9 +99,9 @@ internal sealed class EventLoop : IDisposable
             _stop.Signal();
             _thread.Join();
         }
-        foreach (var (fd, _) in _handlers)
+        foreach (var (doorbell, _) in _handlers)
         {
-            fd.Dispose();
+            doorbell?.Dispose();
         }
         _stop.Dispose();
         _epoll.Dispose();

@@ -6,6 +6,7 @@ using Vireo.Memory;
 using Vireo.Virtio;
 using Vireo.Virtio.Block;
 using Vireo.Virtio.Console;
+using Vireo.Virtio.Net;
 using Vireo.Virtio.Rng;
 using Vireo.Virtio.Transport;
 
@@ -135,6 +136,18 @@ public sealed class Machine : IDisposable
                     throw new VmConfigException($"disk: {e.Message}");
                 }
             }
+            foreach (var net in config.Nets)
+            {
+                try
+                {
+                    INetBackend backend = net.Tap is { } tap ? new TapBackend(tap) : new UnixDatagramBackend(net.UnixPath!, net.UnixPeer!);
+                    devices.Add(new VirtioNet(net, backend));
+                }
+                catch (Exception e) when (e is SysError or System.Net.Sockets.SocketException or IOException or UnauthorizedAccessException)
+                {
+                    throw new VmConfigException($"net: {e.Message}");
+                }
+            }
             if (config.Rng)
             {
                 devices.Add(new VirtioRng());
@@ -207,6 +220,10 @@ public sealed class Machine : IDisposable
                 _vm.RegisterIoeventfd(doorbell, window + MmioTransport.QueueNotifyOffset, 4, pio: false, dataMatch: (ulong)q);
                 int queue = q;
                 _eventLoop.Add(doorbell, () => device.NotifyQueue(queue));
+            }
+            if (device is VirtioNet net)
+            {
+                _eventLoop.AddReadable(net.BackendFd, net.OnBackendReadable);
             }
         }
     }

@@ -1,4 +1,5 @@
 using Vireo.Virtio.Block;
+using Vireo.Virtio.Net;
 
 namespace Vireo.Vmm;
 
@@ -17,6 +18,9 @@ public sealed record VmConfig
     /// <summary>virtio-blk disks, in the order the guest sees them.</summary>
     public IReadOnlyList<BlockConfig> Disks { get; init; } = [];
 
+    /// <summary>virtio-net interfaces, in the order the guest sees them.</summary>
+    public IReadOnlyList<NetConfig> Nets { get; init; } = [];
+
     /// <summary>Adds a virtio-rng fed by the host's getrandom.</summary>
     public bool Rng { get; init; }
 
@@ -24,7 +28,7 @@ public sealed record VmConfig
     public bool VirtioConsole { get; init; }
 
     /// <summary>virtio-mmio devices this config asks for.</summary>
-    public int VirtioDeviceCount => Disks.Count + (Rng ? 1 : 0) + (VirtioConsole ? 1 : 0);
+    public int VirtioDeviceCount => Disks.Count + Nets.Count + (Rng ? 1 : 0) + (VirtioConsole ? 1 : 0);
 
     public const int MaxVirtioDevices = 16;
 

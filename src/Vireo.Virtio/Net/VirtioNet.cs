@@ -1,0 +1,155 @@
+using System.Buffers.Binary;
+using Vireo.Virtio.Queue;
+
+namespace Vireo.Virtio.Net;
+
+/// <summary>
+/// virtio-net (§5.1) with one queue pair: queue 0 receives, queue 1 transmits. Every packet
+/// carries the 12-byte virtio_net_hdr_v1; with a TAP backend it passes through to the kernel
+/// (offloads), with a plain backend it is stripped on transmit and zeroed on receive.
+/// A frame that arrives while the guest has posted no receive buffer waits in the backend until
+/// the guest posts one (the receive queue's notification drains it).
+/// </summary>
+public sealed class VirtioNet : VirtioDevice, IDisposable
+{
+    public const int FeatureCsum = 0, FeatureGuestCsum = 1, FeatureGuestTso4 = 7, FeatureGuestTso6 = 8,
+        FeatureHostTso4 = 11, FeatureHostTso6 = 12, FeatureMac = 5, FeatureStatus = 16;
+    public const int HeaderSize = 12;
+    private const int ReceiveQueue = 0, TransmitQueue = 1;
+    private const int MaxPacket = HeaderSize + 65536;
+
+    private readonly INetBackend _backend;
+    private readonly byte[] _txBuffer = new byte[MaxPacket];
+    private readonly byte[] _rxBuffer = new byte[MaxPacket];
+    private int _pendingLength;
+
+    public NetConfig Config { get; }
+    public long FramesSent { get; private set; }
+    public long FramesReceived { get; private set; }
+    public long FramesDropped { get; private set; }
+
+    public static ulong Bit(int feature) => 1UL << feature;
+
+    public VirtioNet(NetConfig config, INetBackend backend)
+    {
+        Config = config;
+        _backend = backend;
+    }
+
+    /// <summary>The backend's fd, for the event loop.</summary>
+    public int BackendFd => _backend.Fd;
+
+    public override uint DeviceType => VirtioConstants.DeviceNet;
+    protected override ulong DeviceFeatures => Bit(FeatureMac) | Bit(FeatureStatus) | _backend.OffloadFeatures;
+    public override int QueueCount => 2;
+
+    public override void ReadConfig(ulong offset, Span<byte> data)
+    {
+        Span<byte> config = stackalloc byte[10];
+        Config.Mac.CopyTo(config);
+        BinaryPrimitives.WriteUInt16LittleEndian(config[6..], 1); // VIRTIO_NET_S_LINK_UP
+        BinaryPrimitives.WriteUInt16LittleEndian(config[8..], 1); // max_virtqueue_pairs
+        data.Clear();
+        if (offset < (ulong)config.Length)
+        {
+            var src = config[(int)offset..];
+            src[..Math.Min(src.Length, data.Length)].CopyTo(data);
+        }
+    }
+
+    protected override void OnActivated() => _backend.SetOffloads(AckedFeatures);
+
+    protected override void OnReset() => _pendingLength = 0;
+
+    /// <summary>The backend has frames: deliver what the guest has room for.</summary>
+    public void OnBackendReadable() => WithQueue(ReceiveQueue, Deliver);
+
+    protected override void ProcessQueue(int index, SplitQueue queue)
+    {
+        if (index == ReceiveQueue)
+        {
+            Deliver(queue);
+            return;
+        }
+        QueueError error;
+        while (queue.TryPop(out var chain, out error))
+        {
+            int n = ChainIo.Read(Memory!, chain.Buffers, 0, _txBuffer);
+            if (n < HeaderSize)
+            {
+                Fail("transmitted packet shorter than its virtio-net header");
+                return;
+            }
+            if (_backend.HasVnetHeader)
+            {
+                _backend.Send(_txBuffer.AsSpan(0, n));
+            }
+            else
+            {
+                _backend.Send(_txBuffer.AsSpan(HeaderSize, n - HeaderSize));
+            }
+            FramesSent++;
+            queue.AddUsed(chain.Head, 0);
+        }
+        if (error != QueueError.None)
+        {
+            Fail(error.ToString());
+        }
+    }
+
+    private void Deliver(SplitQueue queue)
+    {
+        while (true)
+        {
+            if (_pendingLength == 0)
+            {
+                _pendingLength = ReceivePacket();
+                if (_pendingLength == 0)
+                {
+                    return; // the backend is drained
+                }
+            }
+            if (!queue.TryPop(out var chain, out var error))
+            {
+                if (error != QueueError.None)
+                {
+                    Fail(error.ToString());
+                }
+                return; // no receive buffer: the frame waits for the guest to post one
+            }
+            if (chain.WritableLength < (ulong)_pendingLength)
+            {
+                FramesDropped++; // the guest's buffer is too small for this frame
+                queue.AddUsed(chain.Head, 0);
+            }
+            else
+            {
+                ChainIo.Write(Memory!, chain.Buffers, 0, _rxBuffer.AsSpan(0, _pendingLength));
+                queue.AddUsed(chain.Head, (uint)_pendingLength);
+                FramesReceived++;
+            }
+            _pendingLength = 0;
+        }
+    }
+
+    /// <summary>One packet from the backend, with a virtio-net header in front; 0 when none waits.</summary>
+    private int ReceivePacket()
+    {
+        if (_backend.HasVnetHeader)
+        {
+            int n = _backend.Receive(_rxBuffer);
+            BinaryPrimitives.WriteUInt16LittleEndian(_rxBuffer.AsSpan(10), 1); // num_buffers
+            return n;
+        }
+        int frame = _backend.Receive(_rxBuffer.AsSpan(HeaderSize));
+        if (frame == 0)
+        {
+            return 0;
+        }
+        _rxBuffer.AsSpan(0, HeaderSize).Clear();
+        BinaryPrimitives.WriteUInt16LittleEndian(_rxBuffer.AsSpan(10), 1);
+        return HeaderSize + frame;
+    }
+
+    public void Dispose() => _backend.Dispose();
+}

@@ -1,0 +1,57 @@
+using Vireo.Memory;
+using Vireo.Virtio.Net;
+using Vireo.Virtio.Queue;
+using static Vireo.Virtio.Tests.DriverRing;
+
+namespace Vireo.Virtio.Tests;
+
+public class NetTests
+{
+    [Fact]
+    public void Parses_both_backends_and_a_mac()
+    {
+        var tap = NetConfig.Parse("tap=tap0,mac=02:11:22:33:44:55", 0);
+        Assert.Equal("tap0", tap.Tap);
+        Assert.Equal(new byte[] { 2, 0x11, 0x22, 0x33, 0x44, 0x55 }, tap.Mac);
+        var unix = NetConfig.Parse("unix=/a,peer=/b", 3);
+        Assert.Equal(("/a", "/b", (byte)3), (unix.UnixPath, unix.UnixPeer, unix.Mac[5]));
+    }
+
+    [Theory]
+    [InlineData("", "unknown or empty option")]
+    [InlineData("tap=a,unix=/b,peer=/c", "exactly one backend")]
+    [InlineData("unix=/a", "needs peer=PATH")]
+    [InlineData("tap=averyveryverylongname", "1 to 15 characters")]
+    [InlineData("tap=t,mac=zz:00:00:00:00:00", "not a MAC address")]
+    [InlineData("tap=t,mac=01:00:00:00:00:00", "multicast")]
+    [InlineData("tap=t,speed=10G", "unknown or empty option 'speed=10G'")]
+    public void Refuses_bad_options_by_name(string text, string message) =>
+        Assert.Contains(message, Assert.Throws<FormatException>(() => NetConfig.Parse(text, 0)).Message);
+
+    [Fact]
+    public void Random_chains_into_both_queues_never_escape()
+    {
+        string dir = Directory.CreateTempSubdirectory("vireo-netfuzz").FullName;
+        using var peer = new UnixDatagramBackend(Path.Combine(dir, "peer"), Path.Combine(dir, "dev"));
+        using var net = new VirtioNet(NetConfig.Parse($"unix={dir}/dev,peer={dir}/peer", 0),
+            new UnixDatagramBackend(Path.Combine(dir, "dev"), Path.Combine(dir, "peer")));
+        using var memory = NewMemory();
+        var rng = new Random(5);
+        var features = VirtioConstants.Bit(VirtioConstants.FeatureVersion1) | VirtioConstants.Bit(VirtioConstants.FeatureIndirectDesc);
+        for (int i = 0; i < 5_000; i++)
+        {
+            var ring = new DriverRing(memory, 8);
+            QueueFuzzTests.Scramble(memory, ring, rng, 8);
+            net.Reset();
+            var states = new QueueState[2];
+            int q = rng.Next(2);
+            states[q] = ring.State(indirect: rng.Next(2) == 0);
+            Assert.True(net.Activate(memory, features, states, () => { }, () => { }));
+            peer.Send(new byte[rng.Next(1, 1600)]);
+            ring.SetAvailIdx((ushort)rng.Next(0, 10));
+            net.NotifyQueue(q);
+            net.OnBackendReadable();
+        }
+        Assert.True(net.FramesSent + net.FramesReceived + net.FramesDropped > 0);
+    }
+}

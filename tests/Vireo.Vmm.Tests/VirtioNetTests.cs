@@ -1,0 +1,76 @@
+using Vireo.Tests;
+using Vireo.Virtio.Net;
+
+namespace Vireo.Vmm.Tests;
+
+/// <summary>Two VMs exchanging Ethernet frames over virtio-net: on a Unix-socket cable, and on real TAP devices.</summary>
+public class VirtioNetTests
+{
+    private static (GuestRun Ping, GuestRun Echo) PingEcho(NetConfig ping, NetConfig echo, int vcpus, int frames)
+    {
+        var echoRun = Task.Run(() => GuestRun.Boot("net", vcpus, cmdline: "role=echo", timeoutSeconds: 120, configure: c => c with { Nets = [echo] }));
+        var pingRun = GuestRun.Boot("net", vcpus, cmdline: $"frames={frames}", timeoutSeconds: 120, configure: c => c with { Nets = [ping] });
+        return (pingRun, echoRun.GetAwaiter().GetResult());
+    }
+
+    [KvmTheory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void Two_vms_exchange_frames_over_a_unix_socket_cable(int vcpus)
+    {
+        string dir = Directory.CreateTempSubdirectory("vireo-net").FullName;
+        string a = Path.Combine(dir, "a.sock"), b = Path.Combine(dir, "b.sock");
+        var (ping, echo) = PingEcho(NetConfig.Parse($"unix={a},peer={b},mac=02:00:00:00:00:0a", 0),
+                                    NetConfig.Parse($"unix={b},peer={a},mac=02:00:00:00:00:0b", 0), vcpus, 1000);
+        ping.ExitedWith(0);
+        echo.ExitedWith(0);
+        Assert.Contains("net: mac 02:00:00:00:00:0a, link up", ping.Output);
+        Assert.Contains("net: 1000 frames echoed", ping.Output);
+        Assert.Contains("all verified", ping.Output);
+        Assert.Matches(@"net: echoed \d+ frames", echo.Output);
+    }
+
+    [KvmFact]
+    public void Two_vms_exchange_frames_through_tap_devices_on_a_bridge()
+    {
+        string id = Guid.NewGuid().ToString("n")[..6];
+        string tapA = $"vta{id}", tapB = $"vtb{id}", bridge = $"vbr{id}";
+        void Ip(string args)
+        {
+            var r = TestEnvironment.Run("ip", args);
+            Assert.True(r.ExitCode == 0, $"ip {args}: {r.Error}");
+        }
+        try
+        {
+            // Layer 2 only: no addresses anywhere, IPv6 off, frames with experimental ethertypes.
+            Ip($"link add name {bridge} type bridge");
+            foreach (var tap in new[] { tapA, tapB })
+            {
+                Ip($"tuntap add dev {tap} mode tap vnet_hdr");
+                TestEnvironment.Run("sysctl", $"-qw net.ipv6.conf.{tap}.disable_ipv6=1");
+                Ip($"link set {tap} master {bridge}");
+                Ip($"link set {tap} up");
+            }
+            TestEnvironment.Run("sysctl", $"-qw net.ipv6.conf.{bridge}.disable_ipv6=1");
+            Ip($"link set {bridge} up");
+            var (ping, echo) = PingEcho(NetConfig.Parse($"tap={tapA}", 0), NetConfig.Parse($"tap={tapB}", 1), 1, 300);
+            ping.ExitedWith(0);
+            echo.ExitedWith(0);
+            Assert.Contains("net: 300 frames echoed", ping.Output);
+        }
+        finally
+        {
+            TestEnvironment.Run("ip", $"link del {tapA}");
+            TestEnvironment.Run("ip", $"link del {tapB}");
+            TestEnvironment.Run("ip", $"link del {bridge}");
+        }
+    }
+
+    [Fact]
+    public void A_tap_that_cannot_be_opened_is_a_clear_error()
+    {
+        var config = new VmConfig { KernelPath = TestEnvironment.Guest("hello"), Nets = [NetConfig.Parse("tap=bad/name", 0)] };
+        var e = Assert.Throws<VmConfigException>(() => Machine.Create(config, _ => { }).Dispose());
+        Assert.StartsWith("net: TUNSETIFF(bad/name) failed", e.Message);
+    }
+}
