@@ -23,6 +23,59 @@ static u64 parse_num(const char **p, int base)
     return n;
 }
 
+static u32 pci_read32(int slot, int off)
+{
+    outl(0xcf8, 0x80000000u | ((u32)slot << 11) | ((u32)off & 0xfc));
+    return inl(0xcfc);
+}
+
+static void pci_write32(int slot, int off, u32 v)
+{
+    outl(0xcf8, 0x80000000u | ((u32)slot << 11) | ((u32)off & 0xfc));
+    outl(0xcfc, v);
+}
+
+static int virtio_find_pci(u32 device_id, int nth, struct virtio_dev *dev)
+{
+    for (int slot = 0; slot < 32; slot++) {
+        u32 id = pci_read32(slot, 0);
+        if ((id & 0xffff) != 0x1af4 || (id >> 16) != 0x1040 + device_id || nth-- > 0)
+            continue;
+        u64 bar[6];
+        for (int b = 0; b < 6; b++) {
+            u32 lo = pci_read32(slot, 0x10 + 4 * b);
+            bar[b] = lo & ~0xfUL;
+            if ((lo & 0x6) == 0x4 && b < 5)        /* 64-bit BAR: the next one holds the high half */
+                bar[b] |= (u64)pci_read32(slot, 0x14 + 4 * b) << 32;
+        }
+        struct virtio_dev d = { 0 };
+        d.transport = VIRTIO_PCI;
+        d.device_id = device_id;
+        d.pci_slot = slot;
+        for (int ptr = pci_read32(slot, 0x34) & 0xfc; ptr; ) {
+            u32 cap = pci_read32(slot, ptr);
+            if ((cap & 0xff) == 0x09) {
+                u32 type = cap >> 24, b = pci_read32(slot, ptr + 4) & 0xff, off = pci_read32(slot, ptr + 8);
+                u64 at = b < 6 ? bar[b] + off : 0;
+                if (type == 1) d.common = at;
+                if (type == 2) { d.notify = at; d.notify_mult = pci_read32(slot, ptr + 16); }
+                if (type == 4) d.devcfg = at;
+            }
+            ptr = (cap >> 8) & 0xfc;
+        }
+        if (!d.common || !d.notify || !d.devcfg)
+            return -1;
+        pci_write32(slot, 0x04, pci_read32(slot, 0x04) | 0x6);   /* memory decoding, bus mastering */
+        *dev = d;
+        return 0;
+    }
+    return -1;
+}
+
+#define COMMON8(dev, off) (*(volatile u8 *)((dev)->common + (off)))
+#define COMMON16(dev, off) (*(volatile u16 *)((dev)->common + (off)))
+#define COMMON32(dev, off) (*(volatile u32 *)((dev)->common + (off)))
+
 int virtio_find(u32 device_id, int nth, struct virtio_dev *dev)
 {
     static const char key[] = "virtio_mmio.device=";
@@ -40,7 +93,10 @@ int virtio_find(u32 device_id, int nth, struct virtio_dev *dev)
         u64 base = parse_num(&p, 16);
         u32 irq = 0;
         if (*p == ':') { p++; irq = (u32)parse_num(&p, 10); }
-        struct virtio_dev d = { base, irq, 0, 0 };
+        struct virtio_dev d = { 0 };
+        d.transport = VIRTIO_MMIO;
+        d.base = base;
+        d.irq = irq;
         if (*REG(&d, 0x000) != 0x74726976 || *REG(&d, 0x004) != 2)
             continue;
         d.device_id = *REG(&d, 0x008);
@@ -49,14 +105,44 @@ int virtio_find(u32 device_id, int nth, struct virtio_dev *dev)
             return 0;
         }
     }
-    return -1;
+    return virtio_find_pci(device_id, nth, dev);
 }
 
-u32 virtio_status(struct virtio_dev *dev) { return *REG(dev, 0x070); }
-u32 virtio_config32(struct virtio_dev *dev, u32 offset) { return *REG(dev, 0x100 + offset); }
+u32 virtio_status(struct virtio_dev *dev)
+{
+    return dev->transport == VIRTIO_PCI ? COMMON8(dev, 0x14) : *REG(dev, 0x070);
+}
+
+u32 virtio_config32(struct virtio_dev *dev, u32 offset)
+{
+    return dev->transport == VIRTIO_PCI ? *(volatile u32 *)(dev->devcfg + offset) : *REG(dev, 0x100 + offset);
+}
+
+static int virtio_start_pci(struct virtio_dev *dev, u64 wanted)
+{
+    COMMON8(dev, 0x14) = 0;
+    COMMON8(dev, 0x14) = S_ACK;
+    COMMON8(dev, 0x14) = S_ACK | S_DRIVER;
+    COMMON32(dev, 0x00) = 0;
+    u64 offered = COMMON32(dev, 0x04);
+    COMMON32(dev, 0x00) = 1;
+    offered |= (u64)COMMON32(dev, 0x04) << 32;
+    u64 features = (wanted | VIRTIO_F_VERSION_1) & offered;
+    COMMON32(dev, 0x08) = 0;
+    COMMON32(dev, 0x0c) = (u32)features;
+    COMMON32(dev, 0x08) = 1;
+    COMMON32(dev, 0x0c) = (u32)(features >> 32);
+    COMMON8(dev, 0x14) = S_ACK | S_DRIVER | S_FEATURES_OK;
+    if (!(COMMON8(dev, 0x14) & S_FEATURES_OK))
+        return -1;
+    dev->features = features;
+    return 0;
+}
 
 int virtio_start(struct virtio_dev *dev, u64 wanted)
 {
+    if (dev->transport == VIRTIO_PCI)
+        return virtio_start_pci(dev, wanted);
     *REG(dev, 0x070) = 0;
     *REG(dev, 0x070) = S_ACK;
     *REG(dev, 0x070) = S_ACK | S_DRIVER;
@@ -78,8 +164,14 @@ int virtio_start(struct virtio_dev *dev, u64 wanted)
 
 int virtio_queue(struct virtio_dev *dev, int index, struct virtq *q, void *mem, u16 size)
 {
-    *REG(dev, 0x030) = (u32)index;
-    u32 max = *REG(dev, 0x034);
+    u32 max;
+    if (dev->transport == VIRTIO_PCI) {
+        COMMON16(dev, 0x16) = (u16)index;
+        max = COMMON16(dev, 0x18);
+    } else {
+        *REG(dev, 0x030) = (u32)index;
+        max = *REG(dev, 0x034);
+    }
     if (max == 0 || size > max || size > 256)
         return -1;
     memset(mem, 0, 8192);
@@ -94,6 +186,16 @@ int virtio_queue(struct virtio_dev *dev, int index, struct virtq *q, void *mem, 
     for (u16 i = 0; i < size; i++)
         q->free[i] = (u16)(size - 1 - i);
     u64 d = (u64)q->desc, a = (u64)q->avail, u = (u64)q->used;
+    if (dev->transport == VIRTIO_PCI) {
+        COMMON16(dev, 0x18) = size;
+        COMMON32(dev, 0x20) = (u32)d; COMMON32(dev, 0x24) = (u32)(d >> 32);
+        COMMON32(dev, 0x28) = (u32)a; COMMON32(dev, 0x2c) = (u32)(a >> 32);
+        COMMON32(dev, 0x30) = (u32)u; COMMON32(dev, 0x34) = (u32)(u >> 32);
+        q->notify_addr = dev->notify + (u64)COMMON16(dev, 0x1e) * dev->notify_mult;
+        COMMON16(dev, 0x1c) = 1;
+        return 0;
+    }
+    q->notify_addr = dev->base + 0x050;
     *REG(dev, 0x038) = size;
     *REG(dev, 0x080) = (u32)d; *REG(dev, 0x084) = (u32)(d >> 32);
     *REG(dev, 0x090) = (u32)a; *REG(dev, 0x094) = (u32)(a >> 32);
@@ -104,7 +206,10 @@ int virtio_queue(struct virtio_dev *dev, int index, struct virtq *q, void *mem, 
 
 void virtio_driver_ok(struct virtio_dev *dev)
 {
-    *REG(dev, 0x070) = S_ACK | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK;
+    if (dev->transport == VIRTIO_PCI)
+        COMMON8(dev, 0x14) = S_ACK | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK;
+    else
+        *REG(dev, 0x070) = S_ACK | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK;
 }
 
 u16 virtq_submit(struct virtq *q, const struct vbuf *bufs, int n, struct virtq_desc *indirect_table)
@@ -143,7 +248,13 @@ u16 virtq_submit(struct virtq *q, const struct vbuf *bufs, int n, struct virtq_d
     return head;
 }
 
-void virtq_kick(struct virtq *q) { *REG(q->dev, 0x050) = (u32)q->index; }
+void virtq_kick(struct virtq *q)
+{
+    if (q->dev->transport == VIRTIO_PCI)
+        *(volatile u16 *)q->notify_addr = (u16)q->index;
+    else
+        *(volatile u32 *)q->notify_addr = (u32)q->index;
+}
 
 int virtq_has_used(struct virtq *q) { return q->used[1] != q->last_used; }
 

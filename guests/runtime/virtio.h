@@ -13,11 +13,18 @@
 
 struct virtq_desc { u64 addr; u32 len; u16 flags; u16 next; };
 
+#define VIRTIO_MMIO 0
+#define VIRTIO_PCI 1
+
 struct virtio_dev {
-    u64 base;
+    int transport;      /* VIRTIO_MMIO or VIRTIO_PCI */
+    u64 base;           /* MMIO: the register window */
     u32 irq;
     u32 device_id;
     u64 features;       /* negotiated */
+    u64 common, notify, devcfg;   /* PCI: regions found through the vendor capabilities */
+    u32 notify_mult;
+    int pci_slot;
 };
 
 struct virtq {
@@ -29,6 +36,7 @@ struct virtq {
     volatile u16 *used;     /* flags, idx, then ring of {u32 id, u32 len}, avail_event */
     u16 last_used;
     u16 avail_idx;
+    u64 notify_addr;        /* where a kick is written (the queue index) */
     u16 nfree;              /* descriptors are taken from, and returned to, this free list */
     u16 free[256];
 };
@@ -36,7 +44,8 @@ struct virtq {
 /* A buffer of a request: address, length, and whether the device writes it. */
 struct vbuf { const void *addr; u32 len; int device_writes; };
 
-/* The nth device of this type listed as virtio_mmio.device=SIZE@BASE:IRQ; 0 when found. */
+/* The nth device of this type: virtio_mmio.device=SIZE@BASE:IRQ entries first, then virtio-pci
+ * functions on bus 0 (configuration mechanism #1). 0 when found. */
 int virtio_find(u32 device_id, int nth, struct virtio_dev *dev);
 /* Reset, acknowledge and negotiate (wanted & offered, with VERSION_1). 0 when FEATURES_OK held. */
 int virtio_start(struct virtio_dev *dev, u64 wanted);

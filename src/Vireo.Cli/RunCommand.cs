@@ -28,9 +28,11 @@ internal static class RunCommand
         var rng = new Option<bool>("--rng") { Description = "Add a virtio-rng fed by the host's getrandom" };
         var console = new Option<string>("--console") { Description = "Console device: serial (COM1) or virtio (hvc0, and COM1 too)", DefaultValueFactory = _ => "serial" };
         console.AcceptOnlyFromAmong("serial", "virtio");
+        var transport = new Option<string>("--transport") { Description = "virtio transport: pci (stock Linux binds to it) or mmio", DefaultValueFactory = _ => "pci" };
+        transport.AcceptOnlyFromAmong("pci", "mmio");
         var command = new Command("run", "Boot a VM in the foreground; Ctrl-] then q quits")
         {
-            kernel, initrd, cmdline, memory, vcpus, debugExit, timeout, disks, nets, rng, console,
+            kernel, initrd, cmdline, memory, vcpus, debugExit, timeout, disks, nets, rng, console, transport,
         };
         command.SetAction(parse =>
         {
@@ -48,6 +50,7 @@ internal static class RunCommand
                     Nets = ParseNets(parse.GetValue(nets) ?? []),
                     Rng = parse.GetValue(rng),
                     VirtioConsole = parse.GetValue(console) == "virtio",
+                    Transport = parse.GetValue(transport) == "mmio" ? VirtioTransportKind.Mmio : VirtioTransportKind.Pci,
                 };
                 string? seconds = parse.GetValue(timeout);
                 return Run(config, seconds is null ? null : TimeSpan.FromSeconds(ParseSeconds(seconds)));

@@ -50,6 +50,25 @@ public sealed class Bus
         }
     }
 
+    /// <summary>Removes the range that starts at <paramref name="base"/>; false when there is none.</summary>
+    public bool Remove(ulong @base)
+    {
+        lock (_writeLock)
+        {
+            var current = _ranges;
+            int at = Array.FindIndex(current, r => r.Base == @base);
+            if (at < 0)
+            {
+                return false;
+            }
+            var next = new Range[current.Length - 1];
+            Array.Copy(current, 0, next, 0, at);
+            Array.Copy(current, at + 1, next, at, current.Length - at - 1);
+            Volatile.Write(ref _ranges, next);
+            return true;
+        }
+    }
+
     /// <summary>Finds the device and offset for an access of <paramref name="size"/> bytes at <paramref name="address"/>.</summary>
     public bool TryResolve(ulong address, int size, out IBusDevice device, out ulong offset)
     {

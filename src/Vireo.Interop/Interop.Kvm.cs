@@ -130,6 +130,13 @@ public struct kvm_irq_level
 }
 
 [StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_msi
+{
+    public uint address_lo, address_hi, data, flags, devid;
+    public fixed byte pad[12];
+}
+
+[StructLayout(LayoutKind.Sequential)]
 public struct kvm_mp_state
 {
     public uint mp_state;
@@ -240,6 +247,7 @@ public static unsafe class KvmAbi
     public static readonly nuint KVM_CREATE_PIT2 = IoctlNumber.IOW(KVMIO, 0x77, sizeof(kvm_pit_config));
     public static readonly nuint KVM_SET_BOOT_CPU_ID = IoctlNumber.IO(KVMIO, 0x78);
     public static readonly nuint KVM_IOEVENTFD = IoctlNumber.IOW(KVMIO, 0x79, sizeof(kvm_ioeventfd));
+    public static readonly nuint KVM_SIGNAL_MSI = IoctlNumber.IOW(KVMIO, 0xa5, sizeof(kvm_msi));
 
     // vCPU ioctls.
     public static readonly nuint KVM_RUN = IoctlNumber.IO(KVMIO, 0x80);

@@ -74,17 +74,27 @@ public sealed unsafe class KvmVm : IDisposable
     }
 
     /// <summary>Makes guest writes to <paramref name="address"/> signal <paramref name="eventFd"/> inside KVM, with no exit to userspace.</summary>
-    public void RegisterIoeventfd(EventFd eventFd, ulong address, uint length, bool pio, ulong? dataMatch = null)
+    /// <remarks>A length of 0 matches a write of any width; <paramref name="deassign"/> removes a registration.</remarks>
+    public void RegisterIoeventfd(EventFd eventFd, ulong address, uint length, bool pio, ulong? dataMatch = null, bool deassign = false)
     {
         var ioeventfd = new kvm_ioeventfd
         {
             addr = address,
             len = length,
             fd = eventFd.Fd,
-            flags = (pio ? KvmAbi.KVM_IOEVENTFD_FLAG_PIO : 0) | (dataMatch.HasValue ? KvmAbi.KVM_IOEVENTFD_FLAG_DATAMATCH : 0),
+            flags = (pio ? KvmAbi.KVM_IOEVENTFD_FLAG_PIO : 0) | (dataMatch.HasValue ? KvmAbi.KVM_IOEVENTFD_FLAG_DATAMATCH : 0)
+                | (deassign ? KvmAbi.KVM_IOEVENTFD_FLAG_DEASSIGN : 0),
             datamatch = dataMatch ?? 0,
         };
         Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_IOEVENTFD, &ioeventfd), "KVM_IOEVENTFD");
+    }
+
+    /// <summary>Injects one MSI (an MSI-X vector's address and data) into the guest.</summary>
+    public void SignalMsi(ulong address, uint data)
+    {
+        var msi = new kvm_msi { address_lo = (uint)address, address_hi = (uint)(address >> 32), data = data };
+        // > 0: delivered; 0: the guest blocked it (a masked LAPIC vector); both are fine.
+        Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_SIGNAL_MSI, &msi), "KVM_SIGNAL_MSI");
     }
 
     public void SetIrqLine(uint irq, bool level)

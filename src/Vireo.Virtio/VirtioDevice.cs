@@ -14,7 +14,7 @@ public abstract class VirtioDevice
     private readonly Lock _lock = new();
     private SplitQueue?[] _queues = [];
     private bool _failed;
-    private Action? _signalUsed;
+    private Action<int>? _signalUsed;
     private Action? _signalNeedsReset;
     private int _generation;
 
@@ -56,7 +56,8 @@ public abstract class VirtioDevice
     protected bool Acked(int feature) => (AckedFeatures & VirtioConstants.Bit(feature)) != 0;
 
     /// <summary>Called by the transport when the driver sets DRIVER_OK. False (and NEEDS_RESET) when a queue is invalid.</summary>
-    public bool Activate(GuestMemory memory, ulong ackedFeatures, ReadOnlySpan<QueueState> queues, Action signalUsed, Action signalNeedsReset)
+    /// <param name="signalUsed">Interrupts the driver for queue N (transports map queues to vectors).</param>
+    public bool Activate(GuestMemory memory, ulong ackedFeatures, ReadOnlySpan<QueueState> queues, Action<int> signalUsed, Action signalNeedsReset)
     {
         lock (_lock)
         {
@@ -115,7 +116,7 @@ public abstract class VirtioDevice
             ProcessQueue(index, queue);
             if (!_failed && queue.ShouldInterrupt())
             {
-                _signalUsed?.Invoke();
+                _signalUsed?.Invoke(index);
             }
         }
     }
@@ -132,7 +133,7 @@ public abstract class VirtioDevice
             work(queue);
             if (!_failed && queue.ShouldInterrupt())
             {
-                _signalUsed?.Invoke();
+                _signalUsed?.Invoke(index);
             }
         }
     }
@@ -152,7 +153,7 @@ public abstract class VirtioDevice
             queue.AddUsed(head, written);
             if (queue.ShouldInterrupt())
             {
-                _signalUsed?.Invoke();
+                _signalUsed?.Invoke(index);
             }
         }
     }

@@ -1,5 +1,6 @@
 using Vireo.Boot;
 using Vireo.Devices;
+using Vireo.Devices.Pci;
 using Vireo.Interop;
 using Vireo.Kvm;
 using Vireo.Memory;
@@ -24,7 +25,7 @@ public sealed class Machine : IDisposable
     private readonly List<VcpuRunner> _runners = [];
     private readonly List<IDisposable> _owned = [];
     private readonly ManualResetEventSlim _stopped = new();
-    private readonly List<MmioTransport> _virtio = [];
+    private readonly List<VirtioDevice> _virtio = [];
     private EventLoop? _eventLoop;
     private VmOutcome? _outcome;
     private volatile bool _stopping;
@@ -37,7 +38,12 @@ public sealed class Machine : IDisposable
     public PostCodePort PostCode { get; } = new();
 
     /// <summary>The virtio devices, in the order of their MMIO windows.</summary>
-    public IReadOnlyList<VirtioDevice> VirtioDevices => _virtio.ConvertAll(t => t.Device);
+    public IReadOnlyList<VirtioDevice> VirtioDevices => _virtio;
+
+    /// <summary>PCI: BARs from here, 64 KiB a slot; ECAM for bus 0 at <see cref="PciEcamBase"/>; INTx on GSIs 16..23.</summary>
+    public const ulong PciBarBase = 0xc000_0000;
+    public const ulong PciEcamBase = 0xe000_0000;
+    public const uint PciFirstGsi = 16;
 
     /// <summary>virtio-mmio windows: 4 KiB each from here, one GSI each from <see cref="VirtioFirstGsi"/>.</summary>
     public const ulong VirtioMmioBase = 0xd000_0000;
@@ -74,7 +80,7 @@ public sealed class Machine : IDisposable
         var source = new BootSource(
             kernel,
             config.InitrdPath is null ? null : ReadFile(config.InitrdPath, "initrd"),
-            config.Cmdline + VirtioCmdline(devices.Count),
+            config.Cmdline + (config.Transport == VirtioTransportKind.Mmio ? VirtioCmdline(devices.Count) : ""),
             config.Vcpus);
 
         Kvm.Kvm kvm;
@@ -200,26 +206,36 @@ public sealed class Machine : IDisposable
             return;
         }
         _eventLoop = new EventLoop(e => RequestStop(new VmOutcome(StopReason.HostError, Message: $"device thread: {e.Message}")));
+        PciRoot? pci = null;
+        if (Config.Transport == VirtioTransportKind.Pci)
+        {
+            pci = new PciRoot();
+            Pio.Insert(pci.PortDevice, PciRoot.ConfigAddressPort, 8);
+            Mmio.Insert(pci.EcamDevice, PciEcamBase, PciRoot.EcamSize);
+        }
         for (int i = 0; i < devices.Count; i++)
         {
             var device = devices[i];
             device.Log = message => Console.Error.WriteLine($"vireo: {message}");
-            ulong window = VirtioMmioBase + (ulong)i * MmioTransport.WindowSize;
-            var irq = new IrqfdLine(_vm, VirtioFirstGsi + (uint)i);
-            _owned.Add(irq);
             if (device is IDisposable disposable)
             {
                 _owned.Add(disposable);
             }
-            var transport = new MmioTransport(device, Memory, irq);
-            Mmio.Insert(transport, window, MmioTransport.WindowSize);
-            _virtio.Add(transport);
-            for (int q = 0; q < device.QueueCount; q++)
+            _virtio.Add(device);
+            var doorbells = new EventFd[device.QueueCount];
+            for (int q = 0; q < doorbells.Length; q++)
             {
-                var doorbell = new EventFd();
-                _vm.RegisterIoeventfd(doorbell, window + MmioTransport.QueueNotifyOffset, 4, pio: false, dataMatch: (ulong)q);
+                doorbells[q] = new EventFd();
                 int queue = q;
-                _eventLoop.Add(doorbell, () => device.NotifyQueue(queue));
+                _eventLoop.Add(doorbells[q], () => device.NotifyQueue(queue));
+            }
+            if (pci is null)
+            {
+                AddMmioTransport(device, i, doorbells);
+            }
+            else
+            {
+                AddPciTransport(device, pci, doorbells);
             }
             if (device is VirtioNet net)
             {
@@ -228,12 +244,75 @@ public sealed class Machine : IDisposable
         }
     }
 
+    private void AddMmioTransport(VirtioDevice device, int index, EventFd[] doorbells)
+    {
+        ulong window = VirtioMmioBase + (ulong)index * MmioTransport.WindowSize;
+        var irq = new IrqfdLine(_vm, VirtioFirstGsi + (uint)index);
+        _owned.Add(irq);
+        Mmio.Insert(new MmioTransport(device, Memory, irq), window, MmioTransport.WindowSize);
+        for (int q = 0; q < doorbells.Length; q++)
+        {
+            _vm.RegisterIoeventfd(doorbells[q], window + MmioTransport.QueueNotifyOffset, 4, pio: false, dataMatch: (ulong)q);
+        }
+    }
+
+    private void AddPciTransport(VirtioDevice device, PciRoot pci, EventFd[] doorbells)
+    {
+        // The slot is known only once added; the transport needs its BAR first, so predict it.
+        int slot = _virtio.Count; // 00:00.0 is the host bridge; devices take slots 1, 2, ...
+        ulong bar = PciBarBase + (ulong)slot * PciTransport.BarSize;
+        uint gsi = PciFirstGsi + (uint)(slot % 8);
+        var transport = new PciTransport(device, Memory, new KvmMsiTarget(_vm), new KvmLevelLine(_vm, gsi), bar, (byte)gsi);
+        if (pci.Add(transport) != slot)
+        {
+            throw new InvalidOperationException("PCI slot assignment out of step");
+        }
+        // Firmware leaves BARs assigned and decoding on; the guest may move them.
+        transport.WriteConfig(0x04, [0x06, 0x00]);
+        void Map(ulong address, bool on)
+        {
+            for (int q = 0; q < doorbells.Length; q++)
+            {
+                ulong notify = address + PciTransport.NotifyOffset + (ulong)q * PciTransport.NotifyMultiplier;
+                _vm.RegisterIoeventfd(doorbells[q], notify, 0, pio: false, deassign: !on);
+            }
+            if (on)
+            {
+                Mmio.Insert(transport, address, PciTransport.BarSize);
+            }
+            else
+            {
+                Mmio.Remove(address);
+            }
+        }
+        Map(bar, on: true);
+        transport.BarChanged = (oldAddress, newAddress) =>
+        {
+            try
+            {
+                if (oldAddress is { } o)
+                {
+                    Map(o, on: false);
+                }
+                if (newAddress is { } n)
+                {
+                    Map(n, on: true);
+                }
+            }
+            catch (Exception e) when (e is InvalidOperationException or SysError)
+            {
+                // A BAR placed over another device's range stays unmapped until moved again.
+                Console.Error.WriteLine($"vireo: PCI slot {slot}: BAR at 0x{newAddress:x} not mapped: {e.Message}");
+            }
+        };
+    }
+
     /// <summary>Host console input: to the virtio console when there is one, else to COM1. Returns how many bytes fit.</summary>
     public int EnqueueConsoleInput(ReadOnlySpan<byte> input)
     {
-        foreach (var t in _virtio)
+        foreach (var d in _virtio)
         {
-            if (t.Device is VirtioConsole console)
+            if (d is VirtioConsole console)
             {
                 return console.Enqueue(input);
             }

@@ -3,6 +3,15 @@ using Vireo.Virtio.Net;
 
 namespace Vireo.Vmm;
 
+/// <summary>How virtio devices appear to the guest.</summary>
+public enum VirtioTransportKind
+{
+    /// <summary>virtio-pci modern: what stock Linux distributions bind to (the default).</summary>
+    Pci,
+    /// <summary>virtio-mmio windows announced on the command line (virtio_mmio.device=), as Firecracker does.</summary>
+    Mmio,
+}
+
 /// <summary>What a VM is made of: the boot source and the machine size. Validated by <see cref="Validate"/>.</summary>
 public sealed record VmConfig
 {
@@ -27,7 +36,9 @@ public sealed record VmConfig
     /// <summary>Puts the console on virtio-console (hvc0) as well as COM1; host input goes to it.</summary>
     public bool VirtioConsole { get; init; }
 
-    /// <summary>virtio-mmio devices this config asks for.</summary>
+    public VirtioTransportKind Transport { get; init; } = VirtioTransportKind.Pci;
+
+    /// <summary>virtio devices this config asks for.</summary>
     public int VirtioDeviceCount => Disks.Count + Nets.Count + (Rng ? 1 : 0) + (VirtioConsole ? 1 : 0);
 
     public const int MaxVirtioDevices = 16;

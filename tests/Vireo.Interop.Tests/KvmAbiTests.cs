@@ -30,6 +30,7 @@ public class KvmAbiTests
         (typeof(kvm_dirty_log), "struct kvm_dirty_log"),
         (typeof(kvm_irq_level), "struct kvm_irq_level"),
         (typeof(kvm_mp_state), "struct kvm_mp_state"),
+        (typeof(kvm_msi), "struct kvm_msi"),
         (typeof(kvm_xsave), "struct kvm_xsave"),
         (typeof(epoll_event), "struct epoll_event"),
     ];

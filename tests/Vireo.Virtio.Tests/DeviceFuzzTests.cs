@@ -22,7 +22,7 @@ public class DeviceFuzzTests
     {
         var states = new QueueState[queues];
         states[0] = ring.State(indirect: true);
-        Assert.True(device.Activate(memory, Features, states, () => { }, () => { }));
+        Assert.True(device.Activate(memory, Features, states, _ => { }, () => { }));
     }
 
     /// <summary>A valid 512-byte read of sector 0 through a fresh ring: proves the device serves again.</summary>
@@ -146,7 +146,7 @@ public class DeviceFuzzTests
                 var states = new QueueState[device.QueueCount];
                 int q = rng.Next(device.QueueCount);
                 states[q] = ring.State(indirect: rng.Next(2) == 0);
-                Assert.True(device.Activate(memory, Features, states, () => { }, () => { }));
+                Assert.True(device.Activate(memory, Features, states, _ => { }, () => { }));
                 ring.SetAvailIdx((ushort)rng.Next(0, 10));
                 device.NotifyQueue(q);
                 if (device is VirtioConsole console)

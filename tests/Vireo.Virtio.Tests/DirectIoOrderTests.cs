@@ -18,7 +18,7 @@ public class DirectIoOrderTests
         using var blk = new VirtioBlock(new BlockConfig(path, Direct: true));
         var ring = new DriverRing(memory, 128);
         var st = new QueueState[1]; st[0] = ring.State(indirect: true);
-        Assert.True(blk.Activate(memory, VirtioConstants.Bit(32) | VirtioConstants.Bit(28), st, () => { }, () => { }));
+        Assert.True(blk.Activate(memory, VirtioConstants.Bit(32) | VirtioConstants.Bit(28), st, _ => { }, () => { }));
         const ulong tables = 0x80000, hdrs = 0x90000, stat = 0x91000, data = 0xA0000;
         var free = new Stack<int>(Enumerable.Range(0, 32));
         var slotOfHead = new int[128];

@@ -46,7 +46,7 @@ public class NetTests
             var states = new QueueState[2];
             int q = rng.Next(2);
             states[q] = ring.State(indirect: rng.Next(2) == 0);
-            Assert.True(net.Activate(memory, features, states, () => { }, () => { }));
+            Assert.True(net.Activate(memory, features, states, _ => { }, () => { }));
             peer.Send(new byte[rng.Next(1, 1600)]);
             ring.SetAvailIdx((ushort)rng.Next(0, 10));
             net.NotifyQueue(q);

@@ -34,15 +34,18 @@ public class VirtioGuestTests
         GuestRun.Boot(guest, vcpus, cmdline: cmdline, whileRunning: whileRunning, configure: change);
 
     [KvmTheory]
-    [InlineData(1, "")]
-    [InlineData(2, ",queues=2")]
-    [InlineData(1, ",direct")]
-    public void Blk_writes_flushes_and_reads_back_what_lands_in_the_file(int vcpus, string options)
+    [InlineData(1, "", VirtioTransportKind.Pci)]
+    [InlineData(2, ",queues=2", VirtioTransportKind.Pci)]
+    [InlineData(1, ",direct", VirtioTransportKind.Pci)]
+    [InlineData(1, "", VirtioTransportKind.Mmio)]
+    [InlineData(2, ",queues=2", VirtioTransportKind.Mmio)]
+    [InlineData(1, ",direct", VirtioTransportKind.Mmio)]
+    public void Blk_writes_flushes_and_reads_back_what_lands_in_the_file(int vcpus, string options, VirtioTransportKind transport)
     {
         string disk = NewDisk(16 << 20);
         try
         {
-            var run = BootWith("blk", c => c with { Disks = [BlockConfig.Parse(disk + options)] }, vcpus, "mib=8").ExitedWith(0);
+            var run = BootWith("blk", c => c with { Disks = [BlockConfig.Parse(disk + options)], Transport = transport }, vcpus, "mib=8").ExitedWith(0);
             Assert.Contains("blk: 32768 sectors", run.Output);
             Assert.Contains($"blk: id \"{Path.GetFileName(disk)[..20]}\"", run.Output);
             Assert.Contains("blk: wrote 8 MiB, flushed", run.Output);
@@ -77,19 +80,21 @@ public class VirtioGuestTests
         }
     }
 
-    [KvmFact]
-    public void Rng_hands_out_random_bytes()
+    [KvmTheory]
+    [InlineData(VirtioTransportKind.Pci)]
+    [InlineData(VirtioTransportKind.Mmio)]
+    public void Rng_hands_out_random_bytes(VirtioTransportKind transport)
     {
-        var run = BootWith("rng", c => c with { Rng = true }).ExitedWith(0);
+        var run = BootWith("rng", c => c with { Rng = true, Transport = transport }).ExitedWith(0);
         Assert.Matches(@"rng: 8192 bytes, chi-square \d+ \(255 dof\), buffers differ", run.Output);
     }
 
     [KvmTheory]
-    [InlineData(1)]
-    [InlineData(2)]
-    public void Virtio_console_carries_output_and_input(int vcpus)
+    [InlineData(1, VirtioTransportKind.Pci)]
+    [InlineData(2, VirtioTransportKind.Mmio)]
+    public void Virtio_console_carries_output_and_input(int vcpus, VirtioTransportKind transport)
     {
-        var run = BootWith("vcons", c => c with { VirtioConsole = true }, vcpus, whileRunning: m =>
+        var run = BootWith("vcons", c => c with { VirtioConsole = true, Transport = transport }, vcpus, whileRunning: m =>
         {
             Thread.Sleep(300);
             m.EnqueueConsoleInput("from the host\n"u8);
@@ -100,17 +105,26 @@ public class VirtioGuestTests
         Assert.Contains("vcons: got from the host", run.Output);
     }
 
-    [KvmFact]
-    public void Several_devices_share_one_vm_each_in_its_own_window()
+    [KvmTheory]
+    [InlineData(VirtioTransportKind.Pci)]
+    [InlineData(VirtioTransportKind.Mmio)]
+    public void Several_devices_share_one_vm_each_in_its_own_window(VirtioTransportKind transport)
     {
         string disk = NewDisk(4 << 20);
         try
         {
-            VmConfigChange config = c => c with { Disks = [new BlockConfig(disk)], Rng = true, VirtioConsole = true };
+            VmConfigChange config = c => c with { Disks = [new BlockConfig(disk)], Rng = true, VirtioConsole = true, Transport = transport };
             BootWith("blk", config, cmdline: "mib=2").ExitedWith(0);
             BootWith("rng", config).ExitedWith(0);
             var hello = BootWith("hello", config);
-            Assert.Contains("virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 virtio_mmio.device=4K@0xd0002000:7", hello.Output);
+            if (transport == VirtioTransportKind.Mmio)
+            {
+                Assert.Contains("virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 virtio_mmio.device=4K@0xd0002000:7", hello.Output);
+            }
+            else
+            {
+                Assert.DoesNotContain("virtio_mmio.device", hello.Output);
+            }
         }
         finally
         {

@@ -6,22 +6,23 @@ namespace Vireo.Vmm.Tests;
 /// <summary>Two VMs exchanging Ethernet frames over virtio-net: on a Unix-socket cable, and on real TAP devices.</summary>
 public class VirtioNetTests
 {
-    private static (GuestRun Ping, GuestRun Echo) PingEcho(NetConfig ping, NetConfig echo, int vcpus, int frames)
+    private static (GuestRun Ping, GuestRun Echo) PingEcho(NetConfig ping, NetConfig echo, int vcpus, int frames,
+        VirtioTransportKind transport = VirtioTransportKind.Pci)
     {
-        var echoRun = Task.Run(() => GuestRun.Boot("net", vcpus, cmdline: "role=echo", timeoutSeconds: 120, configure: c => c with { Nets = [echo] }));
-        var pingRun = GuestRun.Boot("net", vcpus, cmdline: $"frames={frames}", timeoutSeconds: 120, configure: c => c with { Nets = [ping] });
+        var echoRun = Task.Run(() => GuestRun.Boot("net", vcpus, cmdline: "role=echo", timeoutSeconds: 120, configure: c => c with { Nets = [echo], Transport = transport }));
+        var pingRun = GuestRun.Boot("net", vcpus, cmdline: $"frames={frames}", timeoutSeconds: 120, configure: c => c with { Nets = [ping], Transport = transport });
         return (pingRun, echoRun.GetAwaiter().GetResult());
     }
 
     [KvmTheory]
-    [InlineData(1)]
-    [InlineData(2)]
-    public void Two_vms_exchange_frames_over_a_unix_socket_cable(int vcpus)
+    [InlineData(1, VirtioTransportKind.Pci)]
+    [InlineData(2, VirtioTransportKind.Mmio)]
+    public void Two_vms_exchange_frames_over_a_unix_socket_cable(int vcpus, VirtioTransportKind transport)
     {
         string dir = Directory.CreateTempSubdirectory("vireo-net").FullName;
         string a = Path.Combine(dir, "a.sock"), b = Path.Combine(dir, "b.sock");
         var (ping, echo) = PingEcho(NetConfig.Parse($"unix={a},peer={b},mac=02:00:00:00:00:0a", 0),
-                                    NetConfig.Parse($"unix={b},peer={a},mac=02:00:00:00:00:0b", 0), vcpus, 1000);
+                                    NetConfig.Parse($"unix={b},peer={a},mac=02:00:00:00:00:0b", 0), vcpus, 1000, transport);
         ping.ExitedWith(0);
         echo.ExitedWith(0);
         Assert.Contains("net: mac 02:00:00:00:00:0a, link up", ping.Output);

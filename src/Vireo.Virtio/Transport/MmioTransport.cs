@@ -191,7 +191,7 @@ public sealed class MmioTransport : IBusDevice
 
     // Called by the device with its lock held: interrupt status is lock-free so that the lock
     // order stays transport -> device (Activate and Reset run under the transport lock).
-    private void SignalUsed()
+    private void SignalUsed(int queue)
     {
         Interlocked.Or(ref _interruptStatus, InterruptUsedBuffer);
         _irq.Trigger();
