@@ -172,7 +172,11 @@ int virtio_queue(struct virtio_dev *dev, int index, struct virtq *q, void *mem, 
         *REG(dev, 0x030) = (u32)index;
         max = *REG(dev, 0x034);
     }
-    if (max == 0 || size > max || size > 256)
+    if (max == 0)
+        return -1;
+    if (size > max)
+        size = (u16)max;        /* the device's limit wins (QEMU's virtio-rng allows 8) */
+    if (size > 256)
         return -1;
     memset(mem, 0, 8192);
     q->dev = dev;

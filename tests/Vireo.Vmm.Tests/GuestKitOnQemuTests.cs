@@ -8,10 +8,13 @@ namespace Vireo.Vmm.Tests;
 /// </summary>
 public class GuestKitOnQemuTests
 {
-    private static TestEnvironment.ProcessResult Qemu(string guest, string devices, string append = "", string? stdin = null)
+    /// <summary>virtio-mmio on microvm (devices announced on the command line), or virtio-pci on pc (BARs from SeaBIOS).</summary>
+    private static TestEnvironment.ProcessResult Qemu(bool pci, string guest, string devices, string append = "", string? stdin = null)
     {
-        string args = "-M microvm,acpi=off -enable-kvm -cpu host,-arch-capabilities -m 128M -nodefaults -no-user-config " +
-            "-display none -device isa-debug-exit,iobase=0xf4,iosize=4 -global virtio-mmio.force-legacy=false " +
+        string machine = pci ? "-M pc" : "-M microvm,acpi=off -global virtio-mmio.force-legacy=false";
+        devices = pci ? System.Text.RegularExpressions.Regex.Replace(devices, @"(virtio-[a-z]+)-device", "$1-pci,disable-legacy=on") : devices;
+        string args = $"{machine} -enable-kvm -cpu host,-arch-capabilities -m 128M -nodefaults -no-user-config " +
+            "-display none -device isa-debug-exit,iobase=0xf4,iosize=4 " +
             $"-kernel {TestEnvironment.Guest(guest)} {devices}" + (append.Length > 0 ? $" -append \"{append}\"" : "");
         return TestEnvironment.Run("qemu-system-x86_64", args, stdin, timeoutMs: 60_000);
     }
@@ -20,13 +23,15 @@ public class GuestKitOnQemuTests
     private static void AssertGuestStatus0(TestEnvironment.ProcessResult r) =>
         Assert.True(r.ExitCode == 1, $"QEMU exit {r.ExitCode} (guest status {(r.ExitCode - 1) / 2})\n{r.Output}\n{r.Error}");
 
-    [KvmFact]
-    public void Blk_driver_passes_on_qemu_virtio_blk()
+    [KvmTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Blk_driver_passes_on_qemu_virtio_blk(bool pci)
     {
         string disk = VirtioGuestTests.NewDisk(16 << 20);
         try
         {
-            var r = Qemu("blk", $"-serial stdio -drive id=d0,file={disk},format=raw,if=none -device virtio-blk-device,drive=d0", "mib=4");
+            var r = Qemu(pci, "blk", $"-serial stdio -drive id=d0,file={disk},format=raw,if=none -device virtio-blk-device,drive=d0", "mib=4");
             AssertGuestStatus0(r);
             Assert.Contains("blk: read back 4 MiB, verified", r.Output);
             VirtioGuestTests.AssertPattern(disk, 128 << 10, 4 << 20);
@@ -37,21 +42,25 @@ public class GuestKitOnQemuTests
         }
     }
 
-    [KvmFact]
-    public void Rng_driver_passes_on_qemu_virtio_rng()
+    [KvmTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Rng_driver_passes_on_qemu_virtio_rng(bool pci)
     {
-        var r = Qemu("rng", "-serial stdio -device virtio-rng-device");
+        var r = Qemu(pci, "rng", "-serial stdio -device virtio-rng-device");
         AssertGuestStatus0(r);
         Assert.Contains("buffers differ", r.Output);
     }
 
-    [KvmFact]
-    public void Console_driver_passes_on_qemu_virtconsole()
+    [KvmTheory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Console_driver_passes_on_qemu_virtconsole(bool pci)
     {
         string serial = Path.GetTempFileName();
         try
         {
-            var r = Qemu("vcons", $"-serial file:{serial} -device virtio-serial-device -chardev stdio,id=c0 -device virtconsole,chardev=c0",
+            var r = Qemu(pci, "vcons", $"-serial file:{serial} -device virtio-serial-device -chardev stdio,id=c0 -device virtconsole,chardev=c0",
                 stdin: "from the host\nq\n");
             AssertGuestStatus0(r);
             Assert.Contains("vcons: hello on hvc0", r.Output);
