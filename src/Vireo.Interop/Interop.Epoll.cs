@@ -16,7 +16,7 @@ public static unsafe partial class Epoll
     private const string Lib = "libc";
     public const int EPOLL_CLOEXEC = 0x80000;
     public const int EPOLL_CTL_ADD = 1, EPOLL_CTL_DEL = 2;
-    public const uint EPOLLIN = 1, EPOLLET = 1u << 31;
+    public const uint EPOLLIN = 1, EPOLLOUT = 4, EPOLLET = 1u << 31;
 
     [LibraryImport(Lib, EntryPoint = "epoll_create1", SetLastError = true)]
     public static partial int Create1(int flags);
@@ -28,9 +28,9 @@ public static unsafe partial class Epoll
     public static partial int Wait(int epfd, epoll_event* events, int maxEvents, int timeoutMs);
 
     /// <summary>Watches <paramref name="fd"/> for input, tagged with <paramref name="data"/>.</summary>
-    public static void AddInput(int epfd, int fd, ulong data, bool edgeTriggered = false)
+    public static void AddInput(int epfd, int fd, ulong data, bool edgeTriggered = false, bool writable = false)
     {
-        var ev = new epoll_event { events = EPOLLIN | (edgeTriggered ? EPOLLET : 0), data = data };
+        var ev = new epoll_event { events = EPOLLIN | (writable ? EPOLLOUT : 0) | (edgeTriggered ? EPOLLET : 0), data = data };
         Check.Io(Ctl(epfd, EPOLL_CTL_ADD, fd, &ev), "epoll_ctl");
     }
 

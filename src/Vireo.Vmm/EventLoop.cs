@@ -34,17 +34,17 @@ internal sealed class EventLoop : IDisposable
 
     /// <summary>
     /// Runs <paramref name="handler"/> when <paramref name="fd"/> (a socket, a TAP device) becomes
-    /// readable. Edge-triggered: the handler reads until it would block, or until it cannot take
-    /// more and will be called again by other means (a queue notification).
+    /// readable or writable. Edge-triggered: the handler reads until it would block, or until it
+    /// cannot take more and will be called again by other means (a queue notification).
     /// </summary>
-    public void AddReadable(int fd, Action handler)
+    public void AddReady(int fd, Action handler)
     {
         if (_thread is not null)
         {
             throw new InvalidOperationException("handlers are added before the event loop starts");
         }
         _handlers.Add((null, handler));
-        Epoll.AddInput(_epoll.Fd, fd, (ulong)(_handlers.Count - 1), edgeTriggered: true);
+        Epoll.AddInput(_epoll.Fd, fd, (ulong)(_handlers.Count - 1), edgeTriggered: true, writable: true);
     }
 
     private void AddToEpoll(EventFd fd, ulong data) => Epoll.AddInput(_epoll.Fd, fd.Fd, data);

@@ -239,7 +239,7 @@ public sealed class Machine : IDisposable
             }
             if (device is VirtioNet net)
             {
-                _eventLoop.AddReadable(net.BackendFd, net.OnBackendReadable);
+                _eventLoop.AddReady(net.BackendFd, net.OnBackendReady);
             }
         }
     }

@@ -50,7 +50,7 @@ public class NetTests
             peer.Send(new byte[rng.Next(1, 1600)]);
             ring.SetAvailIdx((ushort)rng.Next(0, 10));
             net.NotifyQueue(q);
-            net.OnBackendReadable();
+            net.OnBackendReady();
         }
         Assert.True(net.FramesSent + net.FramesReceived + net.FramesDropped > 0);
     }

@@ -18,6 +18,9 @@ public interface INetBackend : IDisposable
     /// <summary>Reads one packet; 0 when none waits.</summary>
     int Receive(Span<byte> packet);
 
-    /// <summary>Sends one packet; a peer that is not there drops it, as an unplugged cable would.</summary>
-    void Send(ReadOnlySpan<byte> packet);
+    /// <summary>
+    /// Sends one packet. False when the backend is full: the caller keeps the packet and retries
+    /// when <see cref="Fd"/> turns writable. A peer that is not there drops it, as an unplugged cable would.
+    /// </summary>
+    bool Send(ReadOnlySpan<byte> packet);
 }

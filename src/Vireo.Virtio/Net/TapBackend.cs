@@ -81,12 +81,14 @@ public sealed unsafe class TapBackend : INetBackend
         return (int)n;
     }
 
-    public void Send(ReadOnlySpan<byte> packet)
+    public bool Send(ReadOnlySpan<byte> packet)
     {
         fixed (byte* p = packet)
         {
-            // A TAP write fails only for a malformed packet or a down interface: the frame is dropped.
-            _ = Libc.Write(_fd.Fd, p, (nuint)packet.Length);
+            // A TAP write fails only for a malformed packet or a down interface (the frame is
+            // dropped), or with EAGAIN when the device queue is full (wait for room).
+            nint n = Libc.Write(_fd.Fd, p, (nuint)packet.Length);
+            return n >= 0 || Libc.LastErrno != Libc.EAGAIN;
         }
     }
 

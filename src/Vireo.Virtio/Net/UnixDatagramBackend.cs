@@ -47,15 +47,20 @@ public sealed class UnixDatagramBackend : INetBackend
         }
     }
 
-    public void Send(ReadOnlySpan<byte> packet)
+    public bool Send(ReadOnlySpan<byte> packet)
     {
         try
         {
             _socket.SendTo(packet, SocketFlags.None, _peer);
+            return true;
+        }
+        catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.NoBufferSpaceAvailable)
+        {
+            return false; // the peer's buffer is full: wait for room
         }
         catch (SocketException)
         {
-            // No peer yet, or its buffer is full: the frame is lost, as on a real wire.
+            return true; // no peer yet: the frame is lost, as on an unplugged wire
         }
     }
 

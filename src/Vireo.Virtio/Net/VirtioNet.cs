@@ -22,6 +22,8 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
     private readonly byte[] _txBuffer = new byte[MaxPacket];
     private readonly byte[] _rxBuffer = new byte[MaxPacket];
     private int _pendingLength;
+    private int _blockedTxLength;     // a packet the backend had no room for, still in _txBuffer
+    private ushort _blockedTxHead;
 
     public NetConfig Config { get; }
     public long FramesSent { get; private set; }
@@ -59,10 +61,21 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
 
     protected override void OnActivated() => _backend.SetOffloads(AckedFeatures);
 
-    protected override void OnReset() => _pendingLength = 0;
+    protected override void OnReset()
+    {
+        _pendingLength = 0;
+        _blockedTxLength = 0;
+    }
 
-    /// <summary>The backend has frames: deliver what the guest has room for.</summary>
-    public void OnBackendReadable() => WithQueue(ReceiveQueue, Deliver);
+    /// <summary>The backend is readable or writable again: deliver frames, resume a paused transmit queue.</summary>
+    public void OnBackendReady()
+    {
+        WithQueue(ReceiveQueue, Deliver);
+        WithQueue(TransmitQueue, queue => Transmit(queue));
+    }
+
+    /// <summary>True while a packet waits for room in the backend (the transmit queue is paused).</summary>
+    public bool TransmitPaused => _blockedTxLength > 0;
 
     protected override void ProcessQueue(int index, SplitQueue queue)
     {
@@ -70,6 +83,25 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
         {
             Deliver(queue);
             return;
+        }
+        Transmit(queue);
+    }
+
+    /// <summary>
+    /// Sends until the ring is empty or the backend is full. A packet the backend refuses stays
+    /// in hand (its chain not yet returned), and the queue pauses until the backend has room:
+    /// back-pressure instead of loss.
+    /// </summary>
+    private void Transmit(SplitQueue queue)
+    {
+        if (_blockedTxLength > 0)
+        {
+            if (!SendPacket(_blockedTxLength))
+            {
+                return;
+            }
+            queue.AddUsed(_blockedTxHead, 0);
+            _blockedTxLength = 0;
         }
         QueueError error;
         while (queue.TryPop(out var chain, out error))
@@ -80,21 +112,29 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
                 Fail("transmitted packet shorter than its virtio-net header");
                 return;
             }
-            if (_backend.HasVnetHeader)
+            if (!SendPacket(n))
             {
-                _backend.Send(_txBuffer.AsSpan(0, n));
+                (_blockedTxHead, _blockedTxLength) = (chain.Head, n);
+                return;
             }
-            else
-            {
-                _backend.Send(_txBuffer.AsSpan(HeaderSize, n - HeaderSize));
-            }
-            FramesSent++;
             queue.AddUsed(chain.Head, 0);
         }
         if (error != QueueError.None)
         {
             Fail(error.ToString());
         }
+    }
+
+    private bool SendPacket(int length)
+    {
+        bool sent = _backend.HasVnetHeader
+            ? _backend.Send(_txBuffer.AsSpan(0, length))
+            : _backend.Send(_txBuffer.AsSpan(HeaderSize, length - HeaderSize));
+        if (sent)
+        {
+            FramesSent++;
+        }
+        return sent;
     }
 
     private void Deliver(SplitQueue queue)
