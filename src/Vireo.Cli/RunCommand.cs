@@ -25,6 +25,7 @@ internal static class RunCommand
         var timeout = new Option<string?>("--timeout") { Description = "Stop the VM after this many seconds (exit status 124)" };
         var disks = new Option<string[]>("--disk") { Description = "A virtio-blk disk: PATH[,ro][,direct][,queues=N][,id=NAME] (repeatable)", AllowMultipleArgumentsPerToken = false };
         var nets = new Option<string[]>("--net") { Description = "A virtio-net interface: tap=NAME[,mac=..] or unix=PATH,peer=PATH[,mac=..] (repeatable)" };
+        var vsock = new Option<string?>("--vsock") { Description = "A virtio-vsock device: cid=N,socket=PATH (the host connects to PATH and writes CONNECT port)" };
         var rng = new Option<bool>("--rng") { Description = "Add a virtio-rng fed by the host's getrandom" };
         var console = new Option<string>("--console") { Description = "Console device: serial (COM1) or virtio (hvc0, and COM1 too)", DefaultValueFactory = _ => "serial" };
         console.AcceptOnlyFromAmong("serial", "virtio");
@@ -32,7 +33,7 @@ internal static class RunCommand
         transport.AcceptOnlyFromAmong("pci", "mmio");
         var command = new Command("run", "Boot a VM in the foreground; Ctrl-] then q quits")
         {
-            kernel, initrd, cmdline, memory, vcpus, debugExit, timeout, disks, nets, rng, console, transport,
+            kernel, initrd, cmdline, memory, vcpus, debugExit, timeout, disks, nets, vsock, rng, console, transport,
         };
         command.SetAction(parse =>
         {
@@ -48,6 +49,7 @@ internal static class RunCommand
                     DebugExit = parse.GetValue(debugExit),
                     Disks = ParseDisks(parse.GetValue(disks) ?? []),
                     Nets = ParseNets(parse.GetValue(nets) ?? []),
+                    Vsock = parse.GetValue(vsock) is { } v ? ParseVsock(v) : null,
                     Rng = parse.GetValue(rng),
                     VirtioConsole = parse.GetValue(console) == "virtio",
                     Transport = parse.GetValue(transport) == "mmio" ? VirtioTransportKind.Mmio : VirtioTransportKind.Pci,
@@ -119,6 +121,18 @@ internal static class RunCommand
         try
         {
             return specs.Select((s, i) => Virtio.Net.NetConfig.Parse(s, i)).ToArray();
+        }
+        catch (FormatException e)
+        {
+            throw new VmConfigException(e.Message);
+        }
+    }
+
+    private static Virtio.Vsock.VsockConfig ParseVsock(string spec)
+    {
+        try
+        {
+            return Virtio.Vsock.VsockConfig.Parse(spec);
         }
         catch (FormatException e)
         {

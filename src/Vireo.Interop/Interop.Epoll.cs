@@ -34,6 +34,9 @@ public static unsafe partial class Epoll
         Check.Io(Ctl(epfd, EPOLL_CTL_ADD, fd, &ev), "epoll_ctl");
     }
 
+    /// <summary>Stops watching <paramref name="fd"/>.</summary>
+    public static void Remove(int epfd, int fd) => _ = Ctl(epfd, EPOLL_CTL_DEL, fd, null);
+
     /// <summary>epoll_wait into a span; -1 with errno on failure.</summary>
     public static int Wait(int epfd, Span<epoll_event> events, int timeoutMs)
     {

@@ -6,11 +6,14 @@ namespace Vireo.Vmm;
 /// The VM's device thread: epoll over eventfds (ioeventfd doorbells, host input), running each
 /// one's handler. Device work happens here, never on a vCPU thread.
 /// </summary>
-internal sealed class EventLoop : IDisposable
+internal sealed class EventLoop : IDisposable, Devices.IFdWatcher
 {
     private readonly FileDescriptor _epoll;
     private readonly EventFd _stop = new();
     private readonly List<(EventFd? Doorbell, Action Handler)> _handlers = [];
+    private readonly Lock _dynamicLock = new();
+    private readonly Dictionary<int, Action> _dynamic = [];   // fds watched while running, keyed by fd
+    private const ulong DynamicTag = 1UL << 62;
     private readonly Action<Exception> _onError;
     private Thread? _thread;
 
@@ -49,6 +52,26 @@ internal sealed class EventLoop : IDisposable
 
     private void AddToEpoll(EventFd fd, ulong data) => Epoll.AddInput(_epoll.Fd, fd.Fd, data);
 
+    /// <summary>Watches <paramref name="fd"/> (edge-triggered, readable or writable) at any time, from any thread.</summary>
+    public void Watch(int fd, Action onReady)
+    {
+        lock (_dynamicLock)
+        {
+            _dynamic[fd] = onReady;
+        }
+        Epoll.AddInput(_epoll.Fd, fd, DynamicTag | (uint)fd, edgeTriggered: true, writable: true);
+    }
+
+    /// <summary>Stops watching <paramref name="fd"/>; call before closing it.</summary>
+    public void Unwatch(int fd)
+    {
+        Epoll.Remove(_epoll.Fd, fd);
+        lock (_dynamicLock)
+        {
+            _dynamic.Remove(fd);
+        }
+    }
+
     public void Start()
     {
         _thread = new Thread(Loop) { Name = "vireo-io", IsBackground = true };
@@ -77,8 +100,23 @@ internal sealed class EventLoop : IDisposable
                 {
                     return;
                 }
-                var (doorbell, handler) = _handlers[(int)data];
-                doorbell?.Consume();
+                Action? handler;
+                if ((data & DynamicTag) != 0)
+                {
+                    lock (_dynamicLock)
+                    {
+                        _dynamic.TryGetValue((int)(uint)data, out handler);
+                    }
+                    if (handler is null)
+                    {
+                        continue; // unwatched since the event was queued
+                    }
+                }
+                else
+                {
+                    (var doorbell, handler) = _handlers[(int)data];
+                    doorbell?.Consume();
+                }
                 try
                 {
                     handler();

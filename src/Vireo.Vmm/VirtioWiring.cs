@@ -9,6 +9,7 @@ using Vireo.Virtio.Console;
 using Vireo.Virtio.Net;
 using Vireo.Virtio.Rng;
 using Vireo.Virtio.Transport;
+using Vireo.Virtio.Vsock;
 
 namespace Vireo.Vmm;
 
@@ -76,6 +77,17 @@ internal sealed class VirtioWiring : IDisposable
                 catch (Exception e) when (e is SysError or System.Net.Sockets.SocketException or IOException or UnauthorizedAccessException)
                 {
                     throw new VmConfigException($"net: {e.Message}");
+                }
+            }
+            if (config.Vsock is { } vsock)
+            {
+                try
+                {
+                    devices.Add(new VirtioVsock(vsock));
+                }
+                catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException or UnauthorizedAccessException)
+                {
+                    throw new VmConfigException($"vsock: {vsock.SocketPath}: {e.Message}");
                 }
             }
             if (config.Rng)
@@ -154,6 +166,10 @@ internal sealed class VirtioWiring : IDisposable
             if (device is VirtioNet net)
             {
                 _eventLoop.AddReady(net.BackendFd, net.OnBackendReady);
+            }
+            if (device is VirtioVsock vsock)
+            {
+                vsock.Start(_eventLoop);
             }
         }
     }

@@ -1,5 +1,6 @@
 using Vireo.Virtio.Block;
 using Vireo.Virtio.Net;
+using Vireo.Virtio.Vsock;
 
 namespace Vireo.Vmm;
 
@@ -30,6 +31,9 @@ public sealed record VmConfig
     /// <summary>virtio-net interfaces, in the order the guest sees them.</summary>
     public IReadOnlyList<NetConfig> Nets { get; init; } = [];
 
+    /// <summary>A virtio-vsock device, host side on a Unix socket (CONNECT port).</summary>
+    public VsockConfig? Vsock { get; init; }
+
     /// <summary>Adds a virtio-rng fed by the host's getrandom.</summary>
     public bool Rng { get; init; }
 
@@ -39,7 +43,7 @@ public sealed record VmConfig
     public VirtioTransportKind Transport { get; init; } = VirtioTransportKind.Pci;
 
     /// <summary>virtio devices this config asks for.</summary>
-    public int VirtioDeviceCount => Disks.Count + Nets.Count + (Rng ? 1 : 0) + (VirtioConsole ? 1 : 0);
+    public int VirtioDeviceCount => Disks.Count + Nets.Count + (Rng ? 1 : 0) + (VirtioConsole ? 1 : 0) + (Vsock is null ? 0 : 1);
 
     public const int MaxVirtioDevices = 16;
 

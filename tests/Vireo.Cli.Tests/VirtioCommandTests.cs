@@ -84,6 +84,9 @@ public class VirtioCommandTests
     [InlineData("run --disk /tmp/x.img,fast", "vireo: disk: unknown option 'fast' (known: ro, direct, queues=N, id=NAME)")]
     [InlineData("run --disk /nonexistent/x.img", "vireo: disk: no such file: /nonexistent/x.img")]
     [InlineData("run --console tty", "vireo: Argument 'tty' not recognized. Must be one of:\n\t'serial'\n\t'virtio'")]
+    [InlineData("run --vsock cid=1,socket=/tmp/v.sock", "vireo: vsock: cid 1 is reserved; use 3 or more")]
+    [InlineData("run --net tap=x,unix=/a,peer=/b", "vireo: net: give exactly one backend: tap=NAME or unix=PATH,peer=PATH")]
+    [InlineData("run --transport virtio-ccw", "vireo: Argument 'virtio-ccw' not recognized. Must be one of:\n\t'pci'\n\t'mmio'")]
     public void Bad_device_options_exit_2_with_a_clear_message(string args, string message)
     {
         var r = VireoProcess.Run(args);
