@@ -12,7 +12,24 @@ int main(void)
         printf("rng: no virtio-rng device\n");
         return 2;
     }
+    int msix = cmdline_get("msix") != 0;
+    if (msix && virtio_pci_msix(&dev, 0, 1, 0x45)) {
+        printf("rng: the device refused MSI-X\n");
+        return 1;
+    }
     virtio_driver_ok(&dev);
+    if (msix) {
+        irq_enable();
+        struct vbuf b = { buf[0], 64, 1 };
+        virtq_submit(&vq, &b, 1, 0);
+        virtq_kick(&vq);
+        u64 deadline = rdtsc() + 20000000000UL;
+        while (!irq_counts[0x45] && rdtsc() < deadline)
+            cpu_relax();
+        if (!irq_counts[0x45]) { printf("rng: no MSI-X interrupt\n"); return 1; }
+        virtq_wait(&vq, 0, 1000000000UL);
+        printf("rng: MSI-X interrupt on vector 0x45 (%lu)\n", irq_counts[0x45]);
+    }
     for (int i = 0; i < 2; i++) {
         struct vbuf b = { buf[i], sizeof buf[i], 1 };
         virtq_submit(&vq, &b, 1, 0);

@@ -52,6 +52,7 @@ static volatile int idt_ready;
 static char ustacks[MAX_CPUS][USTACK_SIZE] __attribute__((aligned(16)));
 volatile struct exception_info last_exception[MAX_CPUS];
 volatile u64 timer_ticks[MAX_CPUS];
+volatile u64 irq_counts[256];
 static volatile int aps_checked_in;
 static void (*volatile ap_fn)(int);
 static spinlock_t print_lock;
@@ -140,6 +141,7 @@ void isr_dispatch(struct frame *f)
     if (f->vector == SPURIOUS_VECTOR)
         return;
     if (f->vector >= 32) {
+        irq_counts[f->vector]++;
         mmio_write32(LAPIC_BASE + 0xb0, 0);
         return;
     }
@@ -165,8 +167,13 @@ void isr_dispatch(struct frame *f)
 
 static void user_entry(int cpu)
 {
-    if ((u32)cpu == boot_cpu)
+    if ((u32)cpu == boot_cpu) {
+        /* The kit takes interrupts through the local APIC only: mask the legacy 8259s, which a
+         * BIOS may have left mapped over the exception vectors with its timer running. */
+        outb(0x21, 0xff);
+        outb(0xa1, 0xff);
         exit(main());
+    }
     __atomic_add_fetch(&aps_checked_in, 1, __ATOMIC_SEQ_CST);
     if (ap_fn)
         ap_fn(cpu);

@@ -58,6 +58,7 @@ static inline void break_idt(void) { __asm__ volatile("int $0x82" : : : "memory"
 void lapic_timer_start(u32 initial_count, int periodic);
 void lapic_timer_stop(void);
 extern volatile u64 timer_ticks[MAX_CPUS];
+extern volatile u64 irq_counts[256];     /* interrupts taken, by CPU vector (besides the timer) */
 /* IF is set through a gate at vector 0x81 (rax = 1 on, 0 off): STI at CPL3 needs IOPL=3,
  * which hosts that run CPL3 natively may not keep. */
 static inline void irq_enable(void) { __asm__ volatile("int $0x81" : : "a"(1UL) : "memory"); }

@@ -208,6 +208,34 @@ int virtio_queue(struct virtio_dev *dev, int index, struct virtq *q, void *mem, 
     return 0;
 }
 
+int virtio_pci_msix(struct virtio_dev *dev, int queue, int entry, u8 cpu_vector)
+{
+    if (dev->transport != VIRTIO_PCI)
+        return -1;
+    int slot = dev->pci_slot;
+    for (int ptr = pci_read32(slot, 0x34) & 0xfc; ptr; ) {
+        u32 cap = pci_read32(slot, ptr);
+        if ((cap & 0xff) == 0x11) {
+            u32 table = pci_read32(slot, ptr + 4);
+            u32 lo = pci_read32(slot, 0x10 + 4 * (table & 7));
+            u64 bar = lo & ~0xfUL;
+            if ((lo & 0x6) == 0x4)
+                bar |= (u64)pci_read32(slot, 0x14 + 4 * (table & 7)) << 32;
+            volatile u32 *e = (volatile u32 *)(bar + (table & ~7u) + 16u * (u32)entry);
+            e[0] = 0xfee00000;      /* to the local APIC of CPU 0 */
+            e[1] = 0;
+            e[2] = cpu_vector;      /* fixed delivery, edge */
+            e[3] = 0;               /* unmasked */
+            pci_write32(slot, ptr, cap | (0x8000u << 16));   /* MSI-X enable */
+            COMMON16(dev, 0x16) = (u16)queue;
+            COMMON16(dev, 0x1a) = (u16)entry;
+            return COMMON16(dev, 0x1a) == entry ? 0 : -1;
+        }
+        ptr = (cap >> 8) & 0xfc;
+    }
+    return -1;
+}
+
 void virtio_driver_ok(struct virtio_dev *dev)
 {
     if (dev->transport == VIRTIO_PCI)

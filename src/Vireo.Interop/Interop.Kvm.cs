@@ -129,6 +129,21 @@ public struct kvm_irq_level
     public uint irq, level;
 }
 
+/// <summary>struct kvm_irq_routing_entry: the union u is an irqchip pin (chip, pin) or an MSI (address_lo, address_hi, data).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public unsafe struct kvm_irq_routing_entry
+{
+    public uint gsi, type, flags, pad;
+    public fixed uint u[8];
+}
+
+/// <summary>Header of struct kvm_irq_routing; the entries follow it.</summary>
+[StructLayout(LayoutKind.Sequential)]
+public struct kvm_irq_routing
+{
+    public uint nr, flags;
+}
+
 [StructLayout(LayoutKind.Sequential)]
 public unsafe struct kvm_msi
 {
@@ -225,6 +240,8 @@ public static unsafe class KvmAbi
     public const uint KVM_MEM_LOG_DIRTY_PAGES = 1, KVM_MEM_READONLY = 2;
     public const uint KVM_IOEVENTFD_FLAG_DATAMATCH = 1, KVM_IOEVENTFD_FLAG_PIO = 2, KVM_IOEVENTFD_FLAG_DEASSIGN = 4;
     public const uint KVM_IRQFD_FLAG_DEASSIGN = 1;
+    public const uint KVM_IRQ_ROUTING_IRQCHIP = 1, KVM_IRQ_ROUTING_MSI = 2;
+    public const uint KVM_IRQCHIP_PIC_MASTER = 0, KVM_IRQCHIP_PIC_SLAVE = 1, KVM_IRQCHIP_IOAPIC = 2;
     public const uint KVM_MP_STATE_RUNNABLE = 0, KVM_MP_STATE_UNINITIALIZED = 1, KVM_MP_STATE_INIT_RECEIVED = 2,
         KVM_MP_STATE_HALTED = 3, KVM_MP_STATE_SIPI_RECEIVED = 4;
 
@@ -248,6 +265,7 @@ public static unsafe class KvmAbi
     public static readonly nuint KVM_SET_BOOT_CPU_ID = IoctlNumber.IO(KVMIO, 0x78);
     public static readonly nuint KVM_IOEVENTFD = IoctlNumber.IOW(KVMIO, 0x79, sizeof(kvm_ioeventfd));
     public static readonly nuint KVM_SIGNAL_MSI = IoctlNumber.IOW(KVMIO, 0xa5, sizeof(kvm_msi));
+    public static readonly nuint KVM_SET_GSI_ROUTING = IoctlNumber.IOW(KVMIO, 0x6a, sizeof(kvm_irq_routing));
 
     // vCPU ioctls.
     public static readonly nuint KVM_RUN = IoctlNumber.IO(KVMIO, 0x80);

@@ -97,6 +97,52 @@ public sealed unsafe class KvmVm : IDisposable
         Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_SIGNAL_MSI, &msi), "KVM_SIGNAL_MSI");
     }
 
+    /// <summary>An MSI route: GSI <paramref name="Gsi"/> delivers the message (address, data).</summary>
+    public readonly record struct MsiRoute(uint Gsi, ulong Address, uint Data);
+
+    /// <summary>
+    /// Replaces KVM's GSI routing with its default (GSIs 0..15 to both PICs and the IOAPIC, 16..23
+    /// to the IOAPIC) plus <paramref name="msiRoutes"/>.
+    /// </summary>
+    public void SetGsiRouting(ReadOnlySpan<MsiRoute> msiRoutes)
+    {
+        const int Defaults = 16 * 2 + 8;
+        int count = Defaults + msiRoutes.Length;
+        byte[] buf = new byte[sizeof(kvm_irq_routing) + count * sizeof(kvm_irq_routing_entry)];
+        fixed (byte* p = buf)
+        {
+            ((kvm_irq_routing*)p)->nr = (uint)count;
+            var e = (kvm_irq_routing_entry*)(p + sizeof(kvm_irq_routing));
+            int n = 0;
+            for (uint gsi = 0; gsi < 24; gsi++)
+            {
+                if (gsi < 16)
+                {
+                    e[n].gsi = gsi;
+                    e[n].type = KvmAbi.KVM_IRQ_ROUTING_IRQCHIP;
+                    e[n].u[0] = gsi < 8 ? KvmAbi.KVM_IRQCHIP_PIC_MASTER : KvmAbi.KVM_IRQCHIP_PIC_SLAVE;
+                    e[n].u[1] = gsi % 8;
+                    n++;
+                }
+                e[n].gsi = gsi;
+                e[n].type = KvmAbi.KVM_IRQ_ROUTING_IRQCHIP;
+                e[n].u[0] = KvmAbi.KVM_IRQCHIP_IOAPIC;
+                e[n].u[1] = gsi;
+                n++;
+            }
+            foreach (var route in msiRoutes)
+            {
+                e[n].gsi = route.Gsi;
+                e[n].type = KvmAbi.KVM_IRQ_ROUTING_MSI;
+                e[n].u[0] = (uint)route.Address;
+                e[n].u[1] = (uint)(route.Address >> 32);
+                e[n].u[2] = route.Data;
+                n++;
+            }
+            Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_SET_GSI_ROUTING, p), "KVM_SET_GSI_ROUTING");
+        }
+    }
+
     public void SetIrqLine(uint irq, bool level)
     {
         var l = new kvm_irq_level { irq = irq, level = level ? 1u : 0u };

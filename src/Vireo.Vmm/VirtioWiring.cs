@@ -139,8 +139,11 @@ internal sealed class VirtioWiring : IDisposable
     {
         _eventLoop = new EventLoop(onDeviceThreadError);
         PciRoot? pci = null;
+        MsiRouter? msi = null;
         if (_transport == VirtioTransportKind.Pci)
         {
+            msi = new MsiRouter(vm);
+            _owned.Add(msi);
             pci = new PciRoot();
             pio.Insert(pci.PortDevice, PciRoot.ConfigAddressPort, 8);
             mmio.Insert(pci.EcamDevice, PciEcamBase, PciRoot.EcamSize);
@@ -161,7 +164,7 @@ internal sealed class VirtioWiring : IDisposable
             }
             else
             {
-                AttachPci(vm, memory, mmio, pci, device, i + 1, doorbells);
+                AttachPci(vm, memory, mmio, pci, msi!, device, i + 1, doorbells);
             }
             if (device is VirtioNet net)
             {
@@ -186,11 +189,11 @@ internal sealed class VirtioWiring : IDisposable
         }
     }
 
-    private static void AttachPci(KvmVm vm, GuestMemory memory, Bus mmio, PciRoot pci, VirtioDevice device, int slot, EventFd[] doorbells)
+    private static void AttachPci(KvmVm vm, GuestMemory memory, Bus mmio, PciRoot pci, MsiRouter msi, VirtioDevice device, int slot, EventFd[] doorbells)
     {
         ulong bar = PciBarBase + (ulong)slot * PciTransport.BarSize;
         uint gsi = PciFirstGsi + (uint)(slot % 8);
-        var transport = new PciTransport(device, memory, new KvmMsiTarget(vm), new KvmLevelLine(vm, gsi), bar, (byte)gsi);
+        var transport = new PciTransport(device, memory, msi.CreateTarget(device.QueueCount + 1), new KvmLevelLine(vm, gsi), bar, (byte)gsi);
         if (pci.Add(transport) != slot)
         {
             throw new InvalidOperationException("PCI slot assignment out of step");

@@ -31,6 +31,8 @@ public class KvmAbiTests
         (typeof(kvm_irq_level), "struct kvm_irq_level"),
         (typeof(kvm_mp_state), "struct kvm_mp_state"),
         (typeof(kvm_msi), "struct kvm_msi"),
+        (typeof(kvm_irq_routing_entry), "struct kvm_irq_routing_entry"),
+        (typeof(kvm_irq_routing), "struct kvm_irq_routing"),
         (typeof(kvm_xsave), "struct kvm_xsave"),
         (typeof(epoll_event), "struct epoll_event"),
     ];

@@ -11,8 +11,10 @@ public class PciTransportTests : IDisposable
 {
     private sealed class Msi : IMsiTarget
     {
+        private readonly Dictionary<int, (ulong, uint)> _routes = [];
         public readonly List<(ulong, uint)> Sent = [];
-        public void Signal(ulong address, uint data) => Sent.Add((address, data));
+        public void Route(int vector, ulong address, uint data) => _routes[vector] = (address, data);
+        public void Signal(int vector) => Sent.Add(_routes[vector]);
     }
 
     private sealed class Line : ILevelInterrupt

@@ -52,6 +52,14 @@ public class GuestKitOnQemuTests
         Assert.Contains("buffers differ", r.Output);
     }
 
+    [KvmFact]
+    public void Msix_setup_passes_on_qemu_virtio_pci()
+    {
+        var r = Qemu(true, "rng", "-serial stdio -device virtio-rng-device", "msix=1");
+        AssertGuestStatus0(r);
+        Assert.Contains("rng: MSI-X interrupt on vector 0x45", r.Output);
+    }
+
     [KvmTheory]
     [InlineData(false)]
     [InlineData(true)]

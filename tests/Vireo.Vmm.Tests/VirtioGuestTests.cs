@@ -89,6 +89,13 @@ public class VirtioGuestTests
         Assert.Matches(@"rng: 8192 bytes, chi-square \d+ \(255 dof\), buffers differ", run.Output);
     }
 
+    [KvmFact]
+    public void Pci_msix_interrupts_reach_the_guest_through_irqfd_and_gsi_routing()
+    {
+        var run = BootWith("rng", c => c with { Rng = true }, cmdline: "msix=1").ExitedWith(0);
+        Assert.Matches(@"rng: MSI-X interrupt on vector 0x45 \(\d+\)", run.Output);
+    }
+
     [KvmTheory]
     [InlineData(1, VirtioTransportKind.Pci)]
     [InlineData(2, VirtioTransportKind.Mmio)]

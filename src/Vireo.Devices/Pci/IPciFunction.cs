@@ -7,10 +7,14 @@ public interface IPciFunction
     void WriteConfig(int offset, ReadOnlySpan<byte> data);
 }
 
-/// <summary>Delivers a message-signalled interrupt (an MSI-X vector's address and data).</summary>
+/// <summary>
+/// A function's MSI-X vectors as the platform delivers them: the transport says where a vector
+/// points (address, data) whenever the guest changes it, and signals it by number.
+/// </summary>
 public interface IMsiTarget
 {
-    void Signal(ulong address, uint data);
+    void Route(int vector, ulong address, uint data);
+    void Signal(int vector);
 }
 
 /// <summary>A level-triggered interrupt line (PCI INTx).</summary>

@@ -272,7 +272,7 @@ public sealed class PciTransport : IPciFunction, IBusDevice
         {
             foreach (int v in deliver)
             {
-                _msi.Signal(_msixAddress[v], _msixData[v]);
+                _msi.Signal(v);
             }
         }
     }
@@ -396,8 +396,14 @@ public sealed class PciTransport : IPciFunction, IBusDevice
         ReadMsixTable((ulong)v * 16, entry);
         int at = (int)(offset % 16);
         data[..Math.Min(data.Length, 16 - at)].CopyTo(entry[at..]);
-        _msixAddress[v] = BinaryPrimitives.ReadUInt64LittleEndian(entry);
-        _msixData[v] = BinaryPrimitives.ReadUInt32LittleEndian(entry[8..]);
+        ulong address = BinaryPrimitives.ReadUInt64LittleEndian(entry);
+        uint messageData = BinaryPrimitives.ReadUInt32LittleEndian(entry[8..]);
+        if (address != _msixAddress[v] || messageData != _msixData[v])
+        {
+            _msixAddress[v] = address;
+            _msixData[v] = messageData;
+            _msi.Route(v, address, messageData);
+        }
         _msixMasked[v] = (BinaryPrimitives.ReadUInt32LittleEndian(entry[12..]) & 1) != 0;
         if (!_msixMasked[v] && _msixPending[v] && MsixEnabled && !MsixFunctionMasked)
         {
@@ -415,8 +421,6 @@ public sealed class PciTransport : IPciFunction, IBusDevice
 
     private void Interrupt(ushort vector, int isrBit)
     {
-        ulong address = 0;
-        uint data = 0;
         bool msi = false;
         lock (_irqLock)
         {
@@ -431,7 +435,7 @@ public sealed class PciTransport : IPciFunction, IBusDevice
                     _msixPending[vector] = true;
                     return;
                 }
-                (address, data, msi) = (_msixAddress[vector], _msixData[vector], true);
+                msi = true;
             }
             else
             {
@@ -444,7 +448,7 @@ public sealed class PciTransport : IPciFunction, IBusDevice
         }
         if (msi)
         {
-            _msi.Signal(address, data);
+            _msi.Signal(vector);
         }
         else
         {
