@@ -53,6 +53,20 @@ public class GuestKitOnQemuTests
     }
 
     [KvmFact]
+    public void Net_driver_passes_between_two_qemu_vms()
+    {
+        string dir = Directory.CreateTempSubdirectory("vireo-qnet").FullName;
+        string a = Path.Combine(dir, "a.sock"), b = Path.Combine(dir, "b.sock");
+        static string Dgram(string local, string remote) =>
+            $"-serial stdio -netdev dgram,id=n0,local.type=unix,local.path={local},remote.type=unix,remote.path={remote} -device virtio-net-device,netdev=n0";
+        var echo = Task.Factory.StartNew(() => Qemu(false, "net", Dgram(b, a), "role=echo"), TaskCreationOptions.LongRunning);
+        var ping = Qemu(false, "net", Dgram(a, b), "frames=300");
+        AssertGuestStatus0(ping);
+        AssertGuestStatus0(echo.GetAwaiter().GetResult());
+        Assert.Contains("net: 300 frames echoed", ping.Output);
+    }
+
+    [KvmFact]
     public void Msix_setup_passes_on_qemu_virtio_pci()
     {
         var r = Qemu(true, "rng", "-serial stdio -device virtio-rng-device", "msix=1");
