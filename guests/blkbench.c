@@ -23,19 +23,6 @@ static u64 seed = 88172645463325252UL;
 
 static u64 next_rand(void) { seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17; return seed; }
 
-static u8 cmos(u8 reg) { outb(0x70, reg); return inb(0x71); }
-
-/* TSC ticks in one RTC second: wait for a seconds edge, count to the next. */
-static u64 tsc_hz(void)
-{
-    u8 s = cmos(0);
-    while (cmos(0) == s) cpu_relax();
-    u64 t0 = rdtsc();
-    s = cmos(0);
-    while (cmos(0) == s) cpu_relax();
-    return rdtsc() - t0;
-}
-
 static u16 submit(int slot, u32 type, u64 sector, u32 len)
 {
     hdr[slot] = (struct req){ type, 0, sector };

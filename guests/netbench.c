@@ -16,18 +16,6 @@ static u8 bufs[BUFS][BUFSZ];
 static int slot_of_head[256];
 static struct virtq rx, tx;
 
-static u8 cmos(u8 reg) { outb(0x70, reg); return inb(0x71); }
-
-static u64 tsc_hz(void)
-{
-    u8 s = cmos(0);
-    while (cmos(0) == s) cpu_relax();
-    u64 t0 = rdtsc();
-    s = cmos(0);
-    while (cmos(0) == s) cpu_relax();
-    return rdtsc() - t0;
-}
-
 static void post_rx(int i)
 {
     struct vbuf b = { bufs[i], BUFSZ, 1 };

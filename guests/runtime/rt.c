@@ -421,6 +421,20 @@ int start_aps(void (*fn)(int cpu))
     return aps_checked_in;
 }
 
+/* ---------- time ---------- */
+
+static u8 cmos(u8 reg) { outb(0x70, reg); return inb(0x71); }
+
+u64 tsc_hz(void)
+{
+    u8 s = cmos(0);
+    while (cmos(0) == s) cpu_relax();     /* wait for a seconds edge, then count to the next */
+    u64 t0 = rdtsc();
+    s = cmos(0);
+    while (cmos(0) == s) cpu_relax();
+    return rdtsc() - t0;
+}
+
 /* ---------- LAPIC timer ---------- */
 
 void lapic_timer_start(u32 initial_count, int periodic)

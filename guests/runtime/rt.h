@@ -54,6 +54,9 @@ extern volatile struct exception_info last_exception[MAX_CPUS];
 /* Empties the IDT (gate 0x82): the next exception shuts the CPU down. For testing triple faults. */
 static inline void break_idt(void) { __asm__ volatile("int $0x82" : : : "memory"); }
 
+/* TSC ticks a second, measured against the CMOS RTC's seconds (takes one to two seconds). */
+u64 tsc_hz(void);
+
 /* LAPIC timer */
 void lapic_timer_start(u32 initial_count, int periodic);
 void lapic_timer_stop(void);

@@ -48,6 +48,17 @@ public abstract class VirtioDevice
 
     public abstract void ReadConfig(ulong offset, Span<byte> data);
 
+    /// <summary>Reads <paramref name="data"/> at <paramref name="offset"/> of a config space; bytes past its end read as zero.</summary>
+    protected static void ReadFrom(ReadOnlySpan<byte> config, ulong offset, Span<byte> data)
+    {
+        data.Clear();
+        if (offset < (ulong)config.Length)
+        {
+            var src = config[(int)offset..];
+            src[..Math.Min(src.Length, data.Length)].CopyTo(data);
+        }
+    }
+
     public virtual void WriteConfig(ulong offset, ReadOnlySpan<byte> data)
     {
         // Most config spaces are read-only; writes are dropped.

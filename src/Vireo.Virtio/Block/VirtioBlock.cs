@@ -98,12 +98,7 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
 
     public override void ReadConfig(ulong offset, Span<byte> data)
     {
-        data.Clear();
-        if (offset < (ulong)_config.Length)
-        {
-            var src = _config.AsSpan((int)offset);
-            src[..Math.Min(src.Length, data.Length)].CopyTo(data);
-        }
+        ReadFrom(_config, offset, data);
     }
 
     protected override void ProcessQueue(int index, SplitQueue queue)

@@ -24,12 +24,7 @@ public sealed class VirtioConsole(Action<ReadOnlySpan<byte>> output) : VirtioDev
     public override void ReadConfig(ulong offset, Span<byte> data)
     {
         Span<byte> config = [80, 0, 25, 0, 1, 0, 0, 0, 0, 0, 0, 0];
-        data.Clear();
-        if (offset < (ulong)config.Length)
-        {
-            var src = config[(int)offset..];
-            src[..Math.Min(src.Length, data.Length)].CopyTo(data);
-        }
+        ReadFrom(config, offset, data);
     }
 
     /// <summary>Queues host input for the guest; returns how many bytes fit.</summary>

@@ -51,12 +51,7 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
         Config.Mac.CopyTo(config);
         BinaryPrimitives.WriteUInt16LittleEndian(config[6..], 1); // VIRTIO_NET_S_LINK_UP
         BinaryPrimitives.WriteUInt16LittleEndian(config[8..], 1); // max_virtqueue_pairs
-        data.Clear();
-        if (offset < (ulong)config.Length)
-        {
-            var src = config[(int)offset..];
-            src[..Math.Min(src.Length, data.Length)].CopyTo(data);
-        }
+        ReadFrom(config, offset, data);
     }
 
     protected override void OnActivated() => _backend.SetOffloads(AckedFeatures);

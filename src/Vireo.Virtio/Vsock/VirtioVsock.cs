@@ -75,12 +75,7 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
     {
         Span<byte> config = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(config, Config.Cid);
-        data.Clear();
-        if (offset < 8)
-        {
-            var src = config[(int)offset..];
-            src[..Math.Min(src.Length, data.Length)].CopyTo(data);
-        }
+        ReadFrom(config, offset, data);
     }
 
     /// <summary>
