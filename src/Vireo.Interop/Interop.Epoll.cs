@@ -34,6 +34,15 @@ public static unsafe partial class Epoll
         Check.Io(Ctl(epfd, EPOLL_CTL_ADD, fd, &ev), "epoll_ctl");
     }
 
+    public const int EPOLL_CTL_MOD = 3;
+
+    /// <summary>Changes what <paramref name="fd"/> is watched for (edge-triggered input, plus output when <paramref name="writable"/>).</summary>
+    public static void ModifyInput(int epfd, int fd, ulong data, bool writable)
+    {
+        var ev = new epoll_event { events = EPOLLIN | EPOLLET | (writable ? EPOLLOUT : 0), data = data };
+        Check.Io(Ctl(epfd, EPOLL_CTL_MOD, fd, &ev), "epoll_ctl(MOD)");
+    }
+
     /// <summary>Stops watching <paramref name="fd"/>.</summary>
     public static void Remove(int epfd, int fd) => _ = Ctl(epfd, EPOLL_CTL_DEL, fd, null);
 

@@ -37,17 +37,21 @@ internal sealed class EventLoop : IDisposable, Devices.IFdWatcher
 
     /// <summary>
     /// Runs <paramref name="handler"/> when <paramref name="fd"/> (a socket, a TAP device) becomes
-    /// readable or writable. Edge-triggered: the handler reads until it would block, or until it
-    /// cannot take more and will be called again by other means (a queue notification).
+    /// readable, and writable while the returned switch is on (only a paused sender needs that:
+    /// watching output all the time would wake the loop for every freed buffer slot).
+    /// Edge-triggered: the handler reads until it would block, or until it cannot take more and
+    /// will be called again by other means (a queue notification).
     /// </summary>
-    public void AddReady(int fd, Action handler)
+    public Action<bool> AddReady(int fd, Action handler)
     {
         if (_thread is not null)
         {
             throw new InvalidOperationException("handlers are added before the event loop starts");
         }
         _handlers.Add((null, handler));
-        Epoll.AddInput(_epoll.Fd, fd, (ulong)(_handlers.Count - 1), edgeTriggered: true, writable: true);
+        ulong tag = (ulong)(_handlers.Count - 1);
+        Epoll.AddInput(_epoll.Fd, fd, tag, edgeTriggered: true);
+        return writable => Epoll.ModifyInput(_epoll.Fd, fd, tag, writable);
     }
 
     private void AddToEpoll(EventFd fd, ulong data) => Epoll.AddInput(_epoll.Fd, fd.Fd, data);

@@ -168,7 +168,7 @@ internal sealed class VirtioWiring : IDisposable
             }
             if (device is VirtioNet net)
             {
-                _eventLoop.AddReady(net.BackendFd, net.OnBackendReady);
+                net.WatchWritable = _eventLoop.AddReady(net.BackendFd, net.OnBackendReady);
             }
             if (device is VirtioVsock vsock)
             {

@@ -26,6 +26,9 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
     private ushort _blockedTxHead;
 
     public NetConfig Config { get; }
+
+    /// <summary>Set by the VMM: asks the event loop to report (or stop reporting) when the backend can take more.</summary>
+    public Action<bool>? WatchWritable { get; set; }
     public long FramesSent { get; private set; }
     public long FramesReceived { get; private set; }
     public long FramesDropped { get; private set; }
@@ -97,6 +100,7 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
             }
             queue.AddUsed(_blockedTxHead, 0);
             _blockedTxLength = 0;
+            WatchWritable?.Invoke(false);
         }
         QueueError error;
         while (queue.TryPop(out var chain, out error))
@@ -110,7 +114,14 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
             if (!SendPacket(n))
             {
                 (_blockedTxHead, _blockedTxLength) = (chain.Head, n);
-                return;
+                WatchWritable?.Invoke(true);
+                // Room may have appeared before the watch was armed: try once more now.
+                if (!SendPacket(n))
+                {
+                    return;
+                }
+                _blockedTxLength = 0;
+                WatchWritable?.Invoke(false);
             }
             queue.AddUsed(chain.Head, 0);
         }
