@@ -96,6 +96,36 @@ public static unsafe partial class Libc
         }
     }
 
+    [LibraryImport(Lib, EntryPoint = "lstat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int Lstat(string path, byte* buf);
+
+    /// <summary>struct stat on x86-64 glibc: its size and where st_mode sits (checked by the ABI test).</summary>
+    public const int StatSize = 144, StatModeOffset = 24;
+    private const uint S_IFMT = 0xf000, S_IFSOCK = 0xc000;
+
+    /// <summary>True when <paramref name="path"/> exists and is a Unix socket (not following links).</summary>
+    public static bool IsSocket(string path)
+    {
+        byte* buf = stackalloc byte[StatSize];
+        return Lstat(path, buf) == 0 && (*(uint*)(buf + StatModeOffset) & S_IFMT) == S_IFSOCK;
+    }
+
+    /// <summary>
+    /// Makes way for binding a Unix socket at <paramref name="path"/>: removes a stale socket left by
+    /// an earlier run, and refuses anything else that is there (a file is never deleted).
+    /// </summary>
+    public static void RemoveStaleSocket(string path)
+    {
+        if (IsSocket(path))
+        {
+            File.Delete(path);
+        }
+        else if (Path.Exists(path))
+        {
+            throw new IOException($"{path} exists and is not a socket; refusing to replace it");
+        }
+    }
+
     [LibraryImport(Lib, EntryPoint = "isatty")]
     public static partial int IsATty(int fd);
 

@@ -16,6 +16,24 @@ public class InteropTests
     }
 
     [Fact]
+    public void A_stale_socket_is_removed_but_a_file_in_its_place_is_refused()
+    {
+        string dir = Directory.CreateTempSubdirectory("vireo-sock").FullName;
+        string sock = Path.Combine(dir, "s"), file = Path.Combine(dir, "f");
+        // Kept open: .NET unlinks a bound socket's file when the socket is disposed; a crashed VMM does not.
+        using var s = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        s.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(sock));
+        File.WriteAllText(file, "precious");
+        Assert.True(Libc.IsSocket(sock));
+        Assert.False(Libc.IsSocket(file));
+        Libc.RemoveStaleSocket(sock);
+        Assert.False(File.Exists(sock));
+        Assert.Throws<IOException>(() => Libc.RemoveStaleSocket(file));
+        Assert.Equal("precious", File.ReadAllText(file));
+        Libc.RemoveStaleSocket(Path.Combine(dir, "absent")); // nothing there: nothing to do
+    }
+
+    [Fact]
     public void Open_of_a_missing_file_names_the_call_and_errno()
     {
         var e = Assert.Throws<SysError>(() => FileDescriptor.Open("/nonexistent/vireo", Libc.O_RDONLY));

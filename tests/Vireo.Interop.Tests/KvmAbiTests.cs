@@ -77,6 +77,8 @@ public class KvmAbiTests
                 checks.Add(($"offsetof(struct kvm_run, {member}.{f.Name}) - offsetof(struct kvm_run, {member})", (ulong)Marshal.OffsetOf(type, f.Name)));
             }
         }
+        checks.Add(("sizeof(struct stat)", (ulong)Libc.StatSize));
+        checks.Add(("offsetof(struct stat, st_mode)", (ulong)Libc.StatModeOffset));
         foreach (var f in typeof(KvmAbi).GetFields(BindingFlags.Static | BindingFlags.Public).Where(f => f.Name.StartsWith("KVM", StringComparison.Ordinal))
                      .Concat(typeof(Epoll).GetFields(BindingFlags.Static | BindingFlags.Public)))
         {
@@ -100,7 +102,7 @@ public class KvmAbiTests
         Assert.True(checks.Count > 150, $"only {checks.Count} checks were generated");
         string dir = Directory.CreateTempSubdirectory("vireo-abi").FullName;
         string source = Path.Combine(dir, "abi.c");
-        var lines = new List<string> { "#include <stdio.h>", "#include <stddef.h>", "#include <sys/epoll.h>", "#include <linux/kvm.h>", "int main(void) {" };
+        var lines = new List<string> { "#include <stdio.h>", "#include <stddef.h>", "#include <sys/epoll.h>", "#include <sys/stat.h>", "#include <linux/kvm.h>", "int main(void) {" };
         lines.AddRange(checks.Select((c, i) => $"    printf(\"{i} %lu\\n\", (unsigned long)({c.Expr}));"));
         lines.Add("    return 0;\n}");
         File.WriteAllLines(source, lines);

@@ -15,10 +15,7 @@ public sealed class UnixDatagramBackend : INetBackend
 
     public UnixDatagramBackend(string path, string peer)
     {
-        if (File.Exists(path))
-        {
-            File.Delete(path); // a stale socket from an earlier run
-        }
+        Interop.Libc.RemoveStaleSocket(path); // a stale socket from an earlier run; never a file
         _path = path;
         _socket = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified) { Blocking = false };
         _socket.Bind(new UnixDomainSocketEndPoint(path));

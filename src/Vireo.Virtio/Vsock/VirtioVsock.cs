@@ -50,10 +50,7 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
     public VirtioVsock(VsockConfig config)
     {
         Config = config;
-        if (File.Exists(config.SocketPath))
-        {
-            File.Delete(config.SocketPath);
-        }
+        Interop.Libc.RemoveStaleSocket(config.SocketPath); // a stale socket from an earlier run; never a file
         _listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         _listener.Bind(new UnixDomainSocketEndPoint(config.SocketPath));
         _listener.Listen(16);
