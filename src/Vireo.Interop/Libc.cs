@@ -33,6 +33,15 @@ public static unsafe partial class Libc
         }
     }
 
+    /// <summary>write(2) from a span; -1 with errno on failure.</summary>
+    public static nint Write(int fd, ReadOnlySpan<byte> buffer)
+    {
+        fixed (byte* p = buffer)
+        {
+            return Write(fd, p, (nuint)buffer.Length);
+        }
+    }
+
     [LibraryImport(Lib, EntryPoint = "write", SetLastError = true)]
     public static partial nint Write(int fd, byte* buf, nuint count);
 

@@ -80,7 +80,8 @@ public class KvmAbiTests
         checks.Add(("sizeof(struct stat)", (ulong)Libc.StatSize));
         checks.Add(("offsetof(struct stat, st_mode)", (ulong)Libc.StatModeOffset));
         foreach (var f in typeof(KvmAbi).GetFields(BindingFlags.Static | BindingFlags.Public).Where(f => f.Name.StartsWith("KVM", StringComparison.Ordinal))
-                     .Concat(typeof(Epoll).GetFields(BindingFlags.Static | BindingFlags.Public)))
+                     .Concat(typeof(Epoll).GetFields(BindingFlags.Static | BindingFlags.Public))
+                     .Concat(typeof(Tun).GetFields(BindingFlags.Static | BindingFlags.Public)))
         {
             ulong value = f.GetValue(null) switch
             {
@@ -88,6 +89,7 @@ public class KvmAbiTests
                 int i => (ulong)i,
                 uint u => u,
                 byte b => b,
+                ushort us => us,
                 var other => throw new InvalidOperationException($"{f.Name} has an unexpected type {other?.GetType()}"),
             };
             checks.Add(($"(unsigned long)({f.Name})", value));
@@ -102,7 +104,7 @@ public class KvmAbiTests
         Assert.True(checks.Count > 150, $"only {checks.Count} checks were generated");
         string dir = Directory.CreateTempSubdirectory("vireo-abi").FullName;
         string source = Path.Combine(dir, "abi.c");
-        var lines = new List<string> { "#include <stdio.h>", "#include <stddef.h>", "#include <sys/epoll.h>", "#include <sys/stat.h>", "#include <linux/kvm.h>", "int main(void) {" };
+        var lines = new List<string> { "#include <stdio.h>", "#include <stddef.h>", "#include <sys/epoll.h>", "#include <sys/stat.h>", "#include <linux/kvm.h>", "#include <linux/if_tun.h>", "int main(void) {" };
         lines.AddRange(checks.Select((c, i) => $"    printf(\"{i} %lu\\n\", (unsigned long)({c.Expr}));"));
         lines.Add("    return 0;\n}");
         File.WriteAllLines(source, lines);

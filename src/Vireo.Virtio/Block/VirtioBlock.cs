@@ -19,7 +19,7 @@ namespace Vireo.Virtio.Block;
 /// thread hop). With O_DIRECT they go to a pool of I/O workers, so that as many requests are at
 /// the disk as the guest keeps in flight.
 /// </summary>
-public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
+public sealed class VirtioBlock : VirtioDevice, IDisposable
 {
     public const int SectorSize = 512;
     private const int FeatureSegMax = 2, FeatureRo = 5, FeatureBlkSize = 6, FeatureFlush = 9, FeatureMq = 12,
@@ -129,42 +129,35 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
     /// <summary>An O_DIRECT worker: serves requests with its own aligned bounce buffer.</summary>
     private void Worker()
     {
-        byte* bounce = (byte*)NativeMemory.AlignedAlloc(BounceSize, 4096);
-        try
+        using var bounce = new AlignedBuffer(BounceSize);
+        var reader = _requests!.Reader;
+        while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
         {
-            var reader = _requests!.Reader;
-            while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
+            while (reader.TryRead(out var r))
             {
-                while (reader.TryRead(out var r))
+                var buffers = r.Buffers.AsSpan(0, r.Count);
+                try
                 {
-                    var buffers = r.Buffers.AsSpan(0, r.Count);
-                    try
+                    if (r.Generation != Generation)
                     {
-                        if (r.Generation != Generation)
-                        {
-                            // The driver reset the device while this waited: its memory may be reused.
-                        }
-                        else if (TryServe(buffers, bounce, out uint written, out string? malformed))
-                        {
-                            Complete(r.Generation, r.Queue, r.Head, written);
-                        }
-                        else
-                        {
-                            Fail(r.Generation, malformed!);
-                        }
+                        // The driver reset the device while this waited: its memory may be reused.
                     }
-                    catch (Exception e)
+                    else if (TryServe(buffers, bounce, out uint written, out string? malformed))
                     {
-                        // Never let a worker take the VMM down: the device goes to NEEDS_RESET instead.
-                        Fail(r.Generation, $"I/O worker: {e.Message}");
+                        Complete(r.Generation, r.Queue, r.Head, written);
                     }
-                    ArrayPool<Queue.Buffer>.Shared.Return(r.Buffers);
+                    else
+                    {
+                        Fail(r.Generation, malformed!);
+                    }
                 }
+                catch (Exception e)
+                {
+                    // Never let a worker take the VMM down: the device goes to NEEDS_RESET instead.
+                    Fail(r.Generation, $"I/O worker: {e.Message}");
+                }
+                ArrayPool<Queue.Buffer>.Shared.Return(r.Buffers);
             }
-        }
-        finally
-        {
-            NativeMemory.AlignedFree(bounce);
         }
     }
 
@@ -181,7 +174,7 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         return n;
     }
 
-    private bool TryServe(ReadOnlySpan<Queue.Buffer> buffers, byte* bounce, out uint written, out string? malformed)
+    private bool TryServe(ReadOnlySpan<Queue.Buffer> buffers, AlignedBuffer? bounce, out uint written, out string? malformed)
     {
         written = 0;
         malformed = null;
@@ -239,7 +232,7 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         return true;
     }
 
-    private byte Transfer(ReadOnlySpan<Queue.Buffer> buffers, byte* bounce, ulong sector, ulong length, bool toGuest)
+    private byte Transfer(ReadOnlySpan<Queue.Buffer> buffers, AlignedBuffer? bounce, ulong sector, ulong length, bool toGuest)
     {
         if (length % SectorSize != 0 || sector > CapacitySectors || length / SectorSize > CapacitySectors - sector)
         {
@@ -293,10 +286,9 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
     }
 
     /// <summary>O_DIRECT can use guest memory as it is when address and length are sector-aligned.</summary>
-    private static bool Aligned(ReadOnlySpan<byte> span) =>
-        span.Length % SectorSize == 0 && ((nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetReference(span))) % SectorSize == 0;
+    private static bool Aligned(ReadOnlySpan<byte> span) => AlignedBuffer.IsAligned(span, SectorSize);
 
-    private void ReadFile(Span<byte> dest, long offset, byte* bounce)
+    private void ReadFile(Span<byte> dest, long offset, AlignedBuffer? bounce)
     {
         if (bounce == null || Aligned(dest))
         {
@@ -310,7 +302,7 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         for (int done = 0; done < dest.Length;)
         {
             int n = Math.Min(BounceSize, dest.Length - done);
-            var aligned = new Span<byte>(bounce, (n + SectorSize - 1) / SectorSize * SectorSize);
+            var aligned = bounce.Span[..((n + SectorSize - 1) / SectorSize * SectorSize)];
             if (RandomAccess.Read(_file, aligned, offset + done) < n)
             {
                 throw new IOException("short read");
@@ -320,7 +312,7 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         }
     }
 
-    private void WriteFile(ReadOnlySpan<byte> src, long offset, byte* bounce)
+    private void WriteFile(ReadOnlySpan<byte> src, long offset, AlignedBuffer? bounce)
     {
         if (bounce == null || Aligned(src))
         {
@@ -330,14 +322,14 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         for (int done = 0; done < src.Length;)
         {
             int n = Math.Min(BounceSize, src.Length - done);
-            var aligned = new Span<byte>(bounce, n);
+            var aligned = bounce.Span[..n];
             src.Slice(done, n).CopyTo(aligned);
             RandomAccess.Write(_file, (ReadOnlySpan<byte>)aligned, offset + done);
             done += n;
         }
     }
 
-    private byte DiscardOrZero(ReadOnlySpan<Queue.Buffer> buffers, byte* bounce, ulong length, bool discard)
+    private byte DiscardOrZero(ReadOnlySpan<Queue.Buffer> buffers, AlignedBuffer? bounce, ulong length, bool discard)
     {
         if (length == 0 || length % SegmentSize != 0 || length / SegmentSize > MaxSegments)
         {
@@ -373,7 +365,7 @@ public sealed unsafe class VirtioBlock : VirtioDevice, IDisposable
         return StatusOk;
     }
 
-    private bool WriteZeroes(long offset, long bytes, byte* bounce)
+    private bool WriteZeroes(long offset, long bytes, AlignedBuffer? bounce)
     {
         var zeros = new byte[Math.Min(bytes, BounceSize)];
         try

@@ -8,14 +8,8 @@ namespace Vireo.Virtio.Net;
 /// guest and the host kernel instead of being done in software. Offloads are switched on only
 /// for what the guest acked (TUNSETOFFLOAD), so the kernel never sends it a packet it cannot take.
 /// </summary>
-public sealed unsafe class TapBackend : INetBackend
+public sealed class TapBackend : INetBackend
 {
-    private const ushort IFF_TAP = 0x0002, IFF_NO_PI = 0x1000, IFF_VNET_HDR = 0x4000;
-    private const uint TUN_F_CSUM = 1, TUN_F_TSO4 = 2, TUN_F_TSO6 = 4;
-    private static readonly nuint TUNSETIFF = IoctlNumber.IOW('T', 202, sizeof(int));
-    private static readonly nuint TUNSETOFFLOAD = IoctlNumber.IOW('T', 208, sizeof(uint));
-    private static readonly nuint TUNSETVNETHDRSZ = IoctlNumber.IOW('T', 216, sizeof(int));
-
     private readonly FileDescriptor _fd;
 
     public string Name { get; }
@@ -23,17 +17,9 @@ public sealed unsafe class TapBackend : INetBackend
     public TapBackend(string name)
     {
         Name = name;
-        _fd = FileDescriptor.Open("/dev/net/tun", Libc.O_RDWR | Libc.O_NONBLOCK);
-        byte* ifreq = stackalloc byte[40];
-        new Span<byte>(ifreq, 40).Clear();
-        var bytes = System.Text.Encoding.ASCII.GetBytes(name);
-        bytes.CopyTo(new Span<byte>(ifreq, 15));
-        *(ushort*)(ifreq + 16) = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
+        _fd = Tun.OpenTap(name, VirtioNet.HeaderSize);
         try
         {
-            Check.Io(Libc.Ioctl(_fd.Fd, TUNSETIFF, ifreq), $"TUNSETIFF({name})");
-            int size = 12;
-            Check.Io(Libc.Ioctl(_fd.Fd, TUNSETVNETHDRSZ, &size), "TUNSETVNETHDRSZ");
             SetOffloads(0);
         }
         catch
@@ -57,17 +43,17 @@ public sealed unsafe class TapBackend : INetBackend
         uint flags = 0;
         if ((acked & VirtioNet.Bit(VirtioNet.FeatureGuestCsum)) != 0)
         {
-            flags |= TUN_F_CSUM;
+            flags |= Tun.TUN_F_CSUM;
             if ((acked & VirtioNet.Bit(VirtioNet.FeatureGuestTso4)) != 0)
             {
-                flags |= TUN_F_TSO4;
+                flags |= Tun.TUN_F_TSO4;
             }
             if ((acked & VirtioNet.Bit(VirtioNet.FeatureGuestTso6)) != 0)
             {
-                flags |= TUN_F_TSO6;
+                flags |= Tun.TUN_F_TSO6;
             }
         }
-        Check.Io(Libc.Ioctl(_fd.Fd, TUNSETOFFLOAD, (nuint)flags), "TUNSETOFFLOAD");
+        Tun.SetOffload(_fd, flags);
     }
 
     public int Receive(Span<byte> packet)
@@ -83,13 +69,10 @@ public sealed unsafe class TapBackend : INetBackend
 
     public bool Send(ReadOnlySpan<byte> packet)
     {
-        fixed (byte* p = packet)
-        {
-            // A TAP write fails only for a malformed packet or a down interface (the frame is
-            // dropped), or with EAGAIN when the device queue is full (wait for room).
-            nint n = Libc.Write(_fd.Fd, p, (nuint)packet.Length);
-            return n >= 0 || Libc.LastErrno != Libc.EAGAIN;
-        }
+        // A TAP write fails only for a malformed packet or a down interface (the frame is
+        // dropped), or with EAGAIN when the device queue is full (wait for room).
+        nint n = Libc.Write(_fd.Fd, packet);
+        return n >= 0 || Libc.LastErrno != Libc.EAGAIN;
     }
 
     public void Dispose() => _fd.Dispose();
