@@ -19,7 +19,7 @@ public class RunCommandTests
     [KvmFact]
     public void Pvh_guest_built_with_plain_gcc_m32_prints_and_stops_through_the_i8042()
     {
-        string dir = Directory.CreateTempSubdirectory("vireo-pvh32").FullName;
+        string dir = Vireo.Tests.TempDirectory.Create("vireo-pvh32");
         string elf = Path.Combine(dir, "it.elf");
         var cc = TestEnvironment.Run("gcc",
             $"-m32 -nostdlib -static -no-pie -fno-pic -ffreestanding -O2 -Wl,-Ttext-segment=0x100000 -Wl,--build-id=none " +
@@ -51,7 +51,7 @@ public class RunCommandTests
     {
         // `script` gives vireo a real pseudo-terminal; the typist sends a line, then Ctrl-] q.
         string dll = Path.Combine(AppContext.BaseDirectory, "vireo.dll");
-        string sh = Path.Combine(Directory.CreateTempSubdirectory("vireo-tty").FullName, "typist.sh");
+        string sh = Path.Combine(Vireo.Tests.TempDirectory.Create("vireo-tty"), "typist.sh");
         File.WriteAllText(sh,
             "(sleep 2; printf 'hi\\r'; sleep 1; printf '\\035q'; sleep 4) | " +
             $"script -qefc 'dotnet {dll} run --kernel {Guest("console")} --memory 32M' /dev/null\n");

@@ -18,7 +18,7 @@ public class InteropTests
     [Fact]
     public void A_stale_socket_is_removed_but_a_file_in_its_place_is_refused()
     {
-        string dir = Directory.CreateTempSubdirectory("vireo-sock").FullName;
+        string dir = Vireo.Tests.TempDirectory.Create("vireo-sock");
         string sock = Path.Combine(dir, "s"), file = Path.Combine(dir, "f");
         // Kept open: .NET unlinks a bound socket's file when the socket is disposed; a crashed VMM does not.
         using var s = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);

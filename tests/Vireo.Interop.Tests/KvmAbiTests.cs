@@ -102,7 +102,7 @@ public class KvmAbiTests
     {
         var checks = Checks();
         Assert.True(checks.Count > 150, $"only {checks.Count} checks were generated");
-        string dir = Directory.CreateTempSubdirectory("vireo-abi").FullName;
+        string dir = Vireo.Tests.TempDirectory.Create("vireo-abi");
         string source = Path.Combine(dir, "abi.c");
         var lines = new List<string> { "#include <stdio.h>", "#include <stddef.h>", "#include <sys/epoll.h>", "#include <sys/stat.h>", "#include <linux/kvm.h>", "#include <linux/if_tun.h>", "int main(void) {" };
         lines.AddRange(checks.Select((c, i) => $"    printf(\"{i} %lu\\n\", (unsigned long)({c.Expr}));"));

@@ -12,7 +12,7 @@ public class DirectIoOrderTests
     [Fact]
     public void Out_of_order_completions_each_carry_their_own_status()
     {
-        string path = Path.GetTempFileName();
+        string path = Path.Combine(Vireo.Tests.TempDirectory.Create("vireo-order"), "disk.img");
         File.WriteAllBytes(path, new byte[4 << 20]);
         using var memory = NewMemory();
         using var blk = new VirtioBlock(new BlockConfig(path, Direct: true));

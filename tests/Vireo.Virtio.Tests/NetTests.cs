@@ -31,7 +31,7 @@ public class NetTests
     [Fact]
     public void Random_chains_into_both_queues_never_escape()
     {
-        string dir = Directory.CreateTempSubdirectory("vireo-netfuzz").FullName;
+        string dir = Vireo.Tests.TempDirectory.Create("vireo-netfuzz");
         using var peer = new UnixDatagramBackend(Path.Combine(dir, "peer"), Path.Combine(dir, "dev"));
         using var net = new VirtioNet(NetConfig.Parse($"unix={dir}/dev,peer={dir}/peer", 0),
             new UnixDatagramBackend(Path.Combine(dir, "dev"), Path.Combine(dir, "peer")));

@@ -30,7 +30,7 @@ public class VsockTests
     [Fact]
     public void Random_packets_and_chains_never_escape()
     {
-        string path = Path.Combine(Directory.CreateTempSubdirectory("vireo-vsockfuzz").FullName, "v.sock");
+        string path = Path.Combine(Vireo.Tests.TempDirectory.Create("vireo-vsockfuzz"), "v.sock");
         using var vsock = new VirtioVsock(new VsockConfig(3, path));
         vsock.Start(new NoWatcher());
         using var memory = NewMemory();

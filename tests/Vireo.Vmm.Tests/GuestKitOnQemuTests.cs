@@ -55,7 +55,7 @@ public class GuestKitOnQemuTests
     [KvmFact]
     public void Net_driver_passes_between_two_qemu_vms()
     {
-        string dir = Directory.CreateTempSubdirectory("vireo-qnet").FullName;
+        string dir = Vireo.Tests.TempDirectory.Create("vireo-qnet");
         string a = Path.Combine(dir, "a.sock"), b = Path.Combine(dir, "b.sock");
         static string Dgram(string local, string remote) =>
             $"-serial stdio -netdev dgram,id=n0,local.type=unix,local.path={local},remote.type=unix,remote.path={remote} -device virtio-net-device,netdev=n0";

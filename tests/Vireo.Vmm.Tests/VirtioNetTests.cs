@@ -19,7 +19,7 @@ public class VirtioNetTests
     [InlineData(2, VirtioTransportKind.Mmio)]
     public void Two_vms_exchange_frames_over_a_unix_socket_cable(int vcpus, VirtioTransportKind transport)
     {
-        string dir = Directory.CreateTempSubdirectory("vireo-net").FullName;
+        string dir = Vireo.Tests.TempDirectory.Create("vireo-net");
         string a = Path.Combine(dir, "a.sock"), b = Path.Combine(dir, "b.sock");
         var (ping, echo) = PingEcho(NetConfig.Parse($"unix={a},peer={b},mac=02:00:00:00:00:0a", 0),
                                     NetConfig.Parse($"unix={b},peer={a},mac=02:00:00:00:00:0b", 0), vcpus, 1000, transport);

@@ -8,7 +8,7 @@ namespace Vireo.Vmm.Tests;
 /// <summary>Host programs and guest services talking over virtio-vsock through the hybrid Unix socket.</summary>
 public class VirtioVsockTests
 {
-    private static string SocketPath() => Path.Combine(Directory.CreateTempSubdirectory("vireo-vsock").FullName, "v.sock");
+    private static string SocketPath() => Path.Combine(Vireo.Tests.TempDirectory.Create("vireo-vsock"), "v.sock");
 
     // Plain blocking sockets and a dedicated thread: the thread pool is busy with other tests.
     private static Socket ConnectWhenReady(string path)
