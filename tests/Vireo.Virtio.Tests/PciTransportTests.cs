@@ -55,6 +55,28 @@ public class PciTransportTests : IDisposable
         return BinaryPrimitives.ReadUInt32LittleEndian(b);
     }
 
+    /// <summary>What a driver does through the common config: negotiate VERSION_1, set up queue 0 at the ring, go.</summary>
+    private void StartDriverWithQueue0(ushort? vector)
+    {
+        _t.Write(0x14, [1]);
+        _t.Write(0x14, [3]);
+        Bar32(0x08, 1);
+        Bar32(0x0c, 1);                                         // VERSION_1 (bit 32)
+        _t.Write(0x14, [3 | 8]);
+        Assert.Equal(8u, BarRead(0x14, 1) & 8);
+        _t.Write(0x16, [0, 0]);                                 // queue 0
+        _t.Write(0x18, [8, 0]);
+        if (vector is { } v)
+        {
+            _t.Write(0x1a, [(byte)v, 0]);
+        }
+        Bar32(0x20, (uint)DescAddr);
+        Bar32(0x28, (uint)AvailAddr);
+        Bar32(0x30, (uint)UsedAddr);
+        _t.Write(0x1c, [1, 0]);
+        _t.Write(0x14, [3 | 8 | 4]);
+    }
+
     [Fact]
     public void Config_space_is_what_linux_virtio_pci_looks_for()
     {
@@ -95,20 +117,7 @@ public class PciTransportTests : IDisposable
         Bar32(PciTransport.MsixTableOffset + 16, 0xfee0_0000);  // vector 1: address
         Bar32(PciTransport.MsixTableOffset + 24, 0x41);         // data
         Bar32(PciTransport.MsixTableOffset + 28, 0);            // unmasked
-        _t.Write(0x14, [1]);
-        _t.Write(0x14, [3]);
-        Bar32(0x08, 1);
-        Bar32(0x0c, 1);                                         // VERSION_1 (bit 32)
-        _t.Write(0x14, [3 | 8]);
-        Assert.Equal(8u, BarRead(0x14, 1) & 8);
-        _t.Write(0x16, [0, 0]);                                 // queue 0
-        _t.Write(0x18, [8, 0]);
-        _t.Write(0x1a, [1, 0]);                                 // vector 1
-        Bar32(0x20, (uint)DescAddr);
-        Bar32(0x28, (uint)AvailAddr);
-        Bar32(0x30, (uint)UsedAddr);
-        _t.Write(0x1c, [1, 0]);
-        _t.Write(0x14, [3 | 8 | 4]);
+        StartDriverWithQueue0(vector: 1);
         ring.SetDesc(0, 0x40000, 32, WRITE, 0);
         ring.Publish(0);
         _t.Write(PciTransport.NotifyOffset + 0 * PciTransport.NotifyMultiplier, [0, 0]);
@@ -121,17 +130,7 @@ public class PciTransportTests : IDisposable
     public void Without_msix_the_isr_raises_intx_until_read()
     {
         var ring = new DriverRing(_memory, 8);
-        _t.Write(0x14, [3]);
-        Bar32(0x08, 1);
-        Bar32(0x0c, 1);
-        _t.Write(0x14, [3 | 8]);
-        _t.Write(0x16, [0, 0]);
-        _t.Write(0x18, [8, 0]);
-        Bar32(0x20, (uint)DescAddr);
-        Bar32(0x28, (uint)AvailAddr);
-        Bar32(0x30, (uint)UsedAddr);
-        _t.Write(0x1c, [1, 0]);
-        _t.Write(0x14, [3 | 8 | 4]);
+        StartDriverWithQueue0(vector: null);
         ring.SetDesc(0, 0x40000, 32, WRITE, 0);
         ring.Publish(0);
         _t.Write(PciTransport.NotifyOffset, [0, 0]);
