@@ -80,6 +80,10 @@ int main(void)
             struct hdr *h; u8 *d;
             int slot = receive(&h, &d);
             if (slot < 0) { printf("vsock: no answer from host port %u\n", host_port); return 1; }
+            if (h->src_port != host_port || h->dst_port != me) {   /* not our connection */
+                post_rx(slot);
+                continue;
+            }
             if (h->op == OP_RST) { printf("vsock: host port %u refused\n", host_port); return 1; }
             if (h->op == OP_RESPONSE) send(me, host_port, OP_RW, (const u8 *)line, sizeof line - 1);
             if (h->op == OP_RW) {

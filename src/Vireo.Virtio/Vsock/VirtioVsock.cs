@@ -154,7 +154,7 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
         var payload = p[HeaderSize..];
         if (src != Config.Cid || dst != HostCid || type != TypeStream || len > (uint)payload.Length)
         {
-            Control(srcPort, dstPort, OpRst, 0, null);  // not a stream to the host from this guest
+            Control(dstPort, srcPort, OpRst, 0);  // not a stream to the host from this guest
             return;
         }
         payload = payload[..(int)len];
@@ -196,7 +196,7 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
             default:
                 if (op != OpRst)
                 {
-                    Control(srcPort, dstPort, OpRst, 0, null);
+                    Control(dstPort, srcPort, OpRst, 0);
                 }
                 break;
         }
@@ -213,7 +213,7 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
         catch (SocketException)
         {
             socket.Dispose();
-            Control(guestPort, port, OpRst, 0, null);
+            Control(port, guestPort, OpRst, 0);
             return;
         }
         socket.Blocking = false;
@@ -374,13 +374,14 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
         {
             c.AdvertisedFwdCnt = c.FwdCnt;
         }
-        Control(c.HostPort, c.GuestPort, op, c.FwdCnt, c);
+        Control(c.HostPort, c.GuestPort, op, c.FwdCnt);
     }
 
-    private void Control(uint hostPort, uint guestPort, ushort op, uint fwdCnt, Connection? c)
+    /// <summary>Queues a header-only packet from host port <paramref name="hostPort"/> to guest port <paramref name="guestPort"/>.</summary>
+    private void Control(uint hostPort, uint guestPort, ushort op, uint fwdCnt)
     {
         var packet = new byte[HeaderSize];
-        WriteHeader(packet, hostPort, guestPort, 0, op, 0, c?.FwdCnt ?? fwdCnt);
+        WriteHeader(packet, hostPort, guestPort, 0, op, 0, fwdCnt);
         _control.Enqueue(packet);
     }
 
