@@ -72,8 +72,6 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
         WithQueue(TransmitQueue, queue => Transmit(queue));
     }
 
-    /// <summary>True while a packet waits for room in the backend (the transmit queue is paused).</summary>
-    public bool TransmitPaused => _blockedTxLength > 0;
 
     protected override void ProcessQueue(int index, SplitQueue queue)
     {

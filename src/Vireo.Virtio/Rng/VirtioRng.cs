@@ -11,9 +11,6 @@ public sealed class VirtioRng : VirtioDevice
     protected override ulong DeviceFeatures => 0;
     public override int QueueCount => 1;
 
-    /// <summary>Bytes handed to the guest so far.</summary>
-    public long BytesServed { get; private set; }
-
     public override void ReadConfig(ulong offset, Span<byte> data) => data.Clear();
 
     protected override void ProcessQueue(int index, SplitQueue queue)
@@ -30,7 +27,6 @@ public sealed class VirtioRng : VirtioDevice
                     written += b.Length;
                 }
             }
-            BytesServed += written;
             queue.AddUsed(chain.Head, written);
         }
         if (error != QueueError.None)

@@ -37,17 +37,6 @@ public sealed class MmioTransport : IBusDevice
         _queues = new QueueState[device.QueueCount];
     }
 
-    public uint Status
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _status;
-            }
-        }
-    }
-
     public void Read(ulong offset, Span<byte> data)
     {
         if (offset >= 0x100)

@@ -73,17 +73,6 @@ public sealed class PciTransport : IPciFunction, IBusDevice
         BuildConfigSpace(interruptLine);
     }
 
-    public ulong BarAddress
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _bar;
-            }
-        }
-    }
-
     private void BuildConfigSpace(byte interruptLine)
     {
         var c = _config.AsSpan();
