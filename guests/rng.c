@@ -17,6 +17,7 @@ int main(void)
         printf("rng: the device refused MSI-X\n");
         return 1;
     }
+    virtq_interrupts(&vq, msix);
     virtio_driver_ok(&dev);
     if (msix) {
         irq_enable();

@@ -186,6 +186,7 @@ int virtio_queue(struct virtio_dev *dev, int index, struct virtq *q, void *mem, 
     q->avail = (volatile u16 *)((u8 *)mem + 16 * size);
     q->used = (volatile u16 *)((u8 *)mem + 4096);
     q->last_used = q->avail_idx = 0;
+    q->avail[0] = VIRTQ_AVAIL_F_NO_INTERRUPT;   /* the kit polls; see virtq_interrupts */
     q->nfree = size;
     for (u16 i = 0; i < size; i++)
         q->free[i] = (u16)(size - 1 - i);
@@ -280,8 +281,18 @@ u16 virtq_submit(struct virtq *q, const struct vbuf *bufs, int n, struct virtq_d
     return head;
 }
 
+void virtq_interrupts(struct virtq *q, int on)
+{
+    q->avail[0] = on ? 0 : VIRTQ_AVAIL_F_NO_INTERRUPT;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
 void virtq_kick(struct virtq *q)
 {
+    /* VIRTQ_USED_F_NO_NOTIFY: the device is looking at the ring anyway (the submit's fence
+     * orders the avail index before this read, as Linux's virtqueue_kick_prepare does). */
+    if (q->used[0] & 1)
+        return;
     if (q->dev->transport == VIRTIO_PCI)
         *(volatile u16 *)q->notify_addr = (u16)q->index;
     else

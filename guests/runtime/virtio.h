@@ -9,6 +9,7 @@
 
 #define VIRTQ_DESC_F_NEXT 1
 #define VIRTQ_DESC_F_WRITE 2
+#define VIRTQ_AVAIL_F_NO_INTERRUPT 1
 #define VIRTQ_DESC_F_INDIRECT 4
 
 struct virtq_desc { u64 addr; u32 len; u16 flags; u16 next; };
@@ -61,6 +62,10 @@ u32 virtio_config32(struct virtio_dev *dev, u32 offset);
 /* Posts a chain of n buffers (direct, or through `indirect_table` when it is not 0); returns its
  * head, or 0xffff when too few descriptors are free (wait for a completion, then retry). */
 u16 virtq_submit(struct virtq *q, const struct vbuf *bufs, int n, struct virtq_desc *indirect_table);
+/* Queues start with interrupts off (VIRTQ_AVAIL_F_NO_INTERRUPT), as a polling driver wants;
+ * a driver that waits for interrupts turns them on. Ignored by devices when EVENT_IDX is on. */
+void virtq_interrupts(struct virtq *q, int on);
+/* Notifies the device of new buffers, unless it asked not to be (VIRTQ_USED_F_NO_NOTIFY). */
 void virtq_kick(struct virtq *q);
 /* Waits for the next used element and frees its descriptors; returns its id (the head), with
  * *len the bytes written. -1 on timeout. Completions may come in any order. */

@@ -54,4 +54,45 @@ public class NetTests
         }
         Assert.True(net.FramesSent + net.FramesReceived + net.FramesDropped > 0);
     }
+    [Fact]
+    public void Receive_asks_for_kicks_only_when_a_frame_waits_without_a_buffer()
+    {
+        string dir = Vireo.Tests.TempDirectory.Create("vireo-netkick");
+        using var peer = new UnixDatagramBackend(Path.Combine(dir, "peer"), Path.Combine(dir, "dev"));
+        using var net = new VirtioNet(NetConfig.Parse($"unix={dir}/dev,peer={dir}/peer", 0),
+            new UnixDatagramBackend(Path.Combine(dir, "dev"), Path.Combine(dir, "peer")));
+        using var memory = NewMemory();
+        var ring = new DriverRing(memory, 8);
+        var states = new QueueState[2];
+        states[0] = ring.State();
+        Assert.True(net.Activate(memory, VirtioConstants.Bit(VirtioConstants.FeatureVersion1), states, _ => { }, () => { }));
+        ushort UsedFlags() => memory.ReadObj<ushort>(new GuestAddress(UsedAddr));
+        for (ushort i = 0; i < 2; i++)
+        {
+            ring.SetDesc(i, 0x40000 + i * 0x1000UL, 2048, WRITE, 0);
+            ring.Publish(i);
+        }
+        net.NotifyQueue(0);
+        Assert.Equal(0, UsedFlags());
+
+        // A frame takes a buffer; with another posted, the driver need not kick for more.
+        Assert.True(peer.Send(new byte[100]));
+        net.OnBackendReady();
+        Assert.Equal(1, ring.UsedIdx);
+        Assert.Equal(1, UsedFlags());
+
+        // Two more frames, one buffer: the second waits, and the driver is asked to kick again.
+        Assert.True(peer.Send(new byte[200]));
+        Assert.True(peer.Send(new byte[300]));
+        net.OnBackendReady();
+        Assert.Equal(2, ring.UsedIdx);
+        Assert.Equal(0, UsedFlags());
+
+        // The kick delivers the waiting frame into the new buffer.
+        ring.SetDesc(0, 0x40000, 2048, WRITE, 0);
+        ring.Publish(0);
+        net.NotifyQueue(0);
+        Assert.Equal(3, ring.UsedIdx);
+        Assert.Equal((0u, (uint)(VirtioNet.HeaderSize + 300)), ring.Used(2));
+    }
 }

@@ -203,4 +203,40 @@ public class SplitQueueTests : IDisposable
         _ring.Publish(0);
         Assert.Equal(QueueError.IndirectNested, PopError(q));
     }
+    private ushort UsedFlags => _memory.ReadObj<ushort>(new GuestAddress(UsedAddr));
+
+    [Fact]
+    public void Notifications_are_suppressed_with_the_used_flag_and_resumed()
+    {
+        var q = Create();
+        Assert.Equal(0, UsedFlags);
+        q.SetNotification(false);
+        Assert.Equal(1, UsedFlags); // VIRTQ_USED_F_NO_NOTIFY
+        Assert.False(q.HasAvailable);
+        _ring.SetDesc(0, 0x40000, 16, 0, 0);
+        _ring.Publish(0);
+        // The driver added a chain without notifying: after resuming, the device must look again.
+        q.SetNotification(true);
+        Assert.Equal(0, UsedFlags);
+        Assert.True(q.HasAvailable);
+        Assert.True(q.TryPop(out _, out _));
+        Assert.False(q.HasAvailable);
+    }
+
+    [Fact]
+    public void With_event_idx_a_suppressed_queue_leaves_avail_event_behind()
+    {
+        var q = Create(eventIdx: true);
+        _ring.SetDesc(0, 0x40000, 16, 0, 0);
+        _ring.Publish(0);
+        Assert.True(q.TryPop(out _, out _));
+        Assert.Equal(1, _ring.AvailEvent);
+        q.SetNotification(false);
+        _ring.Publish(0);
+        Assert.True(q.TryPop(out _, out _));
+        Assert.Equal(1, _ring.AvailEvent);   // not advanced: the driver's next avail index passes it and does not kick
+        Assert.Equal(0, UsedFlags);           // the flag is not used when EVENT_IDX is negotiated
+        q.SetNotification(true);
+        Assert.Equal(2, _ring.AvailEvent);   // the next chain notifies
+    }
 }

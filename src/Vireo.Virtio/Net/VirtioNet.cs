@@ -24,6 +24,7 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
     private int _pendingLength;
     private int _blockedTxLength;     // a packet the backend had no room for, still in _txBuffer
     private ushort _blockedTxHead;
+    private bool _watchingWritable;
 
     public NetConfig Config { get; }
 
@@ -63,6 +64,7 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
     {
         _pendingLength = 0;
         _blockedTxLength = 0;
+        SetWatchWritable(false);
     }
 
     /// <summary>The backend is readable or writable again: deliver frames, resume a paused transmit queue.</summary>
@@ -86,10 +88,12 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
     /// <summary>
     /// Sends until the ring is empty or the backend is full. A packet the backend refuses stays
     /// in hand (its chain not yet returned), and the queue pauses until the backend has room:
-    /// back-pressure instead of loss.
+    /// back-pressure instead of loss. While it works, and while it is paused, the device asks the
+    /// driver not to notify: a kick is a VM exit, and the device will look at the ring anyway.
     /// </summary>
     private void Transmit(SplitQueue queue)
     {
+        queue.SetNotification(false);
         if (_blockedTxLength > 0)
         {
             if (!SendPacket(_blockedTxLength))
@@ -98,34 +102,54 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
             }
             queue.AddUsed(_blockedTxHead, 0);
             _blockedTxLength = 0;
-            WatchWritable?.Invoke(false);
         }
-        QueueError error;
-        while (queue.TryPop(out var chain, out error))
+        while (true)
         {
-            int n = ChainIo.Read(Memory!, chain.Buffers, 0, _txBuffer);
-            if (n < HeaderSize)
+            QueueError error;
+            while (queue.TryPop(out var chain, out error))
             {
-                Fail("transmitted packet shorter than its virtio-net header");
-                return;
-            }
-            if (!SendPacket(n))
-            {
-                (_blockedTxHead, _blockedTxLength) = (chain.Head, n);
-                WatchWritable?.Invoke(true);
-                // Room may have appeared before the watch was armed: try once more now.
-                if (!SendPacket(n))
+                int n = ChainIo.Read(Memory!, chain.Buffers, 0, _txBuffer);
+                if (n < HeaderSize)
                 {
+                    Fail("transmitted packet shorter than its virtio-net header");
                     return;
                 }
-                _blockedTxLength = 0;
-                WatchWritable?.Invoke(false);
+                if (!SendPacket(n))
+                {
+                    (_blockedTxHead, _blockedTxLength) = (chain.Head, n);
+                    SetWatchWritable(true);
+                    // Room may have appeared before the watch was armed: try once more now.
+                    if (!SendPacket(n))
+                    {
+                        return;
+                    }
+                    _blockedTxLength = 0;
+                }
+                queue.AddUsed(chain.Head, 0);
             }
-            queue.AddUsed(chain.Head, 0);
+            if (error != QueueError.None)
+            {
+                Fail(error.ToString());
+                return;
+            }
+            // Drained: stop watching for room (kept on until now, so that a sender that keeps
+            // filling the peer does not pay two epoll_ctl calls per packet).
+            SetWatchWritable(false);
+            queue.SetNotification(true);
+            if (!queue.HasAvailable)
+            {
+                return;
+            }
+            queue.SetNotification(false);
         }
-        if (error != QueueError.None)
+    }
+
+    private void SetWatchWritable(bool on)
+    {
+        if (_watchingWritable != on)
         {
-            Fail(error.ToString());
+            _watchingWritable = on;
+            WatchWritable?.Invoke(on);
         }
     }
 
@@ -158,9 +182,18 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
                 if (error != QueueError.None)
                 {
                     Fail(error.ToString());
+                    return;
                 }
-                return; // no receive buffer: the frame waits for the guest to post one
+                // No receive buffer: the frame waits, and the driver's next post must notify.
+                queue.SetNotification(true);
+                if (!queue.HasAvailable)
+                {
+                    return;
+                }
+                continue;
             }
+            // While buffers are posted, new ones need no notification: frames arriving pull them.
+            queue.SetNotification(false);
             if (chain.WritableLength < (ulong)_pendingLength)
             {
                 FramesDropped++; // the guest's buffer is too small for this frame

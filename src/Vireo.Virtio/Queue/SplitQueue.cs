@@ -16,13 +16,14 @@ public sealed class SplitQueue
 {
     public const ushort MaxSize = 32768;
     private const ushort DescNext = 1, DescWrite = 2, DescIndirect = 4;
-    private const ushort AvailNoInterrupt = 1;
+    private const ushort AvailNoInterrupt = 1, UsedNoNotify = 1;
     private const int DescSize = 16;
 
     private readonly GuestMemory _memory;
     private QueueState _state;
     private readonly Buffer[] _buffers;
     private ushort _signalledUsed;
+    private bool _notifySuppressed;
 
     public QueueState State => _state;
     public ushort Size => _state.Size;
@@ -105,7 +106,7 @@ public sealed class SplitQueue
             return false;
         }
         _state.NextAvail++;
-        if (_state.EventIdx)
+        if (_state.EventIdx && !_notifySuppressed)
         {
             // avail_event: tell the driver it need not notify until it passes this index.
             WriteVolatileU16(_state.UsedRing + 4 + 8UL * _state.Size, _state.NextAvail);
@@ -183,6 +184,40 @@ public sealed class SplitQueue
             }
             index = next;
         }
+    }
+
+    /// <summary>True when the driver has made a chain available that has not been popped yet.</summary>
+    public bool HasAvailable
+    {
+        get
+        {
+            Interlocked.MemoryBarrier(); // a change to notifications is visible before the index is read again
+            return ReadVolatileU16(_state.AvailRing + 2) != _state.NextAvail;
+        }
+    }
+
+    /// <summary>
+    /// Asks the driver to stop (false) or resume (true) notifying this queue, as QEMU and Linux's
+    /// vhost do while a device is busy or has buffers in hand (§2.7.10): VIRTQ_USED_F_NO_NOTIFY,
+    /// or with EVENT_IDX an avail_event left behind. After resuming, the caller checks
+    /// <see cref="HasAvailable"/> again: the driver may have added a chain without notifying.
+    /// </summary>
+    public void SetNotification(bool enabled)
+    {
+        if (_notifySuppressed != enabled)
+        {
+            return;
+        }
+        _notifySuppressed = !enabled;
+        if (_state.EventIdx)
+        {
+            if (enabled)
+            {
+                WriteVolatileU16(_state.UsedRing + 4 + 8UL * _state.Size, _state.NextAvail);
+            }
+            return;
+        }
+        WriteVolatileU16(_state.UsedRing, enabled ? (ushort)0 : UsedNoNotify);
     }
 
     /// <summary>Returns a chain to the driver with the number of bytes written into it.</summary>
