@@ -1,30 +1,29 @@
-using System.Net.Sockets;
+using Vireo.Interop;
 
 namespace Vireo.Virtio.Net;
 
 /// <summary>
 /// Frames as datagrams on a Unix socket, sent to a peer socket: two VMs pointed at each other
 /// share a virtual cable, with no root and no host network involved. No offloads: the frames
-/// are plain Ethernet.
+/// are plain Ethernet. Sends and receives are plain libc calls, so an empty or full socket
+/// costs an errno, not an exception.
 /// </summary>
 public sealed class UnixDatagramBackend : INetBackend
 {
-    private readonly Socket _socket;
-    private readonly UnixDomainSocketEndPoint _peer;
+    private const int ENOBUFS = 105;
+    private readonly FileDescriptor _socket;
+    private readonly byte[] _peer;
     private readonly string _path;
 
     public UnixDatagramBackend(string path, string peer)
     {
-        Interop.Libc.RemoveStaleSocket(path); // a stale socket from an earlier run; never a file
+        _peer = UnixSocket.Address(peer);
+        Libc.RemoveStaleSocket(path); // a stale socket from an earlier run; never a file
+        _socket = UnixSocket.BindDatagram(path, 1 << 20);
         _path = path;
-        _socket = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified) { Blocking = false };
-        _socket.Bind(new UnixDomainSocketEndPoint(path));
-        _socket.SendBufferSize = 1 << 20;
-        _socket.ReceiveBufferSize = 1 << 20;
-        _peer = new UnixDomainSocketEndPoint(peer);
     }
 
-    public int Fd => (int)_socket.Handle;
+    public int Fd => _socket.Fd;
     public bool HasVnetHeader => false;
     public ulong OffloadFeatures => 0;
 
@@ -34,31 +33,24 @@ public sealed class UnixDatagramBackend : INetBackend
 
     public int Receive(Span<byte> packet)
     {
-        try
+        nint n = UnixSocket.Receive(_socket.Fd, packet);
+        if (n < 0)
         {
-            return _socket.Receive(packet);
+            int errno = Libc.LastErrno;
+            return errno is Libc.EAGAIN or Libc.EINTR ? 0 : throw new SysError($"recv({_path})", errno);
         }
-        catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock)
-        {
-            return 0;
-        }
+        return (int)n;
     }
 
     public bool Send(ReadOnlySpan<byte> packet)
     {
-        try
+        if (UnixSocket.SendTo(_socket.Fd, packet, _peer) >= 0)
         {
-            _socket.SendTo(packet, SocketFlags.None, _peer);
             return true;
         }
-        catch (SocketException e) when (e.SocketErrorCode is SocketError.WouldBlock or SocketError.NoBufferSpaceAvailable)
-        {
-            return false; // the peer's buffer is full: wait for room
-        }
-        catch (SocketException)
-        {
-            return true; // no peer yet: the frame is lost, as on an unplugged wire
-        }
+        // The peer's queue is full: wait for room. Anything else (no peer yet, a peer gone) loses
+        // the frame, as an unplugged wire would.
+        return Libc.LastErrno is not (Libc.EAGAIN or ENOBUFS or Libc.EINTR);
     }
 
     public void Dispose()

@@ -1,0 +1,87 @@
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace Vireo.Interop;
+
+/// <summary>
+/// Unix datagram sockets through libc, for the packet path: a full or empty socket is an errno
+/// (EAGAIN), not an exception, so the event loop pays nothing when it reads until empty.
+/// </summary>
+public static unsafe partial class UnixSocket
+{
+    public const int AF_UNIX = 1, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0x800, SOCK_CLOEXEC = 0x80000;
+    public const int SOL_SOCKET = 1, SO_SNDBUF = 7, SO_RCVBUF = 8;
+    public const int MSG_DONTWAIT = 0x40;
+    public const int SockaddrSize = 110;   // sizeof(struct sockaddr_un): sun_family then 108 bytes of path
+    private const int PathMax = 108;
+
+    [LibraryImport("libc", EntryPoint = "socket", SetLastError = true)]
+    private static partial int Socket(int domain, int type, int protocol);
+
+    [LibraryImport("libc", EntryPoint = "bind", SetLastError = true)]
+    private static partial int Bind(int fd, byte* addr, int length);
+
+    [LibraryImport("libc", EntryPoint = "setsockopt", SetLastError = true)]
+    private static partial int SetSockOpt(int fd, int level, int name, int* value, int length);
+
+    [LibraryImport("libc", EntryPoint = "sendto", SetLastError = true)]
+    private static partial nint SendTo(int fd, byte* buf, nuint length, int flags, byte* addr, int addrLength);
+
+    [LibraryImport("libc", EntryPoint = "recv", SetLastError = true)]
+    private static partial nint Recv(int fd, byte* buf, nuint length, int flags);
+
+    /// <summary>struct sockaddr_un for <paramref name="path"/>; throws if the path does not fit.</summary>
+    public static byte[] Address(string path)
+    {
+        var bytes = Encoding.UTF8.GetBytes(path);
+        if (bytes.Length == 0 || bytes.Length >= PathMax)
+        {
+            throw new ArgumentException($"socket path '{path}' must be 1 to {PathMax - 1} bytes", nameof(path));
+        }
+        var address = new byte[SockaddrSize];
+        address[0] = AF_UNIX;
+        bytes.CopyTo(address, 2);
+        return address;
+    }
+
+    /// <summary>A non-blocking datagram socket bound to <paramref name="path"/>, with both buffers set to <paramref name="bufferBytes"/>.</summary>
+    public static FileDescriptor BindDatagram(string path, int bufferBytes)
+    {
+        var address = Address(path);
+        var fd = new FileDescriptor(Check.Io(Socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), "socket(AF_UNIX)"));
+        try
+        {
+            fixed (byte* a = address)
+            {
+                Check.Io(Bind(fd.Fd, a, SockaddrSize), $"bind({path})");
+            }
+            Check.Io(SetSockOpt(fd.Fd, SOL_SOCKET, SO_SNDBUF, &bufferBytes, sizeof(int)), "SO_SNDBUF");
+            Check.Io(SetSockOpt(fd.Fd, SOL_SOCKET, SO_RCVBUF, &bufferBytes, sizeof(int)), "SO_RCVBUF");
+            return fd;
+        }
+        catch
+        {
+            fd.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>sendto(2) without blocking; the byte count, or -1 with errno.</summary>
+    public static nint SendTo(int fd, ReadOnlySpan<byte> packet, ReadOnlySpan<byte> address)
+    {
+        fixed (byte* p = packet)
+        fixed (byte* a = address)
+        {
+            return SendTo(fd, p, (nuint)packet.Length, MSG_DONTWAIT, a, address.Length);
+        }
+    }
+
+    /// <summary>recv(2) without blocking; the byte count, or -1 with errno (EAGAIN when empty).</summary>
+    public static nint Receive(int fd, Span<byte> packet)
+    {
+        fixed (byte* p = packet)
+        {
+            return Recv(fd, p, (nuint)packet.Length, MSG_DONTWAIT);
+        }
+    }
+}
