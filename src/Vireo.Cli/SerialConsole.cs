@@ -2,7 +2,9 @@ namespace Vireo.Cli;
 
 /// <summary>
 /// Serial output to the terminal: buffered, written at each newline, when the buffer fills,
-/// and by a 20 ms timer so that a prompt without a newline still shows.
+/// and by a 20 ms timer so that a prompt without a newline still shows. The timer is armed only
+/// while a partial line waits: an idle periodic timer would wake a thread-pool thread 50 times a
+/// second, and each wake spins on a core the guest could use.
 /// </summary>
 internal sealed class SerialConsole : IDisposable
 {
@@ -11,11 +13,12 @@ internal sealed class SerialConsole : IDisposable
     private readonly Lock _lock = new();
     private readonly Timer _timer;
     private int _length;
+    private bool _timerArmed;
 
     public SerialConsole(Stream output)
     {
         _output = output;
-        _timer = new Timer(_ => Flush(), null, 20, 20);
+        _timer = new Timer(_ => Flush(), null, Timeout.Infinite, Timeout.Infinite);
     }
 
     public void Transmit(byte b)
@@ -26,6 +29,11 @@ internal sealed class SerialConsole : IDisposable
             if (b == (byte)'\n' || _length == _buffer.Length)
             {
                 FlushLocked();
+            }
+            else if (!_timerArmed)
+            {
+                _timerArmed = true;
+                _timer.Change(20, Timeout.Infinite);
             }
         }
     }
@@ -40,6 +48,7 @@ internal sealed class SerialConsole : IDisposable
 
     private void FlushLocked()
     {
+        _timerArmed = false;
         if (_length > 0)
         {
             try
