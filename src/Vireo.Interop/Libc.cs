@@ -141,6 +141,15 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "getpid")]
     public static partial int GetPid();
 
+    [LibraryImport(Lib, EntryPoint = "gettid")]
+    public static partial int GetTid();
+
+    public const int PRIO_PROCESS = 0;
+
+    /// <summary>setpriority(2); with PRIO_PROCESS and a thread id it sets that one thread's nice value.</summary>
+    [LibraryImport(Lib, EntryPoint = "setpriority", SetLastError = true)]
+    public static partial int SetPriority(int which, int who, int nice);
+
     /// <summary>Errno of the last call made with SetLastError.</summary>
     public static int LastErrno => Marshal.GetLastPInvokeError();
 

@@ -40,6 +40,28 @@ public class FailureTests
     }
 
     [KvmFact]
+    public void The_device_thread_runs_above_the_vcpus_when_the_process_may_raise_it()
+    {
+        int? nice = null;
+        GuestRun.Boot("console", vcpus: 1, configure: c => c with { Rng = true }, whileRunning: m =>
+        {
+            Thread.Sleep(300);
+            foreach (var task in Directory.GetDirectories("/proc/self/task"))
+            {
+                if (File.ReadAllText(Path.Combine(task, "comm")).Trim() == "vireo-io")
+                {
+                    // stat: "pid (comm) state ..." and nice is the 19th field, the 17th after the comm.
+                    var stat = File.ReadAllText(Path.Combine(task, "stat"));
+                    nice = int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[16]);
+                }
+            }
+            m.RequestStop(new VmOutcome(StopReason.HostRequest, Message: "test"));
+        });
+        Assert.NotNull(nice);
+        Assert.Equal(Environment.IsPrivilegedProcess ? EventLoop.Nice : 0, nice);
+    }
+
+    [KvmFact]
     public void A_malformed_kernel_creates_no_vm_and_says_why()
     {
         string path = Path.Combine(Path.GetTempPath(), $"vireo-bad-{Guid.NewGuid():n}.elf");

@@ -3,10 +3,10 @@ using Vireo.Tests;
 
 namespace Vireo.Vmm.Tests;
 
-/// <summary>Boots a test guest in-process on the real /dev/kvm and captures its serial output.</summary>
 /// <summary>Changes a test's VmConfig (adds devices).</summary>
 internal delegate VmConfig VmConfigChange(VmConfig config);
 
+/// <summary>Boots a test guest in-process on the real /dev/kvm and captures its serial output.</summary>
 internal sealed record GuestRun(VmOutcome Outcome, string Output, long Exits, long VcpuAllocatedBytes)
 {
     public static GuestRun Boot(string guest, int vcpus = 1, ulong memoryMiB = 128, string cmdline = "",
