@@ -36,6 +36,9 @@ public sealed unsafe class GuestRegion : IDisposable
         }
         // Guest RAM is never inherited by a forked helper.
         _ = Libc.Madvise(host, (nuint)size, Libc.MADV_DONTFORK);
+        // Transparent huge pages where the host offers them (as QEMU asks too): fewer nested page
+        // walks for the guest, and O_DIRECT pins one page per 2 MiB instead of 512.
+        _ = Libc.Madvise(host, (nuint)size, Libc.MADV_HUGEPAGE);
         return new GuestRegion(start, size, host);
     }
 

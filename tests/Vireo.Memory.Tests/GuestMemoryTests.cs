@@ -88,4 +88,17 @@ public class GuestMemoryTests
         using var b = GuestRegion.Allocate(new GuestAddress(MiB), 2 * MiB);
         Assert.Throws<ArgumentException>(() => new GuestMemory([a, b]));
     }
+
+    [Fact]
+    public void Guest_ram_asks_for_transparent_huge_pages()
+    {
+        using var region = GuestRegion.Allocate(new GuestAddress(0), 4 * MiB);
+        string start = region.HostAddress.ToString("x") + "-";
+        var lines = File.ReadAllLines("/proc/self/smaps");
+        int at = Array.FindIndex(lines, l => l.StartsWith(start, StringComparison.Ordinal));
+        Assert.True(at >= 0, "the region is not in /proc/self/smaps");
+        var flags = lines.Skip(at + 1).First(l => l.StartsWith("VmFlags:", StringComparison.Ordinal));
+        Assert.Contains(" hg", flags);   // MADV_HUGEPAGE
+        Assert.Contains(" dc", flags);   // MADV_DONTFORK
+    }
 }
