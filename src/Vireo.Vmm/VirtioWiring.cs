@@ -170,6 +170,10 @@ internal sealed class VirtioWiring : IDisposable
             {
                 net.WatchWritable = _eventLoop.AddReady(net.BackendFd, net.OnBackendReady);
             }
+            if (device is VirtioBlock { CompletionFd: >= 0 } blk)
+            {
+                _eventLoop.AddReady(blk.CompletionFd, blk.OnCompletions);
+            }
             if (device is VirtioVsock vsock)
             {
                 vsock.Start(_eventLoop);

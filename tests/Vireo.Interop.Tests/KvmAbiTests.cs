@@ -6,8 +6,8 @@ using Vireo.Tests;
 namespace Vireo.Interop.Tests;
 
 /// <summary>
-/// Every struct, field offset, constant and ioctl number of the KVM binding, checked against
-/// the kernel's own headers by compiling and running a C program.
+/// Every struct, field offset, constant and ioctl number of the KVM binding (and of the epoll,
+/// TUN and AIO bindings), checked against the kernel's own headers by compiling and running a C program.
 /// </summary>
 public class KvmAbiTests
 {
@@ -35,6 +35,9 @@ public class KvmAbiTests
         (typeof(kvm_irq_routing), "struct kvm_irq_routing"),
         (typeof(kvm_xsave), "struct kvm_xsave"),
         (typeof(epoll_event), "struct epoll_event"),
+        (typeof(iocb), "struct iocb"),
+        (typeof(io_event), "struct io_event"),
+        (typeof(iovec), "struct iovec"),
     ];
 
     /// <summary>The exit-union members of kvm_run, checked relative to the union.</summary>
@@ -81,7 +84,8 @@ public class KvmAbiTests
         checks.Add(("offsetof(struct stat, st_mode)", (ulong)Libc.StatModeOffset));
         foreach (var f in typeof(KvmAbi).GetFields(BindingFlags.Static | BindingFlags.Public).Where(f => f.Name.StartsWith("KVM", StringComparison.Ordinal))
                      .Concat(typeof(Epoll).GetFields(BindingFlags.Static | BindingFlags.Public))
-                     .Concat(typeof(Tun).GetFields(BindingFlags.Static | BindingFlags.Public)))
+                     .Concat(typeof(Tun).GetFields(BindingFlags.Static | BindingFlags.Public))
+                     .Concat(typeof(Aio).GetFields(BindingFlags.Static | BindingFlags.Public)))
         {
             ulong value = f.GetValue(null) switch
             {
@@ -104,7 +108,7 @@ public class KvmAbiTests
         Assert.True(checks.Count > 150, $"only {checks.Count} checks were generated");
         string dir = Vireo.Tests.TempDirectory.Create("vireo-abi");
         string source = Path.Combine(dir, "abi.c");
-        var lines = new List<string> { "#include <stdio.h>", "#include <stddef.h>", "#include <sys/epoll.h>", "#include <sys/stat.h>", "#include <linux/kvm.h>", "#include <linux/if_tun.h>", "int main(void) {" };
+        var lines = new List<string> { "#include <stdio.h>", "#include <stddef.h>", "#include <sys/epoll.h>", "#include <sys/stat.h>", "#include <linux/kvm.h>", "#include <linux/if_tun.h>", "#include <linux/aio_abi.h>", "#include <sys/uio.h>", "int main(void) {" };
         lines.AddRange(checks.Select((c, i) => $"    printf(\"{i} %lu\\n\", (unsigned long)({c.Expr}));"));
         lines.Add("    return 0;\n}");
         File.WriteAllLines(source, lines);

@@ -1,7 +1,5 @@
-using System.Buffers;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
-using System.Threading.Channels;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
 using Vireo.Interop;
@@ -16,8 +14,11 @@ namespace Vireo.Virtio.Block;
 /// Requests are checked against the capacity; a request the driver malformed (no header, no
 /// status byte) puts the device in NEEDS_RESET, one that is merely out of range gets IOERR.
 /// With the page cache, requests are served at once on the event loop (a copy is faster than a
-/// thread hop). With O_DIRECT they go to a pool of I/O workers, so that as many requests are at
-/// the disk as the guest keeps in flight.
+/// thread hop). With O_DIRECT, reads, writes and flushes go to the kernel through Linux native
+/// AIO (as QEMU's aio=native): everything the guest made available is submitted in one
+/// io_submit, straight from guest memory, and completions come back on an eventfd the event
+/// loop watches. A request whose buffers are not sector-aligned is served at once through an
+/// aligned bounce buffer instead.
 /// </summary>
 public sealed class VirtioBlock : VirtioDevice, IDisposable
 {
@@ -30,16 +31,20 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
     private const int BounceSize = 1 << 20;
     private const uint MaxSegments = 128;
 
-    private const int DirectWorkers = 16;
-
     private readonly SafeFileHandle _file;
     private readonly byte[] _config = new byte[60];
     private readonly byte[] _id = new byte[IdSize];
-    private readonly Channel<Request>? _requests;
-    private readonly Thread[] _workers = [];
 
-    /// <summary>A request handed to an I/O worker: its chain copied out of the ring.</summary>
-    private readonly record struct Request(int Generation, int Queue, ushort Head, Queue.Buffer[] Buffers, int Count);
+    // O_DIRECT: the AIO context, what each slot's request needs at completion, and free slots.
+    private readonly AioContext? _aio;
+    private readonly AlignedBuffer? _bounce;
+    private readonly InFlight[] _inFlight = [];
+    private readonly Stack<int> _freeSlots = new();
+    private readonly Lock _slotLock = new();
+    private bool _syncFlushOnly;
+
+    /// <summary>A request at the kernel: where its status goes and what it should have moved.</summary>
+    private record struct InFlight(int Generation, int Queue, ushort Head, GuestAddress Status, long Expected, uint DataWritten, bool Flush);
 
     public BlockConfig Config { get; }
     public ulong CapacitySectors { get; }
@@ -63,12 +68,22 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
         CapacitySectors = (ulong)length / SectorSize;
         if (config.Direct)
         {
-            _requests = Channel.CreateUnbounded<Request>(new UnboundedChannelOptions { SingleWriter = true });
-            _workers = new Thread[DirectWorkers];
-            for (int i = 0; i < _workers.Length; i++)
+            // A slot per descriptor of every queue: a driver cannot have more requests in flight.
+            int slots = config.Queues * MaxQueueSize;
+            try
             {
-                _workers[i] = new Thread(Worker) { Name = $"vireo-blk{i}", IsBackground = true };
-                _workers[i].Start();
+                _aio = new AioContext(slots, (int)MaxSegments);
+            }
+            catch (SysError)
+            {
+                _file.Dispose();
+                throw;
+            }
+            _bounce = new AlignedBuffer(BounceSize);
+            _inFlight = new InFlight[slots];
+            for (int i = slots - 1; i >= 0; i--)
+            {
+                _freeSlots.Push(i);
             }
         }
         var id = Encoding.ASCII.GetBytes(config.Id ?? Path.GetFileName(config.Path));
@@ -101,63 +116,178 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
         ReadFrom(_config, offset, data);
     }
 
+    /// <summary>The eventfd that signals finished O_DIRECT requests (-1 without O_DIRECT); the event loop watches it.</summary>
+    public int CompletionFd => _aio?.CompletionFd ?? -1;
+
     protected override void ProcessQueue(int index, SplitQueue queue)
     {
         QueueError error;
         while (queue.TryPop(out var chain, out error))
         {
-            if (_requests is not null)
+            if (_aio is not null && TrySubmit(index, chain))
             {
-                var copy = ArrayPool<Queue.Buffer>.Shared.Rent(chain.Buffers.Length);
-                chain.Buffers.CopyTo(copy);
-                _requests.Writer.TryWrite(new Request(Generation, index, chain.Head, copy, chain.Buffers.Length));
                 continue;
             }
-            if (!TryServe(chain.Buffers, null, out uint written, out string? malformed))
+            if (!TryServe(chain.Buffers, _bounce, out uint written, out string? malformed))
             {
                 Fail(malformed!);
-                return;
+                break;
             }
             queue.AddUsed(chain.Head, written);
         }
+        _aio?.Submit(Refused);
         if (error != QueueError.None)
         {
             Fail(error.ToString());
         }
     }
 
-    /// <summary>An O_DIRECT worker: serves requests with its own aligned bounce buffer.</summary>
-    private void Worker()
+    /// <summary>
+    /// Prepares a read, write or flush for the kernel (sent by the next Submit). False when the
+    /// request is served at once instead: other types, a malformed or out-of-range request (its
+    /// error comes from <see cref="TryServe"/>), unaligned buffers, or no free slot.
+    /// </summary>
+    private bool TrySubmit(int queueIndex, DescriptorChain chain)
     {
-        using var bounce = new AlignedBuffer(BounceSize);
-        var reader = _requests!.Reader;
-        while (reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult())
+        var buffers = chain.Buffers;
+        Span<byte> header = stackalloc byte[HeaderSize];
+        ulong readable = Length(buffers, writable: false), writable = Length(buffers, writable: true);
+        if (writable == 0 || readable < HeaderSize || ChainIo.Read(Memory!, buffers, 0, header) < HeaderSize)
         {
-            while (reader.TryRead(out var r))
+            return false;
+        }
+        uint type = BinaryPrimitives.ReadUInt32LittleEndian(header);
+        ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(header[8..]);
+        if (type == TypeFlush && _syncFlushOnly)
+        {
+            return false;
+        }
+        if (type is not (TypeIn or TypeOut or TypeFlush) || (type == TypeOut && Config.ReadOnly))
+        {
+            return false;
+        }
+        bool toGuest = type == TypeIn;
+        ulong length = type == TypeFlush ? 0 : toGuest ? writable - 1 : readable - HeaderSize;
+        if (length % SectorSize != 0 || sector > CapacitySectors || length / SectorSize > CapacitySectors - sector)
+        {
+            return false;
+        }
+        int slot;
+        lock (_slotLock)
+        {
+            if (!_freeSlots.TryPop(out slot))
             {
-                var buffers = r.Buffers.AsSpan(0, r.Count);
-                try
-                {
-                    if (r.Generation != Generation)
-                    {
-                        // The driver reset the device while this waited: its memory may be reused.
-                    }
-                    else if (TryServe(buffers, bounce, out uint written, out string? malformed))
-                    {
-                        Complete(r.Generation, r.Queue, r.Head, written);
-                    }
-                    else
-                    {
-                        Fail(r.Generation, malformed!);
-                    }
-                }
-                catch (Exception e)
-                {
-                    // Never let a worker take the VMM down: the device goes to NEEDS_RESET instead.
-                    Fail(r.Generation, $"I/O worker: {e.Message}");
-                }
-                ArrayPool<Queue.Buffer>.Shared.Return(r.Buffers);
+                return false;
             }
+        }
+        int segments = 0;
+        if (type != TypeFlush && !TryMapSegments(buffers, slot, toGuest, length, out segments))
+        {
+            FreeSlot(slot);
+            return false;
+        }
+        _inFlight[slot] = new InFlight(Generation, queueIndex, chain.Head, StatusAddress(buffers),
+            (long)length, toGuest ? (uint)length : 0, type == TypeFlush);
+        ushort opcode = type == TypeFlush ? Aio.IOCB_CMD_FDSYNC : toGuest ? Aio.IOCB_CMD_PREADV : Aio.IOCB_CMD_PWRITEV;
+        _aio!.Prepare(slot, opcode, (int)_file.DangerousGetHandle(), segments, (long)(sector * SectorSize));
+        return true;
+    }
+
+    /// <summary>Points the slot's vector at the request's data in guest memory; false if a piece is not sector-aligned or there are too many.</summary>
+    private bool TryMapSegments(ReadOnlySpan<Queue.Buffer> buffers, int slot, bool toGuest, ulong length, out int segments)
+    {
+        segments = 0;
+        ulong skip = toGuest ? 0UL : HeaderSize;
+        foreach (var b in buffers)
+        {
+            if (length == 0)
+            {
+                break;
+            }
+            if (b.DeviceWritable != toGuest)
+            {
+                continue;
+            }
+            ulong start = Math.Min(skip, b.Length);
+            skip -= start;
+            ulong take = Math.Min(b.Length - start, length);
+            if (take == 0)
+            {
+                continue;
+            }
+            var span = Memory!.GetSpan(new GuestAddress(b.Address + start), take);
+            if (segments == (int)MaxSegments || !Aligned(span))
+            {
+                return false;
+            }
+            _aio!.SetSegment(slot, segments++, span);
+            length -= take;
+        }
+        return length == 0;
+    }
+
+    /// <summary>The status byte is the last writable byte of the chain.</summary>
+    private static GuestAddress StatusAddress(ReadOnlySpan<Queue.Buffer> buffers)
+    {
+        for (int i = buffers.Length - 1; i >= 0; i--)
+        {
+            if (buffers[i].DeviceWritable && buffers[i].Length > 0)
+            {
+                return new GuestAddress(buffers[i].Address + buffers[i].Length - 1);
+            }
+        }
+        throw new InvalidOperationException("a chain checked to have writable bytes has none");
+    }
+
+    /// <summary>The kernel refused a request at submission: a flush it cannot do asynchronously is done here, anything else fails with IOERR.</summary>
+    private void Refused(int slot, int errno)
+    {
+        var r = _inFlight[slot];
+        byte status = StatusIoErr;
+        if (r.Flush && errno == Libc.EINVAL)
+        {
+            _syncFlushOnly = true; // this file system has no asynchronous fdatasync: flush in line from now on
+            status = Libc.FdataSync((int)_file.DangerousGetHandle()) == 0 ? StatusOk : StatusIoErr;
+        }
+        Finish(slot, status);
+    }
+
+    /// <summary>Called by the event loop when <see cref="CompletionFd"/> is readable: returns finished requests to the guest.</summary>
+    public void OnCompletions()
+    {
+        if (_aio is null)
+        {
+            return;
+        }
+        Span<AioCompletion> done = stackalloc AioCompletion[64];
+        int n;
+        do
+        {
+            n = _aio.Reap(done);
+            foreach (var c in done[..n])
+            {
+                Finish(c.Slot, c.Result == _inFlight[c.Slot].Expected ? StatusOk : StatusIoErr);
+            }
+        } while (n == done.Length);
+    }
+
+    private void Finish(int slot, byte status)
+    {
+        var r = _inFlight[slot];
+        FreeSlot(slot);
+        if (r.Generation != Generation)
+        {
+            return; // the driver reset the device meanwhile: its memory may be reused
+        }
+        Memory!.Write(r.Status, [status]);
+        Complete(r.Generation, r.Queue, r.Head, (status == StatusOk ? r.DataWritten : 0) + 1);
+    }
+
+    private void FreeSlot(int slot)
+    {
+        lock (_slotLock)
+        {
+            _freeSlots.Push(slot);
         }
     }
 
@@ -386,11 +516,8 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
 
     public void Dispose()
     {
-        _requests?.Writer.TryComplete();
-        foreach (var worker in _workers)
-        {
-            worker.Join();
-        }
+        _aio?.Dispose();    // waits for requests in flight
+        _bounce?.Dispose();
         _file.Dispose();
     }
 }
