@@ -23,9 +23,12 @@ internal static class TempDirectory
         }
     };
 
-    public static string Create(string prefix)
+    /// <summary>A new directory in the system's temporary folder, or under <paramref name="under"/>.</summary>
+    public static string Create(string prefix, string? under = null)
     {
-        string dir = Directory.CreateTempSubdirectory(prefix).FullName;
+        string dir = under is null
+            ? Directory.CreateTempSubdirectory(prefix).FullName
+            : Directory.CreateDirectory(Path.Combine(under, $"{prefix}-{Guid.NewGuid():n}")).FullName;
         lock (Created)
         {
             Created.Add(dir);
