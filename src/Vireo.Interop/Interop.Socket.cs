@@ -13,7 +13,13 @@ public static unsafe partial class UnixSocket
     public const int SOL_SOCKET = 1, SO_SNDBUF = 7, SO_RCVBUF = 8;
     public const int MSG_DONTWAIT = 0x40;
     public const int SockaddrSize = 110;   // sizeof(struct sockaddr_un): sun_family then 108 bytes of path
-    private const int PathMax = 108;
+
+    /// <summary>The longest path a socket address holds: 108 bytes with the terminating NUL.</summary>
+    public const int MaxPathBytes = 107;
+
+    /// <summary>True when <paramref name="path"/>, plus <paramref name="reserve"/> bytes appended later, fits a socket address.</summary>
+    public static bool PathFits(string path, int reserve = 0) =>
+        path.Length > 0 && Encoding.UTF8.GetByteCount(path) + reserve <= MaxPathBytes;
 
     [LibraryImport("libc", EntryPoint = "socket", SetLastError = true)]
     private static partial int Socket(int domain, int type, int protocol);
@@ -33,11 +39,11 @@ public static unsafe partial class UnixSocket
     /// <summary>struct sockaddr_un for <paramref name="path"/>; throws if the path does not fit.</summary>
     public static byte[] Address(string path)
     {
-        var bytes = Encoding.UTF8.GetBytes(path);
-        if (bytes.Length == 0 || bytes.Length >= PathMax)
+        if (!PathFits(path))
         {
-            throw new ArgumentException($"socket path '{path}' must be 1 to {PathMax - 1} bytes", nameof(path));
+            throw new ArgumentException($"socket path '{path}' must be 1 to {MaxPathBytes} bytes", nameof(path));
         }
+        var bytes = Encoding.UTF8.GetBytes(path);
         var address = new byte[SockaddrSize];
         address[0] = AF_UNIX;
         bytes.CopyTo(address, 2);

@@ -28,6 +28,14 @@ public class VsockTests
         Assert.Contains(message, Assert.Throws<FormatException>(() => VsockConfig.Parse(text)).Message);
 
     [Fact]
+    public void A_socket_path_leaves_room_for_the_port_suffix()
+    {
+        Assert.Equal(96, VsockConfig.Parse("cid=3,socket=/" + new string('a', 95)).SocketPath.Length);
+        var e = Assert.Throws<FormatException>(() => VsockConfig.Parse("cid=3,socket=/" + new string('a', 96)));
+        Assert.Contains("at most 96 bytes", e.Message);
+    }
+
+    [Fact]
     public void Random_packets_and_chains_never_escape()
     {
         string path = Path.Combine(Vireo.Tests.TempDirectory.Create("vireo-vsockfuzz"), "v.sock");

@@ -24,6 +24,8 @@ public sealed record NetConfig(string? Tap, string? UnixPath, string? UnixPeer, 
                     break;
                 case "tap":
                     throw new FormatException($"net: '{part}': a TAP name is 1 to 15 characters");
+                case "unix" or "peer" when value.Length > 0 && !Interop.UnixSocket.PathFits(value):
+                    throw new FormatException($"net: '{part}': a socket path is at most {Interop.UnixSocket.MaxPathBytes} bytes");
                 case "unix" when value.Length > 0:
                     unix = value;
                     break;

@@ -3,6 +3,9 @@ namespace Vireo.Virtio.Vsock;
 /// <summary>`--vsock cid=N,socket=PATH`: the guest's context ID and the host's Unix socket for it.</summary>
 public sealed record VsockConfig(ulong Cid, string SocketPath)
 {
+    /// <summary>Room kept in the path for "_PORT" (up to 4294967295): a guest connecting to a host port reaches PATH_PORT.</summary>
+    private const int PortSuffixBytes = 11;
+
     public static VsockConfig Parse(string text)
     {
         ulong? cid = null;
@@ -16,7 +19,8 @@ public sealed record VsockConfig(ulong Cid, string SocketPath)
             }
             else if (part.StartsWith("socket=", StringComparison.Ordinal) && part.Length > 7)
             {
-                socket = part[7..];
+                socket = Interop.UnixSocket.PathFits(part[7..], PortSuffixBytes) ? part[7..]
+                    : throw new FormatException($"vsock: socket=PATH is at most {Interop.UnixSocket.MaxPathBytes - PortSuffixBytes} bytes, so that PATH_PORT fits a Unix socket address");
             }
             else
             {
