@@ -29,12 +29,37 @@ public class NetTests
         Assert.Contains(message, Assert.Throws<FormatException>(() => NetConfig.Parse(text, 0)).Message);
 
     [Fact]
+    public void Socket_paths_must_fit_a_socket_address()
+    {
+        string fits = "/" + new string('a', 106), tooLong = "/" + new string('a', 107);
+        Assert.Equal(fits, NetConfig.Parse($"unix={fits},peer=/b", 0).UnixPath);
+        Assert.Contains("at most 107 bytes", Assert.Throws<FormatException>(() => NetConfig.Parse($"unix={tooLong},peer=/b", 0)).Message);
+        Assert.Contains("at most 107 bytes", Assert.Throws<FormatException>(() => NetConfig.Parse($"unix=/a,peer={tooLong}", 0)).Message);
+    }
+
+    /// <summary>A virtio-net device on a Unix datagram socket, and the socket at the cable's other end.</summary>
+    private sealed record Cable(UnixDatagramBackend Peer, VirtioNet Net) : IDisposable
+    {
+        public static Cable Open(string prefix)
+        {
+            string dir = Vireo.Tests.TempDirectory.Create(prefix);
+            return new Cable(new UnixDatagramBackend(Path.Combine(dir, "peer"), Path.Combine(dir, "dev")),
+                new VirtioNet(NetConfig.Parse($"unix={dir}/dev,peer={dir}/peer", 0),
+                    new UnixDatagramBackend(Path.Combine(dir, "dev"), Path.Combine(dir, "peer"))));
+        }
+
+        public void Dispose()
+        {
+            Net.Dispose();
+            Peer.Dispose();
+        }
+    }
+
+    [Fact]
     public void Random_chains_into_both_queues_never_escape()
     {
-        string dir = Vireo.Tests.TempDirectory.Create("vireo-netfuzz");
-        using var peer = new UnixDatagramBackend(Path.Combine(dir, "peer"), Path.Combine(dir, "dev"));
-        using var net = new VirtioNet(NetConfig.Parse($"unix={dir}/dev,peer={dir}/peer", 0),
-            new UnixDatagramBackend(Path.Combine(dir, "dev"), Path.Combine(dir, "peer")));
+        using var cable = Cable.Open("vireo-netfuzz");
+        var (peer, net) = (cable.Peer, cable.Net);
         using var memory = NewMemory();
         var rng = new Random(5);
         var features = VirtioConstants.Bit(VirtioConstants.FeatureVersion1) | VirtioConstants.Bit(VirtioConstants.FeatureIndirectDesc);
@@ -57,10 +82,8 @@ public class NetTests
     [Fact]
     public void Receive_asks_for_kicks_only_when_a_frame_waits_without_a_buffer()
     {
-        string dir = Vireo.Tests.TempDirectory.Create("vireo-netkick");
-        using var peer = new UnixDatagramBackend(Path.Combine(dir, "peer"), Path.Combine(dir, "dev"));
-        using var net = new VirtioNet(NetConfig.Parse($"unix={dir}/dev,peer={dir}/peer", 0),
-            new UnixDatagramBackend(Path.Combine(dir, "dev"), Path.Combine(dir, "peer")));
+        using var cable = Cable.Open("vireo-netkick");
+        var (peer, net) = (cable.Peer, cable.Net);
         using var memory = NewMemory();
         var ring = new DriverRing(memory, 8);
         var states = new QueueState[2];
