@@ -19,36 +19,8 @@ public readonly ref struct DescriptorChain
     }
 
     /// <summary>Total bytes of the device-readable buffers.</summary>
-    public ulong ReadableLength
-    {
-        get
-        {
-            ulong n = 0;
-            foreach (var b in Buffers)
-            {
-                if (!b.DeviceWritable)
-                {
-                    n += b.Length;
-                }
-            }
-            return n;
-        }
-    }
+    public ulong ReadableLength => ChainIo.Length(Buffers, writable: false);
 
     /// <summary>Total bytes of the device-writable buffers.</summary>
-    public ulong WritableLength
-    {
-        get
-        {
-            ulong n = 0;
-            foreach (var b in Buffers)
-            {
-                if (b.DeviceWritable)
-                {
-                    n += b.Length;
-                }
-            }
-            return n;
-        }
-    }
+    public ulong WritableLength => ChainIo.Length(Buffers, writable: true);
 }
