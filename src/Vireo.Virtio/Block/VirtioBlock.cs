@@ -43,8 +43,11 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
     private readonly Lock _slotLock = new();
     private bool _syncFlushOnly;
 
-    /// <summary>A request at the kernel: where its status goes and what it should have moved.</summary>
-    private record struct InFlight(int Generation, int Queue, ushort Head, GuestAddress Status, long Expected, uint DataWritten, bool Flush);
+    /// <summary>A request at the kernel: where its status goes, its AIO opcode and the bytes it should move.</summary>
+    private record struct InFlight(int Generation, int Queue, ushort Head, GuestAddress Status, ushort Opcode, long Expected);
+
+    /// <summary>A request's header, and the data bytes the chain carries out (after it) and in (before the status byte).</summary>
+    private readonly record struct Header(uint Type, ulong Sector, ulong DataOut, ulong DataIn);
 
     public BlockConfig Config { get; }
     public ulong CapacitySectors { get; }
@@ -124,16 +127,16 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
         QueueError error;
         while (queue.TryPop(out var chain, out error))
         {
-            if (_aio is not null && TrySubmit(index, chain))
-            {
-                continue;
-            }
-            if (!TryServe(chain.Buffers, _bounce, out uint written, out string? malformed))
+            if (!TryReadHeader(chain.Buffers, out var header, out string? malformed))
             {
                 Fail(malformed!);
                 break;
             }
-            queue.AddUsed(chain.Head, written);
+            if (_aio is not null && TrySubmit(index, chain, header))
+            {
+                continue;
+            }
+            queue.AddUsed(chain.Head, Serve(chain.Buffers, header, _bounce));
         }
         _aio?.Submit(Refused);
         if (error != QueueError.None)
@@ -142,33 +145,56 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
         }
     }
 
+    /// <summary>Reads the header; false (and why) when the driver sent no header or no status byte.</summary>
+    private bool TryReadHeader(ReadOnlySpan<Queue.Buffer> buffers, out Header header, out string? malformed)
+    {
+        header = default;
+        malformed = null;
+        Span<byte> bytes = stackalloc byte[HeaderSize];
+        if (ChainIo.Read(Memory!, buffers, 0, bytes) < HeaderSize)
+        {
+            malformed = "request without a 16-byte header";
+            return false;
+        }
+        ulong writable = ChainIo.Length(buffers, writable: true);
+        if (writable == 0)
+        {
+            malformed = "request without a status byte";
+            return false;
+        }
+        header = new Header(BinaryPrimitives.ReadUInt32LittleEndian(bytes), BinaryPrimitives.ReadUInt64LittleEndian(bytes[8..]),
+            ChainIo.Length(buffers, writable: false) - HeaderSize, writable - 1);
+        return true;
+    }
+
+    /// <summary>True when <paramref name="length"/> bytes at <paramref name="sector"/> are whole sectors within the disk.</summary>
+    private bool InRange(ulong sector, ulong length) =>
+        length % SectorSize == 0 && sector <= CapacitySectors && length / SectorSize <= CapacitySectors - sector;
+
     /// <summary>
     /// Prepares a read, write or flush for the kernel (sent by the next Submit). False when the
-    /// request is served at once instead: other types, a malformed or out-of-range request (its
-    /// error comes from <see cref="TryServe"/>), unaligned buffers, or no free slot.
+    /// request is served at once instead: other types, an out-of-range request (its error comes
+    /// from <see cref="Serve"/>), unaligned buffers, or no free slot.
     /// </summary>
-    private bool TrySubmit(int queueIndex, DescriptorChain chain)
+    private bool TrySubmit(int queueIndex, DescriptorChain chain, Header h)
     {
-        var buffers = chain.Buffers;
-        Span<byte> header = stackalloc byte[HeaderSize];
-        ulong readable = Length(buffers, writable: false), writable = Length(buffers, writable: true);
-        if (writable == 0 || readable < HeaderSize || ChainIo.Read(Memory!, buffers, 0, header) < HeaderSize)
+        ushort opcode;
+        ulong length;
+        switch (h.Type)
         {
-            return false;
+            case TypeIn:
+                (opcode, length) = (Aio.IOCB_CMD_PREADV, h.DataIn);
+                break;
+            case TypeOut when !Config.ReadOnly:
+                (opcode, length) = (Aio.IOCB_CMD_PWRITEV, h.DataOut);
+                break;
+            case TypeFlush when !_syncFlushOnly:
+                (opcode, length) = (Aio.IOCB_CMD_FDSYNC, 0);
+                break;
+            default:
+                return false;
         }
-        uint type = BinaryPrimitives.ReadUInt32LittleEndian(header);
-        ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(header[8..]);
-        if (type == TypeFlush && _syncFlushOnly)
-        {
-            return false;
-        }
-        if (type is not (TypeIn or TypeOut or TypeFlush) || (type == TypeOut && Config.ReadOnly))
-        {
-            return false;
-        }
-        bool toGuest = type == TypeIn;
-        ulong length = type == TypeFlush ? 0 : toGuest ? writable - 1 : readable - HeaderSize;
-        if (length % SectorSize != 0 || sector > CapacitySectors || length / SectorSize > CapacitySectors - sector)
+        if (!InRange(h.Sector, length))
         {
             return false;
         }
@@ -181,49 +207,34 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
             }
         }
         int segments = 0;
-        if (type != TypeFlush && !TryMapSegments(buffers, slot, toGuest, length, out segments))
+        if (opcode != Aio.IOCB_CMD_FDSYNC && !TryMapSegments(chain.Buffers, slot, toGuest: h.Type == TypeIn, length, out segments))
         {
             FreeSlot(slot);
             return false;
         }
-        _inFlight[slot] = new InFlight(Generation, queueIndex, chain.Head, StatusAddress(buffers),
-            (long)length, toGuest ? (uint)length : 0, type == TypeFlush);
-        ushort opcode = type == TypeFlush ? Aio.IOCB_CMD_FDSYNC : toGuest ? Aio.IOCB_CMD_PREADV : Aio.IOCB_CMD_PWRITEV;
-        _aio!.Prepare(slot, opcode, (int)_file.DangerousGetHandle(), segments, (long)(sector * SectorSize));
+        _inFlight[slot] = new InFlight(Generation, queueIndex, chain.Head, StatusAddress(chain.Buffers), opcode, (long)length);
+        _aio!.Prepare(slot, opcode, (int)_file.DangerousGetHandle(), segments, (long)(h.Sector * SectorSize));
         return true;
     }
+
+    /// <summary>The request's data, skipping the header of an outgoing one.</summary>
+    private static ChainIo.PieceEnumerator Data(ReadOnlySpan<Queue.Buffer> buffers, bool toGuest, ulong length) =>
+        ChainIo.Pieces(buffers, writable: toGuest, skip: toGuest ? 0UL : HeaderSize, length);
 
     /// <summary>Points the slot's vector at the request's data in guest memory; false if a piece is not sector-aligned or there are too many.</summary>
     private bool TryMapSegments(ReadOnlySpan<Queue.Buffer> buffers, int slot, bool toGuest, ulong length, out int segments)
     {
         segments = 0;
-        ulong skip = toGuest ? 0UL : HeaderSize;
-        foreach (var b in buffers)
+        foreach (var p in Data(buffers, toGuest, length))
         {
-            if (length == 0)
-            {
-                break;
-            }
-            if (b.DeviceWritable != toGuest)
-            {
-                continue;
-            }
-            ulong start = Math.Min(skip, b.Length);
-            skip -= start;
-            ulong take = Math.Min(b.Length - start, length);
-            if (take == 0)
-            {
-                continue;
-            }
-            var span = Memory!.GetSpan(new GuestAddress(b.Address + start), take);
+            var span = Memory!.GetSpan(new GuestAddress(p.Address), p.Length);
             if (segments == (int)MaxSegments || !Aligned(span))
             {
                 return false;
             }
             _aio!.SetSegment(slot, segments++, span);
-            length -= take;
         }
-        return length == 0;
+        return true;
     }
 
     /// <summary>The status byte is the last writable byte of the chain.</summary>
@@ -244,7 +255,7 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
     {
         var r = _inFlight[slot];
         byte status = StatusIoErr;
-        if (r.Flush && errno == Libc.EINVAL)
+        if (r.Opcode == Aio.IOCB_CMD_FDSYNC && errno == Libc.EINVAL)
         {
             _syncFlushOnly = true; // this file system has no asynchronous fdatasync: flush in line from now on
             status = Libc.FdataSync((int)_file.DangerousGetHandle()) == 0 ? StatusOk : StatusIoErr;
@@ -280,7 +291,8 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
             return; // the driver reset the device meanwhile: its memory may be reused
         }
         Memory!.Write(r.Status, [status]);
-        Complete(r.Generation, r.Queue, r.Head, (status == StatusOk ? r.DataWritten : 0) + 1);
+        uint dataWritten = status == StatusOk && r.Opcode == Aio.IOCB_CMD_PREADV ? (uint)r.Expected : 0;
+        Complete(r.Generation, r.Queue, r.Head, dataWritten + 1);
     }
 
     private void FreeSlot(int slot)
@@ -291,111 +303,55 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
         }
     }
 
-    private static ulong Length(ReadOnlySpan<Queue.Buffer> buffers, bool writable)
+    /// <summary>Serves a request at once; returns the bytes written into the chain (data and status).</summary>
+    private uint Serve(ReadOnlySpan<Queue.Buffer> buffers, Header h, AlignedBuffer? bounce)
     {
-        ulong n = 0;
-        foreach (var b in buffers)
-        {
-            if (b.DeviceWritable == writable)
-            {
-                n += b.Length;
-            }
-        }
-        return n;
-    }
-
-    private bool TryServe(ReadOnlySpan<Queue.Buffer> buffers, AlignedBuffer? bounce, out uint written, out string? malformed)
-    {
-        written = 0;
-        malformed = null;
-        var memory = Memory!;
-        Span<byte> header = stackalloc byte[HeaderSize];
-        ulong readable = Length(buffers, writable: false), writable = Length(buffers, writable: true);
-        if (ChainIo.Read(memory, buffers, 0, header) < HeaderSize)
-        {
-            malformed = "request without a 16-byte header";
-            return false;
-        }
-        if (writable == 0)
-        {
-            malformed = "request without a status byte";
-            return false;
-        }
-        uint type = BinaryPrimitives.ReadUInt32LittleEndian(header);
-        ulong sector = BinaryPrimitives.ReadUInt64LittleEndian(header[8..]);
-        ulong dataOut = readable - HeaderSize;   // bytes the guest sends after the header
-        ulong dataIn = writable - 1;             // room the guest gives before the status byte
-
         byte status;
         uint dataWritten = 0;
-        switch (type)
+        switch (h.Type)
         {
             case TypeIn:
-                status = Transfer(buffers, bounce, sector, dataIn, toGuest: true);
+                status = Transfer(buffers, bounce, h.Sector, h.DataIn, toGuest: true);
                 if (status == StatusOk)
                 {
-                    dataWritten = (uint)dataIn;
+                    dataWritten = (uint)h.DataIn;
                 }
                 break;
             case TypeOut:
-                status = Config.ReadOnly ? StatusIoErr : Transfer(buffers, bounce, sector, dataOut, toGuest: false);
+                status = Config.ReadOnly ? StatusIoErr : Transfer(buffers, bounce, h.Sector, h.DataOut, toGuest: false);
                 break;
             case TypeFlush:
                 status = Config.ReadOnly || Libc.FdataSync((int)_file.DangerousGetHandle()) == 0 ? StatusOk : StatusIoErr;
                 break;
             case TypeGetId:
-                int n = ChainIo.Write(memory, buffers, 0, _id.AsSpan(0, (int)Math.Min((ulong)IdSize, dataIn)));
-                dataWritten = (uint)n;
+                dataWritten = (uint)ChainIo.Write(Memory!, buffers, 0, _id.AsSpan(0, (int)Math.Min((ulong)IdSize, h.DataIn)));
                 status = StatusOk;
                 break;
             case TypeDiscard:
             case TypeWriteZeroes:
-                status = Config.ReadOnly ? StatusIoErr : DiscardOrZero(buffers, bounce, dataOut, type == TypeDiscard);
+                status = Config.ReadOnly ? StatusIoErr : DiscardOrZero(buffers, bounce, h.DataOut, h.Type == TypeDiscard);
                 break;
             default:
                 status = StatusUnsupported;
                 break;
         }
         // The status byte is the last writable byte of the chain.
-        ChainIo.Write(memory, buffers, writable - 1, [status]);
-        written = dataWritten + 1;
-        return true;
+        ChainIo.Write(Memory!, buffers, h.DataIn, [status]);
+        return dataWritten + 1;
     }
 
     private byte Transfer(ReadOnlySpan<Queue.Buffer> buffers, AlignedBuffer? bounce, ulong sector, ulong length, bool toGuest)
     {
-        if (length % SectorSize != 0 || sector > CapacitySectors || length / SectorSize > CapacitySectors - sector)
+        if (!InRange(sector, length))
         {
             return StatusIoErr;
         }
         long offset = (long)(sector * SectorSize);
-        ulong skip = toGuest ? 0UL : HeaderSize;
         try
         {
-            foreach (var b in buffers)
+            foreach (var p in Data(buffers, toGuest, length))
             {
-                if (length == 0)
-                {
-                    break;
-                }
-                if (b.DeviceWritable != toGuest)
-                {
-                    continue;
-                }
-                ulong start = 0;
-                if (!toGuest && skip > 0)
-                {
-                    // Outgoing data starts after the header, which may share the first buffer.
-                    ulong s = Math.Min(skip, b.Length);
-                    skip -= s;
-                    start = s;
-                }
-                ulong take = Math.Min(b.Length - start, length);
-                if (take == 0)
-                {
-                    continue;
-                }
-                var span = Memory!.GetSpan(new GuestAddress(b.Address + start), take);
+                var span = Memory!.GetSpan(new GuestAddress(p.Address), p.Length);
                 if (toGuest)
                 {
                     ReadFile(span, offset, bounce);
@@ -404,8 +360,7 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
                 {
                     WriteFile(span, offset, bounce);
                 }
-                offset += (long)take;
-                length -= take;
+                offset += (long)p.Length;
             }
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
