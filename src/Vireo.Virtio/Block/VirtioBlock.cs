@@ -42,6 +42,7 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
     private readonly Stack<int> _freeSlots = new();
     private readonly Lock _slotLock = new();
     private bool _syncFlushOnly;
+    private readonly Action<int, int> _refused;
 
     /// <summary>A request at the kernel: where its status goes, its AIO opcode and the bytes it should move.</summary>
     private record struct InFlight(int Generation, int Queue, ushort Head, GuestAddress Status, ushort Opcode, long Expected);
@@ -69,6 +70,7 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
             throw new InvalidDataException($"disk {config.Path}: {length} bytes is smaller than one 512-byte sector");
         }
         CapacitySectors = (ulong)length / SectorSize;
+        _refused = Refused; // one delegate, not one per notification
         if (config.Direct)
         {
             // A slot per descriptor of every queue: a driver cannot have more requests in flight.
@@ -138,7 +140,7 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
             }
             queue.AddUsed(chain.Head, Serve(chain.Buffers, header, _bounce));
         }
-        _aio?.Submit(Refused);
+        _aio?.Submit(_refused);
         if (error != QueueError.None)
         {
             Fail(error.ToString());

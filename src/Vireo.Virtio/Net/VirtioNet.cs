@@ -25,6 +25,7 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
     private int _blockedTxLength;     // a packet the backend had no room for, still in _txBuffer
     private ushort _blockedTxHead;
     private bool _watchingWritable;
+    private readonly Action<SplitQueue> _deliver, _transmit;   // made once: the backend wakes the loop per burst of frames
 
     public NetConfig Config { get; }
 
@@ -40,6 +41,8 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
     {
         Config = config;
         _backend = backend;
+        _deliver = Deliver;
+        _transmit = Transmit;
     }
 
     /// <summary>The backend's fd, for the event loop.</summary>
@@ -70,8 +73,8 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
     /// <summary>The backend is readable or writable again: deliver frames, resume a paused transmit queue.</summary>
     public void OnBackendReady()
     {
-        WithQueue(ReceiveQueue, Deliver);
-        WithQueue(TransmitQueue, queue => Transmit(queue));
+        WithQueue(ReceiveQueue, _deliver);
+        WithQueue(TransmitQueue, _transmit);
     }
 
 

@@ -41,6 +41,7 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
     private readonly List<Connection> _connections = [];
     private readonly Queue<byte[]> _control = new(); // control packets waiting for rx buffers
     private readonly byte[] _packet = new byte[HeaderSize + MaxPayload];
+    private readonly Action<SplitQueue> _pump;   // made once: sockets wake the loop often
     private Socket? _listener;
     private IFdWatcher? _watcher;
     private uint _nextHostPort = 1u << 30;
@@ -50,6 +51,7 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
     public VirtioVsock(VsockConfig config)
     {
         Config = config;
+        _pump = Pump;
         Interop.Libc.RemoveStaleSocket(config.SocketPath); // a stale socket from an earlier run; never a file
         _listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         _listener.Bind(new UnixDomainSocketEndPoint(config.SocketPath));
@@ -111,7 +113,7 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
             {
                 _connections.Add(c); // before the driver is up too: Pump reads the CONNECT line later
             }
-            _watcher!.Watch((int)client.Handle, () => WithQueue(RxQueue, q => Pump(q)));
+            _watcher!.Watch((int)client.Handle, () => WithQueue(RxQueue, _pump));
         }
     }
 
@@ -136,7 +138,7 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
                 Fail(error.ToString());
                 return;
             }
-            WithQueue(RxQueue, q => Pump(q));
+            WithQueue(RxQueue, _pump);
         }
         else if (index == RxQueue)
         {
@@ -222,7 +224,7 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
         {
             _connections.Add(c);
         }
-        _watcher?.Watch((int)socket.Handle, () => WithQueue(RxQueue, q => Pump(q)));
+        _watcher?.Watch((int)socket.Handle, () => WithQueue(RxQueue, _pump));
         Control(c, OpResponse);
     }
 
