@@ -16,6 +16,8 @@ public static class BootLayout
     public const ulong CmdlineAddr = 0x20000;
     public const int CmdlineMax = 4096; // bytes, including the NUL
     public const ulong EbdaStart = 0x9fc00;
+    public const ulong AcpiAddr = 0xe0000;    // RSDP first, then the tables; Linux scans 0xe0000..0xfffff for "RSD PTR "
+    public const ulong AcpiMax = 0x10000;     // up to the MP table
     public const ulong MpTableAddr = 0xf0000; // in the BIOS area Linux scans for "_MP_"
     public const ulong HighMemStart = 0x100000; // kernels load at or above 1 MiB
     public const ulong BzImageLoadAddr = HighMemStart;

@@ -1,10 +1,14 @@
 using System.Text;
+using Vireo.Boot.Acpi;
 using Vireo.Memory;
 
 namespace Vireo.Boot;
 
-/// <summary>What to boot: the raw kernel, an optional initrd, the command line and the vCPU count.</summary>
-public sealed record BootSource(byte[] Kernel, byte[]? Initrd, string Cmdline, int Vcpus);
+/// <summary>
+/// What to boot: the raw kernel, an optional initrd, the command line and the vCPU count, and the
+/// platform the ACPI tables describe (null: no ACPI, the guest finds its CPUs through the MP table).
+/// </summary>
+public sealed record BootSource(byte[] Kernel, byte[]? Initrd, string Cmdline, int Vcpus, AcpiPlatform? Acpi = null);
 
 /// <summary>
 /// Puts a kernel into guest RAM with every structure its entry expects. Everything is
@@ -24,7 +28,7 @@ public static class BootLoader
         return Write(memory, image, source, plan);
     }
 
-    private readonly record struct LoadPlan(byte[] Cmdline, ulong InitrdAddr, E820Entry[] E820);
+    private readonly record struct LoadPlan(byte[] Cmdline, ulong InitrdAddr, E820Entry[] E820, byte[]? Acpi);
 
     private static LoadPlan Plan(GuestMemory memory, KernelImage image, BootSource source)
     {
@@ -82,7 +86,16 @@ public static class BootLoader
             }
             initrdAddr = (ceiling - size) & ~PageMask;
         }
-        return new LoadPlan(cmdline, initrdAddr, E820.Build(memory));
+        byte[]? acpi = null;
+        if (source.Acpi is { } platform)
+        {
+            acpi = AcpiTables.Build(platform, BootLayout.AcpiAddr);
+            if ((ulong)acpi.Length > BootLayout.AcpiMax)
+            {
+                throw new BootException($"the ACPI tables take {acpi.Length} bytes; at most {BootLayout.AcpiMax} fit below the MP table");
+            }
+        }
+        return new LoadPlan(cmdline, initrdAddr, E820.Build(memory), acpi);
     }
 
     private static BootCpuState Write(GuestMemory memory, KernelImage image, BootSource source, LoadPlan plan)
@@ -101,6 +114,12 @@ public static class BootLoader
         memory.GetSpan(new GuestAddress(BootLayout.IdtAddr), 8).Clear();
         memory.Write(new GuestAddress(BootLayout.CmdlineAddr), plan.Cmdline);
         memory.Write(new GuestAddress(BootLayout.MpTableAddr), MpTable.Build(BootLayout.MpTableAddr, source.Vcpus));
+        ulong rsdp = 0;
+        if (plan.Acpi is { } acpi)
+        {
+            memory.Write(new GuestAddress(BootLayout.AcpiAddr), acpi);
+            rsdp = BootLayout.AcpiAddr;
+        }
 
         ulong initrdSize = (ulong)(source.Initrd?.Length ?? 0);
         if (image.Mode == EntryMode.Pvh)
@@ -114,7 +133,7 @@ public static class BootLoader
             memory.Write(new GuestAddress(BootLayout.PvhMemmapAddr), PvhStartInfo.BuildMemmap(plan.E820));
             memory.Write(new GuestAddress(BootLayout.PvhStartInfoAddr), PvhStartInfo.Build(
                 BootLayout.CmdlineAddr, modules > 0 ? BootLayout.PvhModlistAddr : 0, modules,
-                BootLayout.PvhMemmapAddr, plan.E820.Length));
+                BootLayout.PvhMemmapAddr, plan.E820.Length, rsdp));
             return CpuSetup.Pvh(image.Entry, BootLayout.PvhStartInfoAddr);
         }
 
@@ -123,7 +142,7 @@ public static class BootLoader
             memory.Write(new GuestAddress(address), table);
         }
         memory.Write(new GuestAddress(BootLayout.ZeroPageAddr), ZeroPage.Build(
-            image.BzImage, BootLayout.CmdlineAddr, plan.InitrdAddr, initrdSize, plan.E820));
+            image.BzImage, BootLayout.CmdlineAddr, plan.InitrdAddr, initrdSize, plan.E820, rsdp));
         return CpuSetup.Linux64(image.Entry, BootLayout.ZeroPageAddr);
     }
 }

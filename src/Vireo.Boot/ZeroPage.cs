@@ -20,11 +20,12 @@ public static class ZeroPage
     public const int ExtRamdiskImageOffset = 0xc0;
     public const int ExtRamdiskSizeOffset = 0xc4;
     public const int ExtCmdLinePtrOffset = 0xc8;
+    public const int AcpiRsdpAddrOffset = 0x70;
     private const byte CanUseHeap = 0x80;
 
     /// <summary>Builds the zero page; <paramref name="header"/> is the bzImage's own setup header, or null for a vmlinux.</summary>
     public static byte[] Build(BzImageHeader? header, ulong cmdlineAddr,
-        ulong initrdAddr, ulong initrdSize, E820Entry[] e820)
+        ulong initrdAddr, ulong initrdSize, E820Entry[] e820, ulong rsdpAddr = 0)
     {
         if (e820.Length > E820MaxEntries)
         {
@@ -54,6 +55,7 @@ public static class ZeroPage
         BinaryPrimitives.WriteUInt32LittleEndian(s[RamdiskSizeOffset..], (uint)initrdSize);
         BinaryPrimitives.WriteUInt32LittleEndian(s[ExtRamdiskImageOffset..], (uint)(initrdAddr >> 32));
         BinaryPrimitives.WriteUInt32LittleEndian(s[ExtRamdiskSizeOffset..], (uint)(initrdSize >> 32));
+        BinaryPrimitives.WriteUInt64LittleEndian(s[AcpiRsdpAddrOffset..], rsdpAddr); // read by kernels of boot protocol 2.14+; older ones scan for it
         s[E820EntriesOffset] = (byte)e820.Length;
         for (int i = 0; i < e820.Length; i++)
         {

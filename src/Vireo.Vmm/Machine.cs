@@ -1,5 +1,7 @@
 using Vireo.Boot;
+using Vireo.Boot.Acpi;
 using Vireo.Devices;
+using Vireo.Devices.Pci;
 using Vireo.Interop;
 using Vireo.Kvm;
 using Vireo.Memory;
@@ -29,6 +31,9 @@ public sealed class Machine : IDisposable
     public Bus Mmio { get; } = new();
     public Serial16550 Serial { get; }
     public PostCodePort PostCode { get; } = new();
+
+    /// <summary>The ACPI power-management registers; null when the VM has no ACPI.</summary>
+    public AcpiPm? AcpiPm { get; private set; }
 
     /// <summary>The virtio devices, in the order the guest sees them.</summary>
     public IReadOnlyList<VirtioDevice> VirtioDevices => _virtio?.Devices ?? [];
@@ -65,7 +70,8 @@ public sealed class Machine : IDisposable
             kernel,
             config.InitrdPath is null ? null : ReadFile(config.InitrdPath, "initrd"),
             config.Cmdline + (virtio?.CmdlineSuffix ?? ""),
-            config.Vcpus);
+            config.Vcpus,
+            config.Acpi ? AcpiPlatformFor(config) : null);
 
         Kvm.Kvm kvm;
         try
@@ -95,10 +101,11 @@ public sealed class Machine : IDisposable
             vm.RegisterMemory(memory);
             var machine = new Machine(config, kvm, vm, memory, serialOut);
             machine.AddLegacyDevices();
+            var pci = machine.AddPciRoot();
             if (virtio is not null)
             {
                 machine._virtio = virtio;
-                virtio.Attach(vm, memory, machine.Pio, machine.Mmio,
+                virtio.Attach(vm, memory, machine.Mmio, pci,
                     e => machine.RequestStop(new VmOutcome(StopReason.HostError, Message: $"device thread: {e.Message}")));
             }
             machine.CreateVcpus(boot);
@@ -141,7 +148,43 @@ public sealed class Machine : IDisposable
         {
             Pio.Insert(new DebugExitPort(code => RequestStop(new VmOutcome(StopReason.DebugExit, code))), DebugExitPort.Port, DebugExitPort.Length);
         }
+        if (Config.Acpi)
+        {
+            AcpiPm = new AcpiPm(
+                () => RequestStop(new VmOutcome(StopReason.PowerOff, Message: "ACPI S5")),
+                () => RequestStop(new VmOutcome(StopReason.Reset, Message: "ACPI reset register")),
+                new KvmLevelLine(_vm, AcpiPm.SciIrq));
+            Pio.Insert(AcpiPm, AcpiPm.Base, AcpiPm.Length);
+        }
     }
+
+    /// <summary>PCI bus 0 for the PCI transport, present even with no devices so that the guest's probe finds a host bridge.</summary>
+    private PciRoot? AddPciRoot()
+    {
+        if (Config.Transport != VirtioTransportKind.Pci)
+        {
+            return null;
+        }
+        var pci = new PciRoot();
+        Pio.Insert(pci.PortDevice, PciRoot.ConfigAddressPort, 8);
+        Mmio.Insert(pci.EcamDevice, VirtioWiring.PciEcamBase, PciRoot.EcamSize);
+        return pci;
+    }
+
+    /// <summary>What the ACPI tables describe: the vCPUs, the PCI host bridge, and the fixed registers of <see cref="AcpiPm"/>.</summary>
+    private static AcpiPlatform AcpiPlatformFor(VmConfig config) => new(
+        config.Vcpus,
+        config.Transport == VirtioTransportKind.Pci
+            ? new AcpiPci(VirtioWiring.PciEcamBase, PciRoot.EcamSize, (uint)VirtioWiring.PciBarBase, (uint)VirtioWiring.PciBarWindowEnd, VirtioWiring.PciGsiForSlot)
+            : null,
+        AcpiPm.Base,
+        AcpiPm.ResetPort,
+        AcpiPm.ResetValue,
+        AcpiPm.SciIrq,
+        AcpiPm.S5SleepType,
+        MpTable.IoApicAddr,
+        IoApicId: (byte)config.Vcpus, // as in the MP table: the first id after the vCPUs
+        MpTable.LapicAddr);
 
     private void CreateVcpus(BootCpuState boot)
     {

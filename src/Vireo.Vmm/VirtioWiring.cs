@@ -26,8 +26,12 @@ internal sealed class VirtioWiring : IDisposable
 
     /// <summary>PCI: BARs from here, 64 KiB a slot; ECAM for bus 0 at <see cref="PciEcamBase"/>; INTx on GSIs 16..23.</summary>
     public const ulong PciBarBase = 0xc000_0000;
+    public const ulong PciBarWindowEnd = 0xcfff_ffff;
     public const ulong PciEcamBase = 0xe000_0000;
     public const uint PciFirstGsi = 16;
+
+    /// <summary>The GSI a PCI slot's INTA is wired to (what the DSDT's _PRT says).</summary>
+    public static uint PciGsiForSlot(int slot) => PciFirstGsi + (uint)(slot % 8);
 
     private readonly VirtioTransportKind _transport;
     private readonly List<VirtioDevice> _devices;
@@ -135,18 +139,15 @@ internal sealed class VirtioWiring : IDisposable
     }
 
     /// <summary>Puts every device on its transport and its doorbells and backend on the event loop.</summary>
-    public void Attach(KvmVm vm, GuestMemory memory, Bus pio, Bus mmio, Action<Exception> onDeviceThreadError)
+    /// <param name="pci">The PCI root the machine created; null for the MMIO transport.</param>
+    public void Attach(KvmVm vm, GuestMemory memory, Bus mmio, PciRoot? pci, Action<Exception> onDeviceThreadError)
     {
         _eventLoop = new EventLoop(onDeviceThreadError);
-        PciRoot? pci = null;
         MsiRouter? msi = null;
-        if (_transport == VirtioTransportKind.Pci)
+        if (pci is not null)
         {
             msi = new MsiRouter(vm);
             _owned.Add(msi);
-            pci = new PciRoot();
-            pio.Insert(pci.PortDevice, PciRoot.ConfigAddressPort, 8);
-            mmio.Insert(pci.EcamDevice, PciEcamBase, PciRoot.EcamSize);
         }
         for (int i = 0; i < _devices.Count; i++)
         {
@@ -196,7 +197,7 @@ internal sealed class VirtioWiring : IDisposable
     private static void AttachPci(KvmVm vm, GuestMemory memory, Bus mmio, PciRoot pci, MsiRouter msi, VirtioDevice device, int slot, EventFd[] doorbells)
     {
         ulong bar = PciBarBase + (ulong)slot * PciTransport.BarSize;
-        uint gsi = PciFirstGsi + (uint)(slot % 8);
+        uint gsi = PciGsiForSlot(slot);
         var transport = new PciTransport(device, memory, msi.CreateTarget(device.QueueCount + 1), new KvmLevelLine(vm, gsi), bar, (byte)gsi);
         if (pci.Add(transport) != slot)
         {

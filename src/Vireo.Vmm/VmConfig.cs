@@ -42,6 +42,9 @@ public sealed record VmConfig
 
     public VirtioTransportKind Transport { get; init; } = VirtioTransportKind.Pci;
 
+    /// <summary>ACPI tables and power registers (poweroff and reboot from the guest); without them the guest has only the MP table.</summary>
+    public bool Acpi { get; init; } = true;
+
     /// <summary>virtio devices this config asks for.</summary>
     public int VirtioDeviceCount => Disks.Count + Nets.Count + (Rng ? 1 : 0) + (VirtioConsole ? 1 : 0) + (Vsock is null ? 0 : 1);
 
