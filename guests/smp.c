@@ -19,6 +19,17 @@ int main(void)
     }
     seen[cpu_id()] = 1;
     printf("smp: MP table lists %d cpus, bsp is %d\n", expected, cpu_id());
+    u8 acpi_ids[MAX_CPUS];
+    int in_madt = acpi_cpu_count(acpi_ids);
+    if (in_madt >= 0) {
+        printf("smp: ACPI MADT lists %d cpus\n", in_madt);
+        for (int i = 0; i < in_madt && i < expected && i < MAX_CPUS; i++)
+            if (acpi_ids[i] != ids[i]) {
+                printf("smp: MADT cpu %d has APIC id %d, the MP table says %d\n", i, acpi_ids[i], ids[i]);
+                return 3;
+            }
+        if (in_madt != expected) return 3;
+    }
     int aps = start_aps(ap_main);
     for (int spin = 0; spin < 1000000; spin++) {
         int all = 1;

@@ -228,7 +228,8 @@ int serial_getc(void)
 void exit(int status)
 {
     outb(DEBUG_EXIT_PORT, (u8)status);
-    /* No debug-exit device: reset through the keyboard controller. */
+    /* No debug-exit device: ACPI power-off, else a reset through the keyboard controller. */
+    acpi_poweroff();
     outb(0x64, 0xfe);
     for (;;)
         cpu_relax();
@@ -389,6 +390,76 @@ int mp_cpu_count(u8 *apic_ids)
         }
     }
     return cpus;
+}
+
+/* ---------- ACPI: read the tables as an OS does ---------- */
+
+static int checksum_ok(const u8 *p, u32 len)
+{
+    u8 sum = 0;
+    for (u32 i = 0; i < len; i++) sum += p[i];
+    return sum == 0;
+}
+
+static const u8 *find_rsdp(void)
+{
+    for (u64 a = 0xe0000; a < 0x100000; a += 16) {
+        const u8 *p = (const u8 *)a;
+        if (p[0] == 'R' && p[1] == 'S' && p[2] == 'D' && p[3] == ' ' && p[4] == 'P' && p[5] == 'T'
+            && p[6] == 'R' && p[7] == ' ' && checksum_ok(p, 20) && p[15] >= 2 && checksum_ok(p, 36))
+            return p;
+    }
+    return 0;
+}
+
+const u8 *acpi_table(const char *sig)
+{
+    const u8 *rsdp = find_rsdp();
+    if (!rsdp) return 0;
+    const u8 *xsdt = (const u8 *)*(const u64 *)(rsdp + 24);
+    u32 len = *(const u32 *)(xsdt + 4);
+    if (xsdt[0] != 'X' || xsdt[1] != 'S' || xsdt[2] != 'D' || xsdt[3] != 'T' || !checksum_ok(xsdt, len)) return 0;
+    for (u32 off = 36; off + 8 <= len; off += 8) {
+        const u8 *t = (const u8 *)*(const u64 *)(xsdt + off);
+        if (t[0] == sig[0] && t[1] == sig[1] && t[2] == sig[2] && t[3] == sig[3] && checksum_ok(t, *(const u32 *)(t + 4)))
+            return t;
+    }
+    return 0;
+}
+
+int acpi_cpu_count(u8 *apic_ids)
+{
+    const u8 *madt = acpi_table("APIC");
+    if (!madt) return -1;
+    u32 len = *(const u32 *)(madt + 4);
+    int cpus = 0;
+    for (const u8 *e = madt + 44; e + 2 <= madt + len && e[1] >= 2; e += e[1]) {
+        if (e[0] == 0 && (e[4] & 1)) {
+            if (apic_ids && cpus < MAX_CPUS) apic_ids[cpus] = e[3];
+            cpus++;
+        }
+    }
+    return cpus;
+}
+
+/* S5 through the fixed hardware: SLP_TYP from \_S5 in the DSDT, written with SLP_EN to PM1a_CNT. */
+void acpi_poweroff(void)
+{
+    const u8 *fadt = acpi_table("FACP");
+    if (!fadt) return;
+    u16 pm1a_cnt = (u16)*(const u32 *)(fadt + 64);
+    const u8 *dsdt = (const u8 *)*(const u64 *)(fadt + 140);
+    if (!pm1a_cnt || !dsdt) return;
+    u32 len = *(const u32 *)(dsdt + 4);
+    for (u32 i = 36; i + 8 < len; i++) {
+        const u8 *p = dsdt + i;
+        /* NameOp "_S5_" PackageOp PkgLength NumElements, then SLP_TYPa as an integer */
+        if (p[0] != '_' || p[1] != 'S' || p[2] != '5' || p[3] != '_' || p[4] != 0x12) continue;
+        const u8 *v = p + 7;
+        u16 typ = v[0] == 0x0a ? v[1] : v[0] == 0x01 ? 1 : 0;
+        outw(pm1a_cnt, (u16)((typ << 10) | (1 << 13)));
+        return;
+    }
 }
 
 static void lapic_icr(u8 apic, u32 low)

@@ -16,6 +16,7 @@ typedef unsigned long size_t;
 
 static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port)); }
 static inline u8 inb(u16 port) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+static inline void outw(u16 port, u16 v) { __asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port)); }
 static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port)); }
 static inline u32 inl(u16 port) { u32 v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port)); return v; }
 static inline u64 rdtsc(void) { u32 lo, hi; __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi)); return ((u64)hi << 32) | lo; }
@@ -29,7 +30,12 @@ void puts(const char *s);
 int printf(const char *fmt, ...);
 int serial_getc(void);          /* -1 when nothing waits */
 
-/* Ending the run: the debug-exit port 0xf4, else an i8042 reset. */
+/* ACPI, found as an OS finds it (RSDP in 0xe0000..0xfffff, then the XSDT). */
+const u8 *acpi_table(const char *sig);  /* a table whose checksum holds, or 0 */
+int acpi_cpu_count(u8 *apic_ids);       /* enabled CPUs in the MADT, or -1 without one */
+void acpi_poweroff(void);               /* returns only when there is no ACPI */
+
+/* Ending the run: the debug-exit port 0xf4, else ACPI power-off, else an i8042 reset. */
 void exit(int status) __attribute__((noreturn));
 
 /* Boot information from the PVH start info. */

@@ -22,11 +22,20 @@ public class GuestKitTests
         GuestRun.Boot("hello", cmdline: "status=42").ExitedWith(42);
 
     [KvmFact]
-    public void Without_the_debug_port_the_guest_stops_through_the_i8042()
+    public void Without_the_debug_port_the_guest_powers_off_through_acpi()
     {
         var run = GuestRun.Boot("hello", debugExit: false);
-        Assert.Equal(StopReason.Reset, run.Outcome.Reason);
+        Assert.Equal(StopReason.PowerOff, run.Outcome.Reason);
+        Assert.Equal("ACPI S5", run.Outcome.Message);
         Assert.Equal(0, run.Outcome.ExitCode);
+    }
+
+    [KvmFact]
+    public void Without_acpi_the_guest_stops_through_the_i8042()
+    {
+        var run = GuestRun.Boot("hello", debugExit: false, configure: c => c with { Acpi = false });
+        Assert.Equal(StopReason.Reset, run.Outcome.Reason);
+        Assert.Equal("i8042 reset", run.Outcome.Message);
     }
 
     [KvmTheory]
@@ -34,15 +43,24 @@ public class GuestKitTests
     [InlineData(2)]
     [InlineData(4)]
     [InlineData(8)]
-    public void Smp_every_vcpu_in_the_mp_table_checks_in(int vcpus)
+    public void Smp_every_vcpu_in_the_mp_table_and_the_madt_checks_in(int vcpus)
     {
         var run = GuestRun.Boot("smp", vcpus).ExitedWith(0);
         Assert.Contains($"smp: MP table lists {vcpus} cpus, bsp is 0", run.Output);
+        Assert.Contains($"smp: ACPI MADT lists {vcpus} cpus", run.Output); // the guest fails (3) if the ids differ
         Assert.Contains($"smp: {vcpus} of {vcpus} cpus online ({vcpus - 1} aps)", run.Output);
         for (int cpu = 1; cpu < vcpus; cpu++)
         {
             Assert.Contains($"cpu {cpu} checked in", run.Output);
         }
+    }
+
+    [KvmFact]
+    public void Smp_without_acpi_finds_its_cpus_in_the_mp_table_alone()
+    {
+        var run = GuestRun.Boot("smp", 2, configure: c => c with { Acpi = false }).ExitedWith(0);
+        Assert.DoesNotContain("ACPI MADT", run.Output);
+        Assert.Contains("smp: 2 of 2 cpus online (1 aps)", run.Output);
     }
 
     [KvmTheory]
