@@ -31,9 +31,12 @@ internal static class RunCommand
         console.AcceptOnlyFromAmong("serial", "virtio");
         var transport = new Option<string>("--transport") { Description = "virtio transport: pci (stock Linux binds to it) or mmio", DefaultValueFactory = _ => "pci" };
         transport.AcceptOnlyFromAmong("pci", "mmio");
+        var noAcpi = new Option<bool>("--no-acpi") { Description = "No ACPI tables: the guest finds its CPUs in the MP table and can neither power off nor reboot through ACPI" };
+        var onReboot = new Option<string>("--on-reboot") { Description = "When the guest reboots: restart it (as xl and libvirt do) or destroy the VM and exit", DefaultValueFactory = _ => "restart" };
+        onReboot.AcceptOnlyFromAmong("restart", "destroy");
         var command = new Command("run", "Boot a VM in the foreground; Ctrl-] then q quits")
         {
-            kernel, initrd, cmdline, memory, vcpus, debugExit, timeout, disks, nets, vsock, rng, console, transport,
+            kernel, initrd, cmdline, memory, vcpus, debugExit, timeout, disks, nets, vsock, rng, console, transport, noAcpi, onReboot,
         };
         command.SetAction(parse =>
         {
@@ -53,9 +56,10 @@ internal static class RunCommand
                     Rng = parse.GetValue(rng),
                     VirtioConsole = parse.GetValue(console) == "virtio",
                     Transport = parse.GetValue(transport) == "mmio" ? VirtioTransportKind.Mmio : VirtioTransportKind.Pci,
+                    Acpi = !parse.GetValue(noAcpi),
                 };
                 string? seconds = parse.GetValue(timeout);
-                return Run(config, seconds is null ? null : TimeSpan.FromSeconds(ParseSeconds(seconds)));
+                return Run(config, seconds is null ? null : TimeSpan.FromSeconds(ParseSeconds(seconds)), restartOnReboot: parse.GetValue(onReboot) == "restart");
             }
             catch (VmConfigException e)
             {
@@ -77,18 +81,49 @@ internal static class RunCommand
         return command;
     }
 
-    private static int Run(VmConfig config, TimeSpan? timeout)
+    /// <summary>
+    /// Runs the VM; a guest reboot builds it afresh from the same config (what xl does for
+    /// on_reboot=restart), with the same console and the time limit counting across boots.
+    /// </summary>
+    private static int Run(VmConfig config, TimeSpan? timeout, bool restartOnReboot)
     {
         // fd 1 is written directly: .NET's Console would first send terminal set-up sequences.
         using var stdout = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(1, ownsHandle: false), FileAccess.Write, bufferSize: 0);
         using var console = new SerialConsole(stdout);
-        using var machine = Machine.Create(config, console.Transmit);
-        using var terminal = Terminal.Attach(machine, console);
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; machine.RequestStop(new VmOutcome(StopReason.HostRequest, Message: "SIGINT")); });
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; machine.RequestStop(new VmOutcome(StopReason.HostRequest, Message: "SIGTERM")); });
-        var outcome = machine.Run(timeout);
-        console.Flush();
-        terminal.Dispose();
+        Machine? current = null;
+        bool hostStop = false;
+        void Stop(string why)
+        {
+            hostStop = true;
+            Volatile.Read(ref current)?.RequestStop(new VmOutcome(StopReason.HostRequest, Message: why));
+        }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; Stop("SIGINT"); });
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; Stop("SIGTERM"); });
+        var deadline = timeout is { } t ? DateTime.UtcNow + t : (DateTime?)null;
+        VmOutcome outcome;
+        using (Terminal.Attach(() => Volatile.Read(ref current), () => Stop("Ctrl-] q")))
+        {
+            for (int boot = 1; ; boot++)
+            {
+                using var machine = Machine.Create(config, console.Transmit);
+                Volatile.Write(ref current, machine);
+                if (hostStop)
+                {
+                    machine.RequestStop(new VmOutcome(StopReason.HostRequest, Message: "stopped between boots"));
+                }
+                outcome = machine.Run(deadline is { } d ? Max(d - DateTime.UtcNow, TimeSpan.FromMilliseconds(1)) : null);
+                Volatile.Write(ref current, null);
+                console.Flush();
+                if (outcome.Reason != StopReason.Reset || !restartOnReboot || hostStop)
+                {
+                    break;
+                }
+                if (Environment.GetEnvironmentVariable("VIREO_VERBOSE") == "1")
+                {
+                    Console.Error.WriteLine($"vireo: {outcome} ({outcome.Message}); starting boot {boot + 1}");
+                }
+            }
+        }
         if (!outcome.IsClean)
         {
             Console.Error.WriteLine($"vireo: {outcome}");
@@ -103,6 +138,8 @@ internal static class RunCommand
         }
         return outcome.ExitCode;
     }
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 
     private static Virtio.Block.BlockConfig[] ParseDisks(string[] specs)
     {

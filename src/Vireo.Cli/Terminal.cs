@@ -5,7 +5,8 @@ namespace Vireo.Cli;
 
 /// <summary>
 /// The host side of the serial console: stdin goes to the guest's UART, in raw mode when stdin
-/// is a terminal. Ctrl-] then q stops the VM; Ctrl-] twice sends one Ctrl-].
+/// is a terminal. Ctrl-] then q stops the VM; Ctrl-] twice sends one Ctrl-]. One terminal serves
+/// every boot of a VM that restarts: input goes to whichever machine is current.
 /// </summary>
 internal sealed class Terminal : IDisposable
 {
@@ -15,7 +16,9 @@ internal sealed class Terminal : IDisposable
 
     private Terminal(Termios.TermiosState? saved) => _saved = saved;
 
-    public static Terminal Attach(Machine machine, SerialConsole console)
+    /// <param name="current">The machine running now (null between boots: input waits).</param>
+    /// <param name="quit">Ctrl-] q: stop the VM for good.</param>
+    public static Terminal Attach(Func<Machine?> current, Action quit)
     {
         bool tty = Libc.IsATty(0) == 1;
         Termios.TermiosState? saved = null;
@@ -24,17 +27,17 @@ internal sealed class Terminal : IDisposable
             saved = Termios.MakeRaw(0);
         }
         var terminal = new Terminal(saved);
-        var thread = new Thread(() => Pump(machine, tty)) { IsBackground = true, Name = "stdin" };
+        var thread = new Thread(() => Pump(current, quit, tty)) { IsBackground = true, Name = "stdin" };
         thread.Start();
         return terminal;
     }
 
-    private static void Pump(Machine machine, bool tty)
+    private static void Pump(Func<Machine?> current, Action quit, bool tty)
     {
         // fd 0 is read directly: .NET's Console would put its own line editor (and echo) in between.
         var buffer = new byte[256];
         bool escape = false;
-        while (!machine.IsStopping)
+        while (true)
         {
             nint n = Libc.Read(0, buffer);
             if (n < 0 && Libc.LastErrno == Libc.EINTR)
@@ -53,7 +56,7 @@ internal sealed class Terminal : IDisposable
                     escape = false;
                     if (b is (byte)'q' or (byte)'Q')
                     {
-                        machine.RequestStop(new VmOutcome(StopReason.HostRequest, Message: "Ctrl-] q"));
+                        quit();
                         return;
                     }
                     forward.Add(b == EscapeKey ? EscapeKey : b);
@@ -68,13 +71,14 @@ internal sealed class Terminal : IDisposable
                 }
             }
             var pending = forward.ToArray().AsSpan();
-            while (pending.Length > 0 && !machine.IsStopping)
+            while (pending.Length > 0)
             {
-                int taken = machine.EnqueueConsoleInput(pending);
+                var machine = current();
+                int taken = machine is { IsStopping: false } ? machine.EnqueueConsoleInput(pending) : 0;
                 pending = pending[taken..];
                 if (pending.Length > 0)
                 {
-                    Thread.Sleep(5); // the guest has not drained its receive buffer yet
+                    Thread.Sleep(5); // the guest has not drained its receive buffer yet, or is between boots
                 }
             }
         }

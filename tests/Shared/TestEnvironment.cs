@@ -40,7 +40,8 @@ internal static class TestEnvironment
     public sealed record ProcessResult(int ExitCode, string Output, string Error);
 
     /// <summary>Runs a program to completion with a time limit, capturing stdout and stderr.</summary>
-    public static ProcessResult Run(string file, string arguments, string? stdin = null, int timeoutMs = 120_000, string? workDir = null)
+    public static ProcessResult Run(string file, string arguments, string? stdin = null, int timeoutMs = 120_000, string? workDir = null,
+        (string Name, string Value)[]? env = null)
     {
         var psi = new ProcessStartInfo(file, arguments)
         {
@@ -50,6 +51,10 @@ internal static class TestEnvironment
             UseShellExecute = false,
             WorkingDirectory = workDir ?? Root,
         };
+        foreach (var (name, value) in env ?? [])
+        {
+            psi.Environment[name] = value;
+        }
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();

@@ -8,7 +8,7 @@ public class RunCommandTests
     private static string Guest(string name) => TestEnvironment.Guest(name);
 
     [KvmFact]
-    public void Default_guest_boots_and_exits_zero_through_the_i8042()
+    public void Default_guest_boots_and_exits_zero_through_acpi_power_off()
     {
         var r = VireoProcess.Run("run --memory 64M");
         Assert.True(r.ExitCode == 0, r.Error);
@@ -17,7 +17,7 @@ public class RunCommandTests
     }
 
     [KvmFact]
-    public void Pvh_guest_built_with_plain_gcc_m32_prints_and_stops_through_the_i8042()
+    public void Pvh_guest_built_with_plain_gcc_m32_prints_and_stops_through_the_i8042_with_on_reboot_destroy()
     {
         string dir = Vireo.Tests.TempDirectory.Create("vireo-pvh32");
         string elf = Path.Combine(dir, "it.elf");
@@ -25,10 +25,29 @@ public class RunCommandTests
             $"-m32 -nostdlib -static -no-pie -fno-pic -ffreestanding -O2 -Wl,-Ttext-segment=0x100000 -Wl,--build-id=none " +
             $"-o {elf} {Path.Combine(TestEnvironment.Root, "guests", "external", "pvh32.c")}");
         Assert.True(cc.ExitCode == 0, cc.Error);
-        var r = VireoProcess.Run($"run --kernel {elf} --memory 128M");
+        var r = VireoProcess.Run($"run --kernel {elf} --memory 128M --on-reboot destroy");
         Assert.True(r.ExitCode == 0, $"exit {r.ExitCode}: {r.Error}");
         Assert.Contains("pvh32: hello from a 32-bit PVH guest", r.Output);
         Assert.Contains("pvh32: start info ok", r.Output);
+    }
+
+    [KvmFact]
+    public void A_guest_that_reboots_is_started_again_until_the_time_limit()
+    {
+        // Without ACPI the kit's guests end by an i8042 reset: a reboot, which restarts the VM.
+        var r = VireoProcess.Run($"run --kernel {Guest("hello")} --no-acpi --memory 64M --timeout 3", env: [("VIREO_VERBOSE", "1")]);
+        Assert.True(r.ExitCode == 124, $"exit {r.ExitCode}: {r.Error}");
+        int boots = r.Output.Split("Hello from a Vireo test guest!").Length - 1;
+        Assert.True(boots >= 2, $"{boots} boots:\n{r.Output}");
+        Assert.Contains("vireo: guest reset (i8042 reset); starting boot 2", r.Error);
+    }
+
+    [KvmFact]
+    public void On_reboot_destroy_ends_the_run_at_the_first_reboot()
+    {
+        var r = VireoProcess.Run($"run --kernel {Guest("hello")} --no-acpi --memory 64M --timeout 30 --on-reboot destroy");
+        Assert.True(r.ExitCode == 0, $"exit {r.ExitCode}: {r.Error}");
+        Assert.Single(r.Output.Split("Hello from a Vireo test guest!")[1..]);
     }
 
     [KvmFact]

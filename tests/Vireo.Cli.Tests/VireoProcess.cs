@@ -7,9 +7,9 @@ internal static class VireoProcess
 {
     private static string Dll => Path.Combine(AppContext.BaseDirectory, "vireo.dll");
 
-    public static TestEnvironment.ProcessResult Run(string arguments, string? stdin = null, int timeoutMs = 120_000)
+    public static TestEnvironment.ProcessResult Run(string arguments, string? stdin = null, int timeoutMs = 120_000, (string, string)[]? env = null)
     {
         _ = TestEnvironment.GuestDir; // the guest kit is built before any run
-        return TestEnvironment.Run("dotnet", $"{Dll} {arguments}", stdin, timeoutMs);
+        return TestEnvironment.Run("dotnet", $"{Dll} {arguments}", stdin, timeoutMs, env: env);
     }
 }
