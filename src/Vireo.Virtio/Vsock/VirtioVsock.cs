@@ -16,6 +16,7 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
 {
     public const ulong HostCid = 2;
     private const int HeaderSize = 44, BufAlloc = 256 * 1024, MaxPayload = 64 * 1024;
+    private const uint ShutdownReceive = 1, ShutdownSend = 2;
     private const ushort TypeStream = 1;
     private const ushort OpRequest = 1, OpResponse = 2, OpRst = 3, OpShutdown = 4, OpRw = 5, OpCreditUpdate = 6, OpCreditRequest = 7;
     private const int RxQueue = 0, TxQueue = 1;
@@ -34,6 +35,8 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
         public uint TxCnt { get; set; }
         public uint FwdCnt { get; set; }
         public uint AdvertisedFwdCnt { get; set; }
+        /// <summary>VIRTIO_VSOCK_SHUTDOWN_* flags the guest sent: it receives (1) or sends (2) no more.</summary>
+        public uint GuestShutdown { get; set; }
 
         public uint PeerFree => PeerBufAlloc - (TxCnt - PeerFwdCnt);
     }
@@ -189,8 +192,25 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
                 Control(c, OpCreditUpdate);
                 break;
             case OpShutdown when c is not null:
-                Control(c, OpRst);
-                Close(c);
+                // A half-close passes through to the host socket; once both directions are shut
+                // (or the host had already closed its end) the connection ends.
+                c.GuestShutdown |= BinaryPrimitives.ReadUInt32LittleEndian(p[32..]) & (ShutdownReceive | ShutdownSend);
+                if ((c.GuestShutdown & ShutdownSend) != 0)
+                {
+                    try
+                    {
+                        c.Socket.Shutdown(SocketShutdown.Send);
+                    }
+                    catch (SocketException)
+                    {
+                        // already gone: the readiness event closes it
+                    }
+                }
+                if (c.GuestShutdown == (ShutdownReceive | ShutdownSend) || !c.Established)
+                {
+                    Control(c, OpRst);
+                    Close(c);
+                }
                 break;
             case OpRst when c is not null:
                 Close(c);
