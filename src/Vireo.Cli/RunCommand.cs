@@ -15,7 +15,7 @@ internal static class RunCommand
 
     public static Command Create()
     {
-        var kernel = new Option<string?>("--kernel") { Description = "Kernel to boot: bzImage, vmlinux or PVH ELF (default: the built-in hello guest)" };
+        var kernel = new Option<string?>("--kernel") { Description = "Kernel to boot: bzImage, vmlinux or PVH ELF (default: the Debian guest where the CPU has VMX/SVM, else the test kit's hello guest)" };
         var initrd = new Option<string?>("--initrd") { Description = "Initial ramdisk" };
         var cmdline = new Option<string>("--cmdline") { Description = "Kernel command line", DefaultValueFactory = _ => "console=ttyS0 reboot=k panic=1" };
         var memory = new Option<string>("--memory", "-m") { Description = "Guest RAM, e.g. 256M or 2G", DefaultValueFactory = _ => "256M" };
@@ -42,15 +42,28 @@ internal static class RunCommand
         {
             try
             {
+                // No --kernel: the default guest, which also brings its own initrd, disk, command
+                // line and memory size unless the user gave those.
+                DefaultBoot? fallback = parse.GetValue(kernel) is null ? DefaultGuest.Resolve() : null;
+                if (fallback?.Note is { } note)
+                {
+                    Console.Error.WriteLine($"vireo: {note}");
+                }
+                bool Given(Option option) => parse.GetResult(option) is { Implicit: false };
+                string[] diskSpecs = parse.GetValue(disks) ?? [];
+                if (diskSpecs.Length == 0 && fallback?.Disk is { } defaultDisk)
+                {
+                    diskSpecs = [defaultDisk];
+                }
                 var config = new VmConfig
                 {
-                    KernelPath = parse.GetValue(kernel) ?? DefaultGuest.Path(),
-                    InitrdPath = parse.GetValue(initrd),
-                    Cmdline = parse.GetValue(cmdline)!,
-                    MemoryBytes = VmConfig.ParseSize(parse.GetValue(memory)!),
+                    KernelPath = parse.GetValue(kernel) ?? fallback!.Kernel,
+                    InitrdPath = parse.GetValue(initrd) ?? fallback?.Initrd,
+                    Cmdline = fallback is not null && !Given(cmdline) ? fallback.Cmdline : parse.GetValue(cmdline)!,
+                    MemoryBytes = fallback is not null && !Given(memory) ? fallback.MemoryBytes : VmConfig.ParseSize(parse.GetValue(memory)!),
                     Vcpus = ParseInt(parse.GetValue(vcpus)!, "vcpus"),
                     DebugExit = parse.GetValue(debugExit),
-                    Disks = ParseDisks(parse.GetValue(disks) ?? []),
+                    Disks = ParseDisks(diskSpecs),
                     Nets = ParseNets(parse.GetValue(nets) ?? []),
                     Vsock = parse.GetValue(vsock) is { } v ? ParseVsock(v) : null,
                     Rng = parse.GetValue(rng),

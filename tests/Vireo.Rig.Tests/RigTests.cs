@@ -119,6 +119,20 @@ public class RigTests
         Assert.Contains("reboot: Power down", r.Output);
     }
 
+    [Fact]
+    public void The_readme_main_command_boots_the_debian_guest_to_a_shell_where_the_cpu_has_svm()
+    {
+        _ = Images.Value;
+        // The shell waits for its user: type "exit" once it has had time to start (a serial line has no end of file).
+        var r = Rig("sh -c \"(sleep 40; echo exit) | ./vireo run --timeout 300\"");
+        Assert.True(r.ExitCode == 0, $"exit {r.ExitCode}\n{r.Output}\n{r.Error}");
+        Assert.DoesNotContain("hello guest", r.Error);
+        Assert.Contains("vireo-guest: Debian's cloud kernel 6.", r.Output);
+        Assert.Contains("on Vireo; exit the shell to stop the VM", r.Output);
+        Assert.Contains("vireo-guest: shell exited 0", r.Output);
+        Assert.Contains("reboot: Power down", r.Output);
+    }
+
     private static byte[] ReadFile(string image, string path)
     {
         string dest = Path.Combine(TempDirectory.Create("vireo-rig-out"), "file");
