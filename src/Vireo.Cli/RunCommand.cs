@@ -45,10 +45,6 @@ internal static class RunCommand
                 // No --kernel: the default guest, which also brings its own initrd, disk, command
                 // line and memory size unless the user gave those.
                 DefaultBoot? fallback = parse.GetValue(kernel) is null ? DefaultGuest.Resolve() : null;
-                if (fallback?.Note is { } note)
-                {
-                    Console.Error.WriteLine($"vireo: {note}");
-                }
                 bool Given(Option option) => parse.GetResult(option) is { Implicit: false };
                 string[] diskSpecs = parse.GetValue(disks) ?? [];
                 if (diskSpecs.Length == 0 && fallback?.Disk is { } defaultDisk)
@@ -72,7 +68,7 @@ internal static class RunCommand
                     Acpi = !parse.GetValue(noAcpi),
                 };
                 string? seconds = parse.GetValue(timeout);
-                return Run(config, seconds is null ? null : TimeSpan.FromSeconds(ParseSeconds(seconds)), restartOnReboot: parse.GetValue(onReboot) == "restart");
+                return Run(config, seconds is null ? null : TimeSpan.FromSeconds(ParseSeconds(seconds)), restartOnReboot: parse.GetValue(onReboot) == "restart", note: fallback?.Note);
             }
             catch (VmConfigException e)
             {
@@ -98,7 +94,8 @@ internal static class RunCommand
     /// Runs the VM; a guest reboot builds it afresh from the same config (what xl does for
     /// on_reboot=restart), with the same console and the time limit counting across boots.
     /// </summary>
-    private static int Run(VmConfig config, TimeSpan? timeout, bool restartOnReboot)
+    /// <param name="note">Said once the VM is built, before it runs (why this default guest).</param>
+    private static int Run(VmConfig config, TimeSpan? timeout, bool restartOnReboot, string? note)
     {
         // fd 1 is written directly: .NET's Console would first send terminal set-up sequences.
         using var stdout = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(1, ownsHandle: false), FileAccess.Write, bufferSize: 0);
@@ -119,6 +116,10 @@ internal static class RunCommand
             for (int boot = 1; ; boot++)
             {
                 using var machine = Machine.Create(config, console.Transmit);
+                if (boot == 1 && note is not null)
+                {
+                    Console.Error.WriteLine($"vireo: {note}");
+                }
                 Volatile.Write(ref current, machine);
                 if (hostStop)
                 {

@@ -38,7 +38,7 @@ public static class Aml
     /// <summary>A string constant (ASCII, no NUL inside).</summary>
     public static byte[] String(string value)
     {
-        if (value.Any(c => c is '\0' or > '\x7f'))
+        if (value.AsSpan().IndexOfAnyExceptInRange('\x01', '\x7f') >= 0)
         {
             throw new ArgumentException($"AML strings are ASCII without NUL: '{value}'");
         }
@@ -48,7 +48,7 @@ public static class Aml
     /// <summary>EISAID("PNP0A08"): three letters and four hex digits packed into a 32-bit integer.</summary>
     public static byte[] EisaId(string id)
     {
-        if (id.Length != 7 || !id[..3].All(char.IsAsciiLetterUpper) || !id[3..].All(char.IsAsciiHexDigit))
+        if (id.Length != 7 || id.AsSpan(0, 3).IndexOfAnyExceptInRange('A', 'Z') >= 0 || !uint.TryParse(id.AsSpan(3), System.Globalization.NumberStyles.AllowHexSpecifier, null, out _))
         {
             throw new ArgumentException($"not an EISA id: '{id}'");
         }
@@ -119,7 +119,7 @@ public static class Aml
         foreach (string seg in segments)
         {
             if (seg.Length is 0 or > 4 || !(char.IsAsciiLetterUpper(seg[0]) || seg[0] == '_')
-                || !seg.All(c => char.IsAsciiLetterUpper(c) || char.IsAsciiDigit(c) || c == '_'))
+                || seg.AsSpan().IndexOfAnyExcept(NameChars) >= 0)
             {
                 throw new ArgumentException($"not an ACPI name segment: '{seg}' in '{path}'");
             }
@@ -171,7 +171,25 @@ public static class Aml
         throw new ArgumentException($"AML package of {length} bytes is too long");
     }
 
-    private static byte[] Concat(byte[][] parts) => parts.SelectMany(p => p).ToArray();
+    private static readonly System.Buffers.SearchValues<char> NameChars = System.Buffers.SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+
+    // Loops, not LINQ: this runs at every boot, where generic LINQ costs JIT time (see DESIGN.md).
+    private static byte[] Concat(byte[][] parts)
+    {
+        int length = 0;
+        foreach (var p in parts)
+        {
+            length += p.Length;
+        }
+        var all = new byte[length];
+        int at = 0;
+        foreach (var p in parts)
+        {
+            p.CopyTo(all, at);
+            at += p.Length;
+        }
+        return all;
+    }
 
     private static byte[] LittleEndian(ulong value, int size)
     {
