@@ -119,7 +119,7 @@ public static class Aml
         foreach (string seg in segments)
         {
             if (seg.Length is 0 or > 4 || !(char.IsAsciiLetterUpper(seg[0]) || seg[0] == '_')
-                || seg.AsSpan().IndexOfAnyExcept(NameChars) >= 0)
+                || !IsNameSegment(seg))
             {
                 throw new ArgumentException($"not an ACPI name segment: '{seg}' in '{path}'");
             }
@@ -141,7 +141,10 @@ public static class Aml
         }
         foreach (string seg in segments)
         {
-            bytes.AddRange(Encoding.ASCII.GetBytes(seg.PadRight(4, '_')));
+            for (int i = 0; i < 4; i++)
+            {
+                bytes.Add(i < seg.Length ? (byte)seg[i] : (byte)'_');
+            }
         }
         return [.. bytes];
     }
@@ -171,7 +174,17 @@ public static class Aml
         throw new ArgumentException($"AML package of {length} bytes is too long");
     }
 
-    private static readonly System.Buffers.SearchValues<char> NameChars = System.Buffers.SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_");
+    private static bool IsNameSegment(string seg)
+    {
+        foreach (char c in seg)
+        {
+            if (!(c is (>= 'A' and <= 'Z') or (>= '0' and <= '9') or '_'))
+            {
+                return false;
+            }
+        }
+        return true;
+    }
 
     // Loops, not LINQ: this runs at every boot, where generic LINQ costs JIT time (see DESIGN.md).
     private static byte[] Concat(byte[][] parts)
