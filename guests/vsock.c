@@ -1,7 +1,9 @@
 /*
  * vsock: a stream echo server on virtio-vsock port `port=` (default 1234) for one host
  * connection; with `connect=PORT` it instead connects to the host's PORT, sends a line and
- * prints the reply. Packets are built by hand: the 44-byte header, then the payload.
+ * prints the reply; with `halfclose=1` as well it shuts down its sending side after the line,
+ * reads the reply, and waits for the host to close its end. Packets are built by hand: the
+ * 44-byte header, then the payload.
  */
 #include "runtime/virtio.h"
 
@@ -35,15 +37,23 @@ static void post_rx(int i)
     virtq_kick(&rx);
 }
 
-static void send(u32 src_port, u32 dst_port, u16 op, const u8 *data, u32 len)
+#define SHUTDOWN_RCV 1
+#define SHUTDOWN_SEND 2
+
+static void send_flags(u32 src_port, u32 dst_port, u16 op, u32 flags, const u8 *data, u32 len)
 {
     struct hdr *h = (struct hdr *)txbuf;
-    *h = (struct hdr){ cid, 2, src_port, dst_port, len, 1, op, 0, BUF_ALLOC, fwd_cnt };
+    *h = (struct hdr){ cid, 2, src_port, dst_port, len, 1, op, flags, BUF_ALLOC, fwd_cnt };
     if (len) memcpy(txbuf + HDR, data, len);
     struct vbuf b = { txbuf, HDR + len, 0 };
     virtq_submit(&tx, &b, 1, 0);
     virtq_kick(&tx);
     virtq_wait(&tx, 0, 30000000000UL);
+}
+
+static void send(u32 src_port, u32 dst_port, u16 op, const u8 *data, u32 len)
+{
+    send_flags(src_port, dst_port, op, op == OP_SHUTDOWN ? SHUTDOWN_RCV | SHUTDOWN_SEND : 0, data, len);
 }
 
 /* The next packet from the host (its rx slot), or -1 on timeout. */
@@ -75,6 +85,7 @@ int main(void)
     if (host_port) {
         const u32 me = 5000;
         static const char line[] = "hello from the guest\n";
+        int half = (int)cmdline_u64("halfclose", 0);
         send(me, host_port, OP_REQUEST, 0, 0);
         for (int done = 0; !done; ) {
             struct hdr *h; u8 *d;
@@ -85,12 +96,21 @@ int main(void)
                 continue;
             }
             if (h->op == OP_RST) { printf("vsock: host port %u refused\n", host_port); return 1; }
-            if (h->op == OP_RESPONSE) send(me, host_port, OP_RW, (const u8 *)line, sizeof line - 1);
+            if (h->op == OP_RESPONSE) {
+                send(me, host_port, OP_RW, (const u8 *)line, sizeof line - 1);
+                if (half) send_flags(me, host_port, OP_SHUTDOWN, SHUTDOWN_SEND, 0, 0);
+            }
             if (h->op == OP_RW) {
                 d[h->len < 200 ? h->len : 200] = 0;
                 fwd_cnt += h->len;
                 printf("vsock: host replied: %s", (char *)d);
-                done = 1;
+                done = !half;
+            }
+            if (h->op == OP_SHUTDOWN) {
+                printf("vsock: host closed its end (flags %u)\n", h->flags);
+                send(me, host_port, OP_RST, 0, 0);
+                post_rx(slot);
+                return 0;
             }
             post_rx(slot);
         }

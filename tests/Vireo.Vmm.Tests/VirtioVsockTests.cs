@@ -104,6 +104,35 @@ public class VirtioVsockTests
     }
 
     [KvmFact]
+    public void A_guest_half_close_reaches_the_host_as_end_of_stream_and_the_reply_still_arrives()
+    {
+        // What Linux's vsock does after shutdown(SHUT_WR): the host must see EOF, yet still answer.
+        string path = SocketPath();
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(path + "_7002"));
+        listener.Listen(1);
+        string heard = "";
+        var service = new Thread(() =>
+        {
+            using var c = listener.Accept();
+            var buf = new byte[100];
+            int n;
+            while ((n = c.Receive(buf)) > 0) // to end of stream: the guest's half-close
+            {
+                heard += Encoding.ASCII.GetString(buf, 0, n);
+            }
+            c.Send(Encoding.ASCII.GetBytes("host heard to EOF: " + heard));
+            c.Shutdown(SocketShutdown.Both);
+        });
+        service.Start();
+        var run = GuestRun.Boot("vsock", cmdline: "connect=7002 halfclose=1", configure: c => c with { Vsock = new VsockConfig(8, path) }).ExitedWith(0);
+        Assert.True(service.Join(10_000));
+        Assert.Equal("hello from the guest\n", heard);
+        Assert.Contains("vsock: host replied: host heard to EOF: hello from the guest", run.Output);
+        Assert.Contains("vsock: host closed its end (flags 3)", run.Output);
+    }
+
+    [KvmFact]
     public void A_guest_connecting_to_a_port_nobody_listens_on_is_refused()
     {
         var run = GuestRun.Boot("vsock", cmdline: "connect=7001", configure: c => c with { Vsock = new VsockConfig(5, SocketPath()) }).ExitedWith(1);

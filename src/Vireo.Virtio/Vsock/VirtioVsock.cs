@@ -194,7 +194,9 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
             case OpShutdown when c is not null:
                 // A half-close passes through to the host socket; once both directions are shut
                 // (or the host had already closed its end) the connection ends.
-                c.GuestShutdown |= BinaryPrimitives.ReadUInt32LittleEndian(p[32..]) & (ShutdownReceive | ShutdownSend);
+                // Flags 0 names no direction; it is taken as both, so a sloppy driver cannot leak the connection.
+                uint how = BinaryPrimitives.ReadUInt32LittleEndian(p[32..]) & (ShutdownReceive | ShutdownSend);
+                c.GuestShutdown |= how == 0 ? ShutdownReceive | ShutdownSend : how;
                 if ((c.GuestShutdown & ShutdownSend) != 0)
                 {
                     try
