@@ -111,6 +111,8 @@ public static class AcpiTables
         const ushort NoVga = 1 << 2; // IA-PC boot architecture: no 8042 bit either, Vireo has no PS/2 controller
         var t = Table("FACP", 6, FadtSize);
         var s = t.AsSpan();
+        // FACS and DSDT sit below 4 GiB: the 32-bit fields carry them; X_FIRMWARE_CTRL stays 0
+        // (the spec wants only one of the pair), X_DSDT repeats the DSDT for 64-bit readers.
         BinaryPrimitives.WriteUInt32LittleEndian(s[36..], (uint)facs);
         BinaryPrimitives.WriteUInt32LittleEndian(s[40..], (uint)dsdt);
         BinaryPrimitives.WriteUInt16LittleEndian(s[46..], p.SciIrq);
@@ -127,7 +129,6 @@ public static class AcpiTables
         Gas(s[116..], p.ResetPort, 8);
         s[128] = p.ResetValue;
         s[131] = 5; // FADT minor version: 6.5
-        BinaryPrimitives.WriteUInt64LittleEndian(s[132..], facs);
         BinaryPrimitives.WriteUInt64LittleEndian(s[140..], dsdt);
         Gas(s[148..], p.PmBase, 32);
         Gas(s[172..], (ushort)(p.PmBase + 4), 16);
