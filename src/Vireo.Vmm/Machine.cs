@@ -24,6 +24,9 @@ public sealed class Machine : IDisposable
     private VirtioWiring? _virtio; // only when the config has virtio devices: plain boots never load Vireo.Virtio
     private VmOutcome? _outcome;
     private volatile bool _stopping;
+    private volatile bool _pauseRequested;
+    private readonly object _pauseLock = new(); // a Monitor: vCPUs wait on it while paused
+    private int _pausedVcpus;
 
     public VmConfig Config { get; }
     public GuestMemory Memory { get; }
@@ -38,6 +41,11 @@ public sealed class Machine : IDisposable
     /// <summary>The virtio devices, in the order the guest sees them.</summary>
     public IReadOnlyList<VirtioDevice> VirtioDevices => _virtio?.Devices ?? [];
     public bool IsStopping => _stopping;
+
+    /// <summary>True between <see cref="Pause"/> and <see cref="Resume"/>: every vCPU is (or is about to be) parked.</summary>
+    public bool IsPaused => _pauseRequested;
+
+    internal bool PauseRequested => _pauseRequested;
 
     /// <summary>Exits to userspace so far, over all vCPUs.</summary>
     public long Exits => _runners.Sum(r => r.Exits);
@@ -237,6 +245,58 @@ public sealed class Machine : IDisposable
         return _outcome;
     }
 
+    /// <summary>
+    /// Parks every vCPU outside KVM_RUN and returns once all are parked (or the VM stopped).
+    /// Devices keep serving what the guest already queued. Safe from any thread but a vCPU's.
+    /// </summary>
+    public void Pause()
+    {
+        lock (_pauseLock)
+        {
+            if (_pauseRequested || _stopping)
+            {
+                return;
+            }
+            _pauseRequested = true;
+        }
+        foreach (var runner in _runners)
+        {
+            runner.Kick();
+        }
+        lock (_pauseLock)
+        {
+            while (_pausedVcpus < _runners.Count && !_stopping)
+            {
+                Monitor.Wait(_pauseLock, TimeSpan.FromMilliseconds(100));
+            }
+        }
+    }
+
+    /// <summary>Lets the parked vCPUs run on.</summary>
+    public void Resume()
+    {
+        lock (_pauseLock)
+        {
+            _pauseRequested = false;
+            Monitor.PulseAll(_pauseLock);
+        }
+    }
+
+    /// <summary>A vCPU thread parks here while the machine is paused.</summary>
+    internal void WaitWhilePaused()
+    {
+        lock (_pauseLock)
+        {
+            _pausedVcpus++;
+            Monitor.PulseAll(_pauseLock);
+            while (_pauseRequested && !_stopping)
+            {
+                Monitor.Wait(_pauseLock);
+            }
+            _pausedVcpus--;
+        }
+    }
+
     /// <summary>Ends the run; the first outcome wins. Safe from any thread.</summary>
     public void RequestStop(VmOutcome outcome)
     {
@@ -245,6 +305,10 @@ public sealed class Machine : IDisposable
             return;
         }
         _stopping = true;
+        lock (_pauseLock)
+        {
+            Monitor.PulseAll(_pauseLock); // parked vCPUs see the stop
+        }
         foreach (var runner in _runners)
         {
             runner.Kick();

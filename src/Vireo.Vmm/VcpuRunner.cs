@@ -62,6 +62,12 @@ internal sealed class VcpuRunner
         {
             while (!_machine.IsStopping)
             {
+                if (_machine.PauseRequested)
+                {
+                    // Out of KVM_RUN (a kick brought it here), so the vCPU's state is all in KVM.
+                    _machine.WaitWhilePaused();
+                    continue;
+                }
                 if (!_vcpu.TryRun(out int errno))
                 {
                     if (errno is Libc.EINTR or Libc.EAGAIN)

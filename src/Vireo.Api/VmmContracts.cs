@@ -1,0 +1,77 @@
+using System.Text.Json.Serialization;
+
+namespace Vireo.Api;
+
+// The per-VM VMM process's REST API (vireo-vmm --api-sock PATH), in Firecracker's shape:
+// PUT the pieces of the machine, then PUT /actions InstanceStart. Field names are snake_case.
+
+/// <summary>PUT /boot-source: the kernel, its initrd and command line.</summary>
+public sealed record BootSource(
+    [property: JsonRequired] string KernelImagePath,
+    string? InitrdPath = null,
+    string? BootArgs = null);
+
+/// <summary>PUT /machine-config: vCPUs and RAM.</summary>
+public sealed record MachineConfig(
+    [property: JsonRequired] int VcpuCount,
+    [property: JsonRequired] long MemSizeMib,
+    bool Acpi = true);
+
+/// <summary>PUT /drives/{drive_id}: a virtio-blk disk.</summary>
+public sealed record Drive(
+    [property: JsonRequired] string DriveId,
+    [property: JsonRequired] string PathOnHost,
+    bool IsReadOnly = false,
+    bool Direct = false);
+
+/// <summary>PUT /network-interfaces/{iface_id}: a virtio-net interface on a TAP device.</summary>
+public sealed record NetworkInterface(
+    [property: JsonRequired] string IfaceId,
+    [property: JsonRequired] string HostDevName,
+    string? GuestMac = null);
+
+/// <summary>PUT /vsock: the virtio-vsock device and the host's Unix socket for it.</summary>
+public sealed record Vsock(
+    [property: JsonRequired] ulong GuestCid,
+    [property: JsonRequired] string UdsPath);
+
+/// <summary>PUT /actions.</summary>
+public sealed record InstanceAction([property: JsonRequired] string ActionType)
+{
+    public const string InstanceStart = "InstanceStart", Pause = "Pause", Resume = "Resume",
+        Shutdown = "Shutdown", Reset = "Reset", Stop = "Stop";
+    public static readonly string[] All = [InstanceStart, Pause, Resume, Shutdown, Reset, Stop];
+}
+
+/// <summary>GET /vm: where the VM is, what it is made of, and its counters.</summary>
+public sealed record VmInfo(
+    string State,
+    int VcpuCount,
+    long MemSizeMib,
+    string? KernelImagePath,
+    int Boots,
+    long Exits,
+    string? LastOutcome);
+
+/// <summary>Every 4xx/5xx body.</summary>
+public sealed record ApiError(string FaultMessage);
+
+/// <summary>The VM's states as GET /vm reports them.</summary>
+public static class VmState
+{
+    public const string NotStarted = "NotStarted", Running = "Running", Paused = "Paused", Stopped = "Stopped";
+}
+
+/// <summary>System.Text.Json metadata made at build time: no reflection, unknown fields refused.</summary>
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
+    UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+[JsonSerializable(typeof(BootSource))]
+[JsonSerializable(typeof(MachineConfig))]
+[JsonSerializable(typeof(Drive))]
+[JsonSerializable(typeof(NetworkInterface))]
+[JsonSerializable(typeof(Vsock))]
+[JsonSerializable(typeof(InstanceAction))]
+[JsonSerializable(typeof(VmInfo))]
+[JsonSerializable(typeof(ApiError))]
+public sealed partial class VmmJson : JsonSerializerContext;

@@ -1,0 +1,83 @@
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using Vireo.Api;
+using Vireo.VmmServer;
+
+// vireo-vmm --api-sock PATH: one VM, configured and driven over a REST API on a Unix socket, in
+// the manner of Firecracker. The guest's serial console is this process's stdout. The process
+// exits when the VM has ended, with the status `vireo run` would give (0: powered off or stopped).
+string? socketPath = null;
+for (int i = 0; i < args.Length; i++)
+{
+    if (args[i] == "--api-sock" && i + 1 < args.Length)
+    {
+        socketPath = args[++i];
+    }
+    else
+    {
+        Console.Error.WriteLine($"vireo-vmm: unknown argument '{args[i]}' (usage: vireo-vmm --api-sock PATH)");
+        return 2;
+    }
+}
+if (socketPath is null)
+{
+    Console.Error.WriteLine("vireo-vmm: usage: vireo-vmm --api-sock PATH");
+    return 2;
+}
+if (File.Exists(socketPath))
+{
+    File.Delete(socketPath); // a stale socket from an earlier process
+}
+
+var builder = WebApplication.CreateSlimBuilder(args: []);
+builder.Logging.ClearProviders();
+builder.WebHost.ConfigureKestrel(o => o.ListenUnixSocket(socketPath));
+var app = builder.Build();
+
+using var stdout = Console.OpenStandardOutput();
+var session = new VmSession(b => stdout.WriteByte(b));
+int exitCode = 0;
+session.Ended += code =>
+{
+    exitCode = code;
+    stdout.Flush();
+    app.Lifetime.StopApplication();
+};
+
+app.MapPut("/boot-source", (HttpRequest r) => Put(r, VmmJson.Default.BootSource, session.SetBootSource));
+app.MapPut("/machine-config", (HttpRequest r) => Put(r, VmmJson.Default.MachineConfig, session.SetMachineConfig));
+app.MapPut("/drives/{id}", (HttpRequest r, string id) => Put(r, VmmJson.Default.Drive, d => session.PutDrive(id, d)));
+app.MapPut("/network-interfaces/{id}", (HttpRequest r, string id) => Put(r, VmmJson.Default.NetworkInterface, n => session.PutNetworkInterface(id, n)));
+app.MapPut("/vsock", (HttpRequest r) => Put(r, VmmJson.Default.Vsock, session.SetVsock));
+app.MapPut("/actions", (HttpRequest r) => Put(r, VmmJson.Default.InstanceAction, a => session.Act(a.ActionType)));
+app.MapGet("/vm", () => Results.Json(session.Info(), VmmJson.Default.VmInfo));
+app.MapFallback(() => Results.Json(new ApiError("no such resource"), VmmJson.Default.ApiError, statusCode: 404));
+
+await app.RunAsync();
+File.Delete(socketPath);
+return exitCode;
+
+// Reads a JSON body into T (unknown fields and missing required ones refused, with the field's
+// path), applies it, and answers 204, or 400 with the reason.
+static async Task<IResult> Put<T>(HttpRequest request, JsonTypeInfo<T> type, Func<T, string?> apply)
+{
+    T? value;
+    try
+    {
+        value = await JsonSerializer.DeserializeAsync(request.Body, type, request.HttpContext.RequestAborted);
+    }
+    catch (JsonException e)
+    {
+        return Results.Json(new ApiError($"malformed body: {e.Message}"), VmmJson.Default.ApiError, statusCode: 400);
+    }
+    catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
+    {
+        return Results.Json(new ApiError($"the request body could not be read: {e.Message}"), VmmJson.Default.ApiError, statusCode: 400);
+    }
+    if (value is null)
+    {
+        return Results.Json(new ApiError("malformed body: null"), VmmJson.Default.ApiError, statusCode: 400);
+    }
+    string? error = apply(value);
+    return error is null ? Results.NoContent() : Results.Json(new ApiError(error), VmmJson.Default.ApiError, statusCode: 400);
+}

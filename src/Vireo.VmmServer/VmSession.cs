@@ -1,0 +1,209 @@
+using Vireo.Api;
+using Vireo.Vmm;
+using Vireo.Virtio.Block;
+using Vireo.Virtio.Net;
+using Vireo.Virtio.Vsock;
+
+namespace Vireo.VmmServer;
+
+/// <summary>
+/// The one VM this process owns, driven by the API: its pieces are set while it is not started,
+/// then InstanceStart builds and runs it. A guest reboot builds it afresh (on_reboot=restart);
+/// when it ends for good, <see cref="Ended"/> fires with the exit status `vireo run` would give.
+/// Every method is safe from any request thread.
+/// </summary>
+internal sealed class VmSession(Action<byte> serialOut)
+{
+    private readonly Lock _lock = new();
+    private BootSource? _boot;
+    private MachineConfig _machine = new(1, 256);
+    private readonly List<Drive> _drives = [];
+    private readonly List<NetworkInterface> _nets = [];
+    private Api.Vsock? _vsock;
+    private Machine? _current;
+    private string _state = VmState.NotStarted;
+    private int _boots;
+    private long _exitsOfEarlierBoots;
+    private VmOutcome? _last;
+
+    /// <summary>Raised once, from the VM's thread, when the VM has ended for good.</summary>
+    public event Action<int>? Ended;
+
+    /// <summary>Null when accepted, else why not (a 400).</summary>
+    public string? SetBootSource(BootSource boot) => BeforeStart(() => _boot = boot);
+
+    public string? SetMachineConfig(MachineConfig machine) => BeforeStart(() => _machine = machine);
+
+    public string? PutDrive(string id, Drive drive) =>
+        id != drive.DriveId ? $"drive_id '{drive.DriveId}' does not match the path's '{id}'"
+        : BeforeStart(() => Replace(_drives, drive, d => d.DriveId == id));
+
+    public string? PutNetworkInterface(string id, NetworkInterface net) =>
+        id != net.IfaceId ? $"iface_id '{net.IfaceId}' does not match the path's '{id}'"
+        : BeforeStart(() => Replace(_nets, net, n => n.IfaceId == id));
+
+    public string? SetVsock(Api.Vsock vsock) => BeforeStart(() => _vsock = vsock);
+
+    public VmInfo Info()
+    {
+        lock (_lock)
+        {
+            string state = _state == VmState.Running && _current?.IsPaused == true ? VmState.Paused : _state;
+            return new VmInfo(state, _machine.VcpuCount, _machine.MemSizeMib, _boot?.KernelImagePath, _boots,
+                _exitsOfEarlierBoots + (_current?.Exits ?? 0), Describe(_last));
+        }
+    }
+
+    /// <summary>PUT /actions. Null when done, else why not.</summary>
+    public string? Act(string action)
+    {
+        Machine? machine;
+        lock (_lock)
+        {
+            if (action == InstanceAction.InstanceStart)
+            {
+                return Start();
+            }
+            if (_state != VmState.Running || _current is null)
+            {
+                return $"{action}: the VM is {_state}";
+            }
+            machine = _current;
+        }
+        switch (action)
+        {
+            case InstanceAction.Pause:
+                machine.Pause();
+                return null;
+            case InstanceAction.Resume:
+                machine.Resume();
+                return null;
+            case InstanceAction.Shutdown:
+                if (machine.AcpiPm is not { } pm)
+                {
+                    return "Shutdown: the VM has no ACPI power button (machine-config acpi is false); use Stop";
+                }
+                pm.PressPowerButton();
+                return null;
+            case InstanceAction.Reset:
+                machine.RequestStop(new VmOutcome(StopReason.Reset, Message: "reset from the API"));
+                return null;
+            case InstanceAction.Stop:
+                machine.RequestStop(new VmOutcome(StopReason.HostRequest, Message: "stop from the API"));
+                return null;
+            default:
+                return $"action_type '{action}' is not one of {string.Join(", ", InstanceAction.All)}";
+        }
+    }
+
+    // Called under _lock.
+    private string? Start()
+    {
+        if (_state != VmState.NotStarted)
+        {
+            return $"InstanceStart: the VM is {_state}";
+        }
+        if (_boot is null)
+        {
+            return "InstanceStart: no boot source (PUT /boot-source first)";
+        }
+        VmConfig config;
+        Machine machine;
+        try
+        {
+            config = BuildConfig();
+            machine = Machine.Create(config, serialOut);
+        }
+        catch (Exception e) when (e is VmConfigException or Boot.BootException or Kvm.KvmUnavailableException or Interop.SysError or FormatException)
+        {
+            return $"InstanceStart: {e.Message}";
+        }
+        _current = machine;
+        _state = VmState.Running;
+        _boots = 1;
+        new Thread(() => RunLoop(config, machine)) { Name = "vm", IsBackground = true }.Start();
+        return null;
+    }
+
+    private void RunLoop(VmConfig config, Machine machine)
+    {
+        while (true)
+        {
+            var outcome = machine.Run();
+            long exits = machine.Exits;
+            machine.Dispose();
+            lock (_lock)
+            {
+                _exitsOfEarlierBoots += exits;
+                _last = outcome;
+                _current = null;
+                if (outcome.Reason == StopReason.Reset)
+                {
+                    try
+                    {
+                        machine = Machine.Create(config, serialOut);
+                        _current = machine;
+                        _boots++;
+                        continue;
+                    }
+                    catch (Exception e)
+                    {
+                        _last = new VmOutcome(StopReason.HostError, Message: $"restart after reboot: {e.Message}");
+                    }
+                }
+                _state = VmState.Stopped;
+            }
+            Ended?.Invoke(_last!.ExitCode);
+            return;
+        }
+    }
+
+    private static string? Describe(VmOutcome? o) =>
+        o is null ? null : o.ToString().Contains(o.Message, StringComparison.Ordinal) ? o.ToString() : $"{o} ({o.Message})";
+
+    private VmConfig BuildConfig()
+    {
+        if (_machine.MemSizeMib is < 1 or > (1L << 20))
+        {
+            throw new VmConfigException($"mem_size_mib: {_machine.MemSizeMib} is outside 1..{1L << 20}");
+        }
+        return new VmConfig
+        {
+            KernelPath = _boot!.KernelImagePath,
+            InitrdPath = _boot.InitrdPath,
+            Cmdline = _boot.BootArgs ?? "console=ttyS0 panic=1",
+            Vcpus = _machine.VcpuCount,
+            MemoryBytes = (ulong)_machine.MemSizeMib << 20,
+            Acpi = _machine.Acpi,
+            Disks = [.. _drives.Select(d => new BlockConfig(d.PathOnHost, d.IsReadOnly, d.Direct, 1, d.DriveId))],
+            Nets = [.. _nets.Select((n, i) => NetConfig.Parse($"tap={n.HostDevName}" + (n.GuestMac is null ? "" : $",mac={n.GuestMac}"), i))],
+            Vsock = _vsock is null ? null : new VsockConfig(_vsock.GuestCid, _vsock.UdsPath),
+        };
+    }
+
+    private string? BeforeStart(Action set)
+    {
+        lock (_lock)
+        {
+            if (_state != VmState.NotStarted)
+            {
+                return $"the VM is {_state}: its configuration is fixed once started";
+            }
+            set();
+            return null;
+        }
+    }
+
+    private static void Replace<T>(List<T> list, T item, Predicate<T> same)
+    {
+        int at = list.FindIndex(same);
+        if (at >= 0)
+        {
+            list[at] = item;
+        }
+        else
+        {
+            list.Add(item);
+        }
+    }
+}

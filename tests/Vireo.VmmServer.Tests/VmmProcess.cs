@@ -1,0 +1,94 @@
+using System.Diagnostics;
+using System.Net.Http.Json;
+using System.Net.Sockets;
+using System.Text;
+using Vireo.Tests;
+
+namespace Vireo.VmmServer.Tests;
+
+/// <summary>A real vireo-vmm process and an HTTP client on its API socket.</summary>
+internal sealed class VmmProcess : IDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _stdout = new();
+
+    public string Socket { get; }
+    public HttpClient Http { get; }
+
+    public VmmProcess()
+    {
+        _ = TestEnvironment.GuestDir; // the guest kit is built first
+        Socket = Path.Combine(TempDirectory.Create("vireo-vmm"), "api.sock");
+        var psi = new ProcessStartInfo("dotnet", $"{Path.Combine(AppContext.BaseDirectory, "vireo-vmm.dll")} --api-sock {Socket}")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        _process = Process.Start(psi)!;
+        _process.OutputDataReceived += (_, e) => { lock (_stdout) { _stdout.AppendLine(e.Data); } };
+        _process.BeginOutputReadLine();
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!File.Exists(Socket))
+        {
+            if (DateTime.UtcNow > deadline || _process.HasExited)
+            {
+                Assert.Fail($"vireo-vmm did not open {Socket}: {_process.StandardError.ReadToEnd()}"); // read only now: it blocks until exit
+            }
+            Thread.Sleep(20);
+        }
+        Http = new HttpClient(new SocketsHttpHandler
+        {
+            ConnectCallback = async (_, ct) =>
+            {
+                var s = new System.Net.Sockets.Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                await s.ConnectAsync(new UnixDomainSocketEndPoint(Socket), ct);
+                return new NetworkStream(s, ownsSocket: true);
+            },
+        })
+        { BaseAddress = new Uri("http://vmm/") };
+    }
+
+    public string Output
+    {
+        get
+        {
+            lock (_stdout)
+            {
+                return _stdout.ToString();
+            }
+        }
+    }
+
+    public async Task<(int Status, string Body)> Put(string path, string json)
+    {
+        using var r = await Http.PutAsync(path, new StringContent(json, Encoding.UTF8, "application/json"));
+        return ((int)r.StatusCode, await r.Content.ReadAsStringAsync());
+    }
+
+    public async Task Ok(string path, string json)
+    {
+        var (status, body) = await Put(path, json);
+        Assert.True(status == 204, $"PUT {path} {json}: {status} {body}");
+    }
+
+    public Task<Api.VmInfo?> Info() => Http.GetFromJsonAsync("vm", Api.VmmJson.Default.VmInfo);
+
+    public int WaitForExit(int ms = 30_000)
+    {
+        Assert.True(_process.WaitForExit(ms), "vireo-vmm did not exit");
+        _process.WaitForExit();
+        return _process.ExitCode;
+    }
+
+    public void Dispose()
+    {
+        Http.Dispose();
+        if (!_process.HasExited)
+        {
+            _process.Kill();
+            _process.WaitForExit();
+        }
+        _process.Dispose();
+    }
+}
