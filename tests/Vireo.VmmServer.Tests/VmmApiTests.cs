@@ -67,6 +67,32 @@ public class VmmApiTests
         Assert.Contains("Hello from a Vireo test guest!", hello.Output);
     }
 
+    [KvmFact]
+    public async Task Shutdown_presses_the_acpi_power_button_and_the_guest_powers_off()
+    {
+        using var vmm = new VmmProcess();
+        await vmm.Ok("boot-source", $$"""{"kernel_image_path": "{{Kernel("powerbutton")}}"}""");
+        await vmm.Ok("actions", """{"action_type": "InstanceStart"}""");
+        await WaitFor(() => Task.FromResult(vmm.Output.Contains("powerbutton: armed, waiting")), "the guest to arm its power button");
+        await vmm.Ok("actions", """{"action_type": "Shutdown"}""");
+        Assert.Equal(0, vmm.WaitForExit());
+        Assert.Contains("powerbutton: pressed, status now 0x0; powering off", vmm.Output);
+    }
+
+    [KvmFact]
+    public async Task Shutdown_without_acpi_is_refused_and_says_what_to_use()
+    {
+        using var vmm = new VmmProcess();
+        await vmm.Ok("boot-source", $$"""{"kernel_image_path": "{{Kernel("console")}}"}""");
+        await vmm.Ok("machine-config", """{"vcpu_count": 1, "mem_size_mib": 64, "acpi": false}""");
+        await vmm.Ok("actions", """{"action_type": "InstanceStart"}""");
+        var (status, body) = await vmm.Put("actions", """{"action_type": "Shutdown"}""");
+        Assert.Equal(400, status);
+        Assert.Contains("no ACPI power button", body);
+        await vmm.Ok("actions", """{"action_type": "Stop"}""");
+        Assert.Equal(0, vmm.WaitForExit());
+    }
+
     [Theory]
     [InlineData("machine-config", """{"vcpu_count": 2, "mem_size_mib": 64, "vcpus": 2}""", "'vcpus' could not be mapped")]
     [InlineData("machine-config", """{"vcpu_count": 2}""", "missing required properties including: 'mem_size_mib'")]
