@@ -1,4 +1,4 @@
-/* console: an interactive echo over COM1. Type a line; "q" on its own quits (i8042 reset). */
+/* console: an interactive echo over COM1. Type a line; "q" on its own quits (the kit's exit: power-off). */
 #include "runtime/rt.h"
 
 int main(void)

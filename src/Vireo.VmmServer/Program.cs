@@ -35,12 +35,18 @@ builder.WebHost.ConfigureKestrel(o => o.ListenUnixSocket(socketPath));
 var app = builder.Build();
 
 using var stdout = Console.OpenStandardOutput();
-var session = new VmSession(b => stdout.WriteByte(b));
+var console = new ConsoleLog();
+var session = new VmSession(b =>
+{
+    stdout.WriteByte(b);
+    console.Write(b);
+});
 int exitCode = 0;
 session.Ended += code =>
 {
     exitCode = code;
     stdout.Flush();
+    console.Close();
     app.Lifetime.StopApplication();
 };
 
@@ -51,6 +57,39 @@ app.MapPut("/network-interfaces/{id}", (HttpRequest r, string id) => Put(r, VmmJ
 app.MapPut("/vsock", (HttpRequest r) => Put(r, VmmJson.Default.Vsock, session.SetVsock));
 app.MapPut("/actions", (HttpRequest r) => Put(r, VmmJson.Default.InstanceAction, a => session.Act(a.ActionType)));
 app.MapGet("/vm", () => Results.Json(session.Info(), VmmJson.Default.VmInfo));
+// The console: what the guest wrote so far (the last 64 KiB), then live until the VM ends.
+app.MapGet("/console", async (HttpContext context) =>
+{
+    context.Response.ContentType = "application/octet-stream";
+    await context.Response.StartAsync(context.RequestAborted);
+    try
+    {
+        await foreach (var chunk in console.Follow(context.RequestAborted))
+        {
+            await context.Response.Body.WriteAsync(chunk, context.RequestAborted);
+            await context.Response.Body.FlushAsync(context.RequestAborted);
+        }
+    }
+    catch (Exception e) when (e is OperationCanceledException or IOException)
+    {
+        // the client went away
+    }
+});
+// Keystrokes for the guest's console, as raw bytes.
+app.MapPut("/console/input", async (HttpRequest request) =>
+{
+    using var body = new MemoryStream();
+    try
+    {
+        await request.Body.CopyToAsync(body, request.HttpContext.RequestAborted);
+    }
+    catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
+    {
+        return Results.Json(new ApiError($"the request body could not be read: {e.Message}"), VmmJson.Default.ApiError, statusCode: 400);
+    }
+    string? error = await session.SendConsoleInput(body.ToArray(), request.HttpContext.RequestAborted);
+    return error is null ? Results.NoContent() : Results.Json(new ApiError(error), VmmJson.Default.ApiError, statusCode: 400);
+});
 app.MapFallback(() => Results.Json(new ApiError("no such resource"), VmmJson.Default.ApiError, statusCode: 404));
 
 await app.RunAsync();

@@ -54,6 +54,31 @@ internal sealed class VmSession(Action<byte> serialOut)
         }
     }
 
+    /// <summary>Console input for the running guest; waits while its receive buffer is full. Null when all was taken.</summary>
+    public async Task<string?> SendConsoleInput(byte[] input, CancellationToken ct)
+    {
+        var pending = input.AsMemory();
+        while (pending.Length > 0)
+        {
+            Machine? machine;
+            lock (_lock)
+            {
+                machine = _state == VmState.Running ? _current : null;
+                if (_state != VmState.Running)
+                {
+                    return $"console input: the VM is {_state}";
+                }
+            }
+            int taken = machine is { IsStopping: false } ? machine.EnqueueConsoleInput(pending.Span) : 0;
+            pending = pending[taken..];
+            if (pending.Length > 0)
+            {
+                await Task.Delay(5, ct); // the guest has not drained its UART yet (or is between boots)
+            }
+        }
+        return null;
+    }
+
     /// <summary>PUT /actions. Null when done, else why not.</summary>
     public string? Act(string action)
     {

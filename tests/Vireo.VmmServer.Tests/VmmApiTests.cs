@@ -80,6 +80,44 @@ public class VmmApiTests
     }
 
     [KvmFact]
+    public async Task The_console_streams_history_and_live_output_and_takes_input()
+    {
+        using var vmm = new VmmProcess();
+        await vmm.Ok("boot-source", $$"""{"kernel_image_path": "{{Kernel("console")}}"}""");
+        await vmm.Ok("actions", """{"action_type": "InstanceStart"}""");
+        await WaitFor(() => Task.FromResult(vmm.Output.Contains("console: type")), "the guest's prompt");
+
+        // Attached after the prompt was written: it comes from the history, then the echo live.
+        using var stream = await vmm.Http.GetStreamAsync("console");
+        var seen = new StringBuilder();
+        var reading = Task.Run(async () =>
+        {
+            var buf = new byte[4096];
+            int n;
+            while ((n = await stream.ReadAsync(buf)) > 0)
+            {
+                lock (seen)
+                {
+                    seen.Append(Encoding.ASCII.GetString(buf, 0, n));
+                }
+            }
+        });
+        string Seen() { lock (seen) { return seen.ToString(); } }
+        await WaitFor(() => Task.FromResult(Seen().Contains("console: type; a line \"q\" quits")), "the history");
+        using (var r = await vmm.Http.PutAsync("console/input", new ByteArrayContent("hello over the api\n"u8.ToArray())))
+        {
+            Assert.Equal(204, (int)r.StatusCode);
+        }
+        await WaitFor(() => Task.FromResult(Seen().Contains("hello over the api")), "the guest's echo");
+        using (var r = await vmm.Http.PutAsync("console/input", new ByteArrayContent("q\n"u8.ToArray())))
+        {
+            Assert.Equal(204, (int)r.StatusCode);
+        }
+        Assert.Equal(0, vmm.WaitForExit());
+        Assert.True(reading.Wait(10_000), "the console stream did not end with the VM");
+    }
+
+    [KvmFact]
     public async Task Shutdown_without_acpi_is_refused_and_says_what_to_use()
     {
         using var vmm = new VmmProcess();
