@@ -6,12 +6,16 @@ using Vireo.VmmServer;
 // vireo-vmm --api-sock PATH: one VM, configured and driven over a REST API on a Unix socket, in
 // the manner of Firecracker. The guest's serial console is this process's stdout. The process
 // exits when the VM has ended, with the status `vireo run` would give (0: powered off or stopped).
-string? socketPath = null;
+string? socketPath = null, statusFile = null;
 for (int i = 0; i < args.Length; i++)
 {
     if (args[i] == "--api-sock" && i + 1 < args.Length)
     {
         socketPath = args[++i];
+    }
+    else if (args[i] == "--status-file" && i + 1 < args.Length)
+    {
+        statusFile = args[++i]; // "STATUS REASON" is written there when the VM ends, for a supervisor that is not our parent
     }
     else
     {
@@ -45,6 +49,11 @@ int exitCode = 0;
 session.Ended += code =>
 {
     exitCode = code;
+    if (statusFile is not null)
+    {
+        File.WriteAllText(statusFile + ".tmp", $"{code} {session.Info().LastOutcome}\n");
+        File.Move(statusFile + ".tmp", statusFile, overwrite: true);
+    }
     stdout.Flush();
     console.Close();
     app.Lifetime.StopApplication();

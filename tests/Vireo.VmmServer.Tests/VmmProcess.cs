@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net.Http.Json;
-using System.Net.Sockets;
 using System.Text;
 using Vireo.Tests;
 
@@ -28,25 +27,8 @@ internal sealed class VmmProcess : IDisposable
         _process = Process.Start(psi)!;
         _process.OutputDataReceived += (_, e) => { lock (_stdout) { _stdout.AppendLine(e.Data); } };
         _process.BeginOutputReadLine();
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (!File.Exists(Socket))
-        {
-            if (DateTime.UtcNow > deadline || _process.HasExited)
-            {
-                Assert.Fail($"vireo-vmm did not open {Socket}: {_process.StandardError.ReadToEnd()}"); // read only now: it blocks until exit
-            }
-            Thread.Sleep(20);
-        }
-        Http = new HttpClient(new SocketsHttpHandler
-        {
-            ConnectCallback = async (_, ct) =>
-            {
-                var s = new System.Net.Sockets.Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                await s.ConnectAsync(new UnixDomainSocketEndPoint(Socket), ct);
-                return new NetworkStream(s, ownsSocket: true);
-            },
-        })
-        { BaseAddress = new Uri("http://vmm/") };
+        UnixHttp.WaitForSocket(Socket, () => _process.HasExited, () => _process.HasExited ? _process.StandardError.ReadToEnd() : "no socket yet");
+        Http = UnixHttp.Client(Socket);
     }
 
     public string Output

@@ -1,0 +1,98 @@
+using System.Diagnostics;
+using System.Net.Http.Json;
+using System.Text;
+using Vireo.Api;
+using Vireo.Tests;
+
+namespace Vireo.Daemon.Tests;
+
+/// <summary>A real vireod on a state directory, and an HTTP client on its socket. Restartable on the same state.</summary>
+internal sealed class DaemonProcess : IDisposable
+{
+    private Process _process = null!;
+    public string StateDir { get; }
+    public string Socket { get; }
+    public HttpClient Http { get; private set; } = null!;
+
+    public DaemonProcess(string? stateDir = null)
+    {
+        _ = TestEnvironment.GuestDir;
+        StateDir = stateDir ?? TempDirectory.Create("vireod");
+        Socket = Path.Combine(StateDir, "vireod.sock");
+        Launch();
+    }
+
+    private void Launch()
+    {
+        var psi = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "vireod"),
+            $"--socket {Socket} --state {StateDir} --image-dir {TestEnvironment.GuestDir}")
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+            UseShellExecute = false,
+        };
+        _process = Process.Start(psi)!;
+        _process.BeginOutputReadLine();
+        UnixHttp.WaitForSocket(Socket, () => _process.HasExited, () => _process.HasExited ? _process.StandardError.ReadToEnd() : "no socket yet");
+        Http = UnixHttp.Client(Socket);
+    }
+
+    /// <summary>SIGKILL, as a crash would: no clean-up runs. Then a new daemon on the same state.</summary>
+    public void KillAndRestart()
+    {
+        _process.Kill();
+        _process.WaitForExit();
+        Http.Dispose();
+        File.Delete(Socket);
+        Launch();
+    }
+
+    public static string Definition(string name, string guest = "idle", string extra = "") =>
+        $$"""{"name": "{{name}}", "kernel": "{{TestEnvironment.Guest(guest)}}", "memory_mib": 32{{extra}}}""";
+
+    public async Task<(int Status, string Body)> Send(HttpMethod method, string path, string? json = null)
+    {
+        using var request = new HttpRequestMessage(method, path);
+        if (json is not null)
+        {
+            request.Content = new StringContent(json, Encoding.UTF8, "application/json");
+        }
+        using var r = await Http.SendAsync(request);
+        return ((int)r.StatusCode, await r.Content.ReadAsStringAsync());
+    }
+
+    public async Task<VmSummary> Ok(HttpMethod method, string path, string? json = null)
+    {
+        var (status, body) = await Send(method, path, json);
+        Assert.True(status is >= 200 and < 300, $"{method} {path}: {status} {body}");
+        return System.Text.Json.JsonSerializer.Deserialize(body, DaemonJson.Default.VmSummary)!;
+    }
+
+    public async Task<VmSummary[]> List() => (await Http.GetFromJsonAsync("vms", DaemonJson.Default.VmSummaryArray))!;
+
+    public async Task<VmSummary> Get(string name) => (await Http.GetFromJsonAsync($"vms/{name}", DaemonJson.Default.VmSummary))!;
+
+    public void Dispose()
+    {
+        Http.Dispose();
+        if (!_process.HasExited)
+        {
+            _process.Kill();
+            _process.WaitForExit();
+        }
+        // The VMM processes outlive a daemon by design: stop the ones this test left.
+        foreach (var p in Process.GetProcessesByName("vireo-vmm"))
+        {
+            try
+            {
+                if (File.ReadAllText($"/proc/{p.Id}/cmdline").Contains(StateDir, StringComparison.Ordinal))
+                {
+                    p.Kill();
+                }
+            }
+            catch (Exception e) when (e is IOException or InvalidOperationException)
+            {
+            }
+        }
+    }
+}
