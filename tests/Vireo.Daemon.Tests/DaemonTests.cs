@@ -9,16 +9,6 @@ public class DaemonTests
 {
     private static readonly HttpMethod Post = HttpMethod.Post, Delete = HttpMethod.Delete;
 
-    private static async Task WaitFor(Func<Task<bool>> condition, string what, int seconds = 30)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(seconds);
-        while (!await condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting for {what}");
-            await Task.Delay(50);
-        }
-    }
-
     [KvmFact]
     public async Task Twenty_vms_are_created_started_paused_resumed_and_destroyed_concurrently()
     {
@@ -69,9 +59,9 @@ public class DaemonTests
             pids[n] = (await d.Ok(Post, $"vms/{n}/start")).Pid!.Value;
             Process.GetProcessById(pids[n]).Kill(); // SIGKILL
         }
-        await WaitFor(async () => (await d.Get("phoenix")) is { State: DomainState.Running, Pid: int p } && p != pids["phoenix"], "phoenix to run again");
-        await WaitFor(async () => (await d.Get("mortal")).State == DomainState.ShutOff, "mortal to be shut off");
-        await WaitFor(async () => (await d.Get("kept")).State == DomainState.Crashed, "kept to be marked crashed");
+        await Eventually.Until(async () => (await d.Get("phoenix")) is { State: DomainState.Running, Pid: int p } && p != pids["phoenix"], "phoenix to run again");
+        await Eventually.Until(async () => (await d.Get("mortal")).State == DomainState.ShutOff, "mortal to be shut off");
+        await Eventually.Until(async () => (await d.Get("kept")).State == DomainState.Crashed, "kept to be marked crashed");
         Assert.Equal("the VMM process died", (await d.Get("mortal")).LastExit);
         await d.Ok(Post, "vms/phoenix/destroy");
     }
@@ -82,7 +72,7 @@ public class DaemonTests
         using var d = new DaemonProcess();
         await d.Ok(Post, "vms", DaemonProcess.Definition("brief", guest: "hello"));
         await d.Ok(Post, "vms/brief/start");
-        await WaitFor(async () => (await d.Get("brief")).State == DomainState.ShutOff, "the guest to power off");
+        await Eventually.Until(async () => (await d.Get("brief")).State == DomainState.ShutOff, "the guest to power off");
         Assert.Contains("powered off", (await d.Get("brief")).LastExit);
         Assert.Contains("Hello from a Vireo test guest!", File.ReadAllText(Path.Combine(d.StateDir, "vms", "brief", "console.log")));
     }

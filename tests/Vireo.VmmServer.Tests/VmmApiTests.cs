@@ -9,16 +9,6 @@ public class VmmApiTests
 {
     private static string Kernel(string guest) => TestEnvironment.Guest(guest);
 
-    private static async Task WaitFor(Func<Task<bool>> condition, string what)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(20);
-        while (!await condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting for {what}");
-            await Task.Delay(20);
-        }
-    }
-
     [KvmFact]
     public async Task Configure_start_pause_resume_and_stop_a_vm()
     {
@@ -27,7 +17,7 @@ public class VmmApiTests
         await vmm.Ok("boot-source", $$"""{"kernel_image_path": "{{Kernel("console")}}"}""");
         await vmm.Ok("machine-config", """{"vcpu_count": 2, "mem_size_mib": 64}""");
         await vmm.Ok("actions", """{"action_type": "InstanceStart"}""");
-        await WaitFor(async () => (await vmm.Info())!.Exits > 1000, "the guest to poll its UART");
+        await Eventually.Until(async () => (await vmm.Info())!.Exits > 1000, "the guest to poll its UART");
         var running = (await vmm.Info())!;
         Assert.Equal(("Running", 2, 64L, 1), (running.State, running.VcpuCount, running.MemSizeMib, running.Boots));
 
@@ -38,7 +28,7 @@ public class VmmApiTests
         Assert.Equal(paused.Exits, (await vmm.Info())!.Exits); // no vCPU ran
 
         await vmm.Ok("actions", """{"action_type": "Resume"}""");
-        await WaitFor(async () => (await vmm.Info())!.Exits > paused.Exits + 1000, "exits after resume");
+        await Eventually.Until(async () => (await vmm.Info())!.Exits > paused.Exits + 1000, "exits after resume");
         Assert.Equal("Running", (await vmm.Info())!.State);
 
         await vmm.Ok("actions", """{"action_type": "Stop"}""");
@@ -54,7 +44,7 @@ public class VmmApiTests
         await vmm.Ok("boot-source", $$"""{"kernel_image_path": "{{Kernel("console")}}"}""");
         await vmm.Ok("actions", """{"action_type": "InstanceStart"}""");
         await vmm.Ok("actions", """{"action_type": "Reset"}""");
-        await WaitFor(async () => (await vmm.Info())!.Boots == 2, "the second boot");
+        await Eventually.Until(async () => (await vmm.Info())!.Boots == 2, "the second boot");
         Assert.Equal("Running", (await vmm.Info())!.State);
         Assert.Contains("reset from the API", (await vmm.Info())!.LastOutcome);
         await vmm.Ok("actions", """{"action_type": "Stop"}""");
@@ -73,7 +63,7 @@ public class VmmApiTests
         using var vmm = new VmmProcess();
         await vmm.Ok("boot-source", $$"""{"kernel_image_path": "{{Kernel("powerbutton")}}"}""");
         await vmm.Ok("actions", """{"action_type": "InstanceStart"}""");
-        await WaitFor(() => Task.FromResult(vmm.Output.Contains("powerbutton: armed, waiting")), "the guest to arm its power button");
+        await Eventually.Until(() => Task.FromResult(vmm.Output.Contains("powerbutton: armed, waiting")), "the guest to arm its power button");
         await vmm.Ok("actions", """{"action_type": "Shutdown"}""");
         Assert.Equal(0, vmm.WaitForExit());
         Assert.Contains("powerbutton: pressed, status now 0x0; powering off", vmm.Output);
@@ -85,7 +75,7 @@ public class VmmApiTests
         using var vmm = new VmmProcess();
         await vmm.Ok("boot-source", $$"""{"kernel_image_path": "{{Kernel("console")}}"}""");
         await vmm.Ok("actions", """{"action_type": "InstanceStart"}""");
-        await WaitFor(() => Task.FromResult(vmm.Output.Contains("console: type")), "the guest's prompt");
+        await Eventually.Until(() => Task.FromResult(vmm.Output.Contains("console: type")), "the guest's prompt");
 
         // Attached after the prompt was written: it comes from the history, then the echo live.
         using var stream = await vmm.Http.GetStreamAsync("console");
@@ -103,12 +93,12 @@ public class VmmApiTests
             }
         });
         string Seen() { lock (seen) { return seen.ToString(); } }
-        await WaitFor(() => Task.FromResult(Seen().Contains("console: type; a line \"q\" quits")), "the history");
+        await Eventually.Until(() => Task.FromResult(Seen().Contains("console: type; a line \"q\" quits")), "the history");
         using (var r = await vmm.Http.PutAsync("console/input", new ByteArrayContent("hello over the api\n"u8.ToArray())))
         {
             Assert.Equal(204, (int)r.StatusCode);
         }
-        await WaitFor(() => Task.FromResult(Seen().Contains("hello over the api")), "the guest's echo");
+        await Eventually.Until(() => Task.FromResult(Seen().Contains("hello over the api")), "the guest's echo");
         using (var r = await vmm.Http.PutAsync("console/input", new ByteArrayContent("q\n"u8.ToArray())))
         {
             Assert.Equal(204, (int)r.StatusCode);
