@@ -88,7 +88,7 @@ internal sealed class Supervisor : IDisposable
             using var process = Process.Start(psi)!;
             int pid = process.Id;
             var deadline = DateTime.UtcNow.AddSeconds(15);
-            while (!File.Exists(Path.Combine(dir, "api.sock")))
+            while (!Accepts(Path.Combine(dir, "api.sock"))) // the file appears at bind, a moment before listen
             {
                 if (process.HasExited || DateTime.UtcNow > deadline)
                 {
@@ -306,6 +306,20 @@ internal sealed class Supervisor : IDisposable
         })
         { BaseAddress = new Uri("http://vmm/"), Timeout = TimeSpan.FromSeconds(30) };
         return new Attached(pid, startTime, dir, api);
+    }
+
+    private static bool Accepts(string path)
+    {
+        using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            s.Connect(new UnixDomainSocketEndPoint(path));
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
     }
 
     private string VmDir(string name) => Path.Combine(_stateDir, "vms", name);

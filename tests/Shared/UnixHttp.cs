@@ -16,17 +16,34 @@ public static class UnixHttp
     })
     { BaseAddress = new Uri("http://vireo/") };
 
-    /// <summary>Waits until <paramref name="path"/> exists (a server's socket), failing early if <paramref name="gaveUp"/> says so.</summary>
+    /// <summary>
+    /// Waits until a server accepts connections on <paramref name="path"/> (the file appears at
+    /// bind, a moment before listen), failing early if <paramref name="gaveUp"/> says so.
+    /// </summary>
     public static void WaitForSocket(string path, Func<bool> gaveUp, Func<string> why, int seconds = 30)
     {
         var deadline = DateTime.UtcNow.AddSeconds(seconds);
-        while (!File.Exists(path))
+        while (!Accepts(path))
         {
             if (DateTime.UtcNow > deadline || gaveUp())
             {
                 Assert.Fail($"{path} did not appear: {why()}");
             }
             Thread.Sleep(20);
+        }
+    }
+
+    private static bool Accepts(string path)
+    {
+        using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            s.Connect(new UnixDomainSocketEndPoint(path));
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
         }
     }
 }
