@@ -126,6 +126,11 @@ internal static class RunCommand
                     machine.RequestStop(new VmOutcome(StopReason.HostRequest, Message: "stopped between boots"));
                 }
                 outcome = machine.Run(deadline is { } d ? Max(d - DateTime.UtcNow, TimeSpan.FromMilliseconds(1)) : null);
+                if (outcome.Reason == StopReason.Timeout)
+                {
+                    // The machine saw only what was left of the limit; say the limit the user gave.
+                    outcome = outcome with { Message = $"no exit within {timeout!.Value.TotalSeconds:0.#} s" };
+                }
                 Volatile.Write(ref current, null);
                 console.Flush();
                 if (outcome.Reason != StopReason.Reset || !restartOnReboot || hostStop)
