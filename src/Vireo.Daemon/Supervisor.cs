@@ -20,6 +20,7 @@ internal sealed class Supervisor : IDisposable
     private readonly string _vmmPath;
     private readonly ConcurrentDictionary<string, Attached> _running = new();
     private readonly ConcurrentDictionary<string, Lock> _vmLocks = new();
+    private readonly ConcurrentDictionary<string, bool> _destroying = new(); // ended by the operator: no policy applies
     private readonly Thread _poller;
     private volatile bool _disposed;
 
@@ -132,6 +133,10 @@ internal sealed class Supervisor : IDisposable
         {
             return $"unknown action '{action}'";
         }
+        if (action == "destroy")
+        {
+            _destroying[name] = true;
+        }
         string? error = Put(a.Api, "actions", $$"""{"action_type": "{{apiAction}}"}""");
         if (error is not null && action == "destroy")
         {
@@ -211,7 +216,8 @@ internal sealed class Supervisor : IDisposable
             string policy = clean ? vm.Definition.OnPoweroff : vm.Definition.OnCrash;
             _store.SetStopped(name, !clean && policy == LifecyclePolicy.Preserve ? DomainState.Crashed : DomainState.ShutOff, lastExit);
             Changed?.Invoke(name, clean ? "stopped" : "crashed");
-            if (policy == LifecyclePolicy.Restart && !lastExit.Contains("stop from the API", StringComparison.Ordinal))
+            bool destroyed = _destroying.TryRemove(name, out _);
+            if (policy == LifecyclePolicy.Restart && !destroyed)
             {
                 ThreadPool.QueueUserWorkItem(_ => Start(name));
             }
@@ -327,32 +333,24 @@ internal sealed class Supervisor : IDisposable
     private Lock LockFor(string name) => _vmLocks.GetOrAdd(name, _ => new Lock());
 
     /// <summary>The process start time in clock ticks (field 22 of /proc/PID/stat): a pid with another start time is another process.</summary>
-    internal static long? StartTime(int pid)
+    internal static long? StartTime(int pid) => Stat(pid)?.StartTime;
+
+    /// <summary>Alive: the same process (pid and start time) and not a zombie.</summary>
+    internal static bool IsAlive(int pid, long startTime) =>
+        Stat(pid) is { State: not ("Z" or "X") } stat && stat.StartTime == startTime;
+
+    /// <summary>The state letter and start time from /proc/PID/stat; null when there is no such process.</summary>
+    private static (string State, long StartTime)? Stat(int pid)
     {
         try
         {
             string stat = File.ReadAllText($"/proc/{pid}/stat");
-            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return long.Parse(fields[19]);
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' '); // after "pid (comm) ": the comm may hold spaces
+            return (fields[0], long.Parse(fields[19]));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
         {
             return null;
-        }
-    }
-
-    /// <summary>Alive: the same process (pid and start time) and not a zombie.</summary>
-    internal static bool IsAlive(int pid, long startTime)
-    {
-        try
-        {
-            string stat = File.ReadAllText($"/proc/{pid}/stat");
-            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return fields[0] != "Z" && fields[0] != "X" && long.Parse(fields[19]) == startTime;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
-        {
-            return false;
         }
     }
 

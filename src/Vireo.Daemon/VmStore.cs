@@ -34,12 +34,20 @@ internal sealed class VmStore : IDisposable
             """);
     }
 
-    public IReadOnlyList<VmRecord> All()
+    public IReadOnlyList<VmRecord> All() => Query("ORDER BY id");
+
+    public VmRecord? Get(string name) => Query("WHERE name = $n", ("$n", name)).SingleOrDefault();
+
+    private List<VmRecord> Query(string clause, params (string Name, object Value)[] args)
     {
         lock (_lock)
         {
             using var cmd = _db.CreateCommand();
-            cmd.CommandText = "SELECT name, id, definition, state, pid, pid_start_time, started_at, last_exit FROM vms ORDER BY id";
+            cmd.CommandText = $"SELECT name, id, definition, state, pid, pid_start_time, started_at, last_exit FROM vms {clause}";
+            foreach (var (n, v) in args)
+            {
+                cmd.Parameters.AddWithValue(n, v);
+            }
             using var r = cmd.ExecuteReader();
             var list = new List<VmRecord>();
             while (r.Read())
@@ -53,8 +61,6 @@ internal sealed class VmStore : IDisposable
             return list;
         }
     }
-
-    public VmRecord? Get(string name) => All().FirstOrDefault(v => v.Name == name);
 
     /// <summary>Adds a definition; false when the name is taken.</summary>
     public bool Define(VmDefinition def)
