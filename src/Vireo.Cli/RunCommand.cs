@@ -104,7 +104,7 @@ internal static class RunCommand
         bool hostStop = false;
         void Stop(string why)
         {
-            hostStop = true;
+            Volatile.Write(ref hostStop, true); // from a signal or the stdin thread
             Volatile.Read(ref current)?.RequestStop(new VmOutcome(StopReason.HostRequest, Message: why));
         }
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; Stop("SIGINT"); });
@@ -121,7 +121,7 @@ internal static class RunCommand
                     Console.Error.WriteLine($"vireo: {note}");
                 }
                 Volatile.Write(ref current, machine);
-                if (hostStop)
+                if (Volatile.Read(ref hostStop))
                 {
                     machine.RequestStop(new VmOutcome(StopReason.HostRequest, Message: "stopped between boots"));
                 }
@@ -133,7 +133,7 @@ internal static class RunCommand
                 }
                 Volatile.Write(ref current, null);
                 console.Flush();
-                if (outcome.Reason != StopReason.Reset || !restartOnReboot || hostStop)
+                if (outcome.Reason != StopReason.Reset || !restartOnReboot || Volatile.Read(ref hostStop))
                 {
                     break;
                 }
