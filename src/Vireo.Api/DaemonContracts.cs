@@ -11,7 +11,10 @@ public static class LifecyclePolicy
     public static readonly string[] All = [Destroy, Restart, Preserve];
 }
 
-/// <summary>POST /vms: a VM definition.</summary>
+/// <summary>
+/// POST /vms, PUT /vms/{name}: a VM definition, in JSON or YAML. Its schema is
+/// Definitions/vm-definition.schema.json, served at GET /schemas/vm-definition.
+/// </summary>
 public sealed record VmDefinition(
     [property: JsonRequired] string Name,
     [property: JsonRequired] string Kernel,
@@ -19,13 +22,21 @@ public sealed record VmDefinition(
     long MemoryMib = 256,
     string? Initrd = null,
     string? Cmdline = null,
-    string[]? Disks = null,
+    DiskDefinition[]? Disks = null,
+    NetDefinition[]? Nets = null,
+    bool Acpi = true,
     string OnPoweroff = LifecyclePolicy.Destroy,
     string OnReboot = LifecyclePolicy.Restart,
     string OnCrash = LifecyclePolicy.Destroy,
     bool Autostart = false);
 
-/// <summary>One VM as GET /vms and GET /vms/{name} report it.</summary>
+/// <summary>A virtio-blk disk backed by a host file.</summary>
+public sealed record DiskDefinition([property: JsonRequired] string Path, bool ReadOnly = false);
+
+/// <summary>A virtio-net interface on an existing host TAP device.</summary>
+public sealed record NetDefinition([property: JsonRequired] string Tap, string? Mac = null);
+
+/// <summary>One VM as GET /vms/{name} reports it.</summary>
 public sealed record VmSummary(
     string Name,
     int Id,
@@ -37,10 +48,32 @@ public sealed record VmSummary(
     string? LastExit,
     VmDefinition Definition);
 
+/// <summary>
+/// One row of GET /vms and of `vireo list --json`: a stable, documented shape (docs/cli.md).
+/// Fields are only ever added, never renamed or removed.
+/// </summary>
+public sealed record VmListEntry(
+    string Name,
+    int Id,
+    string State,
+    int Vcpus,
+    long MemoryMib,
+    double? UptimeSeconds,
+    int? Pid);
+
+/// <summary>POST /vms/{name}/shutdown: how long the guest gets to power off before it is destroyed.</summary>
+public sealed record ShutdownRequest(int TimeoutSeconds = 60);
+
+/// <summary>POST /vms/{name}/rename.</summary>
+public sealed record RenameRequest([property: JsonRequired] string NewName);
+
+/// <summary>One lifecycle change, as GET /events streams it (server-sent events) and `vireo events` prints it.</summary>
+public sealed record LifecycleEvent(long Seq, DateTime Time, string Vm, string Event, string State, string? Detail = null);
+
 /// <summary>The states a VM is in, as virsh names them.</summary>
 public static class DomainState
 {
-    public const string ShutOff = "shut off", Running = "running", Paused = "paused", Crashed = "crashed";
+    public const string ShutOff = "shut off", Running = "running", Paused = "paused", Crashed = "crashed", ShuttingDown = "in shutdown";
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
@@ -48,6 +81,9 @@ public static class DomainState
     DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(VmDefinition))]
 [JsonSerializable(typeof(VmSummary))]
-[JsonSerializable(typeof(VmSummary[]))]
+[JsonSerializable(typeof(VmListEntry[]))]
+[JsonSerializable(typeof(ShutdownRequest))]
+[JsonSerializable(typeof(RenameRequest))]
+[JsonSerializable(typeof(LifecycleEvent))]
 [JsonSerializable(typeof(ApiError))]
 public sealed partial class DaemonJson : JsonSerializerContext;

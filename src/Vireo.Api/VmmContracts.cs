@@ -11,11 +11,15 @@ public sealed record BootSource(
     string? InitrdPath = null,
     string? BootArgs = null);
 
-/// <summary>PUT /machine-config: vCPUs and RAM.</summary>
+/// <summary>
+/// PUT /machine-config: vCPUs and RAM. With restart_on_reboot false, a guest reboot ends the
+/// process (status "Reset") and the supervisor applies its on_reboot policy.
+/// </summary>
 public sealed record MachineConfig(
     [property: JsonRequired] int VcpuCount,
     [property: JsonRequired] long MemSizeMib,
-    bool Acpi = true);
+    bool Acpi = true,
+    bool RestartOnReboot = true);
 
 /// <summary>PUT /drives/{drive_id}: a virtio-blk disk.</summary>
 public sealed record Drive(
@@ -53,8 +57,8 @@ public sealed record VmInfo(
     long Exits,
     string? LastOutcome);
 
-/// <summary>Every 4xx/5xx body.</summary>
-public sealed record ApiError(string FaultMessage);
+/// <summary>Every 4xx/5xx body: the reason, and for a refused definition every field at fault.</summary>
+public sealed record ApiError(string FaultMessage, Definitions.SchemaError[]? Errors = null);
 
 /// <summary>The VM's states as GET /vm reports them.</summary>
 public static class VmState

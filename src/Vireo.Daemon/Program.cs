@@ -1,144 +1,149 @@
-using System.Text.Json;
-using System.Text.Json.Serialization.Metadata;
-using System.Text.RegularExpressions;
-using Vireo.Api;
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
 using Vireo.Daemon;
 
-// vireod --socket PATH --state DIR [--image-dir DIR]...: many VMs per host, each in its own
-// vireo-vmm process that the daemon spawns and supervises; state in DIR/vireo.db (SQLite).
-string? socketPath = null, stateDir = null;
-var imageDirs = new List<string>();
-for (int i = 0; i < args.Length; i++)
+// vireod: many VMs per host, each in its own vireo-vmm process that the daemon spawns and
+// supervises; state in STATE/vireo.db (SQLite). REST on a Unix socket, and on TCP only with a token.
+var options = DaemonOptions.Parse(args, out string? usageError);
+if (options is null)
 {
-    switch (args[i])
-    {
-        case "--socket" when i + 1 < args.Length: socketPath = args[++i]; break;
-        case "--state" when i + 1 < args.Length: stateDir = Path.GetFullPath(args[++i]); break;
-        case "--image-dir" when i + 1 < args.Length: imageDirs.Add(Path.GetFullPath(args[++i]).TrimEnd('/') + "/"); break;
-        default:
-            Console.Error.WriteLine($"vireod: unknown argument '{args[i]}' (usage: vireod --socket PATH --state DIR [--image-dir DIR]...)");
-            return 2;
-    }
-}
-if (socketPath is null || stateDir is null)
-{
-    Console.Error.WriteLine("vireod: usage: vireod --socket PATH --state DIR [--image-dir DIR]...");
+    Console.Error.WriteLine($"vireod: {usageError}\n{DaemonOptions.Usage}");
     return 2;
 }
-Directory.CreateDirectory(stateDir);
-File.Delete(socketPath);
-
-using var store = new VmStore(Path.Combine(stateDir, "vireo.db"));
-using var supervisor = new Supervisor(store, stateDir, Path.Combine(AppContext.BaseDirectory, "vireo-vmm"));
-supervisor.Changed += (vm, what) => Console.Error.WriteLine(JsonSerializer.Serialize(new Dictionary<string, string>
-    { ["time"] = DateTime.UtcNow.ToString("O"), ["vm"] = vm, ["event"] = what }));
+byte[]? token = null;
+if (options.TokenFile is not null)
+{
+    string text = File.Exists(options.TokenFile) ? File.ReadAllText(options.TokenFile).Trim() : "";
+    if (text.Length < 16)
+    {
+        Console.Error.WriteLine($"vireod: --token-file {options.TokenFile}: missing, or a token shorter than 16 characters");
+        return 2;
+    }
+    token = Encoding.UTF8.GetBytes(text);
+}
+Directory.CreateDirectory(options.StateDir);
+Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(options.Socket))!);
+File.Delete(options.Socket);
 
 var builder = WebApplication.CreateSlimBuilder(args: []);
-builder.Logging.ClearProviders();
-builder.WebHost.ConfigureKestrel(o => o.ListenUnixSocket(socketPath));
+// Structured logs: one JSON object a line on stderr, for journald or any log shipper.
+builder.Logging.ClearProviders().AddJsonConsole(o =>
+{
+    o.UseUtcTimestamp = true;
+    o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+}).AddFilter("Microsoft", LogLevel.Warning);
+builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+builder.WebHost.ConfigureKestrel(o =>
+{
+    o.ListenUnixSocket(options.Socket);
+    if (options.Listen is { } endpoint)
+    {
+        o.Listen(endpoint);
+    }
+    o.Limits.MaxRequestBodySize = 1 << 20;
+});
+DaemonApi.AddServices(builder.Services);
+builder.Services.AddSingleton<EventHub>();
 var app = builder.Build();
 
-app.MapPost("/vms", async (HttpRequest request) =>
-{
-    var (def, error) = await Read(request, DaemonJson.Default.VmDefinition);
-    error ??= Validate(def!, imageDirs);
-    if (error is not null)
-    {
-        return Fail(400, error);
-    }
-    return store.Define(def!) ? Results.Json(Summary(store.Get(def!.Name)!), DaemonJson.Default.VmSummary, statusCode: 201)
-        : Fail(409, $"name: a VM named '{def!.Name}' is already defined");
-});
-app.MapGet("/vms", () => Results.Json(store.All().Select(Summary).ToArray(), DaemonJson.Default.VmSummaryArray));
-app.MapGet("/vms/{name}", (string name) => store.Get(name) is { } vm
-    ? Results.Json(Summary(vm), DaemonJson.Default.VmSummary) : Fail(404, $"no VM named '{name}'"));
-app.MapPost("/vms/{name}/{action}", (string name, string action) =>
-{
-    if (store.Get(name) is null)
-    {
-        return Fail(404, $"no VM named '{name}'");
-    }
-    string? error = action == "start" ? supervisor.Start(name) : supervisor.Act(name, action);
-    return error is null ? Results.Json(Summary(store.Get(name)!), DaemonJson.Default.VmSummary) : Fail(409, error);
-});
-app.MapDelete("/vms/{name}", (string name) =>
-{
-    if (supervisor.IsRunning(name))
-    {
-        return Fail(409, $"'{name}' is running: destroy it first");
-    }
-    return store.Undefine(name) ? Results.NoContent() : Fail(404, $"no VM named '{name}'");
-});
-app.MapFallback(() => Fail(404, "no such resource"));
-
-await app.RunAsync();
-File.Delete(socketPath);
-return 0;
-
-VmSummary Summary(VmRecord vm) => new(vm.Name, vm.Id, vm.State, vm.Definition.Vcpus, vm.Definition.MemoryMib,
-    supervisor.PidOf(vm.Name), vm.StartedAt is { } t ? Math.Round((DateTime.UtcNow - t).TotalSeconds, 1) : null, vm.LastExit, vm.Definition);
-
-static IResult Fail(int status, string message) => Results.Json(new ApiError(message), DaemonJson.Default.ApiError, statusCode: status);
-
-static async Task<(T? Value, string? Error)> Read<T>(HttpRequest request, JsonTypeInfo<T> type)
+// A fault in a handler is a 500 with a reason, logged, and the daemon goes on serving.
+app.Use(async (context, next) =>
 {
     try
     {
-        var value = await JsonSerializer.DeserializeAsync(request.Body, type, request.HttpContext.RequestAborted);
-        return value is null ? (default, "malformed body: null") : (value, null);
+        await next(context);
     }
-    catch (JsonException e)
+    catch (Exception e) when (e is not OperationCanceledException)
     {
-        return (default, $"malformed body: {e.Message}");
+        app.Logger.LogError(e, "{Method} {Path} failed", context.Request.Method, context.Request.Path);
+        if (!context.Response.HasStarted)
+        {
+            context.Response.StatusCode = 500;
+            await context.Response.WriteAsJsonAsync(new Vireo.Api.ApiError($"internal error: {e.Message}"), Vireo.Api.DaemonJson.Default.ApiError);
+        }
     }
-    catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
+});
+if (token is not null)
+{
+    // TCP clients must present the token; the Unix socket is guarded by its file mode instead.
+    app.Use(async (context, next) =>
     {
-        return (default, $"the request body could not be read: {e.Message}");
-    }
+        if (context.Connection.RemoteIpAddress is not null && !Authorized(context.Request.Headers.Authorization.ToString(), token))
+        {
+            context.Response.StatusCode = 401;
+            context.Response.Headers.WWWAuthenticate = "Bearer";
+            await context.Response.WriteAsJsonAsync(new Vireo.Api.ApiError("a bearer token is required on TCP (Authorization: Bearer TOKEN)"),
+                Vireo.Api.DaemonJson.Default.ApiError);
+            return;
+        }
+        await next(context);
+    });
 }
 
-// Errors name the field and the reason.
-static string? Validate(VmDefinition d, List<string> imageDirs)
+var events = app.Services.GetRequiredService<EventHub>();
+using var store = new VmStore(Path.Combine(options.StateDir, "vireo.db"));
+using var supervisor = new Supervisor(store, events, options.StateDir, Path.Combine(AppContext.BaseDirectory, "vireo-vmm"));
+DaemonApi.Map(app, store, supervisor, events, options.ImageDirs);
+
+await app.StartAsync();
+File.SetUnixFileMode(options.Socket, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite);
+app.Logger.LogInformation("vireod listening on {Socket}{Tcp}; state in {State}; images from {Images}", options.Socket,
+    options.Listen is null ? "" : $" and {options.Listen} (token required)", options.StateDir, string.Join(", ", options.ImageDirs));
+await app.WaitForShutdownAsync();
+File.Delete(options.Socket);
+return 0;
+
+static bool Authorized(string header, byte[] token) =>
+    header.StartsWith("Bearer ", StringComparison.Ordinal)
+    && CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header["Bearer ".Length..].Trim()), token);
+
+/// <summary>vireod's command line.</summary>
+internal sealed record DaemonOptions(string Socket, string StateDir, List<string> ImageDirs, IPEndPoint? Listen, string? TokenFile)
 {
-    if (!Regex.IsMatch(d.Name, "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"))
+    public const string Usage =
+        "usage: vireod [--socket PATH] [--state DIR] [--image-dir DIR]... [--listen ADDR:PORT --token-file FILE]\n" +
+        "  defaults: --socket /run/vireo/vireod.sock --state /var/lib/vireo --image-dir STATE/images";
+
+    public static DaemonOptions? Parse(string[] args, out string? error)
     {
-        return "name: 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit";
-    }
-    if (d.Vcpus is < 1 or > 254)
-    {
-        return $"vcpus: {d.Vcpus} is outside 1..254";
-    }
-    if (d.MemoryMib is < 16 or > 1024 * 1024)
-    {
-        return $"memory_mib: {d.MemoryMib} is outside 16..1048576";
-    }
-    foreach (var (field, policy) in new[] { ("on_poweroff", d.OnPoweroff), ("on_reboot", d.OnReboot), ("on_crash", d.OnCrash) })
-    {
-        if (!LifecyclePolicy.All.Contains(policy))
+        string socket = "/run/vireo/vireod.sock", state = "/var/lib/vireo";
+        string? tokenFile = null;
+        IPEndPoint? listen = null;
+        var imageDirs = new List<string>();
+        error = null;
+        for (int i = 0; i < args.Length; i++)
         {
-            return $"{field}: '{policy}' is not one of {string.Join(", ", LifecyclePolicy.All)}";
+            string? value = i + 1 < args.Length ? args[i + 1] : null;
+            switch (args[i])
+            {
+                case "--socket" when value is not null: socket = value; i++; break;
+                case "--state" when value is not null: state = Path.GetFullPath(value); i++; break;
+                case "--image-dir" when value is not null: imageDirs.Add(Path.GetFullPath(value).TrimEnd('/') + "/"); i++; break;
+                case "--token-file" when value is not null: tokenFile = value; i++; break;
+                case "--listen" when value is not null:
+                    if (!IPEndPoint.TryParse(value, out listen) || listen.Port == 0)
+                    {
+                        error = $"--listen {value}: expected ADDRESS:PORT, such as 127.0.0.1:7070";
+                        return null;
+                    }
+                    i++;
+                    break;
+                default:
+                    error = $"unknown argument '{args[i]}'";
+                    return null;
+            }
         }
-    }
-    var paths = new List<(string Field, string Path)> { ("kernel", d.Kernel) };
-    if (d.Initrd is not null)
-    {
-        paths.Add(("initrd", d.Initrd));
-    }
-    for (int i = 0; i < (d.Disks?.Length ?? 0); i++)
-    {
-        paths.Add(($"disks[{i}]", d.Disks![i]));
-    }
-    foreach (var (field, path) in paths)
-    {
-        string full = Path.GetFullPath(path);
-        if (imageDirs.Count > 0 && !imageDirs.Any(dir => full.StartsWith(dir, StringComparison.Ordinal)))
+        if (listen is not null && tokenFile is null)
         {
-            return $"{field}: {path} is outside the image directories ({string.Join(", ", imageDirs)})";
+            error = "--listen needs --token-file: the API is only served on TCP to clients holding the token";
+            return null;
         }
-        if (!File.Exists(full))
+        if (imageDirs.Count == 0)
         {
-            return $"{field}: no such file: {path}";
+            imageDirs.Add(Path.Combine(state, "images") + "/");
+            Directory.CreateDirectory(imageDirs[0]);
         }
+        return new DaemonOptions(socket, state, imageDirs, listen, tokenFile);
     }
-    return null;
 }

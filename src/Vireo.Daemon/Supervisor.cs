@@ -1,7 +1,5 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
-using System.Net.Sockets;
-using System.Text;
 using System.Text.Json;
 using Vireo.Api;
 
@@ -9,13 +7,14 @@ namespace Vireo.Daemon;
 
 /// <summary>
 /// Spawns one vireo-vmm process per running VM, drives it over its API socket, and watches it:
-/// a VMM that ends is noticed within a poll (100 ms) and the VM's on_poweroff or on_crash policy
-/// applied. VMMs run in their own session with their console in a file, so they outlive the
-/// daemon; a restarted daemon re-attaches to those still alive (checked by pid and start time).
+/// a VMM that ends is noticed within a poll (100 ms) and the VM's on_poweroff, on_reboot or
+/// on_crash policy applied. VMMs run in their own session with their console in a file, so they
+/// outlive the daemon; a restarted daemon re-attaches to those still alive (pid and start time).
 /// </summary>
 internal sealed class Supervisor : IDisposable
 {
     private readonly VmStore _store;
+    private readonly EventHub _events;
     private readonly string _stateDir;
     private readonly string _vmmPath;
     private readonly ConcurrentDictionary<string, Attached> _running = new();
@@ -24,21 +23,20 @@ internal sealed class Supervisor : IDisposable
     private readonly Thread _poller;
     private volatile bool _disposed;
 
-    private sealed record Attached(int Pid, long StartTime, string Dir, HttpClient Api);
+    internal sealed record Attached(int Pid, long StartTime, string Dir, VmmClient Api);
 
-    public event Action<string, string>? Changed; // (vm, what happened), for the event stream
-
-    public Supervisor(VmStore store, string stateDir, string vmmPath)
+    public Supervisor(VmStore store, EventHub events, string stateDir, string vmmPath)
     {
         _store = store;
+        _events = events;
         _stateDir = stateDir;
         _vmmPath = vmmPath;
         foreach (var vm in store.All())
         {
-            if (vm.Pid is int pid && vm.PidStartTime is long start && IsAlive(pid, start))
+            if (vm.Pid is int pid && vm.PidStartTime is long start && ProcessStat.IsAlive(pid, start))
             {
-                _running[vm.Name] = Attach(pid, start, VmDir(vm.Name));
-                Changed?.Invoke(vm.Name, "reattached");
+                _running[vm.Name] = new Attached(pid, start, VmDir(vm.Name), new VmmClient(Path.Combine(VmDir(vm.Name), "api.sock")));
+                _events.Publish(vm.Name, "reattached", vm.State, $"pid {pid}");
             }
             else if (vm.State is DomainState.Running or DomainState.Paused)
             {
@@ -56,6 +54,11 @@ internal sealed class Supervisor : IDisposable
     public bool IsRunning(string name) => _running.ContainsKey(name);
 
     public int? PidOf(string name) => _running.TryGetValue(name, out var a) ? a.Pid : null;
+
+    /// <summary>The VMM of a running VM, for the console; null when it is not running.</summary>
+    public VmmClient? ApiOf(string name) => _running.TryGetValue(name, out var a) ? a.Api : null;
+
+    public string ConsoleLogOf(string name) => Path.Combine(VmDir(name), "console.log");
 
     /// <summary>Starts a defined VM; null when it runs, else why not.</summary>
     public string? Start(string name)
@@ -89,7 +92,7 @@ internal sealed class Supervisor : IDisposable
             using var process = Process.Start(psi)!;
             int pid = process.Id;
             var deadline = DateTime.UtcNow.AddSeconds(15);
-            while (!Accepts(Path.Combine(dir, "api.sock"))) // the file appears at bind, a moment before listen
+            while (!VmmClient.Accepts(Path.Combine(dir, "api.sock")))
             {
                 if (process.HasExited || DateTime.UtcNow > deadline)
                 {
@@ -98,7 +101,7 @@ internal sealed class Supervisor : IDisposable
                 }
                 Thread.Sleep(10);
             }
-            var attached = Attach(pid, StartTime(pid) ?? 0, dir);
+            var attached = new Attached(pid, ProcessStat.StartTime(pid) ?? 0, dir, new VmmClient(Path.Combine(dir, "api.sock")));
             string? error = Configure(attached.Api, vm.Definition);
             if (error is not null)
             {
@@ -108,55 +111,121 @@ internal sealed class Supervisor : IDisposable
             }
             _running[name] = attached;
             _store.SetRunning(name, pid, attached.StartTime);
-            Changed?.Invoke(name, "started");
+            _events.Publish(name, "started", DomainState.Running, $"pid {pid}");
             return null;
         }
     }
 
-    /// <summary>pause, resume, shutdown (ACPI power button), reboot (reset), destroy (stop now).</summary>
+    /// <summary>pause, resume, reboot (reset), destroy (stop now).</summary>
     public string? Act(string name, string action)
     {
         if (!_running.TryGetValue(name, out var a))
         {
-            return _store.Get(name) is null ? $"no VM named '{name}'" : $"'{name}' is not running";
+            return NotRunning(name);
         }
         string apiAction = action switch
         {
             "pause" => InstanceAction.Pause,
             "resume" => InstanceAction.Resume,
-            "shutdown" => InstanceAction.Shutdown,
             "reboot" => InstanceAction.Reset,
             "destroy" => InstanceAction.Stop,
             _ => "",
         };
         if (apiAction == "")
         {
-            return $"unknown action '{action}'";
+            return $"unknown action '{action}' (known: start, pause, resume, shutdown, reboot, destroy, rename)";
         }
         if (action == "destroy")
         {
-            _destroying[name] = true;
+            return Destroy(name, a, "destroyed");
         }
-        string? error = Put(a.Api, "actions", $$"""{"action_type": "{{apiAction}}"}""");
-        if (error is not null && action == "destroy")
-        {
-            Kill(a.Pid); // an unresponsive VMM is destroyed anyway
-            error = null;
-        }
+        string? error = a.Api.Put("actions", Action(apiAction));
         if (error is null)
         {
+            string state = action == "pause" ? DomainState.Paused : DomainState.Running;
             if (action is "pause" or "resume")
             {
-                _store.SetState(name, action == "pause" ? DomainState.Paused : DomainState.Running);
+                _store.SetState(name, state);
             }
-            if (action == "destroy")
-            {
-                WaitForEnd(name, TimeSpan.FromSeconds(10));
-            }
-            Changed?.Invoke(name, action);
+            _events.Publish(name, action == "pause" ? "paused" : action == "resume" ? "resumed" : "rebooted", state);
         }
         return error;
     }
+
+    /// <summary>
+    /// Presses the ACPI power button and gives the guest <paramref name="timeout"/> to power off;
+    /// after that the VM is destroyed (xl shutdown, then xl destroy). Returns at once.
+    /// </summary>
+    public string? Shutdown(string name, TimeSpan timeout)
+    {
+        if (!_running.TryGetValue(name, out var a))
+        {
+            return NotRunning(name);
+        }
+        if (_store.Get(name)?.State == DomainState.Paused)
+        {
+            return $"'{name}' is paused: a paused guest cannot see the power button (resume it, or destroy it)";
+        }
+        string? error = a.Api.Put("actions", Action(InstanceAction.Shutdown));
+        if (error is not null)
+        {
+            return error;
+        }
+        _events.Publish(name, "shutdown-requested", DomainState.Running, $"destroyed if still running after {timeout.TotalSeconds:0.#} s");
+        _ = Task.Run(async () =>
+        {
+            await Task.Delay(timeout);
+            // The same VMM process still running: the guest ignored the button.
+            if (_running.TryGetValue(name, out var now) && now.Pid == a.Pid && now.StartTime == a.StartTime)
+            {
+                Destroy(name, now, "shutdown-forced");
+            }
+        });
+        return null;
+    }
+
+    private string? Destroy(string name, Attached a, string evt)
+    {
+        _destroying[name] = true;
+        if (a.Api.Put("actions", Action(InstanceAction.Stop)) is not null)
+        {
+            Kill(a.Pid); // an unresponsive VMM is destroyed anyway
+        }
+        WaitForEnd(name, TimeSpan.FromSeconds(10));
+        _events.Publish(name, evt, _store.Get(name)?.State ?? DomainState.ShutOff);
+        return null;
+    }
+
+    /// <summary>Renames a VM that is not running (as virsh domrename): its definition, its row and its directory.</summary>
+    public string? Rename(string name, string newName)
+    {
+        lock (LockFor(name))
+        {
+            if (_running.ContainsKey(name))
+            {
+                return $"'{name}' is running: only a VM that is not running can be renamed";
+            }
+            if (_store.Get(newName) is not null)
+            {
+                return $"new_name: a VM named '{newName}' is already defined";
+            }
+            if (!_store.Rename(name, newName))
+            {
+                return $"no VM named '{name}'";
+            }
+            if (Directory.Exists(VmDir(name)))
+            {
+                Directory.CreateDirectory(Path.GetDirectoryName(VmDir(newName))!);
+                Directory.Move(VmDir(name), VmDir(newName));
+            }
+            _events.Publish(newName, "renamed", _store.Get(newName)!.State, $"was '{name}'");
+            return null;
+        }
+    }
+
+    private string NotRunning(string name) => _store.Get(name) is null ? $"no VM named '{name}'" : $"'{name}' is not running";
+
+    private static string Action(string type) => JsonSerializer.Serialize(new InstanceAction(type), VmmJson.Default.InstanceAction);
 
     private void WaitForEnd(string name, TimeSpan limit)
     {
@@ -167,7 +236,7 @@ internal sealed class Supervisor : IDisposable
             {
                 Kill(a.Pid);
             }
-            if (!IsAlive(a.Pid, a.StartTime))
+            if (!ProcessStat.IsAlive(a.Pid, a.StartTime))
             {
                 Ended(name);
                 return;
@@ -186,7 +255,7 @@ internal sealed class Supervisor : IDisposable
         {
             foreach (var (name, a) in _running)
             {
-                if (!IsAlive(a.Pid, a.StartTime))
+                if (!ProcessStat.IsAlive(a.Pid, a.StartTime))
                 {
                     Ended(name);
                 }
@@ -195,7 +264,7 @@ internal sealed class Supervisor : IDisposable
         }
     }
 
-    /// <summary>The VMM is gone: read why, and apply on_poweroff or on_crash.</summary>
+    /// <summary>The VMM is gone: read why (its status file), and apply on_poweroff, on_reboot or on_crash.</summary>
     private void Ended(string name)
     {
         lock (LockFor(name))
@@ -209,42 +278,54 @@ internal sealed class Supervisor : IDisposable
             {
                 return;
             }
-            string statusFile = Path.Combine(VmDir(name), "status");
-            string status = File.Exists(statusFile) ? File.ReadAllText(statusFile).Trim() : "";
-            bool clean = status.StartsWith("0 ", StringComparison.Ordinal);
-            string lastExit = status == "" ? "the VMM process died" : status[(status.IndexOf(' ') + 1)..];
-            string policy = clean ? vm.Definition.OnPoweroff : vm.Definition.OnCrash;
-            _store.SetStopped(name, !clean && policy == LifecyclePolicy.Preserve ? DomainState.Crashed : DomainState.ShutOff, lastExit);
-            Changed?.Invoke(name, clean ? "stopped" : "crashed");
+            var status = VmmStatus.Read(Path.Combine(VmDir(name), "status"));
             bool destroyed = _destroying.TryRemove(name, out _);
-            if (policy == LifecyclePolicy.Restart && !destroyed)
+            var (evt, policy) = status.Kind switch
             {
-                ThreadPool.QueueUserWorkItem(_ => Start(name));
+                _ when destroyed => ("stopped", LifecyclePolicy.Destroy),
+                VmmStatus.EndKind.Reboot => ("rebooted", vm.Definition.OnReboot),
+                VmmStatus.EndKind.PowerOff => ("stopped", vm.Definition.OnPoweroff),
+                _ => ("crashed", vm.Definition.OnCrash),
+            };
+            string state = policy == LifecyclePolicy.Preserve && evt == "crashed" ? DomainState.Crashed : DomainState.ShutOff;
+            _store.SetStopped(name, state, status.Text);
+            string rule = destroyed ? "destroyed by the operator" : $"{(evt == "rebooted" ? "on_reboot" : evt == "crashed" ? "on_crash" : "on_poweroff")}={policy}";
+            _events.Publish(name, evt, state, $"{status.Text}; {rule}");
+            if (policy == LifecyclePolicy.Restart)
+            {
+                ThreadPool.QueueUserWorkItem(_ =>
+                {
+                    if (Start(name) is { } error)
+                    {
+                        _events.Publish(name, "restart-failed", DomainState.ShutOff, error);
+                    }
+                });
             }
         }
     }
 
-    private static string? Configure(HttpClient api, VmDefinition d)
+    private static string? Configure(VmmClient api, VmDefinition d)
     {
         var steps = new List<(string Path, string Body)>
         {
-            ("boot-source", JsonBody(w =>
-            {
-                w.WriteString("kernel_image_path", d.Kernel);
-                if (d.Initrd is not null) w.WriteString("initrd_path", d.Initrd);
-                if (d.Cmdline is not null) w.WriteString("boot_args", d.Cmdline);
-            })),
-            ("machine-config", JsonBody(w => { w.WriteNumber("vcpu_count", d.Vcpus); w.WriteNumber("mem_size_mib", d.MemoryMib); })),
+            ("boot-source", JsonSerializer.Serialize(new BootSource(d.Kernel, d.Initrd, d.Cmdline), VmmJson.Default.BootSource)),
+            ("machine-config", JsonSerializer.Serialize(
+                new MachineConfig(d.Vcpus, d.MemoryMib, d.Acpi, RestartOnReboot: d.OnReboot == LifecyclePolicy.Restart), VmmJson.Default.MachineConfig)),
         };
-        for (int i = 0; i < (d.Disks?.Length ?? 0); i++)
+        var disks = d.Disks ?? [];
+        for (int i = 0; i < disks.Length; i++)
         {
-            string id = $"disk{i}";
-            steps.Add(($"drives/{id}", JsonBody(w => { w.WriteString("drive_id", id); w.WriteString("path_on_host", d.Disks![i]); })));
+            steps.Add(($"drives/disk{i}", JsonSerializer.Serialize(new Drive($"disk{i}", disks[i].Path, disks[i].ReadOnly), VmmJson.Default.Drive)));
         }
-        steps.Add(("actions", """{"action_type": "InstanceStart"}"""));
+        var nets = d.Nets ?? [];
+        for (int i = 0; i < nets.Length; i++)
+        {
+            steps.Add(($"network-interfaces/net{i}", JsonSerializer.Serialize(new NetworkInterface($"net{i}", nets[i].Tap, nets[i].Mac), VmmJson.Default.NetworkInterface)));
+        }
+        steps.Add(("actions", Action(InstanceAction.InstanceStart)));
         foreach (var (path, body) in steps)
         {
-            if (Put(api, path, body) is { } error)
+            if (api.Put(path, body) is { } error)
             {
                 return error;
             }
@@ -252,107 +333,9 @@ internal sealed class Supervisor : IDisposable
         return null;
     }
 
-    private static string JsonBody(Action<Utf8JsonWriter> write)
-    {
-        using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms))
-        {
-            w.WriteStartObject();
-            write(w);
-            w.WriteEndObject();
-        }
-        return Encoding.UTF8.GetString(ms.ToArray());
-    }
-
-    /// <summary>One PUT to a VMM; null on 2xx, else its fault message.</summary>
-    private static string? Put(HttpClient api, string path, string json)
-    {
-        try
-        {
-            using var r = api.PutAsync(path, new StringContent(json, Encoding.UTF8, "application/json")).GetAwaiter().GetResult();
-            if (r.IsSuccessStatusCode)
-            {
-                return null;
-            }
-            string body = r.Content.ReadAsStringAsync().GetAwaiter().GetResult();
-            try
-            {
-                return JsonDocument.Parse(body).RootElement.GetProperty("fault_message").GetString();
-            }
-            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
-            {
-                return $"the VMM answered {(int)r.StatusCode}";
-            }
-        }
-        catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException)
-        {
-            return $"the VMM did not answer: {e.Message}";
-        }
-    }
-
-    private static Attached Attach(int pid, long startTime, string dir)
-    {
-        string socket = Path.Combine(dir, "api.sock");
-        var api = new HttpClient(new SocketsHttpHandler
-        {
-            ConnectCallback = async (_, ct) =>
-            {
-                var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                try
-                {
-                    await s.ConnectAsync(new UnixDomainSocketEndPoint(socket), ct);
-                }
-                catch
-                {
-                    s.Dispose();
-                    throw;
-                }
-                return new NetworkStream(s, ownsSocket: true);
-            },
-        })
-        { BaseAddress = new Uri("http://vmm/"), Timeout = TimeSpan.FromSeconds(30) };
-        return new Attached(pid, startTime, dir, api);
-    }
-
-    private static bool Accepts(string path)
-    {
-        using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
-        {
-            s.Connect(new UnixDomainSocketEndPoint(path));
-            return true;
-        }
-        catch (SocketException)
-        {
-            return false;
-        }
-    }
-
     private string VmDir(string name) => Path.Combine(_stateDir, "vms", name);
 
     private Lock LockFor(string name) => _vmLocks.GetOrAdd(name, _ => new Lock());
-
-    /// <summary>The process start time in clock ticks (field 22 of /proc/PID/stat): a pid with another start time is another process.</summary>
-    internal static long? StartTime(int pid) => Stat(pid)?.StartTime;
-
-    /// <summary>Alive: the same process (pid and start time) and not a zombie.</summary>
-    internal static bool IsAlive(int pid, long startTime) =>
-        Stat(pid) is { State: not ("Z" or "X") } stat && stat.StartTime == startTime;
-
-    /// <summary>The state letter and start time from /proc/PID/stat; null when there is no such process.</summary>
-    private static (string State, long StartTime)? Stat(int pid)
-    {
-        try
-        {
-            string stat = File.ReadAllText($"/proc/{pid}/stat");
-            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' '); // after "pid (comm) ": the comm may hold spaces
-            return (fields[0], long.Parse(fields[19]));
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
-        {
-            return null;
-        }
-    }
 
     private static void Kill(int pid)
     {

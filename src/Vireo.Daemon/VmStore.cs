@@ -76,6 +76,19 @@ internal sealed class VmStore : IDisposable
         }
     }
 
+    /// <summary>Replaces a definition (same name); it takes effect at the VM's next start.</summary>
+    public bool Redefine(VmDefinition def) =>
+        Exec("UPDATE vms SET definition = $d WHERE name = $n",
+            ("$d", JsonSerializer.Serialize(def, DaemonJson.Default.VmDefinition)), ("$n", def.Name)) == 1;
+
+    /// <summary>Renames a VM: its row and the name inside its definition, in one statement.</summary>
+    public bool Rename(string name, string newName)
+    {
+        var vm = Get(name);
+        return vm is not null && Exec("UPDATE vms SET name = $new, definition = $d WHERE name = $n",
+            ("$new", newName), ("$d", JsonSerializer.Serialize(vm.Definition with { Name = newName }, DaemonJson.Default.VmDefinition)), ("$n", name)) == 1;
+    }
+
     public bool Undefine(string name) => Exec("DELETE FROM vms WHERE name = $n", ("$n", name)) == 1;
 
     public void SetRunning(string name, int pid, long pidStartTime) =>

@@ -51,7 +51,8 @@ session.Ended += code =>
     exitCode = code;
     if (statusFile is not null)
     {
-        File.WriteAllText(statusFile + ".tmp", $"{code} {session.Info().LastOutcome}\n");
+        // "STATUS REASON TEXT": the exit status, why (a StopReason name), and the words for it.
+        File.WriteAllText(statusFile + ".tmp", $"{code} {session.LastReason} {session.Info().LastOutcome}\n");
         File.Move(statusFile + ".tmp", statusFile, overwrite: true);
     }
     stdout.Flush();

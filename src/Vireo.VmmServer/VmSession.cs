@@ -44,6 +44,18 @@ internal sealed class VmSession(Action<byte> serialOut)
 
     public string? SetVsock(Api.Vsock vsock) => BeforeStart(() => _vsock = vsock);
 
+    /// <summary>Why the VM last stopped (a StopReason name), or "None".</summary>
+    public string LastReason
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _last?.Reason.ToString() ?? "None";
+            }
+        }
+    }
+
     public VmInfo Info()
     {
         lock (_lock)
@@ -162,7 +174,7 @@ internal sealed class VmSession(Action<byte> serialOut)
                 _exitsOfEarlierBoots += exits;
                 _last = outcome;
                 _current = null;
-                if (outcome.Reason == StopReason.Reset)
+                if (outcome.Reason == StopReason.Reset && _machine.RestartOnReboot)
                 {
                     try
                     {

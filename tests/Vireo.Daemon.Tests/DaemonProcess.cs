@@ -14,8 +14,11 @@ internal sealed class DaemonProcess : IDisposable
     public string Socket { get; }
     public HttpClient Http { get; private set; } = null!;
 
-    public DaemonProcess(string? stateDir = null)
+    private readonly string _extraArgs;
+
+    public DaemonProcess(string? stateDir = null, string extraArgs = "")
     {
+        _extraArgs = extraArgs;
         _ = TestEnvironment.GuestDir;
         StateDir = stateDir ?? TempDirectory.Create("vireod");
         Socket = Path.Combine(StateDir, "vireod.sock");
@@ -25,15 +28,23 @@ internal sealed class DaemonProcess : IDisposable
     private void Launch()
     {
         var psi = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "vireod"),
-            $"--socket {Socket} --state {StateDir} --image-dir {TestEnvironment.GuestDir}")
+            $"--socket {Socket} --state {StateDir} --image-dir {TestEnvironment.GuestDir} {_extraArgs}")
         {
             RedirectStandardError = true,
             RedirectStandardOutput = true,
             UseShellExecute = false,
         };
         _process = Process.Start(psi)!;
+        _process.ErrorDataReceived += (_, e) =>
+        {
+            lock (_log)
+            {
+                _log.AppendLine(e.Data);
+            }
+        };
         _process.BeginOutputReadLine();
-        UnixHttp.WaitForSocket(Socket, () => _process.HasExited, () => _process.HasExited ? _process.StandardError.ReadToEnd() : "no socket yet");
+        _process.BeginErrorReadLine(); // the structured log: read, so that a full pipe never stalls the daemon
+        UnixHttp.WaitForSocket(Socket, () => _process.HasExited, () => Log);
         Http = UnixHttp.Client(Socket);
     }
 
@@ -49,6 +60,20 @@ internal sealed class DaemonProcess : IDisposable
 
     public static string Definition(string name, string guest = "idle", string extra = "") =>
         $$"""{"name": "{{name}}", "kernel": "{{TestEnvironment.Guest(guest)}}", "memory_mib": 32{{extra}}}""";
+
+    /// <summary>Everything vireod logged so far (structured: one JSON object a line).</summary>
+    public string Log
+    {
+        get
+        {
+            lock (_log)
+            {
+                return _log.ToString();
+            }
+        }
+    }
+
+    private readonly StringBuilder _log = new();
 
     public async Task<(int Status, string Body)> Send(HttpMethod method, string path, string? json = null)
     {
@@ -68,7 +93,7 @@ internal sealed class DaemonProcess : IDisposable
         return System.Text.Json.JsonSerializer.Deserialize(body, DaemonJson.Default.VmSummary)!;
     }
 
-    public async Task<VmSummary[]> List() => (await Http.GetFromJsonAsync("vms", DaemonJson.Default.VmSummaryArray))!;
+    public async Task<VmListEntry[]> List() => (await Http.GetFromJsonAsync("vms", DaemonJson.Default.VmListEntryArray))!;
 
     public async Task<VmSummary> Get(string name) => (await Http.GetFromJsonAsync($"vms/{name}", DaemonJson.Default.VmSummary))!;
 

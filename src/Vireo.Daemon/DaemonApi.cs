@@ -1,0 +1,371 @@
+using System.Net.ServerSentEvents;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http.Json;
+using Microsoft.AspNetCore.OpenApi;
+using Microsoft.Net.Http.Headers;
+using Microsoft.OpenApi;
+using Vireo.Api;
+using Vireo.Api.Definitions;
+
+namespace Vireo.Daemon;
+
+/// <summary>
+/// vireod's REST API: VM definitions and lifecycle, the console, logs, the lifecycle event stream
+/// (server-sent events), and the OpenAPI document that describes all of it (GET /openapi/v1.json).
+/// Every refusal is a 4xx with {"fault_message"} that says why; nothing a client sends stops the daemon.
+/// </summary>
+internal static class DaemonApi
+{
+    public static void AddServices(IServiceCollection services)
+    {
+        services.ConfigureHttpJsonOptions(o =>
+        {
+            o.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
+            o.SerializerOptions.TypeInfoResolverChain.Insert(0, DaemonJson.Default);
+        });
+        services.AddOpenApi(o => o.AddDocumentTransformer((document, _, _) =>
+        {
+            document.Info = new OpenApiInfo
+            {
+                Title = "vireod",
+                Version = "1",
+                Description = "Vireo's management daemon: VMs defined once and started many times, each in its own VMM process. " +
+                    "Served on a Unix socket, and on TCP to clients that send `Authorization: Bearer TOKEN`.",
+            };
+            return Task.CompletedTask;
+        }));
+    }
+
+    public static void Map(WebApplication app, VmStore store, Supervisor supervisor, EventHub events, List<string> imageDirs)
+    {
+        app.MapOpenApi();
+
+        app.MapPost("/vms", async (HttpRequest request) =>
+        {
+            var (def, error) = await ReadDefinition(request, imageDirs);
+            if (error is not null)
+            {
+                return error;
+            }
+            if (!store.Define(def!))
+            {
+                return Fail(409, $"name: a VM named '{def!.Name}' is already defined");
+            }
+            events.Publish(def!.Name, "defined", DomainState.ShutOff);
+            return Results.Json(Summary(store.Get(def.Name)!, supervisor), DaemonJson.Default.VmSummary, statusCode: 201);
+        })
+        .WithSummary("Define a VM from a JSON or YAML definition (schema: GET /schemas/vm-definition)")
+        .Body<VmDefinition>("application/json", "application/yaml")
+        .Produces<VmSummary>(201).Produces<ApiError>(400).Produces<ApiError>(409);
+
+        app.MapGet("/vms", () => Results.Json(store.All().Select(vm => ListEntry(vm, supervisor)).ToArray(), DaemonJson.Default.VmListEntryArray))
+            .WithSummary("Every defined VM, in id order").Produces<VmListEntry[]>();
+
+        app.MapGet("/vms/{name}", (string name) => store.Get(name) is { } vm
+                ? Results.Json(Summary(vm, supervisor), DaemonJson.Default.VmSummary) : NoSuchVm(name))
+            .WithSummary("One VM: its state and its definition").Produces<VmSummary>().Produces<ApiError>(404);
+
+        app.MapPut("/vms/{name}", async (string name, HttpRequest request) =>
+        {
+            if (store.Get(name) is null)
+            {
+                return NoSuchVm(name);
+            }
+            var (def, error) = await ReadDefinition(request, imageDirs);
+            if (error is not null)
+            {
+                return error;
+            }
+            if (def!.Name != name)
+            {
+                return Fail(400, $"name: '{def.Name}' differs from '{name}': use POST /vms/{name}/rename to rename");
+            }
+            store.Redefine(def);
+            events.Publish(name, "redefined", store.Get(name)!.State, supervisor.IsRunning(name) ? "takes effect at the next start" : null);
+            return Results.Json(Summary(store.Get(name)!, supervisor), DaemonJson.Default.VmSummary);
+        })
+        .WithSummary("Replace a VM's definition; a running VM picks it up at its next start")
+        .Body<VmDefinition>("application/json", "application/yaml")
+        .Produces<VmSummary>().Produces<ApiError>(400).Produces<ApiError>(404);
+
+        app.MapDelete("/vms/{name}", (string name) =>
+        {
+            if (supervisor.IsRunning(name))
+            {
+                return Fail(409, $"'{name}' is running: destroy it first");
+            }
+            if (!store.Undefine(name))
+            {
+                return NoSuchVm(name);
+            }
+            events.Publish(name, "undefined", DomainState.ShutOff);
+            return Results.NoContent();
+        })
+        .WithSummary("Undefine a VM that is not running").Produces(204).Produces<ApiError>(404).Produces<ApiError>(409);
+
+        foreach (var action in new[] { "start", "pause", "resume", "reboot", "destroy" })
+        {
+            app.MapPost($"/vms/{{name}}/{action}", (string name) => Lifecycle(name, store, supervisor,
+                    () => action == "start" ? supervisor.Start(name) : supervisor.Act(name, action)))
+                .WithSummary(action switch
+                {
+                    "start" => "Start a VM in a new VMM process",
+                    "reboot" => "Reset the VM (the guest is not asked)",
+                    "destroy" => "Stop the VM at once (no on_* policy applies)",
+                    _ => $"{char.ToUpperInvariant(action[0])}{action[1..]} the VM's vCPUs",
+                })
+                .Produces<VmSummary>().Produces<ApiError>(404).Produces<ApiError>(409);
+        }
+
+        app.MapPost("/vms/{name}/shutdown", async (string name, HttpRequest request) =>
+        {
+            var (body, error) = await ReadOptional(request, DaemonJson.Default.ShutdownRequest, new ShutdownRequest());
+            if (error is not null)
+            {
+                return error;
+            }
+            if (body!.TimeoutSeconds is < 0 or > 86400)
+            {
+                return Fail(400, $"timeout_seconds: {body.TimeoutSeconds} is outside 0..86400");
+            }
+            return Lifecycle(name, store, supervisor, () => supervisor.Shutdown(name, TimeSpan.FromSeconds(body.TimeoutSeconds)), 202);
+        })
+        .WithSummary("Press the ACPI power button; destroy the VM if it is still running after timeout_seconds (default 60)")
+        .Body<ShutdownRequest>("application/json")
+        .Produces<VmSummary>(202).Produces<ApiError>(400).Produces<ApiError>(404).Produces<ApiError>(409);
+
+        app.MapPost("/vms/{name}/rename", async (string name, HttpRequest request) =>
+        {
+            var (body, error) = await ReadOptional(request, DaemonJson.Default.RenameRequest, null);
+            if (error is not null)
+            {
+                return error;
+            }
+            if (DefinitionReader.CheckName(body!.NewName) is { } bad)
+            {
+                return Fail(400, $"new_name: {bad}");
+            }
+            if (supervisor.Rename(name, body.NewName) is { } refused)
+            {
+                return refused.StartsWith("no VM", StringComparison.Ordinal) ? NoSuchVm(name) : Fail(409, refused);
+            }
+            return Results.Json(Summary(store.Get(body.NewName)!, supervisor), DaemonJson.Default.VmSummary);
+        })
+        .WithSummary("Rename a VM that is not running").Body<RenameRequest>("application/json")
+        .Produces<VmSummary>().Produces<ApiError>(400).Produces<ApiError>(404).Produces<ApiError>(409);
+
+        app.MapGet("/vms/{name}/console", async (string name, HttpContext context) =>
+        {
+            if (supervisor.ApiOf(name) is not { } vmm)
+            {
+                return store.Get(name) is null ? NoSuchVm(name) : Fail(409, $"'{name}' is not running");
+            }
+            Stream console;
+            try
+            {
+                console = await vmm.OpenConsole(context.RequestAborted);
+            }
+            catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException)
+            {
+                return Fail(409, $"'{name}': its console could not be opened: {e.Message}");
+            }
+            await using (console)
+            {
+                context.Response.ContentType = "application/octet-stream";
+                await context.Response.StartAsync(context.RequestAborted);
+                try
+                {
+                    await console.CopyToAsync(new FlushingStream(context.Response.Body), context.RequestAborted);
+                }
+                catch (Exception e) when (e is OperationCanceledException or IOException or HttpRequestException)
+                {
+                    // the client detached, or the VM ended
+                }
+            }
+            return Results.Empty;
+        })
+        .WithSummary("The guest's console: the last 64 KiB, then live output until the VM ends (a byte stream)")
+        .Produces(200, contentType: "application/octet-stream").Produces<ApiError>(404).Produces<ApiError>(409);
+
+        app.MapPut("/vms/{name}/console/input", async (string name, HttpRequest request) =>
+        {
+            if (supervisor.ApiOf(name) is not { } vmm)
+            {
+                return store.Get(name) is null ? NoSuchVm(name) : Fail(409, $"'{name}' is not running");
+            }
+            using var body = new MemoryStream();
+            try
+            {
+                await request.Body.CopyToAsync(body, request.HttpContext.RequestAborted);
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
+            {
+                return Fail(400, $"the request body could not be read: {e.Message}");
+            }
+            return vmm.SendInput(body.ToArray()) is { } error ? Fail(409, error) : Results.NoContent();
+        })
+        .WithSummary("Keystrokes for the guest's console (raw bytes)")
+        .Body<byte[]>("application/octet-stream").Produces(204).Produces<ApiError>(404).Produces<ApiError>(409);
+
+        app.MapGet("/vms/{name}/logs", (string name, long? tailBytes) =>
+        {
+            if (store.Get(name) is null)
+            {
+                return NoSuchVm(name);
+            }
+            string path = supervisor.ConsoleLogOf(name);
+            if (!File.Exists(path))
+            {
+                return Results.Text("", "text/plain");
+            }
+            using var file = File.OpenRead(path);
+            long take = Math.Min(file.Length, Math.Clamp(tailBytes ?? 1 << 20, 0, 16 << 20));
+            file.Seek(-take, SeekOrigin.End);
+            var bytes = new byte[take];
+            file.ReadExactly(bytes);
+            return Results.Bytes(bytes, "text/plain; charset=utf-8");
+        })
+        .WithSummary("The console output the VM wrote across its runs (the last tail_bytes, default 1 MiB)")
+        .Produces(200, contentType: "text/plain").Produces<ApiError>(404);
+
+        app.MapGet("/events", async (HttpContext context, long? after) =>
+        {
+            long from = long.TryParse(context.Request.Headers["Last-Event-ID"], out long last) ? last : after ?? LatestOnly;
+            context.Response.ContentType = "text/event-stream";
+            context.Response.Headers.CacheControl = "no-cache";
+            await context.Response.StartAsync(context.RequestAborted);
+            await context.Response.Body.FlushAsync(context.RequestAborted); // headers now, not at the first event
+            try
+            {
+                await SseFormatter.WriteAsync(Stream(events.Follow(from, context.RequestAborted)), context.Response.Body, context.RequestAborted);
+            }
+            catch (Exception e) when (e is OperationCanceledException or IOException)
+            {
+                // the client left
+            }
+        })
+        .WithSummary("Lifecycle events as server-sent events (event: lifecycle, data: a LifecycleEvent). " +
+            "Last-Event-ID or ?after=SEQ replays the kept events after that one.")
+        .Produces<LifecycleEvent>(200, "text/event-stream");
+
+        app.MapGet("/schemas/vm-definition", () => Results.Text(DefinitionReader.SchemaText, "application/schema+json"))
+            .WithSummary("The JSON Schema of a VM definition").Produces(200, contentType: "application/schema+json");
+
+        app.MapFallback(() => Fail(404, "no such resource (the API is described at GET /openapi/v1.json)"));
+    }
+
+    /// <summary>
+    /// Describes the request body in the OpenAPI document. (Accepts&lt;T&gt; would also make routing
+    /// refuse other content types; the daemon reads YAML and JSON whatever the client calls them.)
+    /// </summary>
+    private static RouteHandlerBuilder Body<T>(this RouteHandlerBuilder endpoint, params string[] contentTypes) =>
+        endpoint.AddOpenApiOperationTransformer(async (operation, context, ct) =>
+        {
+            var schema = typeof(T) == typeof(byte[]) ? new OpenApiSchema { Type = JsonSchemaType.String, Format = "binary" }
+                : await context.GetOrCreateSchemaAsync(typeof(T), null, ct);
+            operation.RequestBody = new OpenApiRequestBody
+            {
+                Required = typeof(T) != typeof(ShutdownRequest),
+                Content = contentTypes.ToDictionary(c => c, _ => new OpenApiMediaType { Schema = schema }),
+            };
+        });
+
+    private const long LatestOnly = long.MaxValue; // no replay: only what happens from now on
+
+    private static async IAsyncEnumerable<SseItem<string>> Stream(IAsyncEnumerable<LifecycleEvent> source)
+    {
+        await foreach (var e in source)
+        {
+            yield return new SseItem<string>(JsonSerializer.Serialize(e, DaemonJson.Default.LifecycleEvent), "lifecycle") { EventId = e.Seq.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        }
+    }
+
+    private static IResult Lifecycle(string name, VmStore store, Supervisor supervisor, Func<string?> act, int okStatus = 200)
+    {
+        if (store.Get(name) is null)
+        {
+            return NoSuchVm(name);
+        }
+        return act() is { } error ? Fail(409, error) : Results.Json(Summary(store.Get(name)!, supervisor), DaemonJson.Default.VmSummary, statusCode: okStatus);
+    }
+
+    private static VmSummary Summary(VmRecord vm, Supervisor supervisor) => new(vm.Name, vm.Id, vm.State, vm.Definition.Vcpus, vm.Definition.MemoryMib,
+        supervisor.PidOf(vm.Name), Uptime(vm), vm.LastExit, vm.Definition);
+
+    private static VmListEntry ListEntry(VmRecord vm, Supervisor supervisor) =>
+        new(vm.Name, vm.Id, vm.State, vm.Definition.Vcpus, vm.Definition.MemoryMib, Uptime(vm), supervisor.PidOf(vm.Name));
+
+    private static double? Uptime(VmRecord vm) => vm.StartedAt is { } t ? Math.Round((DateTime.UtcNow - t).TotalSeconds, 1) : null;
+
+    private static IResult NoSuchVm(string name) => Fail(404, $"no VM named '{name}'");
+
+    private static IResult Fail(int status, string message, SchemaError[]? errors = null) =>
+        Results.Json(new ApiError(message, errors), DaemonJson.Default.ApiError, statusCode: status);
+
+    /// <summary>A definition from the body (YAML or JSON), checked against the schema, then against the image directories.</summary>
+    private static async Task<(VmDefinition? Definition, IResult? Error)> ReadDefinition(HttpRequest request, List<string> imageDirs)
+    {
+        string text;
+        try
+        {
+            using var reader = new StreamReader(request.Body);
+            text = await reader.ReadToEndAsync(request.HttpContext.RequestAborted);
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
+        {
+            return (null, Fail(400, $"the request body could not be read: {e.Message}"));
+        }
+        var result = DefinitionReader.Parse(text);
+        if (result.Definition is null)
+        {
+            return (null, Fail(400, $"invalid definition: {result.ErrorText}", [.. result.Errors]));
+        }
+        if (ImagePolicy.Check(result.Definition, imageDirs) is { } refused)
+        {
+            return (null, Fail(400, $"invalid definition: {refused}", [refused]));
+        }
+        return (result.Definition, null);
+    }
+
+    /// <summary>A small JSON body that may be absent (then <paramref name="absent"/>).</summary>
+    private static async Task<(T? Value, IResult? Error)> ReadOptional<T>(HttpRequest request, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, T? absent)
+    {
+        try
+        {
+            if (request.ContentLength is 0 || (request.ContentLength is null && !request.Headers.ContainsKey(HeaderNames.TransferEncoding)))
+            {
+                return absent is null ? (default, Fail(400, "a JSON body is required")) : (absent, null);
+            }
+            var value = await JsonSerializer.DeserializeAsync(request.Body, type, request.HttpContext.RequestAborted);
+            return value is null ? (default, Fail(400, "malformed body: null")) : (value, null);
+        }
+        catch (JsonException e)
+        {
+            return (default, Fail(400, $"malformed body: {e.Message}"));
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
+        {
+            return (default, Fail(400, $"the request body could not be read: {e.Message}"));
+        }
+    }
+
+    /// <summary>Flushes after every write, so console bytes reach the client as the guest writes them.</summary>
+    private sealed class FlushingStream(Stream inner) : Stream
+    {
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override void Flush() => inner.Flush();
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => inner.Write(buffer, offset, count);
+        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken ct = default)
+        {
+            await inner.WriteAsync(buffer, ct);
+            await inner.FlushAsync(ct);
+        }
+    }
+}

@@ -1,0 +1,98 @@
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Vireo.Api;
+
+namespace Vireo.Daemon;
+
+/// <summary>The daemon's side of one vireo-vmm's API socket: configuration, actions, and the console stream.</summary>
+internal sealed class VmmClient : IDisposable
+{
+    private readonly HttpClient _api;      // requests that answer at once
+    private readonly HttpClient _streams;  // the console, which lasts as long as the VM
+
+    public VmmClient(string socketPath)
+    {
+        _api = Create(socketPath, TimeSpan.FromSeconds(30));
+        _streams = Create(socketPath, Timeout.InfiniteTimeSpan);
+    }
+
+    private static HttpClient Create(string socketPath, TimeSpan timeout) => new(new SocketsHttpHandler
+    {
+        ConnectCallback = async (_, ct) =>
+        {
+            var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            try
+            {
+                await s.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), ct);
+            }
+            catch
+            {
+                s.Dispose();
+                throw;
+            }
+            return new NetworkStream(s, ownsSocket: true);
+        },
+    })
+    { BaseAddress = new Uri("http://vmm/"), Timeout = timeout };
+
+    /// <summary>True once a server accepts connections on the socket (the file appears at bind, a moment before listen).</summary>
+    public static bool Accepts(string path)
+    {
+        using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            s.Connect(new UnixDomainSocketEndPoint(path));
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>One PUT of a JSON body; null on 2xx, else the VMM's fault message.</summary>
+    public string? Put(string path, string json) => Put(path, new StringContent(json, Encoding.UTF8, "application/json"));
+
+    /// <summary>Keystrokes for the guest's console.</summary>
+    public string? SendInput(byte[] input) => Put("console/input", new ByteArrayContent(input));
+
+    private string? Put(string path, HttpContent content)
+    {
+        try
+        {
+            using var r = _api.PutAsync(path, content).GetAwaiter().GetResult();
+            if (r.IsSuccessStatusCode)
+            {
+                return null;
+            }
+            string body = r.Content.ReadAsStringAsync().GetAwaiter().GetResult();
+            try
+            {
+                return JsonDocument.Parse(body).RootElement.GetProperty("fault_message").GetString();
+            }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+            {
+                return $"the VMM answered {(int)r.StatusCode}";
+            }
+        }
+        catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException)
+        {
+            return $"the VMM did not answer: {e.Message}";
+        }
+    }
+
+    /// <summary>The console: history, then live output until the VM ends or <paramref name="ct"/> fires.</summary>
+    public async Task<Stream> OpenConsole(CancellationToken ct)
+    {
+        var r = await _streams.GetAsync("console", HttpCompletionOption.ResponseHeadersRead, ct);
+        r.EnsureSuccessStatusCode();
+        return await r.Content.ReadAsStreamAsync(ct);
+    }
+
+    public void Dispose()
+    {
+        _api.Dispose();
+        _streams.Dispose();
+    }
+}

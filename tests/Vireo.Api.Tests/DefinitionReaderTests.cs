@@ -1,0 +1,134 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Vireo.Api;
+using Vireo.Api.Definitions;
+using Vireo.Tests;
+
+namespace Vireo.Api.Tests;
+
+public class DefinitionReaderTests
+{
+    private const string Good = """
+        name: web-1
+        kernel: /images/vmlinuz
+        vcpus: 2
+        memory_mib: 512
+        cmdline: "console=ttyS0 root=/dev/vda"
+        disks:
+          - path: /images/root.ext4
+          - path: /images/data.img
+            read_only: true
+        nets:
+          - tap: tap0
+            mac: "52:54:00:12:34:56"
+        on_crash: preserve
+        autostart: yes-this-is-a-string
+        """;
+
+    [Fact]
+    public void Yaml_and_json_give_the_same_definition()
+    {
+        var yaml = DefinitionReader.Parse(Good.Replace("autostart: yes-this-is-a-string", "autostart: true"));
+        Assert.Empty(yaml.Errors);
+        var d = yaml.Definition!;
+        Assert.Equal(("web-1", 2, 512L, "preserve", true), (d.Name, d.Vcpus, d.MemoryMib, d.OnCrash, d.Autostart));
+        Assert.Equal(["/images/root.ext4", "/images/data.img"], d.Disks!.Select(x => x.Path));
+        Assert.True(d.Disks![1].ReadOnly);
+        Assert.Equal("52:54:00:12:34:56", d.Nets![0].Mac);
+        var json = DefinitionReader.Parse(JsonSerializer.Serialize(d, DaemonJson.Default.VmDefinition));
+        Assert.Equal(JsonSerializer.Serialize(d, DaemonJson.Default.VmDefinition), JsonSerializer.Serialize(json.Definition, DaemonJson.Default.VmDefinition));
+    }
+
+    [Fact]
+    public void Every_error_names_its_field_path_and_yaml_line()
+    {
+        string bad = Good.Replace("vcpus: 2", "vcpus: 0").Replace("read_only: true", "read_only: 7").Replace("tap: tap0", "tap: \"a tap with spaces\"");
+        var r = DefinitionReader.Parse(bad);
+        Assert.Null(r.Definition);
+        Assert.Equal(
+        [
+            "line 3: vcpus: 0 is below the minimum 1",
+            "line 9: disks[1].read_only: expected a boolean, got the number 7",
+            "line 11: nets[0].tap: \"a tap with spaces\" does not match ^[A-Za-z0-9_.-]{1,15}$ (The host TAP device's name.)",
+            "line 14: autostart: expected a boolean, got the string \"yes-this-is-a-string\"",
+        ], r.Errors.Select(e => e.ToString()));
+    }
+
+    [Theory]
+    [InlineData("name: [unclosed", "malformed YAML")]
+    [InlineData("{\"name\": ", "malformed JSON")]
+    [InlineData("", "the document is empty")]
+    [InlineData("- a\n- b", "expected an object, got an array")]
+    [InlineData("name: a\nname: b\nkernel: k", "line 2: malformed YAML: Duplicate key name")]
+    [InlineData("name: a\nkernel: k\n---\nname: b\nkernel: k", "several YAML documents")]
+    public void Malformed_documents_are_refused_with_a_reason(string text, string reason)
+    {
+        var r = DefinitionReader.Parse(text);
+        Assert.Null(r.Definition);
+        Assert.Contains(reason, r.ErrorText);
+    }
+
+    [Fact]
+    public void To_yaml_round_trips()
+    {
+        var d = DefinitionReader.Parse(Good.Replace("autostart: yes-this-is-a-string", "cmdline2: x").Replace("cmdline2: x", "")).Definition!;
+        string yaml = DefinitionReader.ToYaml(d, "made by a test\n\nsecond line");
+        Assert.StartsWith("# made by a test\n#\n# second line\n", yaml);
+        Assert.Equal(d with { Disks = null, Nets = null }, DefinitionReader.Parse(yaml).Definition! with { Disks = null, Nets = null });
+        Assert.Equal(d.Disks, DefinitionReader.Parse(yaml).Definition!.Disks);
+    }
+
+    /// <summary>
+    /// The hand-written validator against an independent implementation (python3-jsonschema,
+    /// Draft 2020-12) on the same schema and the same documents: both must accept or refuse each.
+    /// </summary>
+    [Fact]
+    public void The_validator_agrees_with_python_jsonschema()
+    {
+        string[] documents =
+        [
+            """{"name": "a", "kernel": "/k"}""",
+            """{"name": "a", "kernel": "/k", "vcpus": 254, "memory_mib": 16}""",
+            """{"name": "a", "kernel": "/k", "vcpus": 255}""",
+            """{"name": "a", "kernel": "/k", "vcpus": 1.5}""",
+            """{"name": "a", "kernel": "/k", "vcpus": 2.0}""",
+            """{"name": "a", "kernel": "/k", "memory_mib": 15}""",
+            """{"name": "-a", "kernel": "/k"}""",
+            """{"name": "a", "kernel": ""}""",
+            """{"name": "a"}""",
+            """{"name": "a", "kernel": "/k", "extra": 1}""",
+            """{"name": "a", "kernel": "/k", "disks": [{"path": "/d"}, {"path": "/e", "read_only": true}]}""",
+            """{"name": "a", "kernel": "/k", "disks": [{"read_only": true}]}""",
+            """{"name": "a", "kernel": "/k", "disks": [{"path": "/d", "cache": "none"}]}""",
+            """{"name": "a", "kernel": "/k", "disks": "/d"}""",
+            """{"name": "a", "kernel": "/k", "nets": [{"tap": "tap0", "mac": "52:54:00:00:00:01"}]}""",
+            """{"name": "a", "kernel": "/k", "nets": [{"tap": "tap0", "mac": "52:54:00:00:00"}]}""",
+            """{"name": "a", "kernel": "/k", "on_reboot": "preserve", "on_crash": "coredump"}""",
+            """{"name": "a", "kernel": "/k", "autostart": "true"}""",
+            """{"name": "a", "kernel": "/k", "acpi": false, "cmdline": "x"}""",
+            """{"name": "a", "kernel": "/k", "vcpus": null}""",
+            """[]""",
+        ];
+        string dir = TempDirectory.Create("schema-check");
+        string schema = Path.Combine(dir, "schema.json"), docs = Path.Combine(dir, "docs.json");
+        File.WriteAllText(schema, DefinitionReader.SchemaText);
+        File.WriteAllText(docs, "[" + string.Join(",", documents) + "]");
+        var py = TestEnvironment.Run("python3", $"-c \"import json,sys,jsonschema; s=json.load(open(sys.argv[1])); jsonschema.Draft202012Validator.check_schema(s); v=jsonschema.Draft202012Validator(s); print(''.join('1' if v.is_valid(d) else '0' for d in json.load(open(sys.argv[2]))))\" {schema} {docs}");
+        Assert.True(py.ExitCode == 0, py.Error);
+        var validator = new SchemaValidator(JsonNode.Parse(DefinitionReader.SchemaText)!.AsObject());
+        string ours = string.Concat(documents.Select(d => validator.Validate(JsonNode.Parse(d)).Count == 0 ? '1' : '0'));
+        Assert.Equal(py.Output.Trim(), ours);
+        Assert.Contains('0', ours);
+        Assert.Contains('1', ours);
+
+        // 2.0 is an integer to JSON Schema, but the definition's vcpus is an int: refused with a reason, not thrown.
+        Assert.Contains("vcpus", DefinitionReader.FromNode(JsonNode.Parse(documents[4])).ErrorText);
+    }
+
+    [Fact]
+    public void A_schema_with_a_keyword_the_validator_does_not_know_is_refused_rather_than_half_checked()
+    {
+        var e = Assert.Throws<ArgumentException>(() => new SchemaValidator(JsonNode.Parse("""{"type": "object", "properties": {"a": {"oneOf": []}}}""")!.AsObject()));
+        Assert.Contains("oneOf", e.Message);
+    }
+}

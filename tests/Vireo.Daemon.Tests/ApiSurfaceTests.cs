@@ -1,0 +1,143 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.OpenApi;
+using Vireo.Tests;
+
+namespace Vireo.Daemon.Tests;
+
+/// <summary>What vireod shows a client besides the lifecycle: its OpenAPI document, TCP with a token, and its behaviour under bad clients.</summary>
+public class ApiSurfaceTests
+{
+    [Fact]
+    public async Task The_openapi_document_validates_and_describes_every_route()
+    {
+        using var d = new DaemonProcess();
+        string json = await d.Http.GetStringAsync("openapi/v1.json");
+        var result = OpenApiDocument.Parse(json, "json");
+        Assert.True(result.Diagnostic is null || result.Diagnostic.Errors.Count == 0,
+            string.Join("\n", result.Diagnostic!.Errors.Select(e => $"{e.Pointer}: {e.Message}")));
+        var document = result.Document!;
+        var errors = document.Validate(Microsoft.OpenApi.ValidationRuleSet.GetDefaultRuleSet())?.ToList() ?? [];
+        Assert.True(errors.Count == 0, string.Join("\n", errors.Select(e => $"{e.Pointer}: {e.Message}")));
+        foreach (var route in new[] { "/vms", "/vms/{name}", "/vms/{name}/start", "/vms/{name}/shutdown", "/vms/{name}/rename",
+            "/vms/{name}/console", "/vms/{name}/console/input", "/vms/{name}/logs", "/events", "/schemas/vm-definition" })
+        {
+            Assert.True(document.Paths.ContainsKey(route), $"{route} is not in the document");
+        }
+        Assert.Contains("memory_mib", json); // the schemas use the wire names
+
+        // A second, independent validator where the machine has it (Debian's image ships it for Python).
+        string file = Path.Combine(d.StateDir, "openapi.json");
+        File.WriteAllText(file, json);
+        var check = TestEnvironment.Run("python3", $"-c \"import json,sys; from openapi_spec_validator import validate; validate(json.load(open(sys.argv[1]))); print('valid')\" {file}");
+        if (check.Error.Contains("No module named"))
+        {
+            Console.Error.WriteLine("SKIPPED (second opinion only): python3 openapi_spec_validator is not installed");
+        }
+        else
+        {
+            Assert.True(check.ExitCode == 0 && check.Output.Contains("valid"), check.Error);
+        }
+    }
+
+    [Fact]
+    public void Tcp_without_a_token_file_is_refused_at_start()
+    {
+        var r = TestEnvironment.Run(Path.Combine(AppContext.BaseDirectory, "vireod"), $"--socket /tmp/x.sock --state {TempDirectory.Create("vireod-notoken")} --listen 127.0.0.1:7099");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("--listen needs --token-file", r.Error);
+    }
+
+    [Fact]
+    public async Task Tcp_answers_only_a_client_with_the_token_and_the_unix_socket_needs_none()
+    {
+        string dir = TempDirectory.Create("vireod-tcp");
+        string tokenFile = Path.Combine(dir, "token");
+        string token = Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
+        File.WriteAllText(tokenFile, token + "\n");
+        int port = FreePort();
+        using var d = new DaemonProcess(extraArgs: $"--listen 127.0.0.1:{port} --token-file {tokenFile}");
+        using var tcp = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}/") };
+        await Eventually.Until(async () =>
+        {
+            try
+            {
+                using var r = await tcp.GetAsync("vms");
+                return true;
+            }
+            catch (HttpRequestException)
+            {
+                return false;
+            }
+        }, "the TCP listener");
+        using (var anonymous = await tcp.GetAsync("vms"))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
+            Assert.Contains("bearer token is required", await anonymous.Content.ReadAsStringAsync());
+        }
+        using (var wrong = new HttpRequestMessage(HttpMethod.Get, "vms"))
+        {
+            wrong.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token[..^1] + (token[^1] == '0' ? '1' : '0'));
+            Assert.Equal(HttpStatusCode.Unauthorized, (await tcp.SendAsync(wrong)).StatusCode);
+        }
+        tcp.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        Assert.Equal("[]", await tcp.GetStringAsync("vms"));
+        Assert.Equal("[]", await d.Http.GetStringAsync("vms"));
+        var mode = File.GetUnixFileMode(d.Socket);
+        Assert.False(mode.HasFlag(UnixFileMode.OtherWrite), $"the socket is {mode}");
+    }
+
+    [Fact]
+    public async Task A_client_that_vanishes_mid_request_costs_nothing_and_the_daemon_keeps_serving()
+    {
+        using var d = new DaemonProcess();
+        for (int i = 0; i < 20; i++)
+        {
+            using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            s.Connect(new UnixDomainSocketEndPoint(d.Socket));
+            // Promise 4 KiB of definition, send a few bytes of it, and hang up.
+            s.Send(Encoding.ASCII.GetBytes("POST /vms HTTP/1.1\r\nHost: x\r\nContent-Type: application/yaml\r\nContent-Length: 4096\r\n\r\nname: half"));
+            if (i % 2 == 0)
+            {
+                s.Send(Encoding.ASCII.GetBytes("GET /vms HTTP/1.1\r\nHost: x\r\n")); // and a request cut off in its headers
+            }
+            s.Close();
+        }
+        Assert.Equal("[]", await d.Http.GetStringAsync("vms"));
+        using var console = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        console.Connect(new UnixDomainSocketEndPoint(d.Socket));
+        console.Send(Encoding.ASCII.GetBytes("GET /events HTTP/1.1\r\nHost: x\r\n\r\n"));
+        console.Close(); // an event-stream reader that leaves at once
+        var (status, body) = await d.Send(HttpMethod.Post, "vms", "{\"name\": ");
+        Assert.Equal((400, true), (status, body.Contains("malformed JSON")));
+        try
+        {
+            var (big, _) = await d.Send(HttpMethod.Post, "vms", "name: x\ncmdline: " + new string('a', 2 << 20));
+            Assert.Equal(413, big); // bodies are limited to 1 MiB
+        }
+        catch (HttpRequestException)
+        {
+            // or the daemon hung up before the client finished sending it
+        }
+        Assert.Equal("[]", await d.Http.GetStringAsync("vms"));
+    }
+
+    [Fact]
+    public async Task The_schema_is_served_and_unknown_routes_get_a_404_that_says_where_the_api_is_described()
+    {
+        using var d = new DaemonProcess();
+        Assert.Contains("\"memory_mib\"", await d.Http.GetStringAsync("schemas/vm-definition"));
+        var (status, body) = await d.Send(HttpMethod.Get, "nothing/here");
+        Assert.Equal((404, true), (status, body.Contains("openapi/v1.json")));
+    }
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+}
