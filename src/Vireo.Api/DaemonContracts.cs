@@ -50,7 +50,7 @@ public sealed record VmSummary(
 
 /// <summary>
 /// One row of GET /vms and of `vireo list --json`: a stable, documented shape (docs/cli.md).
-/// Fields are only ever added, never renamed or removed.
+/// Every field is always present (null when it does not apply); fields are only ever added, never renamed or removed.
 /// </summary>
 public sealed record VmListEntry(
     string Name,
@@ -58,8 +58,8 @@ public sealed record VmListEntry(
     string State,
     int Vcpus,
     long MemoryMib,
-    double? UptimeSeconds,
-    int? Pid);
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] double? UptimeSeconds,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] int? Pid);
 
 /// <summary>POST /vms/{name}/shutdown: how long the guest gets to power off before it is destroyed.</summary>
 public sealed record ShutdownRequest(int TimeoutSeconds = 60);

@@ -1,12 +1,26 @@
 using System.CommandLine;
 using Vireo.Cli;
+using Vireo.Cli.Import;
+using Vireo.Cli.Manage;
 
 // VIREO_JIT_TRACE=1 lists every method the JIT compiles: start-up time is mostly JIT and type loading.
 using var jitTrace = Environment.GetEnvironmentVariable("VIREO_JIT_TRACE") == "1" ? new JitTrace() : null;
-var root = new RootCommand("Vireo: a KVM virtual machine monitor")
+var root = new RootCommand("Vireo: a KVM virtual machine monitor. `vireo run` boots one VM here; the other commands manage VMs through vireod.")
 {
     RunCommand.Create(),
 };
+// The management commands are only built when asked for: `vireo run` is on every boot's critical path.
+if (args.Length == 0 || args[0] != "run")
+{
+    root.Options.Add(ManageCommands.Connect);
+    root.Options.Add(ManageCommands.TokenFile);
+    foreach (var command in ManageCommands.Create())
+    {
+        root.Subcommands.Add(command);
+    }
+    root.Subcommands.Add(ImportCommand.Create());
+    root.Subcommands.Add(CompletionCommand.Create());
+}
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)
 {

@@ -5,6 +5,11 @@ using Vireo.Daemon;
 
 // vireod: many VMs per host, each in its own vireo-vmm process that the daemon spawns and
 // supervises; state in STATE/vireo.db (SQLite). REST on a Unix socket, and on TCP only with a token.
+if (args is ["--help"] or ["-h"])
+{
+    Console.WriteLine(DaemonOptions.Usage);
+    return 0;
+}
 var options = DaemonOptions.Parse(args, out string? usageError);
 if (options is null)
 {

@@ -19,7 +19,7 @@ internal sealed class Supervisor : IDisposable
     private readonly string _vmmPath;
     private readonly ConcurrentDictionary<string, Attached> _running = new();
     private readonly ConcurrentDictionary<string, Lock> _vmLocks = new();
-    private readonly ConcurrentDictionary<string, bool> _destroying = new(); // ended by the operator: no policy applies
+    private readonly ConcurrentDictionary<string, string> _destroying = new(); // ended by the operator (why): no policy applies
     private readonly Thread _poller;
     private volatile bool _disposed;
 
@@ -137,7 +137,7 @@ internal sealed class Supervisor : IDisposable
         }
         if (action == "destroy")
         {
-            return Destroy(name, a, "destroyed");
+            return Destroy(name, a, "destroyed", "destroyed by the operator");
         }
         string? error = a.Api.Put("actions", Action(apiAction));
         if (error is null)
@@ -178,15 +178,15 @@ internal sealed class Supervisor : IDisposable
             // The same VMM process still running: the guest ignored the button.
             if (_running.TryGetValue(name, out var now) && now.Pid == a.Pid && now.StartTime == a.StartTime)
             {
-                Destroy(name, now, "shutdown-forced");
+                Destroy(name, now, "shutdown-forced", $"destroyed: the guest did not power off within {timeout.TotalSeconds:0.#} s of the power button");
             }
         });
         return null;
     }
 
-    private string? Destroy(string name, Attached a, string evt)
+    private string? Destroy(string name, Attached a, string evt, string why)
     {
-        _destroying[name] = true;
+        _destroying[name] = why;
         if (a.Api.Put("actions", Action(InstanceAction.Stop)) is not null)
         {
             Kill(a.Pid); // an unresponsive VMM is destroyed anyway
@@ -279,7 +279,7 @@ internal sealed class Supervisor : IDisposable
                 return;
             }
             var status = VmmStatus.Read(Path.Combine(VmDir(name), "status"));
-            bool destroyed = _destroying.TryRemove(name, out _);
+            bool destroyed = _destroying.TryRemove(name, out string? why);
             var (evt, policy) = status.Kind switch
             {
                 _ when destroyed => ("stopped", LifecyclePolicy.Destroy),
@@ -288,8 +288,8 @@ internal sealed class Supervisor : IDisposable
                 _ => ("crashed", vm.Definition.OnCrash),
             };
             string state = policy == LifecyclePolicy.Preserve && evt == "crashed" ? DomainState.Crashed : DomainState.ShutOff;
-            _store.SetStopped(name, state, status.Text);
-            string rule = destroyed ? "destroyed by the operator" : $"{(evt == "rebooted" ? "on_reboot" : evt == "crashed" ? "on_crash" : "on_poweroff")}={policy}";
+            _store.SetStopped(name, state, why ?? status.Text);
+            string rule = destroyed ? why! : $"{(evt == "rebooted" ? "on_reboot" : evt == "crashed" ? "on_crash" : "on_poweroff")}={policy}";
             _events.Publish(name, evt, state, $"{status.Text}; {rule}");
             if (policy == LifecyclePolicy.Restart)
             {

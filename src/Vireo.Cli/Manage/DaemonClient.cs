@@ -1,0 +1,178 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using Vireo.Api;
+
+namespace Vireo.Cli.Manage;
+
+/// <summary>A command that failed, with the exit status that says how (see <see cref="ExitCodes"/>).</summary>
+internal sealed class CliException(int exitCode, string message) : Exception(message)
+{
+    public int ExitCode { get; } = exitCode;
+}
+
+/// <summary>
+/// The management commands' exit statuses, stable for scripts (docs/cli.md):
+/// 0 done; 1 refused in the VM's present state (409) or failed; 2 bad usage or input (400);
+/// 3 no such VM (404); 4 vireod unreachable; 5 not authorized (401); 124 a wait timed out.
+/// </summary>
+internal static class ExitCodes
+{
+    public const int Ok = 0, Refused = 1, BadInput = 2, NotFound = 3, Unreachable = 4, Unauthorized = 5, TimedOut = 124;
+
+    public static int FromStatus(HttpStatusCode status) => (int)status switch
+    {
+        400 or 413 or 415 => BadInput,
+        401 or 403 => Unauthorized,
+        404 => NotFound,
+        _ => Refused,
+    };
+}
+
+/// <summary>
+/// The CLI's side of vireod's API: a Unix socket path (default /run/vireo/vireod.sock) or an
+/// http://HOST:PORT address with a bearer token read from a file. Errors become <see cref="CliException"/>s.
+/// </summary>
+internal sealed class DaemonClient : IDisposable
+{
+    public const string DefaultSocket = "/run/vireo/vireod.sock";
+    private readonly HttpClient _http;
+    private readonly string _where;
+
+    public DaemonClient(string? connect, string? tokenFile)
+    {
+        connect ??= Environment.GetEnvironmentVariable("VIREO_CONNECT") ?? DefaultSocket;
+        tokenFile ??= Environment.GetEnvironmentVariable("VIREO_TOKEN_FILE");
+        _where = connect;
+        if (connect.StartsWith("http://", StringComparison.Ordinal) || connect.StartsWith("https://", StringComparison.Ordinal))
+        {
+            _http = new HttpClient { BaseAddress = new Uri(connect.TrimEnd('/') + "/"), Timeout = Timeout.InfiniteTimeSpan };
+            if (tokenFile is not null)
+            {
+                string token = File.Exists(tokenFile) ? File.ReadAllText(tokenFile).Trim()
+                    : throw new CliException(ExitCodes.BadInput, $"--token-file {tokenFile}: no such file");
+                _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+            }
+        }
+        else
+        {
+            string socket = connect.StartsWith("unix:", StringComparison.Ordinal) ? connect[5..] : connect;
+            if (!File.Exists(socket))
+            {
+                throw new CliException(ExitCodes.Unreachable, $"cannot reach vireod: no socket at {socket} (is vireod running? --connect or $VIREO_CONNECT name another)");
+            }
+            _http = new HttpClient(new SocketsHttpHandler
+            {
+                ConnectCallback = async (_, ct) =>
+                {
+                    var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                    try
+                    {
+                        await s.ConnectAsync(new UnixDomainSocketEndPoint(socket), ct);
+                    }
+                    catch
+                    {
+                        s.Dispose();
+                        throw;
+                    }
+                    return new NetworkStream(s, ownsSocket: true);
+                },
+            })
+            { BaseAddress = new Uri("http://vireod/"), Timeout = Timeout.InfiniteTimeSpan };
+        }
+    }
+
+    public T Get<T>(string path, JsonTypeInfo<T> type) => Parse(Send(HttpMethod.Get, path), type);
+
+    public T Send<T>(HttpMethod method, string path, JsonTypeInfo<T> type, string? body = null, string contentType = "application/json") =>
+        Parse(Send(method, path, body, contentType), type);
+
+    /// <summary>One request; the body text on 2xx, else a CliException with the daemon's reason.</summary>
+    public string Send(HttpMethod method, string path, string? body = null, string contentType = "application/json")
+    {
+        using var request = new HttpRequestMessage(method, path);
+        if (body is not null)
+        {
+            request.Content = new StringContent(body, Encoding.UTF8, contentType);
+        }
+        using var response = Open(request, CancellationToken.None);
+        string text = response.Content.ReadAsStringAsync().GetAwaiter().GetResult();
+        if (response.IsSuccessStatusCode)
+        {
+            return text;
+        }
+        throw Failure(response.StatusCode, text);
+    }
+
+    /// <summary>Opens a streaming response (the console, the event stream); fails as <see cref="Send"/> does.</summary>
+    public HttpResponseMessage OpenStream(string path, CancellationToken ct, Action<HttpRequestMessage>? adjust = null)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Get, path);
+        adjust?.Invoke(request);
+        var response = Open(request, ct);
+        if (!response.IsSuccessStatusCode)
+        {
+            using (response)
+            {
+                throw Failure(response.StatusCode, response.Content.ReadAsStringAsync(ct).GetAwaiter().GetResult());
+            }
+        }
+        return response;
+    }
+
+    /// <summary>Raw bytes to a PUT endpoint (console input).</summary>
+    public void PutBytes(string path, byte[] bytes)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Put, path) { Content = new ByteArrayContent(bytes) };
+        using var response = Open(request, CancellationToken.None);
+        if (!response.IsSuccessStatusCode)
+        {
+            throw Failure(response.StatusCode, response.Content.ReadAsStringAsync().GetAwaiter().GetResult());
+        }
+    }
+
+    private HttpResponseMessage Open(HttpRequestMessage request, CancellationToken ct)
+    {
+        try
+        {
+            return _http.Send(request, HttpCompletionOption.ResponseHeadersRead, ct);
+        }
+        catch (HttpRequestException e)
+        {
+            throw new CliException(ExitCodes.Unreachable,
+                $"cannot reach vireod at {_where}: {e.InnerException?.Message ?? e.Message} (is it running? see `vireod --help`; --connect or VIREO_CONNECT choose another)");
+        }
+    }
+
+    private static CliException Failure(HttpStatusCode status, string body)
+    {
+        string message;
+        try
+        {
+            var error = JsonSerializer.Deserialize(body, DaemonJson.Default.ApiError)!;
+            message = error.Errors is { Length: > 0 } fields ? "invalid definition:\n  " + string.Join("\n  ", fields.Select(f => f.ToString())) : error.FaultMessage;
+        }
+        catch (JsonException)
+        {
+            message = $"vireod answered {(int)status}: {body}";
+        }
+        return new CliException(ExitCodes.FromStatus(status), message);
+    }
+
+    private static T Parse<T>(string text, JsonTypeInfo<T> type)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(text, type)!;
+        }
+        catch (JsonException e)
+        {
+            throw new CliException(ExitCodes.Refused, $"vireod's answer could not be read: {e.Message}");
+        }
+    }
+
+    public void Dispose() => _http.Dispose();
+}
