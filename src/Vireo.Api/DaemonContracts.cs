@@ -73,7 +73,7 @@ public sealed record LifecycleEvent(long Seq, DateTime Time, string Vm, string E
 /// <summary>The states a VM is in, as virsh names them.</summary>
 public static class DomainState
 {
-    public const string ShutOff = "shut off", Running = "running", Paused = "paused", Crashed = "crashed", ShuttingDown = "in shutdown";
+    public const string ShutOff = "shut off", Running = "running", Paused = "paused", Crashed = "crashed";
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,

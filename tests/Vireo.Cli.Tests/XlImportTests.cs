@@ -82,3 +82,16 @@ public class XlImportTests
         Assert.NotNull(DefinitionReader.Parse(r.Output).Definition);
     }
 }
+
+public class DaemonClientTests
+{
+    [Fact]
+    public void Answers_from_a_newer_daemon_with_more_fields_are_still_read()
+    {
+        var vms = Vireo.Cli.Manage.DaemonClient.Parse("""[{"name":"a","id":1,"state":"running","vcpus":1,"memory_mib":32,"uptime_seconds":null,"pid":null,"numa_node":0}]""",
+            Vireo.Api.DaemonJson.Default.VmListEntryArray);
+        Assert.Equal("a", Assert.Single(vms).Name);
+        var e = Assert.Throws<Vireo.Cli.Manage.CliException>(() => Vireo.Cli.Manage.DaemonClient.Parse("{", Vireo.Api.DaemonJson.Default.VmSummary));
+        Assert.Equal(1, e.ExitCode);
+    }
+}

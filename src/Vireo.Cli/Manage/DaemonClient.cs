@@ -162,11 +162,14 @@ internal sealed class DaemonClient : IDisposable
         return new CliException(ExitCodes.FromStatus(status), message);
     }
 
-    private static T Parse<T>(string text, JsonTypeInfo<T> type)
+    // Answers are read leniently: a newer vireod may add fields (requests stay strict on its side).
+    private static readonly JsonSerializerOptions Lenient = new(DaemonJson.Default.Options) { UnmappedMemberHandling = System.Text.Json.Serialization.JsonUnmappedMemberHandling.Skip };
+
+    internal static T Parse<T>(string text, JsonTypeInfo<T> type)
     {
         try
         {
-            return JsonSerializer.Deserialize(text, type)!;
+            return (T)JsonSerializer.Deserialize(text, Lenient.GetTypeInfo(type.Type))!;
         }
         catch (JsonException e)
         {

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""The management plane under load: vireod's API latency and memory, beside libvirt's where it is installed.
+
+  bench/api_bench.py [--started N] [--defined M] [--lists K]
+
+Vireo: a fresh vireod on a temporary state directory, driven over its Unix socket with one
+keep-alive connection (python's http.client), as a script or the CLI would.
+  * create+start: POST /vms then POST /vms/NAME/start, for N VMs (the idle guest, 32 MiB), kept running;
+  * define: POST /vms for the rest, up to M defined VMs;
+  * list: GET /vms with M defined (N running), K times;
+  * vireod's RSS (VmRSS and its peak VmHWM) with M defined and N running, and one VMM process's RSS.
+libvirt, where virsh and libvirtd are installed: the same steps with `virsh define` / `start` /
+`list --all` against a libvirtd started here (QEMU pc guests booting the same kernel). Each
+virsh call is a new client process, so its start-up is included; the report gives that floor.
+Prints a markdown table; bench/run --only api includes it in bench/results/latest.md.
+"""
+import argparse, http.client, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUESTS = os.path.join(ROOT, "guests", "build")
+VIREOD = os.path.join(ROOT, ".build", "vireo", "vireod")
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("vireod")
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def call(conn, method, path, body=None):
+    start = time.perf_counter()
+    conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+    r = conn.getresponse()
+    data = r.read()
+    elapsed = time.perf_counter() - start
+    if r.status >= 300:
+        sys.exit(f"api_bench: {method} {path}: {r.status} {data.decode(errors='replace')}")
+    return elapsed, data
+
+
+def pct(samples, p):
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def rss_kib(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def vireo(started, defined, lists):
+    state = tempfile.mkdtemp(prefix="vireo-api-bench-")
+    sock = os.path.join(state, "vireod.sock")
+    daemon = subprocess.Popen([VIREOD, "--socket", sock, "--state", state, "--image-dir", GUESTS],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(sock)
+                s.close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    sys.exit("api_bench: vireod did not start")
+                time.sleep(0.05)
+        conn = UnixHTTP(sock)
+        kernel = os.path.join(GUESTS, "idle.elf")
+        create_start, create_only = [], []
+        for i in range(defined):
+            body = json.dumps({"name": f"vm{i:03d}", "kernel": kernel, "memory_mib": 32})
+            t1, _ = call(conn, "POST", "/vms", body)
+            if i < started:
+                t2, _ = call(conn, "POST", f"/vms/vm{i:03d}/start")
+                create_start.append(t1 + t2)
+            else:
+                create_only.append(t1)
+        listing = []
+        for _ in range(lists):
+            t, data = call(conn, "GET", "/vms")
+            listing.append(t)
+        vms = json.loads(data)
+        assert len(vms) == defined and sum(v["state"] == "running" for v in vms) == started
+        daemon_rss, daemon_hwm = rss_kib(daemon.pid), rss_kib(daemon.pid, "VmHWM")
+        vmm_rss = statistics.median(rss_kib(v["pid"]) for v in vms if v["pid"])
+        for i in range(started):
+            call(conn, "POST", f"/vms/vm{i:03d}/destroy")
+        return {"create+start": create_start, "define": create_only, "list": listing,
+                "rss": (daemon_rss, daemon_hwm, vmm_rss)}
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def libvirt(started, defined, lists):
+    """The same steps through virsh against a libvirtd started here (qemu:///system, KVM)."""
+    if not shutil.which("virsh") or not shutil.which("libvirtd"):
+        return None
+    # libvirtd runs QEMU as libvirt-qemu (group kvm): it needs virtlogd, and /dev/kvm open to that group.
+    if os.stat("/dev/kvm").st_mode & 0o060 != 0o060:
+        print("api_bench: chgrp kvm /dev/kvm; chmod 660 /dev/kvm (libvirt runs QEMU in group kvm)", file=sys.stderr)
+        subprocess.run(["chgrp", "kvm", "/dev/kvm"], check=True)
+        os.chmod("/dev/kvm", 0o660)
+    subprocess.run(["virtlogd", "-d"], capture_output=True)
+    subprocess.run(["pkill", "-x", "libvirtd"], capture_output=True)
+    time.sleep(0.5)
+    daemon = subprocess.Popen(["libvirtd"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while not os.path.exists("/run/libvirt/libvirt-sock") and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    kernel = os.path.join(GUESTS, "idle.elf")
+    names = [f"lvbench{i:03d}" for i in range(defined)]
+
+    def virsh(*args, stdin=None):
+        start = time.perf_counter()
+        r = subprocess.run(["virsh", "-q", "-c", "qemu:///system", *args], input=stdin, capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+        if r.returncode != 0:
+            raise RuntimeError(f"virsh {' '.join(args)}: {r.stderr.strip()}")
+        return elapsed, r.stdout
+
+    # libvirt 9 cannot drive QEMU's microvm (it wants a PCI bus): the pc machine, with no default devices that can be turned off.
+    xml = """<domain type='kvm'><name>{name}</name><memory unit='MiB'>32</memory><vcpu>1</vcpu>
+      <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{kernel}</kernel></os>
+      <cpu mode='host-passthrough'><feature policy='disable' name='arch-capabilities'/></cpu>
+      <devices><emulator>/usr/bin/qemu-system-x86_64</emulator><memballoon model='none'/><controller type='usb' model='none'/></devices></domain>"""
+    try:
+        create_start, create_only, listing = [], [], []
+        for i, name in enumerate(names):
+            path = os.path.join(tempfile.gettempdir(), f"{name}.xml")
+            with open(path, "w") as f:
+                f.write(xml.format(name=name, kernel=kernel))
+            t1, _ = virsh("define", path)
+            if i < started:
+                t2, _ = virsh("start", name)
+                create_start.append(t1 + t2)
+            else:
+                create_only.append(t1)
+        for _ in range(lists):
+            t, _ = virsh("list", "--all")
+            listing.append(t)
+        # A virsh call that does nothing: its own start-up, to read the numbers above against.
+        floor = statistics.median(virsh("version")[0] for _ in range(20))
+        rss = rss_kib(daemon.pid)
+        qemu_pids = subprocess.run(["pgrep", "-f", "guest=lvbench"], capture_output=True, text=True).stdout.split()
+        qemu_rss = statistics.median(rss_kib(int(p)) for p in qemu_pids) if qemu_pids else 0
+        return {"create+start": create_start, "define": create_only, "list": listing, "rss": (rss, rss_kib(daemon.pid, "VmHWM"), qemu_rss), "floor": floor}
+    except RuntimeError as e:
+        print(f"api_bench: libvirt side skipped: {e}", file=sys.stderr)
+        return None
+    finally:
+        for name in names:
+            subprocess.run(["virsh", "-q", "-c", "qemu:///system", "destroy", name], capture_output=True)
+            subprocess.run(["virsh", "-q", "-c", "qemu:///system", "undefine", name], capture_output=True)
+        daemon.terminate()
+        daemon.wait(timeout=30)
+
+
+def report(started, defined, lists):
+    v = vireo(started, defined, lists)
+    lv = libvirt(started, defined, lists)
+    ms = lambda xs, p: f"{pct(xs, p) * 1000:.1f}"
+    lines = [f"Management API: vireod over its Unix socket (one keep-alive connection), {started} VMs created and started "
+             f"(idle guest, 32 MiB), {defined} defined, GET /vms {lists} times with {defined} defined",
+             "", "| metric | Vireo | libvirt (virsh) |", "|---|---:|---:|"]
+    for key, label in (("create+start", "create+start"), ("define", "define only"), ("list", f"list, {defined} defined")):
+        for p in (50, 99):
+            other = ms(lv[key], p) if lv else "–"
+            lines.append(f"| {label} p{p} (ms) | {ms(v[key], p)} | {other} |")
+    d_rss, d_hwm, vmm = v["rss"]
+    lines.append(f"| daemon RSS, {defined} defined, {started} running (MiB) | {d_rss / 1024:.1f} (peak {d_hwm / 1024:.1f}) | "
+                 + (f"{lv['rss'][0] / 1024:.1f} (peak {lv['rss'][1] / 1024:.1f})" if lv else "–") + " |")
+    lines.append(f"| one idle VM's VMM process RSS (MiB) | {vmm / 1024:.1f} | " + (f"{lv['rss'][2] / 1024:.1f}" if lv else "–") + " |")
+    if lv:
+        lines += ["", f"virsh timings include the virsh client's own start-up and connection: a `virsh version` takes {lv['floor'] * 1000:.1f} ms here."]
+    else:
+        lines += ["", "libvirt is not installed here (apt-get install libvirt-daemon-system libvirt-clients), so only Vireo was measured."]
+    return lines
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--started", type=int, default=50)
+    ap.add_argument("--defined", type=int, default=200)
+    ap.add_argument("--lists", type=int, default=500)
+    a = ap.parse_args()
+    print("\n".join(report(a.started, a.defined, a.lists)))
