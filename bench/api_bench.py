@@ -47,6 +47,15 @@ def pct(samples, p):
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
+def pss_kib(pid):
+    """Proportional set size: shared pages (the runtime, libraries) split among the processes sharing them."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
 def rss_kib(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -90,7 +99,8 @@ def vireo(started, defined, lists):
         vms = json.loads(data)
         assert len(vms) == defined and sum(v["state"] == "running" for v in vms) == started
         daemon_rss, daemon_hwm = rss_kib(daemon.pid), rss_kib(daemon.pid, "VmHWM")
-        vmm_rss = statistics.median(rss_kib(v["pid"]) for v in vms if v["pid"])
+        pids = [v["pid"] for v in vms if v["pid"]]
+        vmm_rss = (statistics.median(rss_kib(p) for p in pids), statistics.median(pss_kib(p) for p in pids))
         for i in range(started):
             call(conn, "POST", f"/vms/vm{i:03d}/destroy")
         return {"create+start": create_start, "define": create_only, "list": listing,
@@ -153,7 +163,7 @@ def libvirt(started, defined, lists):
         floor = statistics.median(virsh("version")[0] for _ in range(20))
         rss = rss_kib(daemon.pid)
         qemu_pids = subprocess.run(["pgrep", "-f", "guest=lvbench"], capture_output=True, text=True).stdout.split()
-        qemu_rss = statistics.median(rss_kib(int(p)) for p in qemu_pids) if qemu_pids else 0
+        qemu_rss = (statistics.median(rss_kib(int(p)) for p in qemu_pids), statistics.median(pss_kib(int(p)) for p in qemu_pids)) if qemu_pids else (0, 0)
         return {"create+start": create_start, "define": create_only, "list": listing, "rss": (rss, rss_kib(daemon.pid, "VmHWM"), qemu_rss), "floor": floor}
     except RuntimeError as e:
         print(f"api_bench: libvirt side skipped: {e}", file=sys.stderr)
@@ -180,7 +190,8 @@ def report(started, defined, lists):
     d_rss, d_hwm, vmm = v["rss"]
     lines.append(f"| daemon RSS, {defined} defined, {started} running (MiB) | {d_rss / 1024:.1f} (peak {d_hwm / 1024:.1f}) | "
                  + (f"{lv['rss'][0] / 1024:.1f} (peak {lv['rss'][1] / 1024:.1f})" if lv else "–") + " |")
-    lines.append(f"| one idle VM's VMM process RSS (MiB) | {vmm / 1024:.1f} | " + (f"{lv['rss'][2] / 1024:.1f}" if lv else "–") + " |")
+    lines.append(f"| one idle VM's VMM process RSS (MiB), median | {vmm[0] / 1024:.1f} | " + (f"{lv['rss'][2][0] / 1024:.1f}" if lv else "–") + " |")
+    lines.append(f"| one idle VM's VMM process PSS (MiB), median | {vmm[1] / 1024:.1f} | " + (f"{lv['rss'][2][1] / 1024:.1f}" if lv else "–") + " |")
     if lv:
         lines += ["", f"virsh timings include the virsh client's own start-up and connection: a `virsh version` takes {lv['floor'] * 1000:.1f} ms here."]
     else:

@@ -74,6 +74,10 @@ internal sealed class Supervisor : IDisposable
             {
                 return $"'{name}' is already running";
             }
+            if (HostMemoryMib() is long host && vm.Definition.MemoryMib > host)
+            {
+                return $"memory_mib: '{name}' needs {vm.Definition.MemoryMib} MiB, more than this host's {host} MiB of RAM";
+            }
             string dir = VmDir(name);
             Directory.CreateDirectory(dir);
             foreach (var stale in new[] { "api.sock", "status" })
@@ -328,6 +332,19 @@ internal sealed class Supervisor : IDisposable
             if (api.Put(path, body) is { } error)
             {
                 return error;
+            }
+        }
+        return null;
+    }
+
+    /// <summary>MemTotal from /proc/meminfo, in MiB.</summary>
+    private static long? HostMemoryMib()
+    {
+        foreach (var line in File.ReadLines("/proc/meminfo"))
+        {
+            if (line.StartsWith("MemTotal:", StringComparison.Ordinal) && long.TryParse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], out long kib))
+            {
+                return kib / 1024;
             }
         }
         return null;
