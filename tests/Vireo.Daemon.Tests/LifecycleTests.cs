@@ -218,7 +218,7 @@ public class LifecycleTests
         using var d = new DaemonProcess();
         await d.Ok(Post, "vms", DaemonProcess.Definition("huge").Replace("\"memory_mib\": 32", "\"memory_mib\": 1048576"));
         var (status, body) = await d.Send(Post, "vms/huge/start");
-        Assert.Equal((409, true), (status, body.Contains("more than this host's")));
+        Assert.Equal((409, true), (status, body.Contains("MiB of RAM")));
         Assert.Equal(DomainState.ShutOff, (await d.Get("huge")).State);
     }
 
