@@ -1,4 +1,3 @@
-using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using Vireo.Api;
@@ -17,39 +16,10 @@ internal sealed class VmmClient : IDisposable
         _streams = Create(socketPath, Timeout.InfiniteTimeSpan);
     }
 
-    private static HttpClient Create(string socketPath, TimeSpan timeout) => new(new SocketsHttpHandler
-    {
-        ConnectCallback = async (_, ct) =>
-        {
-            var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            try
-            {
-                await s.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), ct);
-            }
-            catch
-            {
-                s.Dispose();
-                throw;
-            }
-            return new NetworkStream(s, ownsSocket: true);
-        },
-    })
-    { BaseAddress = new Uri("http://vmm/"), Timeout = timeout };
+    private static HttpClient Create(string socketPath, TimeSpan timeout) => UnixSocketHttp.Client(socketPath, timeout);
 
-    /// <summary>True once a server accepts connections on the socket (the file appears at bind, a moment before listen).</summary>
-    public static bool Accepts(string path)
-    {
-        using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
-        {
-            s.Connect(new UnixDomainSocketEndPoint(path));
-            return true;
-        }
-        catch (SocketException)
-        {
-            return false;
-        }
-    }
+    /// <summary>True once a server accepts connections on the socket.</summary>
+    public static bool Accepts(string path) => UnixSocketHttp.Accepts(path);
 
     /// <summary>One PUT of a JSON body; null on 2xx, else the VMM's fault message.</summary>
     public string? Put(string path, string json) => Put(path, new StringContent(json, Encoding.UTF8, "application/json"));

@@ -75,6 +75,30 @@ public class ManageCommandTests
         Assert.Contains("no socket at /tmp/vireo-no-such-daemon.sock", r.Error);
     }
 
+    [Fact]
+    public void Over_tcp_the_commands_need_the_token_and_exit_5_without_it()
+    {
+        string dir = TempDirectory.Create("vireo-cli-tcp");
+        string tokenFile = Path.Combine(dir, "token");
+        File.WriteAllText(tokenFile, "a-token-of-at-least-sixteen-characters");
+        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        using var d = new DaemonProcess(extraArgs: $"--listen 127.0.0.1:{port} --token-file {tokenFile}");
+        string url = $"http://127.0.0.1:{port}";
+        TestEnvironment.ProcessResult ok = null!;
+        for (int i = 0; i < 50 && (ok = VireoProcess.Run($"--connect {url} --token-file {tokenFile} list --json")).ExitCode == 4; i++)
+        {
+            Thread.Sleep(100); // the TCP listener comes up a moment after the socket
+        }
+        Assert.True(ok.ExitCode == 0, ok.Error);
+        Assert.Equal("[]", ok.Output.Trim());
+        var refused = VireoProcess.Run($"--connect {url} list");
+        Assert.Equal(5, refused.ExitCode);
+        Assert.Contains("bearer token is required", refused.Error);
+    }
+
     /// <summary>docs/cli.md documents this shape: these keys, in this order, always present.</summary>
     [KvmFact]
     public void List_json_has_the_documented_stable_shape()

@@ -1,6 +1,5 @@
 using System.Net;
 using System.Net.Http.Headers;
-using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
@@ -64,24 +63,7 @@ internal sealed class DaemonClient : IDisposable
             {
                 throw new CliException(ExitCodes.Unreachable, $"cannot reach vireod: no socket at {socket} (is vireod running? --connect or $VIREO_CONNECT name another)");
             }
-            _http = new HttpClient(new SocketsHttpHandler
-            {
-                ConnectCallback = async (_, ct) =>
-                {
-                    var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-                    try
-                    {
-                        await s.ConnectAsync(new UnixDomainSocketEndPoint(socket), ct);
-                    }
-                    catch
-                    {
-                        s.Dispose();
-                        throw;
-                    }
-                    return new NetworkStream(s, ownsSocket: true);
-                },
-            })
-            { BaseAddress = new Uri("http://vireod/"), Timeout = Timeout.InfiniteTimeSpan };
+            _http = UnixSocketHttp.Client(socket, Timeout.InfiniteTimeSpan);
         }
     }
 
