@@ -40,7 +40,7 @@ internal sealed class Supervisor : IDisposable
             }
             else if (vm.State is DomainState.Running or DomainState.Paused)
             {
-                Ended(vm.Name); // it ended while the daemon was away
+                Ended(vm.Name, seen: null); // it ended while the daemon was away
             }
         }
         foreach (var vm in store.All().Where(v => v.Definition.Autostart && v.State == DomainState.ShutOff))
@@ -242,7 +242,7 @@ internal sealed class Supervisor : IDisposable
             }
             if (!ProcessStat.IsAlive(a.Pid, a.StartTime))
             {
-                Ended(name);
+                Ended(name, a);
                 return;
             }
             Thread.Sleep(20);
@@ -261,21 +261,30 @@ internal sealed class Supervisor : IDisposable
             {
                 if (!ProcessStat.IsAlive(a.Pid, a.StartTime))
                 {
-                    Ended(name);
+                    Ended(name, a);
                 }
             }
             Thread.Sleep(100);
         }
     }
 
-    /// <summary>The VMM is gone: read why (its status file), and apply on_poweroff, on_reboot or on_crash.</summary>
-    private void Ended(string name)
+    /// <summary>
+    /// The VMM is gone: read why (its status file), and apply on_poweroff, on_reboot or on_crash.
+    /// The poller and a destroy's wait may both see the end: only the one that takes the VM out
+    /// of the running set settles it, and only if it is still the process that was seen ending
+    /// (not one a restart has started since).
+    /// </summary>
+    private void Ended(string name, Attached? seen)
     {
         lock (LockFor(name))
         {
-            if (_running.TryRemove(name, out var a))
+            if (seen is not null)
             {
-                a.Api.Dispose();
+                if (!_running.TryRemove(new KeyValuePair<string, Attached>(name, seen)))
+                {
+                    return; // already settled by the other observer
+                }
+                seen.Api.Dispose();
             }
             var vm = _store.Get(name);
             if (vm is null)
