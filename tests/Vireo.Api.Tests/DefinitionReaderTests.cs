@@ -113,7 +113,7 @@ public class DefinitionReaderTests
         string schema = Path.Combine(dir, "schema.json"), docs = Path.Combine(dir, "docs.json");
         File.WriteAllText(schema, DefinitionReader.SchemaText);
         File.WriteAllText(docs, "[" + string.Join(",", documents) + "]");
-        var py = TestEnvironment.Run("python3", $"-c \"import json,sys,jsonschema; s=json.load(open(sys.argv[1])); jsonschema.Draft202012Validator.check_schema(s); v=jsonschema.Draft202012Validator(s); print(''.join('1' if v.is_valid(d) else '0' for d in json.load(open(sys.argv[2]))))\" {schema} {docs}");
+        var py = TestEnvironment.Run(File.Exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3", $"-c \"import json,sys,jsonschema; s=json.load(open(sys.argv[1])); jsonschema.Draft202012Validator.check_schema(s); v=jsonschema.Draft202012Validator(s); print(''.join('1' if v.is_valid(d) else '0' for d in json.load(open(sys.argv[2]))))\" {schema} {docs}");
         Assert.True(py.ExitCode == 0, py.Error);
         var validator = new SchemaValidator(JsonNode.Parse(DefinitionReader.SchemaText)!.AsObject());
         string ours = string.Concat(documents.Select(d => validator.Validate(JsonNode.Parse(d)).Count == 0 ? '1' : '0'));
