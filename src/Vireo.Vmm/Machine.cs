@@ -45,8 +45,6 @@ public sealed class Machine : IDisposable
     /// <summary>True between <see cref="Pause"/> and <see cref="Resume"/>: every vCPU is (or is about to be) parked.</summary>
     public bool IsPaused => _pauseRequested;
 
-    internal bool PauseRequested => _pauseRequested;
-
     /// <summary>Exits to userspace so far, over all vCPUs.</summary>
     public long Exits => _runners.Sum(r => r.Exits);
 

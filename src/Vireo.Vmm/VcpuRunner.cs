@@ -62,7 +62,7 @@ internal sealed class VcpuRunner
         {
             while (!_machine.IsStopping)
             {
-                if (_machine.PauseRequested)
+                if (_machine.IsPaused)
                 {
                     // Out of KVM_RUN (a kick brought it here), so the vCPU's state is all in KVM.
                     _machine.WaitWhilePaused();
