@@ -145,9 +145,13 @@ internal static class DaemonApi
             {
                 return Fail(400, $"new_name: {bad}");
             }
+            if (store.Get(name) is null)
+            {
+                return NoSuchVm(name);
+            }
             if (supervisor.Rename(name, body.NewName) is { } refused)
             {
-                return refused.StartsWith("no VM", StringComparison.Ordinal) ? NoSuchVm(name) : Fail(409, refused);
+                return Fail(409, refused);
             }
             return Results.Json(Summary(store.Get(body.NewName)!, supervisor), DaemonJson.Default.VmSummary);
         })
@@ -175,7 +179,14 @@ internal static class DaemonApi
                 await context.Response.StartAsync(context.RequestAborted);
                 try
                 {
-                    await console.CopyToAsync(new FlushingStream(context.Response.Body), context.RequestAborted);
+                    // Each chunk is flushed, so console bytes reach the client as the guest writes them.
+                    var buffer = new byte[4096];
+                    int n;
+                    while ((n = await console.ReadAsync(buffer, context.RequestAborted)) > 0)
+                    {
+                        await context.Response.Body.WriteAsync(buffer.AsMemory(0, n), context.RequestAborted);
+                        await context.Response.Body.FlushAsync(context.RequestAborted);
+                    }
                 }
                 catch (Exception e) when (e is OperationCanceledException or IOException or HttpRequestException)
                 {
@@ -346,26 +357,6 @@ internal static class DaemonApi
         catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
         {
             return (default, Fail(400, $"the request body could not be read: {e.Message}"));
-        }
-    }
-
-    /// <summary>Flushes after every write, so console bytes reach the client as the guest writes them.</summary>
-    private sealed class FlushingStream(Stream inner) : Stream
-    {
-        public override bool CanRead => false;
-        public override bool CanSeek => false;
-        public override bool CanWrite => true;
-        public override long Length => throw new NotSupportedException();
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override void Flush() => inner.Flush();
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => inner.Write(buffer, offset, count);
-        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken ct = default)
-        {
-            await inner.WriteAsync(buffer, ct);
-            await inner.FlushAsync(ct);
         }
     }
 }

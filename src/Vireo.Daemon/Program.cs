@@ -28,6 +28,7 @@ if (options.TokenFile is not null)
     token = Encoding.UTF8.GetBytes(text);
 }
 Directory.CreateDirectory(options.StateDir);
+Directory.CreateDirectory(Path.Combine(options.StateDir, "images")); // the default image directory
 Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(options.Socket))!);
 File.Delete(options.Socket);
 
@@ -147,7 +148,6 @@ internal sealed record DaemonOptions(string Socket, string StateDir, List<string
         if (imageDirs.Count == 0)
         {
             imageDirs.Add(Path.Combine(state, "images") + "/");
-            Directory.CreateDirectory(imageDirs[0]);
         }
         return new DaemonOptions(socket, state, imageDirs, listen, tokenFile);
     }

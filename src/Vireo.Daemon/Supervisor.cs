@@ -96,7 +96,7 @@ internal sealed class Supervisor : IDisposable
             using var process = Process.Start(psi)!;
             int pid = process.Id;
             var deadline = DateTime.UtcNow.AddSeconds(15);
-            while (!VmmClient.Accepts(Path.Combine(dir, "api.sock")))
+            while (!UnixSocketHttp.Accepts(Path.Combine(dir, "api.sock"))) // the file appears at bind, a moment before listen
             {
                 if (process.HasExited || DateTime.UtcNow > deadline)
                 {
@@ -133,15 +133,12 @@ internal sealed class Supervisor : IDisposable
             "resume" => InstanceAction.Resume,
             "reboot" => InstanceAction.Reset,
             "destroy" => InstanceAction.Stop,
-            _ => "",
+            _ => throw new ArgumentOutOfRangeException(nameof(action), action, "not an action Act takes"),
         };
-        if (apiAction == "")
-        {
-            return $"unknown action '{action}' (known: start, pause, resume, shutdown, reboot, destroy, rename)";
-        }
         if (action == "destroy")
         {
-            return Destroy(name, a, "destroyed", "destroyed by the operator");
+            Destroy(name, a, "destroyed", "destroyed by the operator");
+            return null;
         }
         string? error = a.Api.Put("actions", Action(apiAction));
         if (error is null)
@@ -188,7 +185,7 @@ internal sealed class Supervisor : IDisposable
         return null;
     }
 
-    private string? Destroy(string name, Attached a, string evt, string why)
+    private void Destroy(string name, Attached a, string evt, string why)
     {
         _destroying[name] = why;
         if (a.Api.Put("actions", Action(InstanceAction.Stop)) is not null)
@@ -197,7 +194,6 @@ internal sealed class Supervisor : IDisposable
         }
         WaitForEnd(name, TimeSpan.FromSeconds(10));
         _events.Publish(name, evt, _store.Get(name)?.State ?? DomainState.ShutOff);
-        return null;
     }
 
     /// <summary>Renames a VM that is not running (as virsh domrename): its definition, its row and its directory.</summary>

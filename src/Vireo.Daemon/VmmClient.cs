@@ -12,14 +12,9 @@ internal sealed class VmmClient : IDisposable
 
     public VmmClient(string socketPath)
     {
-        _api = Create(socketPath, TimeSpan.FromSeconds(30));
-        _streams = Create(socketPath, Timeout.InfiniteTimeSpan);
+        _api = UnixSocketHttp.Client(socketPath, TimeSpan.FromSeconds(30));
+        _streams = UnixSocketHttp.Client(socketPath, Timeout.InfiniteTimeSpan);
     }
-
-    private static HttpClient Create(string socketPath, TimeSpan timeout) => UnixSocketHttp.Client(socketPath, timeout);
-
-    /// <summary>True once a server accepts connections on the socket.</summary>
-    public static bool Accepts(string path) => UnixSocketHttp.Accepts(path);
 
     /// <summary>One PUT of a JSON body; null on 2xx, else the VMM's fault message.</summary>
     public string? Put(string path, string json) => Put(path, new StringContent(json, Encoding.UTF8, "application/json"));
