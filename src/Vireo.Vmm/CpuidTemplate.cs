@@ -5,14 +5,17 @@ namespace Vireo.Vmm;
 
 /// <summary>
 /// Per-vCPU CPUID from KVM_GET_SUPPORTED_CPUID, with the APIC ID and the topology fixed up so
-/// that a guest counts the vCPUs it was given and knows it runs on a hypervisor.
+/// that a guest counts the vCPUs it was given and knows it runs on a hypervisor. KVM reports the
+/// TSC-deadline timer as a capability rather than in that list, so the caller says whether to
+/// offer it (as QEMU and Firecracker do): without it Linux programs the local APIC timer by count.
 /// </summary>
 public static class CpuidTemplate
 {
     private const uint EcxHypervisor = 1u << 31;
+    private const uint EcxTscDeadline = 1u << 24;
     private const uint EdxHtt = 1u << 28;
 
-    public static kvm_cpuid_entry2[] For(kvm_cpuid_entry2[] supported, int vcpuId, int vcpuCount)
+    public static kvm_cpuid_entry2[] For(kvm_cpuid_entry2[] supported, int vcpuId, int vcpuCount, bool tscDeadline = false)
     {
         var entries = (kvm_cpuid_entry2[])supported.Clone();
         int shift = vcpuCount <= 1 ? 0 : BitOperations.Log2((uint)vcpuCount - 1) + 1;
@@ -23,7 +26,7 @@ public static class CpuidTemplate
             {
                 case 0x1:
                     e.ebx = (e.ebx & 0x0000_ffff) | ((uint)vcpuId << 24) | ((uint)Math.Min(vcpuCount, 255) << 16);
-                    e.ecx |= EcxHypervisor;
+                    e.ecx |= EcxHypervisor | (tscDeadline ? EcxTscDeadline : 0);
                     e.edx = vcpuCount > 1 ? e.edx | EdxHtt : e.edx & ~EdxHtt;
                     break;
                 case 0xb:

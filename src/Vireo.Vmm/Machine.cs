@@ -195,11 +195,12 @@ public sealed class Machine : IDisposable
     private void CreateVcpus(BootCpuState boot)
     {
         var supported = _kvm.GetSupportedCpuid();
+        bool tscDeadline = _kvm.CheckExtension(KvmAbi.KVM_CAP_TSC_DEADLINE_TIMER) > 0;
         for (int id = 0; id < Config.Vcpus; id++)
         {
             var vcpu = _vm.CreateVcpu(id);
             _vcpus.Add(vcpu);
-            vcpu.SetCpuid(CpuidTemplate.For(supported, id, Config.Vcpus));
+            vcpu.SetCpuid(CpuidTemplate.For(supported, id, Config.Vcpus, tscDeadline));
             vcpu.SetMsrs([new kvm_msr_entry { index = 0x1a0, data = 1 }]); // IA32_MISC_ENABLE: fast strings
             var fpu = vcpu.GetFpu();
             fpu.fcw = 0x37f;

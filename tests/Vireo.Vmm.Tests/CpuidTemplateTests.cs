@@ -35,4 +35,12 @@ public class CpuidTemplateTests
         Assert.Equal(0u, leaf1.edx & (1u << 28));
         Assert.Equal(0u, leaf1.ebx >> 24);
     }
+
+    [Fact]
+    public void The_tsc_deadline_timer_is_offered_only_when_kvm_has_it()
+    {
+        const uint tscDeadline = 1u << 24;
+        Assert.Equal(0u, CpuidTemplate.For(Host, 0, 1).Single(x => x.function == 1).ecx & tscDeadline);
+        Assert.Equal(tscDeadline, CpuidTemplate.For(Host, 0, 1, tscDeadline: true).Single(x => x.function == 1).ecx & tscDeadline);
+    }
 }
