@@ -66,8 +66,16 @@ internal static class TestEnvironment
         if (!p.WaitForExit(timeoutMs))
         {
             p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"{file} {arguments} did not finish in {timeoutMs} ms");
+            // What it printed before it was stopped is usually the only clue to why it hung.
+            Task.WaitAll([stdout, stderr], TimeSpan.FromSeconds(10));
+            throw new TimeoutException($"{file} {arguments} did not finish in {timeoutMs} ms\n"
+                + $"stdout:\n{Tail(stdout)}\nstderr:\n{Tail(stderr)}");
         }
         return new ProcessResult(p.ExitCode, stdout.Result, stderr.Result);
     }
+
+    private static string Tail(Task<string> output, int chars = 8000) =>
+        !output.IsCompletedSuccessfully ? "(still open)"
+        : output.Result.Length <= chars ? output.Result
+        : "..." + output.Result[^chars..];
 }

@@ -25,9 +25,13 @@ public class RigTests
         return r;
     }
 
-    /// <summary>rig/rig exec -- COMMAND; arguments are split as .NET does (double quotes group).</summary>
+    /// <summary>
+    /// rig/rig exec -- COMMAND; arguments are split as .NET does (double quotes group). The rig
+    /// stops itself first (RIG_TIMEOUT), so that a hang still reports the rig kernel's log.
+    /// </summary>
     private static TestEnvironment.ProcessResult Rig(string command) =>
-        TestEnvironment.Run(Path.Combine(TestEnvironment.Root, "rig/rig"), "exec -- " + command, timeoutMs: 900_000);
+        TestEnvironment.Run(Path.Combine(TestEnvironment.Root, "rig/rig"), "exec -- " + command, timeoutMs: 660_000,
+            env: [("RIG_TIMEOUT", "600")]);
 
     [Fact]
     public void Exec_runs_a_command_with_kvm_in_the_repository_and_returns_its_output_and_status()
@@ -89,7 +93,7 @@ public class RigTests
         // pci=nomsi: virtio-pci falls back to INTx, which Linux finds only through the DSDT's _PRT.
         var (_, disk) = FreshDisk();
         var r = Rig($"env VIREO_VERBOSE=1 ./vireo run --kernel {Images.Value}/vmlinuz --initrd {Images.Value}/initramfs.gz --disk {disk} "
-            + "--vcpus 2 --memory 512M --timeout 600 --cmdline \"console=ttyS0 panic=1 pci=nomsi script=reboot-once\"");
+            + "--vcpus 2 --memory 512M --timeout 420 --cmdline \"console=ttyS0 panic=1 pci=nomsi script=reboot-once\"");
         string log = $"exit {r.ExitCode}\n{r.Output}\n{r.Error}";
         Assert.True(r.ExitCode == 0, log);
         Assert.Contains("vireo-guest: first boot: rebooting", r.Output);
@@ -109,7 +113,7 @@ public class RigTests
         // loading the stock virtio modules, then the root file system from /dev/vda.
         var (_, disk) = FreshDisk();
         var r = Rig($"./vireo run --kernel {Images.Value}/vmlinuz --initrd {Images.Value}/debian-initrd.img --disk {disk} "
-            + "--memory 512M --timeout 600 --cmdline \"console=ttyS0 panic=1 root=/dev/vda\"");
+            + "--memory 512M --timeout 420 --cmdline \"console=ttyS0 panic=1 root=/dev/vda\"");
         Assert.True(r.ExitCode == 0, $"exit {r.ExitCode}\n{r.Output}\n{r.Error}");
         Assert.Contains("Starting systemd-udevd", r.Output);
         Assert.Contains("Begin: Mounting root file system", r.Output);

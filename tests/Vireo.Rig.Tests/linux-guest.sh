@@ -22,7 +22,7 @@ done
 status=0
 ./vireo run --kernel "$kernel" --initrd .build/images/initramfs.gz --disk "$work/disk.ext4" \
     --net "tap=$tap" --vsock "cid=3,socket=$sockets/vsock" --rng --console virtio \
-    --vcpus "$vcpus" --memory 512M --timeout 600 \
+    --vcpus "$vcpus" --memory 512M --timeout 420 \
     --cmdline "console=ttyS0 panic=1 script=$script" "$@" || status=$?
 sleep 0.5
 kill "$peer" 2>/dev/null || true
