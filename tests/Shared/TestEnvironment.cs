@@ -74,8 +74,8 @@ internal static class TestEnvironment
         return new ProcessResult(p.ExitCode, stdout.Result, stderr.Result);
     }
 
-    private static string Tail(Task<string> output, int chars = 8000) =>
-        !output.IsCompletedSuccessfully ? "(still open)"
-        : output.Result.Length <= chars ? output.Result
-        : "..." + output.Result[^chars..];
+    private static string Tail(Task<string> output) => output.IsCompletedSuccessfully ? Tail(output.Result) : "(still open)";
+
+    /// <summary>The last <paramref name="chars"/> characters of a program's output, for a failure message.</summary>
+    public static string Tail(string output, int chars = 8000) => output.Length <= chars ? output : "..." + output[^chars..];
 }

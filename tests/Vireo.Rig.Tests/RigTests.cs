@@ -49,7 +49,7 @@ public class RigTests
         }
         string log = Path.Combine(TestEnvironment.Root, ".build", "rig", "retries.log");
         File.AppendAllText(log, $"{DateTime.UtcNow:u} {test}: {fault}; ran it again\n");
-        Console.Error.WriteLine($"!!! rig: {test}: {fault}; running it again\n{Tail(first.Output)}\n{Tail(first.Error)}");
+        Console.Error.WriteLine($"!!! rig: {test}: {fault}; running it again\n{TestEnvironment.Tail(first.Output, 4000)}\n{TestEnvironment.Tail(first.Error, 4000)}");
         return RigOnce(makeCommand());
     }
 
@@ -72,8 +72,6 @@ public class RigTests
         : r.Error.Contains("vireo: TripleFault:") ? "the nested guest triple-faulted"
         : r.ExitCode == 124 || r.Error.Contains("rig: timed out") ? "the rig hung until its timeout"
         : null;
-
-    private static string Tail(string s) => s.Length <= 4000 ? s : "..." + s[^4000..];
 
     [Fact]
     public void Exec_runs_a_command_with_kvm_in_the_repository_and_returns_its_output_and_status()
@@ -149,8 +147,12 @@ public class RigTests
     {
         // pci=nomsi: virtio-pci falls back to INTx, which Linux finds only through the DSDT's _PRT.
         string disk = "";
-        var r = Rig(() => $"env VIREO_VERBOSE=1 ./vireo run --kernel {Images.Value}/vmlinuz --initrd {Images.Value}/initramfs.gz --disk {disk = FreshDisk().Disk} "
-            + "--vcpus 2 --memory 512M --timeout 420 --cmdline \"console=ttyS0 panic=1 pci=nomsi script=reboot-once\"");
+        var r = Rig(() =>
+        {
+            disk = FreshDisk().Disk;
+            return $"env VIREO_VERBOSE=1 ./vireo run --kernel {Images.Value}/vmlinuz --initrd {Images.Value}/initramfs.gz --disk {disk} "
+                + "--vcpus 2 --memory 512M --timeout 420 --cmdline \"console=ttyS0 panic=1 pci=nomsi script=reboot-once\"";
+        });
         string log = $"exit {r.ExitCode}\n{r.Output}\n{r.Error}";
         Assert.True(r.ExitCode == 0, log);
         Assert.Contains("vireo-guest: first boot: rebooting", r.Output);
