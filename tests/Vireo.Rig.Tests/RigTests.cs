@@ -32,7 +32,8 @@ public class RigTests
     /// <para>
     /// A run that ends the way the rig's software CPU fails (see rig/DESIGN.md: a nested guest's
     /// triple fault, or the rig hanging until its timeout) runs once more. Every such retry is
-    /// written to .build/rig/retries.log, which ./test prints; a second failure fails the test.
+    /// written to .build/rig/retries.log and what the failed run printed to retry-TEST.log, which
+    /// ./test prints; a second failure fails the test.
     /// </para>
     /// </summary>
     private static TestEnvironment.ProcessResult Rig(string command, [CallerMemberName] string test = "") =>
@@ -47,9 +48,11 @@ public class RigTests
         {
             return first;
         }
-        string log = Path.Combine(TestEnvironment.Root, ".build", "rig", "retries.log");
-        File.AppendAllText(log, $"{DateTime.UtcNow:u} {test}: {fault}; ran it again\n");
-        Console.Error.WriteLine($"!!! rig: {test}: {fault}; running it again\n{TestEnvironment.Tail(first.Output, 4000)}\n{TestEnvironment.Tail(first.Error, 4000)}");
+        // ./test prints both: the list, and the end of what each failed run printed.
+        string dir = Path.Combine(TestEnvironment.Root, ".build", "rig");
+        File.AppendAllText(Path.Combine(dir, "retries.log"), $"{DateTime.UtcNow:u} {test}: {fault}; ran it again\n");
+        File.WriteAllText(Path.Combine(dir, $"retry-{test}.log"),
+            $"stdout:\n{TestEnvironment.Tail(first.Output, 6000)}\nstderr (the rig's kernel log last, if it hung):\n{TestEnvironment.Tail(first.Error, 6000)}\n");
         return RigOnce(makeCommand());
     }
 
