@@ -59,7 +59,7 @@ public class DefinitionReaderTests
     [InlineData("{\"name\": ", "malformed JSON")]
     [InlineData("", "the document is empty")]
     [InlineData("- a\n- b", "expected an object, got an array")]
-    [InlineData("name: a\nname: b\nkernel: k", "line 2: malformed YAML: Duplicate key name")]
+    [InlineData("name: a\nname: b\nkernel: k", "line 2: malformed YAML: 'name' appears twice")]
     [InlineData("name: a\nkernel: k\n---\nname: b\nkernel: k", "several YAML documents")]
     public void Malformed_documents_are_refused_with_a_reason(string text, string reason)
     {
@@ -130,5 +130,126 @@ public class DefinitionReaderTests
     {
         var e = Assert.Throws<ArgumentException>(() => new SchemaValidator(JsonNode.Parse("""{"type": "object", "properties": {"a": {"oneOf": []}}}""")!.AsObject()));
         Assert.Contains("oneOf", e.Message);
+    }
+
+    /// <summary>
+    /// Hostile documents that once killed or swelled vireod (a stack overflow inside the YAML parser,
+    /// an alias bomb that grew past 12 GB): each is refused with its reason, quickly, in bounded memory.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(HostileDocuments))]
+    public void Hostile_documents_are_refused_while_they_are_parsed(string what, string text, string reason)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var r = DefinitionReader.Parse(text);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Null(r.Definition);
+        Assert.True(r.ErrorText.Contains(reason, StringComparison.Ordinal), $"{what}: {r.ErrorText}");
+        Assert.True(allocated < 64L * text.Length + (16 << 20), $"{what}: {allocated} bytes allocated for {text.Length} characters");
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"{what}: {clock.Elapsed}");
+    }
+
+    public static TheoryData<string, string, string> HostileDocuments()
+    {
+        const int deep = 200_000;
+        var bomb = new System.Text.StringBuilder("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        for (char c = 'b'; c <= 'j'; c++)
+        {
+            bomb.Append(c).Append(": &").Append(c).Append(" [").Append(string.Join(",", Enumerable.Repeat($"*{(char)(c - 1)}", 9))).Append("]\n");
+        }
+        return new()
+        {
+            { "flow sequences nested 200,000 deep", new string('[', deep) + new string(']', deep), "nested more than 16 levels deep" },
+            { "flow mappings nested 200,000 deep", "a: " + string.Concat(Enumerable.Repeat("{a: ", deep)) + "1" + new string('}', deep), "nested more than 16 levels deep" },
+            { "block sequences nested 1,000 deep", string.Concat(Enumerable.Range(0, 1000).Select(i => new string(' ', i) + "-\n")), "nested more than 16 levels deep" },
+            { "JSON nested 100,000 deep", string.Concat(Enumerable.Repeat("{\"a\":", deep / 2)) + "1" + new string('}', deep / 2), "nested more than 16 levels deep" },
+            { "JSON arrays 200,000 deep in a YAML flow", "name: " + new string('[', deep) + new string(']', deep), "nested more than 16 levels deep" },
+            { "a billion laughs", bomb.ToString(), "aliases (*a) are not allowed" },
+            { "one alias", "name: &n web\nkernel: *n\n", "aliases (*n) are not allowed" },
+            { "a merge key", "base: &b {vcpus: 2}\nname: web\nkernel: /k\n<<: *b\n", "aliases (*b) are not allowed" },
+            { "a 2 MiB document", "name: web\nkernel: /k\ncmdline: " + new string('x', 2 << 20), "at most 1048576 are allowed" },
+            { "a complex key", "? [a, b]\n: 1\n", "keys must be plain strings" },
+        };
+    }
+
+    [Theory]
+    [InlineData("web\n")]
+    [InlineData("web\r\n")]
+    [InlineData("\nweb")]
+    [InlineData("we\nb")]
+    public void A_name_with_a_newline_anywhere_is_refused(string name)
+    {
+        Assert.NotNull(DefinitionReader.CheckName(name));
+        var r = DefinitionReader.Parse(JsonSerializer.Serialize(new { name, kernel = "/k" }));
+        Assert.Null(r.Definition);
+        Assert.Contains("name:", r.ErrorText);
+        Assert.Null(DefinitionReader.CheckName("web"));
+    }
+
+    [Theory]
+    [InlineData("{\"name\": \"a\", \"kernel\": \"/k\",}", "malformed JSON", "line 1")]
+    [InlineData("{\"name\": \"a\",\n \"kernel\" \"/k\"}", "malformed JSON", "line 2")]
+    public void Malformed_json_names_its_place_in_the_text_not_the_parser(string text, string reason, string where)
+    {
+        var r = DefinitionReader.Parse(text);
+        Assert.Null(r.Definition);
+        Assert.Contains(reason, r.ErrorText);
+        Assert.Contains(where, r.ErrorText);
+        Assert.DoesNotContain("LineNumber", r.ErrorText);
+        Assert.DoesNotContain("BytePositionInLine", r.ErrorText);
+    }
+
+    /// <summary>
+    /// Structured fuzzing: every prefix of a good definition in both syntaxes, and thousands of
+    /// documents mutated byte by byte (deleted, doubled, swapped for YAML's and JSON's own punctuation),
+    /// each parsed to a definition or refused with a reason, never an exception.
+    /// </summary>
+    [Fact]
+    public void Mutated_definitions_are_read_or_refused_never_thrown()
+    {
+        string json = JsonSerializer.Serialize(DefinitionReader.Parse(Good.Replace("autostart: yes-this-is-a-string", "autostart: true")).Definition, DaemonJson.Default.VmDefinition);
+        string[] seeds = [Good, json, "name: a\nkernel: /k\ndisks: [{path: /d, read_only: true}]\nnets:\n  - {tap: t0}\n"];
+        string punctuation = "[]{}:,-&*!|>'\"#%@`?\n\t \\0";
+        var rng = new Random(12);
+        int refused = 0, read = 0;
+        foreach (string seed in seeds)
+        {
+            for (int cut = 0; cut <= seed.Length; cut++)
+            {
+                Count(DefinitionReader.Parse(seed[..cut]));
+            }
+            for (int i = 0; i < 3000; i++)
+            {
+                var text = new System.Text.StringBuilder(seed);
+                for (int m = rng.Next(1, 4); m > 0 && text.Length > 0; m--)
+                {
+                    int at = rng.Next(text.Length);
+                    switch (rng.Next(4))
+                    {
+                        case 0: text.Remove(at, 1); break;
+                        case 1: text.Insert(at, text[at]); break;
+                        case 2: text[at] = punctuation[rng.Next(punctuation.Length)]; break;
+                        default: text.Insert(at, new string(punctuation[rng.Next(punctuation.Length)], rng.Next(1, 40))); break;
+                    }
+                }
+                Count(DefinitionReader.Parse(text.ToString()));
+            }
+        }
+        Assert.True(refused > 1000 && read > 100, $"{refused} refused, {read} read");
+
+        void Count(DefinitionResult r)
+        {
+            Assert.True((r.Definition is null) != (r.Errors.Count == 0), r.ErrorText);
+            Assert.All(r.Errors, e => Assert.False(string.IsNullOrWhiteSpace(e.Message)));
+            if (r.Definition is null)
+            {
+                refused++;
+            }
+            else
+            {
+                read++;
+            }
+        }
     }
 }

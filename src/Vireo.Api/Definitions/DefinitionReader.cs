@@ -5,7 +5,8 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using YamlDotNet.Core;
-using YamlDotNet.RepresentationModel;
+using YamlDotNet.Core.Events;
+using YamlScalar = YamlDotNet.Core.Events.Scalar;
 
 namespace Vireo.Api.Definitions;
 
@@ -35,16 +36,26 @@ public static partial class DefinitionReader
     /// <summary>The JSON Schema that every definition must fit.</summary>
     public static string SchemaText => SchemaTextLazy.Value;
 
+    /// <summary>How deeply a definition may nest (a definition needs 3 levels: disks[0].path).</summary>
+    public const int MaxDepth = 16;
+
+    /// <summary>The largest definition accepted, in characters (vireod also limits request bodies to 1 MiB).</summary>
+    public const int MaxLength = 1 << 20;
+
     /// <summary>Parses JSON (text starting with '{') or YAML, then validates it against the schema.</summary>
     public static DefinitionResult Parse(string text)
     {
+        if (text.Length > MaxLength)
+        {
+            return Fail(new SchemaError("", $"the definition is {text.Length} characters long; at most {MaxLength} are allowed"));
+        }
         JsonNode? node;
         Dictionary<string, int>? lines = null;
         try
         {
             if (text.TrimStart().StartsWith('{'))
             {
-                node = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { MaxDepth = 16 });
+                node = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { MaxDepth = MaxDepth });
             }
             else
             {
@@ -54,15 +65,20 @@ public static partial class DefinitionReader
         }
         catch (JsonException e)
         {
-            return Fail(new SchemaError("", $"malformed JSON: {e.Message}"));
+            return Fail(new SchemaError("", $"malformed JSON: {JsonErrorText.Describe(e, MaxDepth)}", e.LineNumber is long l ? (int)l + 1 : null));
         }
         catch (YamlException e)
         {
             return Fail(new SchemaError("", $"malformed YAML: {e.Message}", (int)e.Start.Line));
         }
-        catch (FormatException e)
+        catch (InvalidOperationException e) when (lines is not null && e.Source == "YamlDotNet")
         {
-            return Fail(new SchemaError("", $"malformed YAML: {e.Message}"));
+            // YamlDotNet's scanner sometimes fails this way on malformed input instead of with a YamlException.
+            return Fail(new SchemaError("", "malformed YAML: the text cannot be read as YAML"));
+        }
+        catch (YamlRefusal e)
+        {
+            return Fail(new SchemaError("", $"malformed YAML: {e.Message}", e.Line));
         }
         return FromNode(node, lines);
     }
@@ -142,64 +158,83 @@ public static partial class DefinitionReader
         public static readonly JsonSerializerOptions Options = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
     }
 
-    /// <summary>YAML to JSON nodes with YAML 1.2 core-schema scalars, recording each field path's line.</summary>
+    /// <summary>
+    /// YAML to JSON nodes with YAML 1.2 core-schema scalars, recording each field path's line. Built from
+    /// the parser's events, not from YamlStream: YamlStream builds its node tree by recursion (a deeply
+    /// nested document overflows the stack before any check could run) and resolves aliases into shared
+    /// nodes (a few hundred bytes of "billion laughs" expand without bound). Here depth is counted as the
+    /// events arrive and an alias is refused where it stands, so the work is linear in the text.
+    /// </summary>
     private static JsonNode? FromYaml(string text, Dictionary<string, int> lines)
     {
-        var stream = new YamlStream();
-        stream.Load(new StringReader(text));
-        if (stream.Documents.Count == 0)
+        var parser = new Parser(new StringReader(text));
+        parser.Consume<StreamStart>();
+        if (parser.TryConsume<StreamEnd>(out _))
         {
             return null;
         }
-        if (stream.Documents.Count > 1)
+        parser.Consume<DocumentStart>();
+        var root = ReadYamlNode(parser, "", lines, 0);
+        parser.Consume<DocumentEnd>();
+        if (!parser.Accept<StreamEnd>(out _))
         {
-            throw new FormatException("one VM definition per file: this file holds several YAML documents");
+            throw new YamlRefusal(null, "one VM definition per file: this file holds several YAML documents");
         }
-        return Convert(stream.Documents[0].RootNode, "", lines, 0);
+        return root;
     }
 
-    private static JsonNode? Convert(YamlNode node, string path, Dictionary<string, int> lines, int depth)
+    private static JsonNode? ReadYamlNode(IParser parser, string path, Dictionary<string, int> lines, int depth)
     {
-        if (depth > 16)
+        var at = parser.Current ?? throw new YamlRefusal(null, "the YAML document ends early");
+        int line = (int)at.Start.Line;
+        lines.TryAdd(path, line);
+        switch (at)
         {
-            throw new FormatException("nested too deeply");
-        }
-        lines.TryAdd(path, (int)node.Start.Line);
-        switch (node)
-        {
-            case YamlMappingNode map:
+            case AnchorAlias alias:
+                throw new YamlRefusal(line, $"aliases (*{alias.Value}) are not allowed in a VM definition; write the value out");
+            case YamlScalar scalar:
+                parser.MoveNext();
+                return Scalar(scalar);
+            case MappingStart or SequenceStart when depth >= MaxDepth:
+                throw new YamlRefusal(line, $"nested more than {MaxDepth} levels deep");
+            case MappingStart:
+                parser.MoveNext();
                 var obj = new JsonObject();
-                foreach (var (k, v) in map.Children)
+                while (!parser.TryConsume<MappingEnd>(out _))
                 {
-                    if (k is not YamlScalarNode { Value: { } key })
+                    if (!parser.TryConsume<YamlScalar>(out var k))
                     {
-                        throw new FormatException($"line {k.Start.Line}: keys must be plain strings");
+                        throw new YamlRefusal(parser.Current?.Start.Line ?? line, "keys must be plain strings");
                     }
-                    if (obj.ContainsKey(key))
+                    if (obj.ContainsKey(k.Value))
                     {
-                        throw new FormatException($"line {k.Start.Line}: '{key}' appears twice");
+                        throw new YamlRefusal(k.Start.Line, $"'{k.Value}' appears twice");
                     }
-                    obj[key] = Convert(v, path == "" ? key : $"{path}.{key}", lines, depth + 1);
+                    obj[k.Value] = ReadYamlNode(parser, path == "" ? k.Value : $"{path}.{k.Value}", lines, depth + 1);
                 }
                 return obj;
-            case YamlSequenceNode seq:
+            case SequenceStart:
+                parser.MoveNext();
                 var array = new JsonArray();
-                int i = 0;
-                foreach (var item in seq.Children)
+                while (!parser.TryConsume<SequenceEnd>(out _))
                 {
-                    array.Add(Convert(item, $"{path}[{i++}]", lines, depth + 1));
+                    array.Add(ReadYamlNode(parser, $"{path}[{array.Count}]", lines, depth + 1));
                 }
                 return array;
-            case YamlScalarNode scalar:
-                return Scalar(scalar);
             default:
-                throw new FormatException($"line {node.Start.Line}: aliases are not supported");
+                throw new YamlRefusal(line, "unexpected YAML content");
         }
     }
 
-    private static JsonNode? Scalar(YamlScalarNode scalar)
+    /// <summary>YAML that parses but is not a definition's shape (an alias, a nesting too deep, a key twice).</summary>
+    private sealed class YamlRefusal(long? line, string message) : Exception(message)
     {
-        string value = scalar.Value ?? "";
+        public int? Line { get; } = line is long l ? (int)l : null;
+    }
+
+    private static JsonNode? Scalar(YamlScalar scalar)
+    {
+        string value = scalar.Value;
         if (scalar.Style != ScalarStyle.Plain)
         {
             return JsonValue.Create(value);

@@ -107,7 +107,7 @@ public sealed class SchemaValidator
                 {
                     errors.Add(new(path, $"{s.Length} characters; at most {maxLength} are allowed"));
                 }
-                if (schema["pattern"]?.GetValue<string>() is { } pattern && !Regex.IsMatch(s, pattern, RegexOptions.None, TimeSpan.FromSeconds(1)))
+                if (schema["pattern"]?.GetValue<string>() is { } pattern && !Pattern(pattern).IsMatch(s))
                 {
                     errors.Add(new(path, $"{Show(node)} does not match {pattern}" +
                         (schema["description"]?.GetValue<string>() is { } d ? $" ({d})" : "")));
@@ -149,6 +149,46 @@ public sealed class SchemaValidator
                     (properties is null ? "" : $" (known: {string.Join(", ", properties.Select(p => p.Key))})")));
             }
         }
+    }
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Regex> Patterns = new();
+
+    private static Regex Pattern(string pattern) =>
+        Patterns.GetOrAdd(pattern, p => new Regex(EcmaAnchors(p), RegexOptions.None, TimeSpan.FromSeconds(1)));
+
+    /// <summary>
+    /// A JSON Schema pattern is an ECMA-262 regular expression, where `$` matches only at the end of
+    /// the input; .NET's `$` also matches before a final newline, which let "web\n" pass ^[a-z]+$ as a
+    /// name. Each `$` outside a character class becomes `\z`.
+    /// </summary>
+    private static string EcmaAnchors(string pattern)
+    {
+        var sb = new System.Text.StringBuilder(pattern.Length + 4);
+        bool inClass = false;
+        for (int i = 0; i < pattern.Length; i++)
+        {
+            char c = pattern[i];
+            if (c == '\\' && i + 1 < pattern.Length)
+            {
+                sb.Append(c).Append(pattern[++i]);
+                continue;
+            }
+            if (c == '[')
+            {
+                inClass = true;
+            }
+            else if (c == ']')
+            {
+                inClass = false;
+            }
+            else if (c == '$' && !inClass)
+            {
+                sb.Append("\\z");
+                continue;
+            }
+            sb.Append(c);
+        }
+        return sb.ToString();
     }
 
     private static string Join(string path, string key) => path == "" ? key : $"{path}.{key}";
