@@ -12,7 +12,8 @@ public static class LifecyclePolicy
 }
 
 /// <summary>
-/// POST /vms, PUT /vms/{name}: a VM definition, in JSON or YAML. Its schema is
+/// POST /vms, PUT /vms/{name}: a VM definition, in JSON or YAML (left out when null: the schema has no nulls;
+/// every answer vireod gives keeps each key, null when empty). Its schema is
 /// Definitions/vm-definition.schema.json, served at GET /schemas/vm-definition.
 /// </summary>
 public sealed record VmDefinition(
@@ -20,10 +21,10 @@ public sealed record VmDefinition(
     [property: JsonRequired] string Kernel,
     int Vcpus = 1,
     long MemoryMib = 256,
-    string? Initrd = null,
-    string? Cmdline = null,
-    DiskDefinition[]? Disks = null,
-    NetDefinition[]? Nets = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Initrd = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Cmdline = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] DiskDefinition[]? Disks = null,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] NetDefinition[]? Nets = null,
     bool Acpi = true,
     string OnPoweroff = LifecyclePolicy.Destroy,
     string OnReboot = LifecyclePolicy.Restart,
@@ -34,7 +35,8 @@ public sealed record VmDefinition(
 public sealed record DiskDefinition([property: JsonRequired] string Path, bool ReadOnly = false);
 
 /// <summary>A virtio-net interface on an existing host TAP device.</summary>
-public sealed record NetDefinition([property: JsonRequired] string Tap, string? Mac = null);
+public sealed record NetDefinition([property: JsonRequired] string Tap,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Mac = null);
 
 /// <summary>One VM as GET /vms/{name} reports it.</summary>
 public sealed record VmSummary(
@@ -58,8 +60,8 @@ public sealed record VmListEntry(
     string State,
     int Vcpus,
     long MemoryMib,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] double? UptimeSeconds,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] int? Pid);
+    double? UptimeSeconds,
+    int? Pid);
 
 /// <summary>POST /vms/{name}/shutdown: how long the guest gets to power off before it is destroyed.</summary>
 public sealed record ShutdownRequest(int TimeoutSeconds = 60);
@@ -77,8 +79,7 @@ public static class DomainState
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
-    UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
-    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+    UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow)]
 [JsonSerializable(typeof(VmDefinition))]
 [JsonSerializable(typeof(VmSummary))]
 [JsonSerializable(typeof(VmListEntry[]))]

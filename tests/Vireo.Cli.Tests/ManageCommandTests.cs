@@ -33,7 +33,15 @@ public class ManageCommandTests
         Assert.Equal(["web", "1", "32", "1", "running"], lines[1].Split(' ', StringSplitOptions.RemoveEmptyEntries)[..5]);
 
         Assert.Equal(0, Vireo(d, "pause web").ExitCode);
-        var info = JsonSerializer.Deserialize(Vireo(d, "info web --json").Output, DaemonJson.Default.VmSummary)!;
+        string infoJson = Vireo(d, "info web --json").Output;
+        var info = JsonSerializer.Deserialize(infoJson, DaemonJson.Default.VmSummary)!;
+        // docs/cli.md: every key present, null when empty (last_exit before any run has ended).
+        using (var doc = JsonDocument.Parse(infoJson))
+        {
+            Assert.Equal(["name", "id", "state", "vcpus", "memory_mib", "pid", "uptime_seconds", "last_exit", "definition"],
+                doc.RootElement.EnumerateObject().Select(p => p.Name));
+            Assert.Equal(JsonValueKind.Null, doc.RootElement.GetProperty("last_exit").ValueKind);
+        }
         Assert.Equal((DomainState.Paused, 32L), (info.State, info.MemoryMib));
         Assert.Contains("State:", Vireo(d, "info web").Output);
         Assert.Equal(0, Vireo(d, "resume web").ExitCode);
@@ -64,6 +72,11 @@ public class ManageCommandTests
              "line 5: colour: unknown field (known: name, kernel, initrd, cmdline, vcpus, memory_mib, disks, nets, acpi, on_poweroff, on_reboot, on_crash, autostart)"],
             r.Error.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
         Assert.Equal(2, Vireo(d, "create /no/such/file.yaml").ExitCode);
+        var zero = Vireo(d, "create /dev/zero");
+        Assert.Equal((2, "vireo: /dev/zero: longer than 1048576 characters; a definition is far smaller"), (zero.ExitCode, zero.Error.Trim()));
+        var deep = Vireo(d, "create -", stdin: "name: " + new string('[', 100_000));
+        Assert.Equal(2, deep.ExitCode);
+        Assert.Contains("nested more than 16 levels deep", deep.Error);
         Assert.Equal(2, Vireo(d, "list --no-such-option").ExitCode);
     }
 
@@ -202,6 +215,35 @@ public class ManageCommandTests
         var events = r.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonSerializer.Deserialize(l, DaemonJson.Default.LifecycleEvent)!).ToArray();
         Assert.Equal(["defined", "started", "stopped", "destroyed"], events.Select(e => e.Event));
         Assert.Equal([1L, 2, 3, 4], events.Select(e => e.Seq));
+        // docs/cli.md: every key, null when empty ("defined" has no detail).
+        using var first = JsonDocument.Parse(r.Output.Split('\n')[0]);
+        Assert.Equal(["seq", "time", "vm", "event", "state", "detail"], first.RootElement.EnumerateObject().Select(p => p.Name));
+        Assert.Equal(JsonValueKind.Null, first.RootElement.GetProperty("detail").ValueKind);
+    }
+
+    [KvmFact]
+    public void Console_from_a_script_ends_at_the_end_of_its_input()
+    {
+        using var d = new DaemonProcess();
+        Vireo(d, $"create {DefinitionFile(d, "talky", guest: "console")}");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var r = Vireo(d, "console talky", stdin: "from a script\r");
+        Assert.True(r.ExitCode == 0, r.Error);
+        Assert.Contains("echo: from a script", r.Output);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"console took {clock.Elapsed} to end after its input");
+        Assert.Equal(DomainState.Running, JsonSerializer.Deserialize(Vireo(d, "info talky --json").Output, DaemonJson.Default.VmSummary)!.State);
+        Vireo(d, "destroy talky");
+    }
+
+    [KvmFact]
+    public void Help_names_the_vm_argument_name_not_the_daemons_vms()
+    {
+        using var d = new DaemonProcess();
+        Vireo(d, $"create --no-start {DefinitionFile(d, "web")}");
+        var help = Vireo(d, "--help");
+        Assert.Contains("start <name>", help.Output);
+        Assert.DoesNotContain("<web>", help.Output);
+        Assert.Contains("vireo info <name>", Vireo(d, "info --help").Output);
     }
 
     [KvmFact]

@@ -34,7 +34,7 @@ public class XlImportTests
         Assert.Null(r.Error);
         var d = r.Definition!;
         Assert.Equal(("db-1", 1024L, 2, "/images/vmlinuz", "/etc/xen/images/initrd.img"), (d.Name, d.MemoryMib, d.Vcpus, d.Kernel, d.Initrd));
-        Assert.Equal("root=/dev/xvda1 ro console=hvc0", d.Cmdline);
+        Assert.Equal("root=/dev/vda1 ro console=hvc0", d.Cmdline);
         Assert.Equal([("/images/root.img", false), ("/dev/vg0/logs", true)], d.Disks!.Select(x => (x.Path, x.ReadOnly)));
         Assert.Equal([("tap-db1", "00:16:3e:00:00:01"), ("vif-db-1.1", null)], d.Nets!.Select(n => (n.Tap, n.Mac)));
         Assert.Equal(("restart", "destroy", "destroy"), (d.OnCrash, d.OnReboot, d.OnPoweroff));
@@ -42,14 +42,27 @@ public class XlImportTests
         foreach (var expected in new[]
         {
             "maxmem: 2048 MiB cannot be honoured", "maxvcpus: 4 cannot be honoured", "disk[1]: /images/data.qcow2: format 'qcow2' is not supported",
-            "disk[3]: CD-ROM /images/install.iso is not supported", "vif[0]: bridge=xenbr0", "vif[1]: no vifname", "on_crash: 'coredump-restart' is not supported",
+            "disk[3]: CD-ROM /images/install.iso: Vireo has no CD-ROM device", "vif[0]: bridge=xenbr0", "vif[1]: no vifname", "on_crash: 'coredump-restart' is not supported",
             "line 18: serial: not supported by Vireo; ignored",
+            "root: '/dev/xvda1 ro' names Xen's disks (xvd*); under Vireo they are virtio disks (vd*), so it becomes '/dev/vda1 ro'",
         })
         {
             Assert.Contains(expected, notes);
         }
-        Assert.Equal(8 + 1, r.Notes.Count); // and the vif[1] bridge
+        Assert.Equal(9 + 1, r.Notes.Count); // and the vif[1] bridge
         Assert.NotNull(DefinitionReader.Parse(DefinitionReader.ToYaml(d)).Definition);
+    }
+
+    [Theory]
+    [InlineData("'file:/srv/debian.iso,hdc:cdrom,r'", "disk[0]: CD-ROM /srv/debian.iso: Vireo has no CD-ROM device (attach an image as a read-only disk instead); skipped")]
+    [InlineData("',hdc:cdrom,r'", "disk[0]: an empty CD-ROM drive: Vireo has no CD-ROM device; skipped")]
+    [InlineData("'/srv/debian.iso,raw,hdc,r,devtype=cdrom'", "disk[0]: CD-ROM /srv/debian.iso: Vireo has no CD-ROM device (attach an image as a read-only disk instead); skipped")]
+    public void A_cdrom_is_reported_as_a_cdrom_whatever_form_it_takes(string disk, string note)
+    {
+        var r = XlImport.Convert($"name = \"x\"\nkernel = \"/k\"\ndisk = [ {disk}, 'phy:/dev/vg/x,xvda,w' ]\n", "/");
+        Assert.Equal(note, Assert.Single(r.Notes));
+        Assert.DoesNotContain("format", r.Notes[0]);
+        Assert.Equal([("/dev/vg/x", false)], r.Definition!.Disks!.Select(x => (x.Path, x.ReadOnly)));
     }
 
     [Theory]
@@ -80,6 +93,12 @@ public class XlImportTests
         Assert.Equal(2, VireoProcess.Run($"import xl {cfg} --strict").ExitCode);
         Assert.Equal(2, VireoProcess.Run($"import xl {dir}/none.cfg").ExitCode);
         Assert.NotNull(DefinitionReader.Parse(r.Output).Definition);
+        Assert.EndsWith("\n", r.Output);
+        Assert.Equal(0, VireoProcess.Run($"import xl {cfg} -o {dir}/db.yaml").ExitCode);
+        Assert.EndsWith("\n", File.ReadAllText($"{dir}/db.yaml"));
+        var zero = VireoProcess.Run("import xl /dev/zero");
+        Assert.Equal(2, zero.ExitCode);
+        Assert.Contains("longer than 1048576 characters", zero.Error);
     }
 }
 

@@ -18,12 +18,17 @@ internal static class ImportCommand
         xl.SetAction(p =>
         {
             string path = p.GetValue(file)!;
-            if (!File.Exists(path))
+            string text;
+            try
             {
-                Console.Error.WriteLine($"vireo import: {path}: no such file");
-                return ExitCodes.BadInput;
+                text = TextFile.Read(path);
             }
-            var result = XlImport.Convert(File.ReadAllText(path), Path.GetDirectoryName(Path.GetFullPath(path))!);
+            catch (CliException e)
+            {
+                Console.Error.WriteLine($"vireo import: {e.Message}");
+                return e.ExitCode;
+            }
+            var result = XlImport.Convert(text, Path.GetDirectoryName(Path.GetFullPath(path))!);
             foreach (var note in result.Notes)
             {
                 Console.Error.WriteLine($"vireo import: {path}: {note}");

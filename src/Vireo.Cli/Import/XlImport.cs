@@ -7,7 +7,7 @@ namespace Vireo.Cli.Import;
 /// memory, maxmem, vcpus, kernel, ramdisk, cmdline/extra/root, disk, vif, on_*, acpi), with a
 /// note for every key or value that cannot be honoured as written.
 /// </summary>
-internal static class XlImport
+internal static partial class XlImport
 {
     public sealed record Result(VmDefinition? Definition, List<string> Notes, string? Error);
 
@@ -76,8 +76,8 @@ internal static class XlImport
         {
             notes.Add($"maxvcpus: {maxvcpus} cannot be honoured: no vCPU hot-plug, so the guest gets vcpus = {vcpus}");
         }
-        string? cmdline = Str("cmdline");
-        string? root = Str("root"), extra = Str("extra");
+        string? cmdline = RenameXenDisks(Str("cmdline"), "cmdline", notes);
+        string? root = RenameXenDisks(Str("root"), "root", notes), extra = RenameXenDisks(Str("extra"), "extra", notes);
         if (cmdline is not null && (root is not null || extra is not null))
         {
             notes.Add("root/extra: ignored because cmdline is set (as xl does)");
@@ -160,13 +160,16 @@ internal static class XlImport
     private static DiskDefinition? Disk(string spec, List<string> notes, string where)
     {
         string? target = null, format = null, access = null, devtype = null;
-        string[] positional = ["target", "format", "vdev", "access"];
         int next = 0;
         foreach (var raw in spec.Split(',', StringSplitOptions.TrimEntries))
         {
             int eq = raw.IndexOf('=');
-            string key = eq > 0 ? raw[..eq] : next < positional.Length ? positional[next++] : "";
+            string key = eq > 0 ? raw[..eq] : Positional(raw, next++);
             string value = eq > 0 ? raw[(eq + 1)..] : raw;
+            if (key == "vdev" && value.EndsWith(":cdrom", StringComparison.Ordinal))
+            {
+                devtype = "cdrom"; // the legacy 'hdc:cdrom' form
+            }
             switch (key)
             {
                 case "target": target = value; break;
@@ -180,7 +183,7 @@ internal static class XlImport
         }
         if (target is null or "")
         {
-            notes.Add($"{where}: '{spec}' names no target; skipped");
+            notes.Add(devtype == "cdrom" ? $"{where}: an empty CD-ROM drive: Vireo has no CD-ROM device; skipped" : $"{where}: '{spec}' names no target; skipped");
             return null;
         }
         foreach (var prefix in new[] { "phy:", "file:", "tap:aio:", "tap:qcow2:", "aio:" })
@@ -196,7 +199,7 @@ internal static class XlImport
         }
         if (devtype == "cdrom")
         {
-            notes.Add($"{where}: CD-ROM {target} is not supported; skipped");
+            notes.Add($"{where}: CD-ROM {target}: Vireo has no CD-ROM device (attach an image as a read-only disk instead); skipped");
             return null;
         }
         if (format is not (null or "raw"))
@@ -206,6 +209,36 @@ internal static class XlImport
         }
         return new DiskDefinition(target, access is "r" or "ro");
     }
+
+    /// <summary>
+    /// A positional disk parameter: the first is the target; after it xl tells format, vdev and access
+    /// apart by their values, so the legacy three-part form 'phy:/dev/vg/x,xvda,w' and 'file:/a.iso,hdc:cdrom,r' read right.
+    /// </summary>
+    private static string Positional(string value, int index) => index == 0 ? "target" : value switch
+    {
+        "raw" or "qcow" or "qcow2" or "vhd" or "qed" or "empty" => "format",
+        "r" or "ro" or "w" or "rw" => "access",
+        "" => "",
+        _ => "vdev",
+    };
+
+    /// <summary>
+    /// Xen's disk names become virtio's: the guest sees its first disk as /dev/vda, not /dev/xvda, so
+    /// root=/dev/xvda1 is rewritten to root=/dev/vda1 and the change is reported.
+    /// </summary>
+    private static string? RenameXenDisks(string? text, string key, List<string> notes)
+    {
+        if (text is null || !XenDisk().IsMatch(text))
+        {
+            return text;
+        }
+        string renamed = XenDisk().Replace(text, "/dev/vd$1");
+        notes.Add($"{key}: '{text}' names Xen's disks (xvd*); under Vireo they are virtio disks (vd*), so it becomes '{renamed}'");
+        return renamed;
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"/dev/xvd([a-z]+[0-9]*)")]
+    private static partial System.Text.RegularExpressions.Regex XenDisk();
 
     /// <summary>xl-network-configuration(5): mac, bridge, vifname, ...; Vireo attaches to an existing TAP device.</summary>
     private static NetDefinition Vif(string spec, string vm, int index, List<string> notes)

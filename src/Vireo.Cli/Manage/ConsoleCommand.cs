@@ -6,11 +6,15 @@ namespace Vireo.Cli.Manage;
 /// <summary>
 /// `vireo console NAME`: the guest's console through vireod, from any terminal and from several
 /// at once. Output starts with the recent history; keystrokes go to the guest raw (Ctrl-C too);
-/// Ctrl-] detaches and leaves the VM running, as in virsh console.
+/// Ctrl-] detaches and leaves the VM running, as in virsh console. When standard input is not a
+/// terminal (a script's pipe or file), the end of it detaches too, once the guest's output has been
+/// quiet for <see cref="QuietAfterInput"/>, so that `printf 'ls\n' | vireo console web` shows the answer and ends.
 /// </summary>
 internal static class ConsoleCommand
 {
     private const byte Detach = 0x1d; // Ctrl-]
+
+    internal static readonly TimeSpan QuietAfterInput = TimeSpan.FromSeconds(2);
 
     public static Command Create(Argument<string> name)
     {
@@ -32,7 +36,20 @@ internal static class ConsoleCommand
             {
                 Console.Error.Write($"Connected to {name}; Ctrl-] detaches.\r\n");
             }
-            new Thread(() => Pump(client, path + "/input", tty, detached)) { IsBackground = true, Name = "stdin" }.Start();
+            long lastOutput = Environment.TickCount64;
+            new Thread(() =>
+            {
+                Pump(client, path + "/input", tty, detached);
+                while (!tty && !detached.IsCancellationRequested)
+                {
+                    // The end of a script's input: detach once the guest has stopped answering.
+                    Thread.Sleep(100);
+                    if (Environment.TickCount64 - Volatile.Read(ref lastOutput) > QuietAfterInput.TotalMilliseconds)
+                    {
+                        detached.Cancel();
+                    }
+                }
+            }) { IsBackground = true, Name = "stdin" }.Start();
             using var output = Console.OpenStandardOutput();
             using var stream = response.Content.ReadAsStream(detached.Token);
             var buffer = new byte[4096];
@@ -43,6 +60,7 @@ internal static class ConsoleCommand
                 {
                     output.Write(buffer, 0, n);
                     output.Flush();
+                    Volatile.Write(ref lastOutput, Environment.TickCount64);
                 }
                 Console.Error.Write(tty ? $"\r\n[{name} has stopped]\r\n" : $"[{name} has stopped]\n");
             }
@@ -76,7 +94,7 @@ internal static class ConsoleCommand
             }
             if (n <= 0)
             {
-                return; // end of input: the console stays attached for output
+                return; // end of input: a terminal stays attached for output; a script's input detaches once output is quiet
             }
             var chunk = buffer.AsSpan(0, (int)n);
             int stop = tty ? chunk.IndexOf(Detach) : -1;

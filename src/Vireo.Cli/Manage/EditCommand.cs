@@ -31,7 +31,7 @@ internal static class EditCommand
                     throw new CliException(ExitCodes.Refused, $"the editor ({editor}) exited with status {process.ExitCode}; nothing changed, your text is in {file}");
                 }
             }
-            string edited = File.ReadAllText(file);
+            string edited = TextFile.Read(file);
             if (edited == original)
             {
                 File.Delete(file);

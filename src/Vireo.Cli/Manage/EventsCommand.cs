@@ -12,7 +12,7 @@ internal static class EventsCommand
     public static Command Create(Option<bool> json)
     {
         var after = new Option<long?>("--after") { Description = "First replay the kept events after this sequence number" };
-        var count = new Option<int?>("--count") { Description = "Stop after this many events" };
+        var count = new Option<int?>("--count") { Description = "Stop after this many events: new ones as they happen, or with --after the kept ones replayed first (--after 0: all kept)" };
         var command = new Command("events", "Follow lifecycle events (Ctrl-C stops)") { json, after, count };
         command.SetAction(p => ManageCommands.Run(p, client =>
         {

@@ -36,8 +36,7 @@ internal static class ManageCommands
         create.SetAction(p => Run(p, client =>
         {
             string path = p.GetValue(file)!;
-            string text = path == "-" ? Console.In.ReadToEnd() : File.Exists(path) ? File.ReadAllText(path)
-                : throw new CliException(ExitCodes.BadInput, $"{path}: no such file");
+            string text = TextFile.Read(path);
             var vm = client.Send(HttpMethod.Post, "vms", DaemonJson.Default.VmSummary, text, "application/yaml");
             if (!p.GetValue(noStart))
             {
@@ -185,7 +184,8 @@ internal static class ManageCommands
     /// <summary>A VM name argument that completes from the daemon's list.</summary>
     public static Argument<string> VmName()
     {
-        var name = new Argument<string>("name") { Description = "The VM's name" };
+        // HelpName: without it, help lists the completions (the daemon's VM names) as the argument's name.
+        var name = new Argument<string>("name") { Description = "The VM's name", HelpName = "name" };
         name.CompletionSources.Add(context =>
         {
             try
