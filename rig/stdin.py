@@ -46,6 +46,13 @@ def main() -> int:
     listener.close()
 
     is_tty = os.isatty(0)
+    if is_tty and os.tcgetpgrp(0) != os.getpgrp():
+        # A rig started in the background of an interactive shell: reading or setting up the
+        # terminal would stop this process (SIGTTIN, SIGTTOU). Its command gets no input instead.
+        conn.shutdown(socket.SHUT_WR)
+        while conn.recv(4096):
+            pass
+        return 0
     if is_tty:
         attrs = termios.tcgetattr(0)
         tty.setraw(0)
