@@ -1,5 +1,8 @@
+using System.Diagnostics;
+using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
+using System.Text;
 using System.Text.RegularExpressions;
 using Vireo.Tests;
 
@@ -40,9 +43,13 @@ public class RigTests
         Rig(() => command, test);
 
     /// <summary>As above, with the command made afresh for each run (a fresh disk, say).</summary>
-    private static TestEnvironment.ProcessResult Rig(Func<string> makeCommand, [CallerMemberName] string test = "")
+    private static TestEnvironment.ProcessResult Rig(Func<string> makeCommand, [CallerMemberName] string test = "") =>
+        Retried(() => RigOnce(makeCommand()), test);
+
+    /// <summary>As above, for a run the test drives itself (its input, say).</summary>
+    private static TestEnvironment.ProcessResult Retried(Func<TestEnvironment.ProcessResult> run, string test)
     {
-        var first = RigOnce(makeCommand());
+        var first = run();
         string? fault = RigFault(first);
         if (fault is null)
         {
@@ -53,7 +60,7 @@ public class RigTests
         File.AppendAllText(Path.Combine(dir, "retries.log"), $"{DateTime.UtcNow:u} {test}: {fault}; ran it again\n");
         File.WriteAllText(Path.Combine(dir, $"retry-{test}.log"),
             $"stdout:\n{TestEnvironment.Tail(first.Output, 6000)}\nstderr (the rig's kernel log last, if it hung):\n{TestEnvironment.Tail(first.Error, 6000)}\n");
-        return RigOnce(makeCommand());
+        return run();
     }
 
     private static TestEnvironment.ProcessResult RigOnce(string command)
@@ -185,19 +192,151 @@ public class RigTests
     }
 
     [Fact]
-    public void The_readme_main_command_boots_the_debian_guest_to_a_shell_where_the_cpu_has_svm()
+    public void The_readme_main_command_boots_the_debian_guest_to_a_shell_that_reads_the_rigs_piped_stdin()
     {
         _ = Images.Value;
-        // The shell waits for its user: type "exit" once it has had time to start (a serial line has
-        // no end of file). A line typed before the shell reads is lost, and boot time varies with
-        // the host's load, so the line is typed every 30 s until the VM has gone.
-        var r = Rig("sh -c \"(for i in 1 2 3 4 5 6 7 8 9; do sleep 30; echo exit; done) | ./vireo run --timeout 300\"");
-        Assert.True(r.ExitCode == 0, $"exit {r.ExitCode}\n{r.Output}\n{r.Error}");
+        // The README's command as given, with its input piped into rig/rig from here: through the
+        // rig's stdin port to vireo run's stdin, then the guest's COM1 and its shell. The lines
+        // are written once the shell is about to start, as a user types at its prompt: bytes sent
+        // while the guest kernel boots are dropped when its serial driver resets the UART's FIFO.
+        var r = Retried(() => RigTyping("./vireo run --timeout 300", "exit the shell to stop the VM", "echo hi-from-pipe\nexit\n"),
+            nameof(The_readme_main_command_boots_the_debian_guest_to_a_shell_that_reads_the_rigs_piped_stdin));
+        string log = $"exit {r.ExitCode}\n{r.Output}\n{r.Error}";
+        Assert.True(r.ExitCode == 0, log);
         Assert.DoesNotContain("hello guest", r.Error);
         Assert.Contains("vireo-guest: Debian's cloud kernel 6.", r.Output);
-        Assert.Contains("on Vireo; exit the shell to stop the VM", r.Output);
+        // The command's own output, not the terminal's echo of the line typed ("echo hi-from-pipe").
+        Assert.Matches(new Regex(@"^hi-from-pipe\r*$", RegexOptions.Multiline), r.Output);
         Assert.Contains("vireo-guest: shell exited 0", r.Output);
         Assert.Contains("reboot: Power down", r.Output);
+    }
+
+    /// <summary>
+    /// rig/rig exec -- COMMAND with its stdin a pipe from this process: <paramref name="input"/> is
+    /// written once stdout shows <paramref name="prompt"/>, then the pipe is closed.
+    /// </summary>
+    private static TestEnvironment.ProcessResult RigTyping(string command, string prompt, string input)
+    {
+        var psi = new ProcessStartInfo(Path.Combine(TestEnvironment.Root, "rig/rig"), "exec -- " + command)
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = TestEnvironment.Root,
+        };
+        psi.Environment["RIG_TIMEOUT"] = "600";
+        using var p = Process.Start(psi)!;
+        var output = new StringBuilder();
+        var stdout = Task.Run(() =>
+        {
+            var buffer = new char[4096];
+            int n;
+            while ((n = p.StandardOutput.Read(buffer, 0, buffer.Length)) > 0)
+            {
+                lock (output)
+                {
+                    output.Append(buffer, 0, n);
+                }
+            }
+        });
+        var stderr = p.StandardError.ReadToEndAsync();
+        string Output()
+        {
+            lock (output)
+            {
+                return output.ToString();
+            }
+        }
+        var deadline = DateTime.UtcNow.AddSeconds(660);
+        while (!Output().Contains(prompt) && !p.HasExited && DateTime.UtcNow < deadline)
+        {
+            Thread.Sleep(200);
+        }
+        if (!p.HasExited)
+        {
+            p.StandardInput.Write(input);
+        }
+        p.StandardInput.Close();
+        if (!p.WaitForExit(Math.Max(1000, (int)(deadline - DateTime.UtcNow).TotalMilliseconds)))
+        {
+            p.Kill(entireProcessTree: true);
+            p.WaitForExit();
+            return new TestEnvironment.ProcessResult(124, Output(), "the rig did not finish in 660 s\n" + (stderr.Wait(10_000) ? stderr.Result : ""));
+        }
+        stdout.Wait(10_000);
+        return new TestEnvironment.ProcessResult(p.ExitCode, Output(), stderr.Result);
+    }
+
+    [Theory]
+    [InlineData("TERM", 143)] // timeout(1), a supervisor
+    [InlineData("INT", 130)]  // Ctrl-C
+    [InlineData("HUP", 129)]  // the terminal closed
+    public async Task An_interrupted_rig_stops_its_qemu_and_removes_its_job_directory(string signal, int status)
+    {
+        var psi = new ProcessStartInfo(Path.Combine(TestEnvironment.Root, "rig/rig"), "exec -- sleep 600")
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = TestEnvironment.Root,
+        };
+        using var rig = Process.Start(psi)!;
+        var stdout = rig.StandardOutput.ReadToEndAsync();
+        var stderr = rig.StandardError.ReadToEndAsync();
+        string job = Path.Combine(TestEnvironment.Root, ".build", "rig", "jobs", rig.Id.ToString(CultureInfo.InvariantCulture));
+        try
+        {
+            // Signalled once its QEMU runs (the job's path is on QEMU's command line).
+            var deadline = DateTime.UtcNow.AddSeconds(120);
+            string qemu = $"rig.job={job} ";
+            while (ProcessesNaming(qemu).Count == 0 && !rig.HasExited && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(100);
+            }
+            Assert.True(ProcessesNaming(qemu).Count > 0, $"no QEMU for {job}\n{(rig.HasExited ? await stderr : "")}");
+            Check(TestEnvironment.Run("kill", $"-{signal} {rig.Id}"), "kill");
+            using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await rig.WaitForExitAsync(limit.Token); // throws if rig/rig outlives the signal by 30 s
+            Assert.True(rig.ExitCode == status, $"exit {rig.ExitCode}\n{await stdout}\n{await stderr}");
+            Assert.Empty(ProcessesNaming(job + "/")); // QEMU, its timeout, the stdin relay
+            Assert.False(Directory.Exists(job), $"{job} is left behind");
+        }
+        finally
+        {
+            if (!rig.HasExited)
+            {
+                rig.Kill(entireProcessTree: true);
+            }
+        }
+    }
+
+    /// <summary>The processes whose command line mentions <paramref name="text"/> (from /proc).</summary>
+    private static List<int> ProcessesNaming(string text)
+    {
+        var found = new List<int>();
+        foreach (string dir in Directory.GetDirectories("/proc"))
+        {
+            if (int.TryParse(Path.GetFileName(dir), out int pid))
+            {
+                try
+                {
+                    if (File.ReadAllText(Path.Combine(dir, "cmdline")).Replace('\0', ' ').Contains(text))
+                    {
+                        found.Add(pid);
+                    }
+                }
+                catch (IOException)
+                {
+                    // It ended while being read.
+                }
+                catch (UnauthorizedAccessException)
+                {
+                }
+            }
+        }
+        return found;
     }
 
     private static byte[] ReadFile(string image, string path)
