@@ -55,6 +55,30 @@ public sealed record VmConfig
     /// <summary>Throws <see cref="VmConfigException"/> naming the first field that is wrong.</summary>
     public void Validate()
     {
+        ValidateSettings();
+        if (!Path.Exists(KernelPath))
+        {
+            throw new VmConfigException($"kernel: no such file: {KernelPath}");
+        }
+        if (InitrdPath is not null && !Path.Exists(InitrdPath))
+        {
+            throw new VmConfigException($"initrd: no such file: {InitrdPath}");
+        }
+        foreach (var disk in Disks)
+        {
+            if (!File.Exists(disk.Path) && !Path.Exists(disk.Path))
+            {
+                throw new VmConfigException($"disk: no such file: {disk.Path}");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Everything but the paths: what a reboot checks, building from the files opened at the first
+    /// boot (<see cref="VmFiles"/>), when the paths may be gone.
+    /// </summary>
+    internal void ValidateSettings()
+    {
         if (Vcpus < 1 || Vcpus > MaxVcpus)
         {
             throw new VmConfigException($"vcpus: {Vcpus} is outside 1..{MaxVcpus}");
@@ -67,24 +91,9 @@ public sealed record VmConfig
         {
             throw new VmConfigException("memory: must be a multiple of 4 KiB");
         }
-        if (!File.Exists(KernelPath))
-        {
-            throw new VmConfigException($"kernel: no such file: {KernelPath}");
-        }
-        if (InitrdPath is not null && !File.Exists(InitrdPath))
-        {
-            throw new VmConfigException($"initrd: no such file: {InitrdPath}");
-        }
         if (VirtioDeviceCount > MaxVirtioDevices)
         {
             throw new VmConfigException($"devices: {VirtioDeviceCount} virtio devices; at most {MaxVirtioDevices}");
-        }
-        foreach (var disk in Disks)
-        {
-            if (!File.Exists(disk.Path) && !Path.Exists(disk.Path))
-            {
-                throw new VmConfigException($"disk: no such file: {disk.Path}");
-            }
         }
     }
 
