@@ -87,6 +87,10 @@ public sealed record VmConfig
         {
             throw new VmConfigException($"memory: {MemoryBytes >> 20} MiB is outside {Memory.MemoryLayout.MinRam >> 20} MiB..{Memory.MemoryLayout.MaxRam >> 30} GiB");
         }
+        if (HostMemory.TotalBytes is { } host && MemoryBytes > host)
+        {
+            throw new VmConfigException($"memory: {MemoryBytes >> 20} MiB is more than this host's RAM ({host >> 20} MiB)");
+        }
         if (MemoryBytes % 4096 != 0)
         {
             throw new VmConfigException("memory: must be a multiple of 4 KiB");
@@ -97,14 +101,14 @@ public sealed record VmConfig
         }
     }
 
-    /// <summary>Parses sizes like 256M, 1G, 512MiB or a plain number of MiB.</summary>
+    /// <summary>Parses sizes like 256M, 1G, 512MiB, 1T or a plain number of MiB.</summary>
     public static ulong ParseSize(string text)
     {
         string t = text.Trim();
         ulong multiplier = 1UL << 20;
         string digits = t;
-        string[] suffixes = ["GiB", "MiB", "KiB", "G", "M", "K"];
-        int[] shifts = [30, 20, 10, 30, 20, 10];
+        string[] suffixes = ["TiB", "GiB", "MiB", "KiB", "T", "G", "M", "K"];
+        int[] shifts = [40, 30, 20, 10, 40, 30, 20, 10];
         for (int i = 0; i < suffixes.Length; i++)
         {
             if (t.EndsWith(suffixes[i], StringComparison.OrdinalIgnoreCase))

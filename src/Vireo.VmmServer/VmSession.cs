@@ -32,7 +32,24 @@ internal sealed class VmSession(Action<byte> serialOut)
     /// <summary>Null when accepted, else why not (a 400).</summary>
     public string? SetBootSource(BootSource boot) => BeforeStart(() => _boot = boot);
 
-    public string? SetMachineConfig(MachineConfig machine) => BeforeStart(() => _machine = machine);
+    /// <summary>Sizes are checked here, as Firecracker does, not first at InstanceStart.</summary>
+    public string? SetMachineConfig(MachineConfig machine)
+    {
+        const long MinMib = (long)(Memory.MemoryLayout.MinRam >> 20), MaxMib = (long)(Memory.MemoryLayout.MaxRam >> 20);
+        if (machine.VcpuCount is < 1 or > VmConfig.MaxVcpus)
+        {
+            return $"machine-config: vcpu_count {machine.VcpuCount} is outside 1..{VmConfig.MaxVcpus}";
+        }
+        if (machine.MemSizeMib is < MinMib or > MaxMib)
+        {
+            return $"machine-config: mem_size_mib {machine.MemSizeMib} is outside {MinMib}..{MaxMib}";
+        }
+        if (HostMemory.TotalBytes is { } host && (ulong)machine.MemSizeMib << 20 > host)
+        {
+            return $"machine-config: mem_size_mib {machine.MemSizeMib} is more than this host's RAM ({host >> 20} MiB)";
+        }
+        return BeforeStart(() => _machine = machine);
+    }
 
     public string? PutDrive(string id, Drive drive) =>
         id != drive.DriveId ? $"drive_id '{drive.DriveId}' does not match the path's '{id}'"

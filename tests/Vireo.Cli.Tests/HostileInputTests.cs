@@ -64,6 +64,14 @@ public class HostileInputTests
         Assert.Equal($"vireo: initrd: {big} is 102400 MiB, larger than the guest's RAM (64 MiB)", r.Error.Trim());
     }
 
+    [Fact]
+    public void Memory_larger_than_the_host_is_refused_naming_the_hosts_size()
+    {
+        var r = Run($"run --kernel {Guest("hello")} --memory 1T");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Matches(@"^vireo: memory: 1048576 MiB is more than this host's RAM \(\d+ MiB\)$", r.Error.Trim());
+    }
+
     [KvmFact]
     public void A_kernel_with_a_2_gib_bss_boots_where_ram_has_room_and_is_one_line_where_not()
     {
