@@ -92,6 +92,7 @@ public sealed class VmFiles : IDisposable
             {
                 Libc.ENOENT => $"{field}: no such file: {path}",
                 EISDIR => $"{field}: {path} is a directory, not {expected}", // a directory opened for writing
+                Libc.ENXIO when Libc.IsSocket(path) => $"{field}: {path} is a socket, not {expected}", // sockets cannot be opened
                 _ => $"{field}: cannot open {path}: {Libc.StrError(errno)}",
             });
         }

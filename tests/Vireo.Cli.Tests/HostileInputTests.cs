@@ -53,6 +53,20 @@ public class HostileInputTests
     }
 
     [Fact]
+    public void A_unix_socket_as_kernel_or_disk_is_named_as_one()
+    {
+        string path = Path.Combine(TempDirectory.Create("vireo-sock"), "api.sock");
+        using var listener = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+        listener.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(path));
+        var r = Run($"run --kernel {path}");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Equal($"vireo: kernel: {path} is a socket, not a regular file", r.Error.Trim());
+        r = Run($"run --kernel {Guest("hello")} --disk {path}");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Equal($"vireo: disk: {path} is a socket, not a regular file or block device", r.Error.Trim());
+    }
+
+    [Fact]
     public void An_image_larger_than_guest_ram_is_refused_without_being_read()
     {
         string big = HostileFiles.Sparse(100L << 30); // 100 GiB, sparse: reading it would take the host's memory
