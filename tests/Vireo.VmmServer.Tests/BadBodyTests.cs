@@ -41,6 +41,7 @@ public class BadBodyTests(BadBodyTests.Process process) : IClassFixture<BadBodyT
             data.Add(path, valid.Replace("{", "{\"surprise\": 1, "), $"{what}: unknown field 'surprise' (known: ");
             data.Add(path, valid.Replace("{", "{'single': 1, "), "body: malformed JSON at byte 1");
             data.Add(path, valid + "x", "body: malformed JSON at byte ");
+            data.Add(path, new string(' ', 70_000) + valid, "body: larger than 65536 bytes");
             // Every field in turn given a value of the wrong kind.
             using var doc = JsonDocument.Parse(valid);
             foreach (var field in doc.RootElement.EnumerateObject())
