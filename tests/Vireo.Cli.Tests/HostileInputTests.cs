@@ -118,19 +118,22 @@ public class HostileInputTests
     }
 
     [KvmFact]
-    public void Sigterm_ends_vireo_run_promptly_at_any_stage()
+    public void Sigterm_and_sigint_end_vireo_run_promptly_at_any_stage()
     {
         // From before the handlers exist, through opening files and building the VM, to the running guest.
         foreach (int delayMs in new[] { 50, 150, 300, 500, 800, 1200, 2000 })
         {
-            using var p = Start($"run --kernel {Guest("console")} --memory 64M", out _, out var error);
-            Thread.Sleep(delayMs);
-            var kill = TestEnvironment.Run("kill", $"-TERM {p.Id}");
-            Assert.True(kill.ExitCode == 0 || p.HasExited, kill.Error);
-            Assert.True(p.WaitForExit(10_000), $"SIGTERM after {delayMs} ms: vireo run still running 10 s later");
-            p.WaitForExit();
-            // Before the handlers: the runtime's default (143); after: a clean host stop (0).
-            Assert.True(p.ExitCode is 0 or 143, $"SIGTERM after {delayMs} ms: exit {p.ExitCode}: {Text(error)}");
+            foreach (var (signal, number) in new[] { ("TERM", 15), ("INT", 2) })
+            {
+                using var p = Start($"run --kernel {Guest("console")} --memory 64M", out _, out var error);
+                Thread.Sleep(delayMs);
+                var kill = TestEnvironment.Run("kill", $"-{signal} {p.Id}");
+                Assert.True(kill.ExitCode == 0 || p.HasExited, kill.Error);
+                Assert.True(p.WaitForExit(10_000), $"SIG{signal} after {delayMs} ms: vireo run still running 10 s later");
+                p.WaitForExit();
+                // Before the handlers: the runtime's default (128 + the signal); after: a clean host stop (0).
+                Assert.True(p.ExitCode == 0 || p.ExitCode == 128 + number, $"SIG{signal} after {delayMs} ms: exit {p.ExitCode}: {Text(error)}");
+            }
         }
     }
 
