@@ -60,10 +60,13 @@ public sealed record VmInfo(
 /// <summary>Every 4xx/5xx body: the reason, and for a refused definition every field at fault.</summary>
 public sealed record ApiError(string FaultMessage, Definitions.SchemaError[]? Errors = null);
 
-/// <summary>The VM's states as GET /vm reports them.</summary>
+/// <summary>
+/// The VM's states as GET /vm reports them. Starting: InstanceStart is opening the VM's files and
+/// building it; the configuration is fixed, and it ends in Running, or back in NotStarted if refused.
+/// </summary>
 public static class VmState
 {
-    public const string NotStarted = "NotStarted", Running = "Running", Paused = "Paused", Stopped = "Stopped";
+    public const string NotStarted = "NotStarted", Starting = "Starting", Running = "Running", Paused = "Paused", Stopped = "Stopped";
 }
 
 /// <summary>System.Text.Json metadata made at build time: no reflection, unknown fields refused.</summary>

@@ -57,10 +57,12 @@ public static class BootLoader
         }
 
         var cmdline = Encoding.UTF8.GetBytes(source.Cmdline + "\0");
-        int cmdlineMax = image.BzImage is { CmdlineSize: > 0 } bz
-            ? (int)Math.Min(bz.CmdlineSize + 1, BootLayout.CmdlineMax)
+        // cmdline_size is the kernel's limit without the NUL; it is a u32 from the file, so the
+        // + 1 is done in 64 bits (0xffffffff must not wrap to 0) and capped by Vireo's own area.
+        ulong cmdlineMax = image.BzImage is { CmdlineSize: > 0 } bz
+            ? Math.Min((ulong)bz.CmdlineSize + 1, BootLayout.CmdlineMax)
             : BootLayout.CmdlineMax;
-        if (cmdline.Length > cmdlineMax)
+        if ((ulong)cmdline.Length > cmdlineMax)
         {
             throw new BootException($"command line is {cmdline.Length - 1} bytes; this kernel accepts at most {cmdlineMax - 1}");
         }
@@ -98,13 +100,33 @@ public static class BootLoader
         return new LoadPlan(cmdline, initrdAddr, E820.Build(memory), acpi);
     }
 
+    /// <summary>
+    /// Zeroes a segment's memory-only part, which may be larger than one span (2 GiB): in chunks,
+    /// and only where a chunk is not zero already, so that a large bss in fresh guest RAM (which
+    /// reads as the shared zero page) costs the host no memory.
+    /// </summary>
+    private static void ZeroFill(GuestMemory memory, ulong address, ulong length)
+    {
+        const ulong Chunk = 1UL << 20;
+        while (length > 0)
+        {
+            ulong n = Math.Min(length, Chunk);
+            var span = memory.GetSpan(new GuestAddress(address), n);
+            if (span.IndexOfAnyExcept((byte)0) >= 0)
+            {
+                span.Clear();
+            }
+            address += n;
+            length -= n;
+        }
+    }
+
     private static BootCpuState Write(GuestMemory memory, KernelImage image, BootSource source, LoadPlan plan)
     {
         foreach (var seg in image.Segments)
         {
-            var dest = memory.GetSpan(new GuestAddress(seg.GuestAddress), seg.MemSize);
-            source.Kernel.AsSpan(seg.FileOffset, seg.FileSize).CopyTo(dest);
-            dest[seg.FileSize..].Clear();
+            memory.Write(new GuestAddress(seg.GuestAddress), source.Kernel.AsSpan(seg.FileOffset, seg.FileSize));
+            ZeroFill(memory, seg.GuestAddress + (ulong)seg.FileSize, seg.MemSize - (ulong)seg.FileSize);
         }
         if (source.Initrd is { } initrd)
         {

@@ -102,20 +102,32 @@ internal static class RunCommand
         using var console = new SerialConsole(stdout);
         Machine? current = null;
         bool hostStop = false;
+        using var stopped = new ManualResetEventSlim();
         void Stop(string why)
         {
             Volatile.Write(ref hostStop, true); // from a signal or the stdin thread
+            stopped.Set(); // a build in progress is abandoned
             Volatile.Read(ref current)?.RequestStop(new VmOutcome(StopReason.HostRequest, Message: why));
         }
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; Stop("SIGINT"); });
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; Stop("SIGTERM"); });
         var deadline = timeout is { } t ? DateTime.UtcNow + t : (DateTime?)null;
         VmOutcome outcome;
+        // The files are opened once, here; every boot (a guest reboot restarts the VM) is built from them.
+        using var files = BuildOrStop(() => VmFiles.Open(config), stopped);
+        if (files is null)
+        {
+            return StoppedWhileBuilding();
+        }
         using (Terminal.Attach(() => Volatile.Read(ref current), () => Stop("Ctrl-] q")))
         {
             for (int boot = 1; ; boot++)
             {
-                using var machine = Machine.Create(config, console.Transmit);
+                using var machine = BuildOrStop(() => Machine.Create(config, files, console.Transmit), stopped);
+                if (machine is null)
+                {
+                    return StoppedWhileBuilding();
+                }
                 if (boot == 1 && note is not null)
                 {
                     Console.Error.WriteLine($"vireo: {note}");
@@ -159,6 +171,66 @@ internal static class RunCommand
     }
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+
+    /// <summary>
+    /// Runs a build step (opening files, building the machine) on its own thread, so that SIGINT
+    /// or SIGTERM ends `vireo run` at once even while a step is slow or stuck in the kernel: null
+    /// when <paramref name="stopped"/> came first. An abandoned result is disposed when it arrives.
+    /// </summary>
+    private static T? BuildOrStop<T>(Func<T> build, ManualResetEventSlim stopped) where T : class, IDisposable
+    {
+        var gate = new Lock();
+        bool abandoned = false;
+        T? result = null;
+        System.Runtime.ExceptionServices.ExceptionDispatchInfo? error = null;
+        using var done = new ManualResetEventSlim();
+        var thread = new Thread(() =>
+        {
+            T? built = null;
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo? failed = null;
+            try
+            {
+                built = build();
+            }
+            catch (Exception e)
+            {
+                failed = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e);
+            }
+            lock (gate)
+            {
+                if (abandoned)
+                {
+                    built?.Dispose();
+                    return;
+                }
+                (result, error) = (built, failed);
+                done.Set();
+            }
+        }) { Name = "build", IsBackground = true }; // a build stuck in a system call cannot keep the process alive
+        thread.Start();
+        WaitHandle.WaitAny([done.WaitHandle, stopped.WaitHandle]);
+        lock (gate)
+        {
+            if (!done.IsSet)
+            {
+                abandoned = true;
+                return null;
+            }
+        }
+        error?.Throw();
+        return result;
+    }
+
+    /// <summary>A signal or Ctrl-] q before the VM ran: the same quiet, clean stop as one while it runs.</summary>
+    private static int StoppedWhileBuilding()
+    {
+        var outcome = new VmOutcome(StopReason.HostRequest, Message: "stopped while building the VM");
+        if (Environment.GetEnvironmentVariable("VIREO_VERBOSE") == "1")
+        {
+            Console.Error.WriteLine($"vireo: {outcome}");
+        }
+        return outcome.ExitCode;
+    }
 
     private static Virtio.Block.BlockConfig[] ParseDisks(string[] specs)
     {

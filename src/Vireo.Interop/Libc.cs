@@ -110,7 +110,6 @@ public static unsafe partial class Libc
 
     /// <summary>struct stat on x86-64 glibc: its size and where st_mode sits (checked by the ABI test).</summary>
     public const int StatSize = 144, StatModeOffset = 24;
-    private const uint S_IFMT = 0xf000, S_IFSOCK = 0xc000;
 
     /// <summary>True when <paramref name="path"/> exists and is a Unix socket (not following links).</summary>
     public static bool IsSocket(string path)

@@ -63,18 +63,39 @@ public sealed class Machine : IDisposable
     }
 
     /// <summary>
-    /// Builds a VM ready to run: validates the config, loads the kernel (nothing is created if the
-    /// image is bad), then creates the VM, its memory, devices and vCPUs.
+    /// Builds a VM ready to run from its files, opened here and closed with the machine. Whoever
+    /// boots the same VM more than once opens <see cref="VmFiles"/> itself and passes them.
     /// </summary>
     public static Machine Create(VmConfig config, Action<byte> serialOut)
     {
-        config.Validate();
-        byte[] kernel = ReadFile(config.KernelPath, "kernel");
+        var files = VmFiles.Open(config);
+        try
+        {
+            var machine = Create(config, files, serialOut);
+            machine._owned.Add(files);
+            return machine;
+        }
+        catch
+        {
+            files.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Builds a VM ready to run: validates the config, loads the kernel (nothing is created if the
+    /// image is bad), then creates the VM, its memory, devices and vCPUs. Every file comes from
+    /// <paramref name="files"/>, which stay the caller's: no path is opened again.
+    /// </summary>
+    public static Machine Create(VmConfig config, VmFiles files, Action<byte> serialOut)
+    {
+        config.ValidateSettings(); // not the paths: they were opened into files, and may be gone by now
+        byte[] kernel = files.Kernel;
         var image = KernelImage.Parse(kernel); // a malformed image fails before any KVM object exists
-        var virtio = config.VirtioDeviceCount > 0 ? VirtioWiring.Open(config, serialOut) : null;
+        var virtio = config.VirtioDeviceCount > 0 ? VirtioWiring.Open(config, files, serialOut) : null;
         var source = new BootSource(
             kernel,
-            config.InitrdPath is null ? null : ReadFile(config.InitrdPath, "initrd"),
+            files.Initrd,
             config.Cmdline + (virtio?.CmdlineSuffix ?? ""),
             config.Vcpus,
             config.Acpi ? AcpiPlatformFor(config) : null);
@@ -130,18 +151,6 @@ public sealed class Machine : IDisposable
     /// <summary>Host console input: to the virtio console when there is one, else to COM1. Returns how many bytes fit.</summary>
     public int EnqueueConsoleInput(ReadOnlySpan<byte> input) =>
         _virtio?.TryEnqueueConsoleInput(input) ?? Serial.Enqueue(input);
-
-    private static byte[] ReadFile(string path, string what)
-    {
-        try
-        {
-            return File.ReadAllBytes(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new VmConfigException($"{what}: cannot read {path}: {e.Message}");
-        }
-    }
 
     private void AddLegacyDevices()
     {

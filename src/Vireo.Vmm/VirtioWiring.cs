@@ -16,7 +16,7 @@ namespace Vireo.Vmm;
 /// <summary>
 /// A VM's virtio devices and what connects them to KVM: transports on the buses, ioeventfd
 /// doorbells and backend fds on the device event loop, irqfd or MSI for interrupts.
-/// Opened (disk files, sockets, TAPs) before the VM exists, so that a bad device path fails early.
+/// Opened (disks from the VM's files; sockets, TAPs) before the VM exists, so that a bad device path fails early.
 /// </summary>
 internal sealed class VirtioWiring : IDisposable
 {
@@ -55,16 +55,16 @@ internal sealed class VirtioWiring : IDisposable
     }
 
     /// <summary>Opens every device's backend; throws <see cref="VmConfigException"/> naming the one that failed.</summary>
-    public static VirtioWiring Open(VmConfig config, Action<byte> serialOut)
+    public static VirtioWiring Open(VmConfig config, VmFiles files, Action<byte> serialOut)
     {
         var devices = new List<VirtioDevice>();
         try
         {
-            foreach (var disk in config.Disks)
+            for (int i = 0; i < config.Disks.Count; i++)
             {
                 try
                 {
-                    devices.Add(new VirtioBlock(disk));
+                    devices.Add(new VirtioBlock(config.Disks[i], files.DupDisk(i))); // the disk was opened once, with the VM's files
                 }
                 catch (Exception e) when (e is SysError or InvalidDataException or IOException)
                 {

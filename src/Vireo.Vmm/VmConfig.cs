@@ -55,29 +55,14 @@ public sealed record VmConfig
     /// <summary>Throws <see cref="VmConfigException"/> naming the first field that is wrong.</summary>
     public void Validate()
     {
-        if (Vcpus < 1 || Vcpus > MaxVcpus)
-        {
-            throw new VmConfigException($"vcpus: {Vcpus} is outside 1..{MaxVcpus}");
-        }
-        if (MemoryBytes < Memory.MemoryLayout.MinRam || MemoryBytes > Memory.MemoryLayout.MaxRam)
-        {
-            throw new VmConfigException($"memory: {MemoryBytes >> 20} MiB is outside {Memory.MemoryLayout.MinRam >> 20} MiB..{Memory.MemoryLayout.MaxRam >> 30} GiB");
-        }
-        if (MemoryBytes % 4096 != 0)
-        {
-            throw new VmConfigException("memory: must be a multiple of 4 KiB");
-        }
-        if (!File.Exists(KernelPath))
+        ValidateSettings();
+        if (!Path.Exists(KernelPath))
         {
             throw new VmConfigException($"kernel: no such file: {KernelPath}");
         }
-        if (InitrdPath is not null && !File.Exists(InitrdPath))
+        if (InitrdPath is not null && !Path.Exists(InitrdPath))
         {
             throw new VmConfigException($"initrd: no such file: {InitrdPath}");
-        }
-        if (VirtioDeviceCount > MaxVirtioDevices)
-        {
-            throw new VmConfigException($"devices: {VirtioDeviceCount} virtio devices; at most {MaxVirtioDevices}");
         }
         foreach (var disk in Disks)
         {
@@ -88,14 +73,42 @@ public sealed record VmConfig
         }
     }
 
-    /// <summary>Parses sizes like 256M, 1G, 512MiB or a plain number of MiB.</summary>
+    /// <summary>
+    /// Everything but the paths: what a reboot checks, building from the files opened at the first
+    /// boot (<see cref="VmFiles"/>), when the paths may be gone.
+    /// </summary>
+    internal void ValidateSettings()
+    {
+        if (Vcpus < 1 || Vcpus > MaxVcpus)
+        {
+            throw new VmConfigException($"vcpus: {Vcpus} is outside 1..{MaxVcpus}");
+        }
+        if (MemoryBytes < Memory.MemoryLayout.MinRam || MemoryBytes > Memory.MemoryLayout.MaxRam)
+        {
+            throw new VmConfigException($"memory: {MemoryBytes >> 20} MiB is outside {Memory.MemoryLayout.MinRam >> 20} MiB..{Memory.MemoryLayout.MaxRam >> 30} GiB");
+        }
+        if (HostMemory.TotalBytes is { } host && MemoryBytes > host)
+        {
+            throw new VmConfigException($"memory: {MemoryBytes >> 20} MiB is more than this host's RAM ({host >> 20} MiB)");
+        }
+        if (MemoryBytes % 4096 != 0)
+        {
+            throw new VmConfigException("memory: must be a multiple of 4 KiB");
+        }
+        if (VirtioDeviceCount > MaxVirtioDevices)
+        {
+            throw new VmConfigException($"devices: {VirtioDeviceCount} virtio devices; at most {MaxVirtioDevices}");
+        }
+    }
+
+    /// <summary>Parses sizes like 256M, 1G, 512MiB, 1T or a plain number of MiB.</summary>
     public static ulong ParseSize(string text)
     {
         string t = text.Trim();
         ulong multiplier = 1UL << 20;
         string digits = t;
-        string[] suffixes = ["GiB", "MiB", "KiB", "G", "M", "K"];
-        int[] shifts = [30, 20, 10, 30, 20, 10];
+        string[] suffixes = ["TiB", "GiB", "MiB", "KiB", "T", "G", "M", "K"];
+        int[] shifts = [40, 30, 20, 10, 40, 30, 20, 10];
         for (int i = 0; i < suffixes.Length; i++)
         {
             if (t.EndsWith(suffixes[i], StringComparison.OrdinalIgnoreCase))

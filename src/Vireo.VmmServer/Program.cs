@@ -1,4 +1,3 @@
-using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using Vireo.Api;
 using Vireo.VmmServer;
@@ -60,12 +59,12 @@ session.Ended += code =>
     app.Lifetime.StopApplication();
 };
 
-app.MapPut("/boot-source", (HttpRequest r) => Put(r, VmmJson.Default.BootSource, session.SetBootSource));
-app.MapPut("/machine-config", (HttpRequest r) => Put(r, VmmJson.Default.MachineConfig, session.SetMachineConfig));
-app.MapPut("/drives/{id}", (HttpRequest r, string id) => Put(r, VmmJson.Default.Drive, d => session.PutDrive(id, d)));
-app.MapPut("/network-interfaces/{id}", (HttpRequest r, string id) => Put(r, VmmJson.Default.NetworkInterface, n => session.PutNetworkInterface(id, n)));
-app.MapPut("/vsock", (HttpRequest r) => Put(r, VmmJson.Default.Vsock, session.SetVsock));
-app.MapPut("/actions", (HttpRequest r) => Put(r, VmmJson.Default.InstanceAction, a => session.Act(a.ActionType)));
+app.MapPut("/boot-source", (HttpRequest r) => Put(r, VmmJson.Default.BootSource, "boot-source", session.SetBootSource));
+app.MapPut("/machine-config", (HttpRequest r) => Put(r, VmmJson.Default.MachineConfig, "machine-config", session.SetMachineConfig));
+app.MapPut("/drives/{id}", (HttpRequest r, string id) => Put(r, VmmJson.Default.Drive, "drive", d => session.PutDrive(id, d)));
+app.MapPut("/network-interfaces/{id}", (HttpRequest r, string id) => Put(r, VmmJson.Default.NetworkInterface, "network-interface", n => session.PutNetworkInterface(id, n)));
+app.MapPut("/vsock", (HttpRequest r) => Put(r, VmmJson.Default.Vsock, "vsock", session.SetVsock));
+app.MapPut("/actions", (HttpRequest r) => Put(r, VmmJson.Default.InstanceAction, "actions", a => session.Act(a.ActionType)));
 app.MapGet("/vm", () => Results.Json(session.Info(), VmmJson.Default.VmInfo));
 // The console: what the guest wrote so far (the last 64 KiB), then live until the VM ends.
 app.MapGet("/console", async (HttpContext context) =>
@@ -106,27 +105,29 @@ await app.RunAsync();
 File.Delete(socketPath);
 return exitCode;
 
-// Reads a JSON body into T (unknown fields and missing required ones refused, with the field's
-// path), applies it, and answers 204, or 400 with the reason.
-static async Task<IResult> Put<T>(HttpRequest request, JsonTypeInfo<T> type, Func<T, string?> apply)
+// Reads a JSON body into T (BodyReader: malformed, unknown, missing or mistyped fields are
+// refused in the API's own words), applies it, and answers 204, or 400 with the reason.
+static async Task<IResult> Put<T>(HttpRequest request, JsonTypeInfo<T> type, string what, Func<T, string?> apply)
 {
-    T? value;
+    byte[]? body;
     try
     {
-        value = await JsonSerializer.DeserializeAsync(request.Body, type, request.HttpContext.RequestAborted);
-    }
-    catch (JsonException e)
-    {
-        return Results.Json(new ApiError($"malformed body: {e.Message}"), VmmJson.Default.ApiError, statusCode: 400);
+        body = await BodyReader.ReadBody(request, MaxBody);
     }
     catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
     {
-        return Results.Json(new ApiError($"the request body could not be read: {e.Message}"), VmmJson.Default.ApiError, statusCode: 400);
+        return Results.Json(new ApiError("body: the request body could not be read"), VmmJson.Default.ApiError, statusCode: 400);
     }
-    if (value is null)
+    if (body is null)
     {
-        return Results.Json(new ApiError("malformed body: null"), VmmJson.Default.ApiError, statusCode: 400);
+        return Results.Json(new ApiError($"body: larger than {MaxBody} bytes"), VmmJson.Default.ApiError, statusCode: 400);
     }
-    string? error = apply(value);
+    string? error = BodyReader.TryRead(body, type, what, out var value) ?? apply(value!);
     return error is null ? Results.NoContent() : Results.Json(new ApiError(error), VmmJson.Default.ApiError, statusCode: 400);
+}
+
+partial class Program
+{
+    /// <summary>No configuration body comes near this; a larger one is refused before it is parsed.</summary>
+    private const int MaxBody = 64 * 1024;
 }

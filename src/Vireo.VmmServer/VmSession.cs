@@ -32,7 +32,24 @@ internal sealed class VmSession(Action<byte> serialOut)
     /// <summary>Null when accepted, else why not (a 400).</summary>
     public string? SetBootSource(BootSource boot) => BeforeStart(() => _boot = boot);
 
-    public string? SetMachineConfig(MachineConfig machine) => BeforeStart(() => _machine = machine);
+    /// <summary>Sizes are checked here, as Firecracker does, not first at InstanceStart.</summary>
+    public string? SetMachineConfig(MachineConfig machine)
+    {
+        const long MinMib = (long)(Memory.MemoryLayout.MinRam >> 20), MaxMib = (long)(Memory.MemoryLayout.MaxRam >> 20);
+        if (machine.VcpuCount is < 1 or > VmConfig.MaxVcpus)
+        {
+            return $"machine-config: vcpu_count {machine.VcpuCount} is outside 1..{VmConfig.MaxVcpus}";
+        }
+        if (machine.MemSizeMib is < MinMib or > MaxMib)
+        {
+            return $"machine-config: mem_size_mib {machine.MemSizeMib} is outside {MinMib}..{MaxMib}";
+        }
+        if (HostMemory.TotalBytes is { } host && (ulong)machine.MemSizeMib << 20 > host)
+        {
+            return $"machine-config: mem_size_mib {machine.MemSizeMib} is more than this host's RAM ({host >> 20} MiB)";
+        }
+        return BeforeStart(() => _machine = machine);
+    }
 
     public string? PutDrive(string id, Drive drive) =>
         id != drive.DriveId ? $"drive_id '{drive.DriveId}' does not match the path's '{id}'"
@@ -94,13 +111,13 @@ internal sealed class VmSession(Action<byte> serialOut)
     /// <summary>PUT /actions. Null when done, else why not.</summary>
     public string? Act(string action)
     {
+        if (action == InstanceAction.InstanceStart)
+        {
+            return Start();
+        }
         Machine? machine;
         lock (_lock)
         {
-            if (action == InstanceAction.InstanceStart)
-            {
-                return Start();
-            }
             if (_state != VmState.Running || _current is null)
             {
                 return $"{action}: the VM is {_state}";
@@ -133,63 +150,104 @@ internal sealed class VmSession(Action<byte> serialOut)
         }
     }
 
-    // Called under _lock.
+    /// <summary>
+    /// Opens the VM's files and builds it with the lock not held (both may take a while, and GET
+    /// /vm keeps answering "Starting" meanwhile); the state alone keeps a second start and every
+    /// PUT out until this one has finished.
+    /// </summary>
     private string? Start()
     {
-        if (_state != VmState.NotStarted)
-        {
-            return $"InstanceStart: the VM is {_state}";
-        }
-        if (_boot is null)
-        {
-            return "InstanceStart: no boot source (PUT /boot-source first)";
-        }
         VmConfig config;
+        lock (_lock)
+        {
+            if (_state != VmState.NotStarted)
+            {
+                return $"InstanceStart: the VM is {_state}";
+            }
+            if (_boot is null)
+            {
+                return "InstanceStart: no boot source (PUT /boot-source first)";
+            }
+            try
+            {
+                config = BuildConfig();
+            }
+            catch (Exception e) when (e is VmConfigException or FormatException)
+            {
+                return $"InstanceStart: {e.Message}";
+            }
+            _state = VmState.Starting;
+        }
+        VmFiles? files = null;
         Machine machine;
         try
         {
-            config = BuildConfig();
-            machine = Machine.Create(config, serialOut);
+            files = VmFiles.Open(config); // the only time the VM's paths are opened: every boot after this uses these
+            machine = Machine.Create(config, files, serialOut);
         }
-        catch (Exception e) when (e is VmConfigException or Boot.BootException or Kvm.KvmUnavailableException or Interop.SysError or FormatException)
+        catch (Exception e)
         {
-            return $"InstanceStart: {e.Message}";
+            files?.Dispose();
+            lock (_lock)
+            {
+                _state = VmState.NotStarted; // the configuration can be corrected and started again
+            }
+            // Expected refusals name the field; anything else still answers in one line rather than a bare 500.
+            return e is VmConfigException or Boot.BootException or Kvm.KvmUnavailableException or Interop.SysError
+                ? $"InstanceStart: {e.Message}"
+                : $"InstanceStart: the VM could not be built: {e.Message.ReplaceLineEndings(" ")}";
         }
-        _current = machine;
-        _state = VmState.Running;
-        _boots = 1;
-        new Thread(() => RunLoop(config, machine)) { Name = "vm", IsBackground = true }.Start();
+        lock (_lock)
+        {
+            _current = machine;
+            _state = VmState.Running;
+            _boots = 1;
+        }
+        new Thread(() => RunLoop(config, files, machine)) { Name = "vm", IsBackground = true }.Start();
         return null;
     }
 
-    private void RunLoop(VmConfig config, Machine machine)
+    private void RunLoop(VmConfig config, VmFiles files, Machine machine)
     {
         while (true)
         {
             var outcome = machine.Run();
             long exits = machine.Exits;
             machine.Dispose();
+            bool restart;
             lock (_lock)
             {
                 _exitsOfEarlierBoots += exits;
                 _last = outcome;
                 _current = null;
-                if (outcome.Reason == StopReason.Reset && _machine.RestartOnReboot)
+                restart = outcome.Reason == StopReason.Reset && _machine.RestartOnReboot;
+            }
+            if (restart)
+            {
+                try
                 {
-                    try
+                    // From the files opened at InstanceStart, outside the lock: GET /vm answers meanwhile.
+                    machine = Machine.Create(config, files, serialOut);
+                    lock (_lock)
                     {
-                        machine = Machine.Create(config, serialOut);
                         _current = machine;
                         _boots++;
-                        continue;
                     }
-                    catch (Exception e)
+                    continue;
+                }
+                catch (Exception e)
+                {
+                    lock (_lock)
                     {
                         _last = new VmOutcome(StopReason.HostError, Message: $"restart after reboot: {e.Message}");
                     }
                 }
+            }
+            lock (_lock)
+            {
                 _state = VmState.Stopped;
             }
+            files.Dispose();
             Ended?.Invoke(_last!.ExitCode);
             return;
         }

@@ -82,6 +82,12 @@ public class KvmAbiTests
         }
         checks.Add(("sizeof(struct stat)", (ulong)Libc.StatSize));
         checks.Add(("offsetof(struct stat, st_mode)", (ulong)Libc.StatModeOffset));
+        checks.Add(("offsetof(struct stat, st_size)", (ulong)Libc.StatSizeOffset));
+        foreach (var f in typeof(Libc).GetFields(BindingFlags.Static | BindingFlags.Public)
+                     .Where(f => f.Name.StartsWith("S_IF", StringComparison.Ordinal) || f.Name.StartsWith("O_", StringComparison.Ordinal) || f.Name.StartsWith("F_", StringComparison.Ordinal)))
+        {
+            checks.Add(($"(unsigned long)({f.Name})", f.GetValue(null) switch { int i => (ulong)i, uint u => u, var o => throw new InvalidOperationException($"{f.Name}: {o}") }));
+        }
         foreach (var f in typeof(KvmAbi).GetFields(BindingFlags.Static | BindingFlags.Public).Where(f => f.Name.StartsWith("KVM", StringComparison.Ordinal))
                      .Concat(typeof(Epoll).GetFields(BindingFlags.Static | BindingFlags.Public))
                      .Concat(typeof(Tun).GetFields(BindingFlags.Static | BindingFlags.Public))
@@ -108,7 +114,7 @@ public class KvmAbiTests
         Assert.True(checks.Count > 150, $"only {checks.Count} checks were generated");
         string dir = Vireo.Tests.TempDirectory.Create("vireo-abi");
         string source = Path.Combine(dir, "abi.c");
-        var lines = new List<string> { "#include <stdio.h>", "#include <stddef.h>", "#include <sys/epoll.h>", "#include <sys/stat.h>", "#include <linux/kvm.h>", "#include <linux/if_tun.h>", "#include <linux/aio_abi.h>", "#include <sys/uio.h>", "int main(void) {" };
+        var lines = new List<string> { "#define _GNU_SOURCE", "#include <stdio.h>", "#include <stddef.h>", "#include <sys/epoll.h>", "#include <sys/stat.h>", "#include <fcntl.h>", "#include <linux/kvm.h>", "#include <linux/if_tun.h>", "#include <linux/aio_abi.h>", "#include <sys/uio.h>", "int main(void) {" };
         lines.AddRange(checks.Select((c, i) => $"    printf(\"{i} %lu\\n\", (unsigned long)({c.Expr}));"));
         lines.Add("    return 0;\n}");
         File.WriteAllLines(source, lines);

@@ -53,16 +53,19 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
     public BlockConfig Config { get; }
     public ulong CapacitySectors { get; }
 
-    public VirtioBlock(BlockConfig config)
+    public VirtioBlock(BlockConfig config) : this(config, OpenFile(config))
+    {
+    }
+
+    /// <summary>
+    /// A disk on a file the caller opened (with O_DIRECT if <c>config.Direct</c>, read-only if
+    /// <c>config.ReadOnly</c>); the device owns <paramref name="file"/> from here. A VMM opens each
+    /// disk once and hands each boot a dup, so a reboot never goes back to the path.
+    /// </summary>
+    public VirtioBlock(BlockConfig config, SafeFileHandle file)
     {
         Config = config;
-        int flags = (config.ReadOnly ? Libc.O_RDONLY : Libc.O_RDWR) | Libc.O_CLOEXEC | (config.Direct ? Libc.O_DIRECT : 0);
-        int fd = Libc.Open(config.Path, flags, 0);
-        if (fd < 0)
-        {
-            throw new SysError($"open({config.Path})", Libc.LastErrno);
-        }
-        _file = new SafeFileHandle(fd, ownsHandle: true);
+        _file = file;
         long length = RandomAccess.GetLength(_file);
         if (length < SectorSize)
         {
@@ -105,6 +108,17 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
         BinaryPrimitives.WriteUInt32LittleEndian(c[48..], uint.MaxValue);               // max_write_zeroes_sectors
         BinaryPrimitives.WriteUInt32LittleEndian(c[52..], MaxSegments);                 // max_write_zeroes_seg
         c[56] = 1;                                                                      // write_zeroes_may_unmap
+    }
+
+    private static SafeFileHandle OpenFile(BlockConfig config)
+    {
+        int flags = (config.ReadOnly ? Libc.O_RDONLY : Libc.O_RDWR) | Libc.O_CLOEXEC | (config.Direct ? Libc.O_DIRECT : 0);
+        int fd = Libc.Open(config.Path, flags, 0);
+        if (fd < 0)
+        {
+            throw new SysError($"open({config.Path})", Libc.LastErrno);
+        }
+        return new SafeFileHandle(fd, ownsHandle: true);
     }
 
     public override uint DeviceType => VirtioConstants.DeviceBlock;

@@ -1,0 +1,109 @@
+using System.Runtime.InteropServices;
+
+namespace Vireo.Interop;
+
+/// <summary>What a file handed to the VMM is, read from the opened fd (fstat), never from the path.</summary>
+public enum FileKind
+{
+    Regular,
+    Directory,
+    CharacterDevice,
+    BlockDevice,
+    Fifo,
+    Socket,
+    Symlink,
+    Unknown,
+}
+
+/// <summary>The kind and size of an open file, from fstat(2).</summary>
+public readonly record struct FileStat(FileKind Kind, long Size)
+{
+    /// <summary>How a message names the kind: "a FIFO", "a character device".</summary>
+    public string Described => Kind switch
+    {
+        FileKind.Regular => "a regular file",
+        FileKind.Directory => "a directory",
+        FileKind.CharacterDevice => "a character device",
+        FileKind.BlockDevice => "a block device",
+        FileKind.Fifo => "a FIFO",
+        FileKind.Socket => "a socket",
+        FileKind.Symlink => "a symbolic link",
+        _ => "not a regular file",
+    };
+}
+
+public static unsafe partial class Libc
+{
+    public const int O_NOCTTY = 0x100;
+    public const int F_GETFL = 3, F_SETFL = 4;
+    public const uint S_IFMT = 0xf000, S_IFSOCK = 0xc000, S_IFLNK = 0xa000, S_IFREG = 0x8000, S_IFBLK = 0x6000,
+        S_IFDIR = 0x4000, S_IFCHR = 0x2000, S_IFIFO = 0x1000;
+
+    /// <summary>Where st_size sits in struct stat on x86-64 glibc (checked by the ABI test).</summary>
+    public const int StatSizeOffset = 48;
+
+    [LibraryImport(Lib, EntryPoint = "fstat", SetLastError = true)]
+    private static partial int Fstat(int fd, byte* buf);
+
+    [LibraryImport(Lib, EntryPoint = "fcntl", SetLastError = true)]
+    private static partial int Fcntl(int fd, int cmd, int arg);
+
+    [LibraryImport(Lib, EntryPoint = "pread", SetLastError = true)]
+    private static partial nint Pread(int fd, byte* buf, nuint count, long offset);
+
+    /// <summary>fstat(2) of an open fd: its kind and size. Throws <see cref="SysError"/>.</summary>
+    public static FileStat StatOf(int fd)
+    {
+        byte* buf = stackalloc byte[StatSize];
+        Check.Io(Fstat(fd, buf), "fstat");
+        // SAFETY: fstat filled StatSize bytes, and both offsets lie inside (checked by the ABI test).
+        uint mode = *(uint*)(buf + StatModeOffset);
+        long size = *(long*)(buf + StatSizeOffset);
+        var kind = (mode & S_IFMT) switch
+        {
+            S_IFREG => FileKind.Regular,
+            S_IFDIR => FileKind.Directory,
+            S_IFCHR => FileKind.CharacterDevice,
+            S_IFBLK => FileKind.BlockDevice,
+            S_IFIFO => FileKind.Fifo,
+            S_IFSOCK => FileKind.Socket,
+            S_IFLNK => FileKind.Symlink,
+            _ => FileKind.Unknown,
+        };
+        return new FileStat(kind, size);
+    }
+
+    /// <summary>Clears O_NONBLOCK on an fd that was opened with it only so that the open could not block.</summary>
+    public static void ClearNonBlocking(int fd)
+    {
+        int flags = Check.Io(Fcntl(fd, F_GETFL, 0), "fcntl(F_GETFL)");
+        Check.Io(Fcntl(fd, F_SETFL, flags & ~O_NONBLOCK), "fcntl(F_SETFL)");
+    }
+
+    /// <summary>pread(2) until <paramref name="buffer"/> is full or the file ends; returns the bytes read.</summary>
+    public static int PreadFully(int fd, Span<byte> buffer, long offset)
+    {
+        int done = 0;
+        fixed (byte* p = buffer)
+        {
+            while (done < buffer.Length)
+            {
+                nint n = Pread(fd, p + done, (nuint)(buffer.Length - done), offset + done);
+                if (n < 0 && LastErrno == EINTR)
+                {
+                    continue;
+                }
+                Check.Io(n, "pread");
+                if (n == 0)
+                {
+                    break;
+                }
+                done += (int)n;
+            }
+        }
+        return done;
+    }
+
+    [LibraryImport(Lib, EntryPoint = "dup", SetLastError = true)]
+    public static partial int Dup(int fd);
+}

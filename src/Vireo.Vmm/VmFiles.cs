@@ -1,0 +1,160 @@
+using Microsoft.Win32.SafeHandles;
+using Vireo.Interop;
+
+namespace Vireo.Vmm;
+
+/// <summary>
+/// The files a VM is made from, opened once when it is first built: the kernel's and initrd's
+/// bytes, and an fd per disk. Every later boot of the same VM (a guest reboot) is built from
+/// these, never from the paths again: the paths may be gone by then (deleted, replaced, or a
+/// /proc/PID/fd/N that was only valid while the VM started), and privilege is spent at start-up.
+/// </summary>
+public sealed class VmFiles : IDisposable
+{
+    private readonly SafeFileHandle[] _disks;
+
+    public byte[] Kernel { get; }
+    public byte[]? Initrd { get; }
+
+    private VmFiles(byte[] kernel, byte[]? initrd, SafeFileHandle[] disks)
+    {
+        Kernel = kernel;
+        Initrd = initrd;
+        _disks = disks;
+    }
+
+    /// <summary>
+    /// Opens and checks every file of <paramref name="config"/>: the kernel and initrd must be
+    /// regular files no larger than guest RAM, a disk a regular file or a block device. Throws
+    /// <see cref="VmConfigException"/> naming the field, the path and what is wrong.
+    /// </summary>
+    public static VmFiles Open(VmConfig config)
+    {
+        config.Validate();
+        // An image larger than guest RAM cannot be loaded; reading one would only exhaust the host.
+        ulong limit = Math.Min(config.MemoryBytes, (ulong)Array.MaxLength);
+        var kernel = ReadImage(config.KernelPath, "kernel", limit, config.MemoryBytes);
+        var initrd = config.InitrdPath is null ? null : ReadImage(config.InitrdPath, "initrd", limit, config.MemoryBytes);
+        var disks = new List<SafeFileHandle>();
+        try
+        {
+            foreach (var disk in config.Disks)
+            {
+                disks.Add(OpenDisk(disk.Path, disk.ReadOnly, disk.Direct));
+            }
+        }
+        catch
+        {
+            disks.ForEach(d => d.Dispose());
+            throw;
+        }
+        return new VmFiles(kernel, initrd, [.. disks]);
+    }
+
+    /// <summary>A new fd for disk <paramref name="index"/> (a dup: same file, same flags) for one boot's device to own.</summary>
+    public SafeFileHandle DupDisk(int index)
+    {
+        bool added = false;
+        try
+        {
+            _disks[index].DangerousAddRef(ref added);
+            return new SafeFileHandle(Check.Io(Libc.Dup((int)_disks[index].DangerousGetHandle()), "dup"), ownsHandle: true);
+        }
+        finally
+        {
+            if (added)
+            {
+                _disks[index].DangerousRelease();
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var d in _disks)
+        {
+            d.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// O_NONBLOCK and O_NOCTTY so that opening a FIFO or a terminal cannot block or take it over;
+    /// then what the path is comes from fstat of the fd that was opened (a path can change between
+    /// a stat and an open).
+    /// </summary>
+    private static SafeFileHandle OpenChecked(string path, string field, int flags, string expected)
+    {
+        int fd = Libc.Open(path, flags | Libc.O_CLOEXEC | Libc.O_NONBLOCK | Libc.O_NOCTTY, 0);
+        if (fd < 0)
+        {
+            int errno = Libc.LastErrno;
+            throw new VmConfigException(errno switch
+            {
+                Libc.ENOENT => $"{field}: no such file: {path}",
+                EISDIR => $"{field}: {path} is a directory, not {expected}", // a directory opened for writing
+                Libc.ENXIO when Libc.IsSocket(path) => $"{field}: {path} is a socket, not {expected}", // sockets cannot be opened
+                _ => $"{field}: cannot open {path}: {Libc.StrError(errno)}",
+            });
+        }
+        return new SafeFileHandle(fd, ownsHandle: true);
+    }
+
+    private const int EISDIR = 21;
+    private const string RegularFile = "a regular file", RegularOrBlock = "a regular file or block device";
+
+    private static byte[] ReadImage(string path, string field, ulong limit, ulong ram)
+    {
+        using var file = OpenChecked(path, field, Libc.O_RDONLY, RegularFile);
+        int fd = (int)file.DangerousGetHandle();
+        var stat = Libc.StatOf(fd);
+        if (stat.Kind != FileKind.Regular)
+        {
+            throw new VmConfigException($"{field}: {path} is {stat.Described}, not {RegularFile}");
+        }
+        if ((ulong)stat.Size > limit)
+        {
+            throw new VmConfigException(limit < ram
+                ? $"{field}: {path} is {Mib(stat.Size)} MiB; at most {Mib((long)limit)} MiB can be loaded"
+                : $"{field}: {path} is {Mib(stat.Size)} MiB, larger than the guest's RAM ({Mib((long)ram)} MiB)");
+        }
+        // Exactly the size fstat gave: a file that grows while it is read cannot make us read more.
+        var bytes = new byte[stat.Size];
+        int n;
+        try
+        {
+            n = Libc.PreadFully(fd, bytes, 0);
+        }
+        catch (SysError e)
+        {
+            throw new VmConfigException($"{field}: cannot read {path}: {Libc.StrError(e.Errno)}");
+        }
+        if (n != bytes.Length)
+        {
+            throw new VmConfigException($"{field}: {path} shrank from {bytes.Length} to {n} bytes while it was read");
+        }
+        return bytes;
+    }
+
+    private static SafeFileHandle OpenDisk(string path, bool readOnly, bool direct)
+    {
+        var file = OpenChecked(path, "disk", (readOnly ? Libc.O_RDONLY : Libc.O_RDWR) | (direct ? Libc.O_DIRECT : 0), RegularOrBlock);
+        try
+        {
+            int fd = (int)file.DangerousGetHandle();
+            var stat = Libc.StatOf(fd);
+            if (stat.Kind is not (FileKind.Regular or FileKind.BlockDevice))
+            {
+                throw new VmConfigException($"disk: {path} is {stat.Described}, not {RegularOrBlock}");
+            }
+            Libc.ClearNonBlocking(fd); // it was only there so that the open could not block
+            return file;
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    private static long Mib(long bytes) => bytes >> 20;
+}
