@@ -37,7 +37,8 @@ var builder = WebApplication.CreateSlimBuilder(args: []);
 builder.Logging.ClearProviders().AddJsonConsole(o =>
 {
     o.UseUtcTimestamp = true;
-    o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+    // ISO 8601 exactly: the simple console logger wants a trailing space before the message, the JSON one a bare value.
+    o.TimestampFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
 }).AddFilter("Microsoft", LogLevel.Warning);
 builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
 builder.WebHost.ConfigureKestrel(o =>
