@@ -335,6 +335,11 @@ internal static class DaemonApi
         {
             return (null, Fail(400, $"invalid definition: {refused}", [refused]));
         }
+        if (MemoryAdmission.HostMib() is long host && MemoryAdmission.CheckDefine(result.Definition.MemoryMib, host) is { } tooBig)
+        {
+            var error = new SchemaError("memory_mib", tooBig);
+            return (null, Fail(400, $"invalid definition: {error}", [error]));
+        }
         return (result.Definition, null);
     }
 

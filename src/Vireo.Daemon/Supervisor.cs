@@ -20,6 +20,9 @@ internal sealed class Supervisor : IDisposable
     private readonly ConcurrentDictionary<string, Attached> _running = new();
     private readonly ConcurrentDictionary<string, Lock> _vmLocks = new();
     private readonly ConcurrentDictionary<string, string> _destroying = new(); // ended by the operator (why): no policy applies
+    // MiB each VM holds, from its admission to its end; one lock makes check-and-add atomic across concurrent starts.
+    private readonly ConcurrentDictionary<string, long> _committed = new();
+    private readonly Lock _admission = new();
     private readonly Thread _poller;
     private volatile bool _disposed;
 
@@ -36,6 +39,7 @@ internal sealed class Supervisor : IDisposable
             if (vm.Pid is int pid && vm.PidStartTime is long start && ProcessStat.IsAlive(pid, start))
             {
                 _running[vm.Name] = new Attached(pid, start, VmDir(vm.Name), new VmmClient(Path.Combine(VmDir(vm.Name), "api.sock")));
+                _committed[vm.Name] = vm.Definition.MemoryMib;
                 _events.Publish(vm.Name, "reattached", vm.State, $"pid {pid}");
             }
             else if (vm.State is DomainState.Running or DomainState.Paused)
@@ -74,50 +78,74 @@ internal sealed class Supervisor : IDisposable
             {
                 return $"'{name}' is already running";
             }
-            if (HostMemoryMib() is long host && vm.Definition.MemoryMib > host)
+            if (Admit(name, vm.Definition.MemoryMib) is { } refused)
             {
-                return $"memory_mib: '{name}' needs {vm.Definition.MemoryMib} MiB, more than this host's {host} MiB of RAM";
+                return refused;
             }
-            string dir = VmDir(name);
-            Directory.CreateDirectory(dir);
-            foreach (var stale in new[] { "api.sock", "status" })
+            string? failed = Launch(name, vm);
+            if (failed is not null)
             {
-                File.Delete(Path.Combine(dir, stale));
+                _committed.TryRemove(name, out _);
             }
-            var psi = new ProcessStartInfo("/bin/sh")
+            return failed;
+        }
+    }
+
+    private string? Admit(string name, long askMib)
+    {
+        lock (_admission)
+        {
+            if (MemoryAdmission.HostMib() is long host && MemoryAdmission.CheckStart(name, askMib, _committed.Values.Sum(), host) is { } refused)
             {
-                UseShellExecute = false,
-                ArgumentList =
-                {
-                    "-c", "exec setsid \"$0\" --api-sock \"$1\" --status-file \"$2\" >> \"$3\" 2>> \"$4\" < /dev/null",
-                    _vmmPath, Path.Combine(dir, "api.sock"), Path.Combine(dir, "status"), Path.Combine(dir, "console.log"), Path.Combine(dir, "vmm.log"),
-                },
-            };
-            using var process = Process.Start(psi)!;
-            int pid = process.Id;
-            var deadline = DateTime.UtcNow.AddSeconds(15);
-            while (!UnixSocketHttp.Accepts(Path.Combine(dir, "api.sock"))) // the file appears at bind, a moment before listen
-            {
-                if (process.HasExited || DateTime.UtcNow > deadline)
-                {
-                    Kill(pid);
-                    return $"the VMM process did not start: {Tail(Path.Combine(dir, "vmm.log"))}";
-                }
-                Thread.Sleep(10);
+                return refused;
             }
-            var attached = new Attached(pid, ProcessStat.StartTime(pid) ?? 0, dir, new VmmClient(Path.Combine(dir, "api.sock")));
-            string? error = Configure(attached.Api, vm.Definition);
-            if (error is not null)
-            {
-                Kill(pid);
-                attached.Api.Dispose();
-                return error;
-            }
-            _running[name] = attached;
-            _store.SetRunning(name, pid, attached.StartTime);
-            _events.Publish(name, "started", DomainState.Running, $"pid {pid}");
+            _committed[name] = askMib;
             return null;
         }
+    }
+
+    // Called under the VM's lock, once admitted.
+    private string? Launch(string name, VmRecord vm)
+    {
+        string dir = VmDir(name);
+        Directory.CreateDirectory(dir);
+        foreach (var stale in new[] { "api.sock", "status" })
+        {
+            File.Delete(Path.Combine(dir, stale));
+        }
+        var psi = new ProcessStartInfo("/bin/sh")
+        {
+            UseShellExecute = false,
+            ArgumentList =
+            {
+                "-c", "exec setsid \"$0\" --api-sock \"$1\" --status-file \"$2\" >> \"$3\" 2>> \"$4\" < /dev/null",
+                _vmmPath, Path.Combine(dir, "api.sock"), Path.Combine(dir, "status"), Path.Combine(dir, "console.log"), Path.Combine(dir, "vmm.log"),
+            },
+        };
+        using var process = Process.Start(psi)!;
+        int pid = process.Id;
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        while (!UnixSocketHttp.Accepts(Path.Combine(dir, "api.sock"))) // the file appears at bind, a moment before listen
+        {
+            if (process.HasExited || DateTime.UtcNow > deadline)
+            {
+                Kill(pid);
+                return $"the VMM process did not start: {Tail(Path.Combine(dir, "vmm.log"))}";
+            }
+            Thread.Sleep(10);
+        }
+        var attached = new Attached(pid, ProcessStat.StartTime(pid) ?? 0, dir, new VmmClient(Path.Combine(dir, "api.sock")));
+        string? error = Configure(attached.Api, vm.Definition);
+        if (error is not null)
+        {
+            Kill(pid);
+            attached.Api.Dispose();
+            return error;
+        }
+        _running[name] = attached;
+        _store.SetRunning(name, pid, attached.StartTime);
+        _events.Publish(name, "started", DomainState.Running, $"pid {pid}");
+        return null;
     }
 
     /// <summary>pause, resume, reboot (reset), destroy (stop now).</summary>
@@ -281,6 +309,7 @@ internal sealed class Supervisor : IDisposable
                     return; // already settled by the other observer
                 }
                 seen.Api.Dispose();
+                _committed.TryRemove(name, out _);
             }
             var vm = _store.Get(name);
             if (vm is null)
@@ -337,19 +366,6 @@ internal sealed class Supervisor : IDisposable
             if (api.Put(path, body) is { } error)
             {
                 return error;
-            }
-        }
-        return null;
-    }
-
-    /// <summary>MemTotal from /proc/meminfo, in MiB.</summary>
-    private static long? HostMemoryMib()
-    {
-        foreach (var line in File.ReadLines("/proc/meminfo"))
-        {
-            if (line.StartsWith("MemTotal:", StringComparison.Ordinal) && long.TryParse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], out long kib))
-            {
-                return kib / 1024;
             }
         }
         return null;

@@ -212,15 +212,5 @@ public class LifecycleTests
         Assert.Equal(["5", "6"], replayed);
     }
 
-    [Fact]
-    public async Task A_vm_larger_than_the_host_is_refused_at_start_and_nothing_is_left_running()
-    {
-        using var d = new DaemonProcess();
-        await d.Ok(Post, "vms", DaemonProcess.Definition("huge").Replace("\"memory_mib\": 32", "\"memory_mib\": 1048576"));
-        var (status, body) = await d.Send(Post, "vms/huge/start");
-        Assert.Equal((409, true), (status, body.Contains("MiB of RAM")));
-        Assert.Equal(DomainState.ShutOff, (await d.Get("huge")).State);
-    }
-
     private static string ConsoleLog(DaemonProcess d, string vm) => Path.Combine(d.StateDir, "vms", vm, "console.log") is var p && File.Exists(p) ? p : "/dev/null";
 }
