@@ -90,7 +90,7 @@ if (token is not null)
 
 var events = app.Services.GetRequiredService<EventHub>();
 using var store = new VmStore(Path.Combine(options.StateDir, "vireo.db"));
-using var supervisor = new Supervisor(store, events, options.StateDir, Path.Combine(AppContext.BaseDirectory, "vireo-vmm"));
+using var supervisor = new Supervisor(store, events, options.StateDir, Path.Combine(AppContext.BaseDirectory, "vireo-vmm"), options.ImageDirs);
 DaemonApi.Map(app, store, supervisor, events, options.ImageDirs);
 
 await app.StartAsync();

@@ -17,6 +17,7 @@ internal sealed class Supervisor : IDisposable
     private readonly EventHub _events;
     private readonly string _stateDir;
     private readonly string _vmmPath;
+    private readonly List<string> _imageDirs;
     private readonly ConcurrentDictionary<string, Attached> _running = new();
     private readonly ConcurrentDictionary<string, Lock> _vmLocks = new();
     private readonly ConcurrentDictionary<string, string> _destroying = new(); // ended by the operator (why): no policy applies
@@ -28,8 +29,9 @@ internal sealed class Supervisor : IDisposable
 
     internal sealed record Attached(int Pid, long StartTime, string Dir, VmmClient Api);
 
-    public Supervisor(VmStore store, EventHub events, string stateDir, string vmmPath)
+    public Supervisor(VmStore store, EventHub events, string stateDir, string vmmPath, List<string> imageDirs)
     {
+        _imageDirs = imageDirs;
         _store = store;
         _events = events;
         _stateDir = stateDir;
@@ -107,38 +109,36 @@ internal sealed class Supervisor : IDisposable
     // Called under the VM's lock, once admitted.
     private string? Launch(string name, VmRecord vm)
     {
+        // Opened now, as the kernel resolves them beneath the image directories: what the VMM gets is what was checked.
+        var (images, refused) = ImagePolicy.OpenAll(vm.Definition, _imageDirs);
+        if (refused is not null)
+        {
+            return refused.ToString();
+        }
+        var paths = images!.ToDictionary(i => i.Field, VmmLauncher.InheritedPath);
         string dir = VmDir(name);
         Directory.CreateDirectory(dir);
         foreach (var stale in new[] { "api.sock", "status" })
         {
             File.Delete(Path.Combine(dir, stale));
         }
-        var psi = new ProcessStartInfo("/bin/sh")
-        {
-            UseShellExecute = false,
-            ArgumentList =
-            {
-                "-c", "exec setsid \"$0\" --api-sock \"$1\" --status-file \"$2\" >> \"$3\" 2>> \"$4\" < /dev/null",
-                _vmmPath, Path.Combine(dir, "api.sock"), Path.Combine(dir, "status"), Path.Combine(dir, "console.log"), Path.Combine(dir, "vmm.log"),
-            },
-        };
-        using var process = Process.Start(psi)!;
-        int pid = process.Id;
+        int pid = VmmLauncher.Spawn(_vmmPath, dir, images!);
+        long startTime = ProcessStat.StartTime(pid) ?? 0;
         var deadline = DateTime.UtcNow.AddSeconds(15);
         while (!UnixSocketHttp.Accepts(Path.Combine(dir, "api.sock"))) // the file appears at bind, a moment before listen
         {
-            if (process.HasExited || DateTime.UtcNow > deadline)
+            if (!ProcessStat.IsAlive(pid, startTime) || DateTime.UtcNow > deadline)
             {
-                Kill(pid);
-                return $"the VMM process did not start: {Tail(Path.Combine(dir, "vmm.log"))}";
+                VmmLauncher.Kill(pid);
+                return $"the VMM process did not start: {VmmLauncher.Tail(Path.Combine(dir, "vmm.log"))}";
             }
             Thread.Sleep(10);
         }
-        var attached = new Attached(pid, ProcessStat.StartTime(pid) ?? 0, dir, new VmmClient(Path.Combine(dir, "api.sock")));
-        string? error = Configure(attached.Api, vm.Definition);
+        var attached = new Attached(pid, startTime, dir, new VmmClient(Path.Combine(dir, "api.sock")));
+        string? error = VmmLauncher.Configure(attached.Api, vm.Definition, paths);
         if (error is not null)
         {
-            Kill(pid);
+            VmmLauncher.Kill(pid);
             attached.Api.Dispose();
             return error;
         }
@@ -218,7 +218,7 @@ internal sealed class Supervisor : IDisposable
         _destroying[name] = why;
         if (a.Api.Put("actions", Action(InstanceAction.Stop)) is not null)
         {
-            Kill(a.Pid); // an unresponsive VMM is destroyed anyway
+            VmmLauncher.Kill(a.Pid); // an unresponsive VMM is destroyed anyway
         }
         WaitForEnd(name, TimeSpan.FromSeconds(10));
         _events.Publish(name, evt, _store.Get(name)?.State ?? DomainState.ShutOff);
@@ -253,7 +253,7 @@ internal sealed class Supervisor : IDisposable
 
     private string NotRunning(string name) => _store.Get(name) is null ? $"no VM named '{name}'" : $"'{name}' is not running";
 
-    private static string Action(string type) => JsonSerializer.Serialize(new InstanceAction(type), VmmJson.Default.InstanceAction);
+    private static string Action(string type) => VmmLauncher.Action(type);
 
     private void WaitForEnd(string name, TimeSpan limit)
     {
@@ -262,7 +262,7 @@ internal sealed class Supervisor : IDisposable
         {
             if (DateTime.UtcNow > deadline)
             {
-                Kill(a.Pid);
+                VmmLauncher.Kill(a.Pid);
             }
             if (!ProcessStat.IsAlive(a.Pid, a.StartTime))
             {
@@ -342,52 +342,9 @@ internal sealed class Supervisor : IDisposable
         }
     }
 
-    private static string? Configure(VmmClient api, VmDefinition d)
-    {
-        var steps = new List<(string Path, string Body)>
-        {
-            ("boot-source", JsonSerializer.Serialize(new BootSource(d.Kernel, d.Initrd, d.Cmdline), VmmJson.Default.BootSource)),
-            ("machine-config", JsonSerializer.Serialize(
-                new MachineConfig(d.Vcpus, d.MemoryMib, d.Acpi, RestartOnReboot: d.OnReboot == LifecyclePolicy.Restart), VmmJson.Default.MachineConfig)),
-        };
-        var disks = d.Disks ?? [];
-        for (int i = 0; i < disks.Length; i++)
-        {
-            steps.Add(($"drives/disk{i}", JsonSerializer.Serialize(new Drive($"disk{i}", disks[i].Path, disks[i].ReadOnly), VmmJson.Default.Drive)));
-        }
-        var nets = d.Nets ?? [];
-        for (int i = 0; i < nets.Length; i++)
-        {
-            steps.Add(($"network-interfaces/net{i}", JsonSerializer.Serialize(new NetworkInterface($"net{i}", nets[i].Tap, nets[i].Mac), VmmJson.Default.NetworkInterface)));
-        }
-        steps.Add(("actions", Action(InstanceAction.InstanceStart)));
-        foreach (var (path, body) in steps)
-        {
-            if (api.Put(path, body) is { } error)
-            {
-                return error;
-            }
-        }
-        return null;
-    }
-
     private string VmDir(string name) => Path.Combine(_stateDir, "vms", name);
 
     private Lock LockFor(string name) => _vmLocks.GetOrAdd(name, _ => new Lock());
-
-    private static void Kill(int pid)
-    {
-        try
-        {
-            Process.GetProcessById(pid).Kill();
-        }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
-        {
-            // already gone
-        }
-    }
-
-    private static string Tail(string file) => File.Exists(file) ? File.ReadAllText(file).Trim() : "(no log)";
 
     public void Dispose()
     {
