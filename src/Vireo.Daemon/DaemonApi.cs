@@ -52,7 +52,7 @@ internal static class DaemonApi
                 return Fail(409, $"name: a VM named '{def!.Name}' is already defined");
             }
             events.Publish(def!.Name, "defined", DomainState.ShutOff);
-            return Results.Json(Summary(store.Get(def.Name)!, supervisor), DaemonJson.Default.VmSummary, statusCode: 201);
+            return Answer(def.Name, store, supervisor, 201);
         })
         .WithSummary("Define a VM from a JSON or YAML definition (schema: GET /schemas/vm-definition)")
         .Body<VmDefinition>("application/json", "application/yaml")
@@ -80,9 +80,12 @@ internal static class DaemonApi
             {
                 return Fail(400, $"name: '{def.Name}' differs from '{name}': use POST /vms/{name}/rename to rename");
             }
-            store.Redefine(def);
-            events.Publish(name, "redefined", store.Get(name)!.State, supervisor.IsRunning(name) ? "takes effect at the next start" : null);
-            return Results.Json(Summary(store.Get(name)!, supervisor), DaemonJson.Default.VmSummary);
+            if (!store.Redefine(def))
+            {
+                return NoSuchVm(name);
+            }
+            events.Publish(name, "redefined", store.Get(name)?.State ?? DomainState.ShutOff, supervisor.IsRunning(name) ? "takes effect at the next start" : null);
+            return Answer(name, store, supervisor);
         })
         .WithSummary("Replace a VM's definition; a running VM picks it up at its next start")
         .Body<VmDefinition>("application/json", "application/yaml")
@@ -90,13 +93,9 @@ internal static class DaemonApi
 
         app.MapDelete("/vms/{name}", (string name) =>
         {
-            if (supervisor.IsRunning(name))
+            if (supervisor.Undefine(name) is { } refused)
             {
-                return Fail(409, $"'{name}' is running: destroy it first");
-            }
-            if (!store.Undefine(name))
-            {
-                return NoSuchVm(name);
+                return Fail(refused.Status, refused.Why);
             }
             events.Publish(name, "undefined", DomainState.ShutOff);
             return Results.NoContent();
@@ -153,7 +152,7 @@ internal static class DaemonApi
             {
                 return Fail(409, refused);
             }
-            return Results.Json(Summary(store.Get(body.NewName)!, supervisor), DaemonJson.Default.VmSummary);
+            return Answer(body.NewName, store, supervisor);
         })
         .WithSummary("Rename a VM that is not running").Body<RenameRequest>("application/json")
         .Produces<VmSummary>().Produces<ApiError>(400).Produces<ApiError>(404).Produces<ApiError>(409);
@@ -297,8 +296,12 @@ internal static class DaemonApi
         {
             return NoSuchVm(name);
         }
-        return act() is { } error ? Fail(409, error) : Results.Json(Summary(store.Get(name)!, supervisor), DaemonJson.Default.VmSummary, statusCode: okStatus);
+        return act() is { } error ? Fail(409, error) : Answer(name, store, supervisor, okStatus);
     }
+
+    /// <summary>The VM as it is now; a 404 if it was undefined meanwhile (another request may have got in between).</summary>
+    private static IResult Answer(string name, VmStore store, Supervisor supervisor, int status = 200) =>
+        store.Get(name) is { } vm ? Results.Json(Summary(vm, supervisor), DaemonJson.Default.VmSummary, statusCode: status) : NoSuchVm(name);
 
     private static VmSummary Summary(VmRecord vm, Supervisor supervisor) => new(vm.Name, vm.Id, vm.State, vm.Definition.Vcpus, vm.Definition.MemoryMib,
         supervisor.PidOf(vm.Name), Uptime(vm), vm.LastExit, vm.Definition);

@@ -11,7 +11,7 @@ namespace Vireo.Daemon;
 /// on_crash policy applied. VMMs run in their own session with their console in a file, so they
 /// outlive the daemon; a restarted daemon re-attaches to those still alive (pid and start time).
 /// </summary>
-internal sealed class Supervisor : IDisposable
+internal sealed partial class Supervisor : IDisposable
 {
     private readonly VmStore _store;
     private readonly EventHub _events;
@@ -36,19 +36,7 @@ internal sealed class Supervisor : IDisposable
         _events = events;
         _stateDir = stateDir;
         _vmmPath = vmmPath;
-        foreach (var vm in store.All())
-        {
-            if (vm.Pid is int pid && vm.PidStartTime is long start && ProcessStat.IsAlive(pid, start))
-            {
-                _running[vm.Name] = new Attached(pid, start, VmDir(vm.Name), new VmmClient(Path.Combine(VmDir(vm.Name), "api.sock")));
-                _committed[vm.Name] = vm.Definition.MemoryMib;
-                _events.Publish(vm.Name, "reattached", vm.State, $"pid {pid}");
-            }
-            else if (vm.State is DomainState.Running or DomainState.Paused)
-            {
-                Ended(vm.Name, seen: null); // it ended while the daemon was away
-            }
-        }
+        Recover();
         foreach (var vm in store.All().Where(v => v.Definition.Autostart && v.State == DomainState.ShutOff))
         {
             Start(vm.Name);
@@ -117,19 +105,21 @@ internal sealed class Supervisor : IDisposable
         }
         var paths = images!.ToDictionary(i => i.Field, VmmLauncher.InheritedPath);
         string dir = VmDir(name);
-        Directory.CreateDirectory(dir);
-        foreach (var stale in new[] { "api.sock", "status" })
+        PrepareDir(dir);
+        foreach (var (stray, _) in VmmLauncher.Running(Path.Combine(_stateDir, "vms")).Where(p => p.Socket == Path.Combine(dir, "api.sock")))
         {
-            File.Delete(Path.Combine(dir, stale));
+            VmmLauncher.KillAndWait(stray); // never two VMMs for one VM (none should be left, whatever happened before)
         }
         int pid = VmmLauncher.Spawn(_vmmPath, dir, images!);
         long startTime = ProcessStat.StartTime(pid) ?? 0;
+        _store.SetSpawned(name, pid, startTime);
         var deadline = DateTime.UtcNow.AddSeconds(15);
         while (!UnixSocketHttp.Accepts(Path.Combine(dir, "api.sock"))) // the file appears at bind, a moment before listen
         {
             if (!ProcessStat.IsAlive(pid, startTime) || DateTime.UtcNow > deadline)
             {
-                VmmLauncher.Kill(pid);
+                VmmLauncher.KillAndWait(pid);
+                _store.ClearPid(name);
                 return $"the VMM process did not start: {VmmLauncher.Tail(Path.Combine(dir, "vmm.log"))}";
             }
             Thread.Sleep(10);
@@ -138,7 +128,8 @@ internal sealed class Supervisor : IDisposable
         string? error = VmmLauncher.Configure(attached.Api, vm.Definition, paths);
         if (error is not null)
         {
-            VmmLauncher.Kill(pid);
+            VmmLauncher.KillAndWait(pid);
+            _store.ClearPid(name);
             attached.Api.Dispose();
             return error;
         }
@@ -241,12 +232,42 @@ internal sealed class Supervisor : IDisposable
             {
                 return $"no VM named '{name}'";
             }
+            if (Directory.Exists(VmDir(newName)))
+            {
+                Directory.Delete(VmDir(newName), recursive: true); // left by a VM of that name undefined before undefine removed it
+            }
             if (Directory.Exists(VmDir(name)))
             {
                 Directory.CreateDirectory(Path.GetDirectoryName(VmDir(newName))!);
                 Directory.Move(VmDir(name), VmDir(newName));
             }
             _events.Publish(newName, "renamed", _store.Get(newName)!.State, $"was '{name}'");
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Undefines a VM that is not running, and removes its directory (console log, VMM log), so a
+    /// new VM of the same name starts clean. Under the VM's lock: a start in progress finishes
+    /// first, and then the VM is running (409), never half-undefined. Null when done, else (status, why).
+    /// </summary>
+    public (int Status, string Why)? Undefine(string name)
+    {
+        lock (LockFor(name))
+        {
+            if (_running.ContainsKey(name))
+            {
+                return (409, $"'{name}' is running: destroy it first");
+            }
+            if (!_store.Undefine(name))
+            {
+                return (404, $"no VM named '{name}'");
+            }
+            _committed.TryRemove(name, out _);
+            if (Directory.Exists(VmDir(name)))
+            {
+                Directory.Delete(VmDir(name), recursive: true);
+            }
             return null;
         }
     }

@@ -95,6 +95,16 @@ internal sealed class VmStore : IDisposable
         Exec("UPDATE vms SET state = $s, pid = $p, pid_start_time = $t, started_at = $a WHERE name = $n",
             ("$s", DomainState.Running), ("$p", pid), ("$t", pidStartTime), ("$a", DateTime.UtcNow.ToString("O")), ("$n", name));
 
+    /// <summary>
+    /// A VMM spawned for the VM, not yet started (the state is unchanged): recorded before it is
+    /// configured, so a daemon killed meanwhile finds it on restart and adopts or ends it.
+    /// </summary>
+    public void SetSpawned(string name, int pid, long pidStartTime) =>
+        Exec("UPDATE vms SET pid = $p, pid_start_time = $t WHERE name = $n", ("$p", pid), ("$t", pidStartTime), ("$n", name));
+
+    /// <summary>The recorded VMM is gone (a start that failed, or one abandoned by a daemon that died); the state is unchanged.</summary>
+    public void ClearPid(string name) => Exec("UPDATE vms SET pid = NULL, pid_start_time = NULL WHERE name = $n", ("$n", name));
+
     public void SetState(string name, string state) => Exec("UPDATE vms SET state = $s WHERE name = $n", ("$s", state), ("$n", name));
 
     public void SetStopped(string name, string state, string lastExit) =>

@@ -19,6 +19,21 @@ internal sealed class VmmClient : IDisposable
     /// <summary>One PUT of a JSON body; null on 2xx, else the VMM's fault message.</summary>
     public string? Put(string path, string json) => Put(path, new StringContent(json, Encoding.UTF8, "application/json"));
 
+    /// <summary>GET /vm: the VMM's own account of its state; null when it does not answer within <paramref name="limit"/>.</summary>
+    public VmInfo? Info(TimeSpan limit)
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(limit);
+            using var r = _api.GetAsync("vm", cts.Token).GetAwaiter().GetResult();
+            return r.IsSuccessStatusCode ? JsonSerializer.Deserialize(r.Content.ReadAsStringAsync(cts.Token).GetAwaiter().GetResult(), VmmJson.Default.VmInfo) : null;
+        }
+        catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException or JsonException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>Keystrokes for the guest's console.</summary>
     public string? SendInput(byte[] input) => Put("console/input", new ByteArrayContent(input));
 

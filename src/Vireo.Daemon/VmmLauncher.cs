@@ -90,6 +90,49 @@ internal static class VmmLauncher
 
     public static string Action(string type) => JsonSerializer.Serialize(new InstanceAction(type), VmmJson.Default.InstanceAction);
 
+    /// <summary>
+    /// Every live process whose command line has `--api-sock` under <paramref name="vmsDir"/>, with that
+    /// socket: what the store says runs is checked against what does, so no VMM is ever left unseen.
+    /// </summary>
+    public static List<(int Pid, string Socket)> Running(string vmsDir)
+    {
+        var found = new List<(int, string)>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid) || pid == Environment.ProcessId)
+            {
+                continue;
+            }
+            try
+            {
+                string[] args = File.ReadAllText(Path.Combine(dir, "cmdline")).Split('\0');
+                int at = Array.IndexOf(args, "--api-sock");
+                if (at >= 0 && at + 1 < args.Length && args[at + 1].StartsWith(vmsDir + "/", StringComparison.Ordinal)
+                    && ProcessStat.StartTime(pid) is long start && ProcessStat.IsAlive(pid, start))
+                {
+                    found.Add((pid, args[at + 1]));
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // it ended while we looked
+            }
+        }
+        return found;
+    }
+
+    /// <summary>SIGKILL, then wait (briefly) until it is gone, so that what follows never sees two.</summary>
+    public static void KillAndWait(int pid)
+    {
+        long? start = ProcessStat.StartTime(pid);
+        Kill(pid);
+        var deadline = DateTime.UtcNow.AddSeconds(5);
+        while (start is long t && ProcessStat.IsAlive(pid, t) && DateTime.UtcNow < deadline)
+        {
+            Thread.Sleep(10);
+        }
+    }
+
     public static void Kill(int pid)
     {
         try
