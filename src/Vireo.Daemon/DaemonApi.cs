@@ -203,19 +203,34 @@ internal static class DaemonApi
             {
                 return store.Get(name) is null ? NoSuchVm(name) : Fail(409, $"'{name}' is not running");
             }
+            // All or nothing: the whole input is read, and refused above the limit, before a byte goes to the guest.
+            string tooLarge = $"console input is limited to {ConsoleInputLimit} bytes a request: send more in several";
+            if (request.ContentLength > ConsoleInputLimit)
+            {
+                return Fail(413, tooLarge);
+            }
             using var body = new MemoryStream();
             try
             {
-                await request.Body.CopyToAsync(body, request.HttpContext.RequestAborted);
+                var buffer = new byte[16384];
+                int n;
+                while ((n = await request.Body.ReadAsync(buffer, request.HttpContext.RequestAborted)) > 0)
+                {
+                    if (body.Length + n > ConsoleInputLimit)
+                    {
+                        return Fail(413, tooLarge);
+                    }
+                    body.Write(buffer, 0, n);
+                }
             }
             catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
             {
                 return Fail(400, $"the request body could not be read: {e.Message}");
             }
-            return vmm.SendInput(body.ToArray()) is { } error ? Fail(409, error) : Results.NoContent();
+            return await vmm.SendInput(body.ToArray(), request.HttpContext.RequestAborted) is { } error ? Fail(409, error) : Results.NoContent();
         })
-        .WithSummary("Keystrokes for the guest's console (raw bytes)")
-        .Body<byte[]>("application/octet-stream").Produces(204).Produces<ApiError>(404).Produces<ApiError>(409);
+        .WithSummary($"Keystrokes for the guest's console (raw bytes, at most {ConsoleInputLimit} a request); answered once the guest has taken them all")
+        .Body<byte[]>("application/octet-stream").Produces(204).Produces<ApiError>(404).Produces<ApiError>(409).Produces<ApiError>(413);
 
         app.MapGet("/vms/{name}/logs", (string name, long? tailBytes) =>
         {
@@ -279,6 +294,9 @@ internal static class DaemonApi
                 Content = contentTypes.ToDictionary(c => c, _ => new OpenApiMediaType { Schema = schema }),
             };
         });
+
+    /// <summary>What one console input request may carry: a paste, not a file transfer (the guest reads it a UART byte at a time).</summary>
+    internal const int ConsoleInputLimit = 64 << 10;
 
     private const long LatestOnly = long.MaxValue; // no replay: only what happens from now on
 
