@@ -47,7 +47,7 @@ internal static class DaemonApi
             {
                 return error;
             }
-            if (!store.Define(def!))
+            if (!supervisor.Define(def!))
             {
                 return Fail(409, $"name: a VM named '{def!.Name}' is already defined");
             }

@@ -215,63 +215,6 @@ internal sealed partial class Supervisor : IDisposable
         _events.Publish(name, evt, _store.Get(name)?.State ?? DomainState.ShutOff);
     }
 
-    /// <summary>Renames a VM that is not running (as virsh domrename): its definition, its row and its directory.</summary>
-    public string? Rename(string name, string newName)
-    {
-        lock (LockFor(name))
-        {
-            if (_running.ContainsKey(name))
-            {
-                return $"'{name}' is running: only a VM that is not running can be renamed";
-            }
-            if (_store.Get(newName) is not null)
-            {
-                return $"new_name: a VM named '{newName}' is already defined";
-            }
-            if (!_store.Rename(name, newName))
-            {
-                return $"no VM named '{name}'";
-            }
-            if (Directory.Exists(VmDir(newName)))
-            {
-                Directory.Delete(VmDir(newName), recursive: true); // left by a VM of that name undefined before undefine removed it
-            }
-            if (Directory.Exists(VmDir(name)))
-            {
-                Directory.CreateDirectory(Path.GetDirectoryName(VmDir(newName))!);
-                Directory.Move(VmDir(name), VmDir(newName));
-            }
-            _events.Publish(newName, "renamed", _store.Get(newName)!.State, $"was '{name}'");
-            return null;
-        }
-    }
-
-    /// <summary>
-    /// Undefines a VM that is not running, and removes its directory (console log, VMM log), so a
-    /// new VM of the same name starts clean. Under the VM's lock: a start in progress finishes
-    /// first, and then the VM is running (409), never half-undefined. Null when done, else (status, why).
-    /// </summary>
-    public (int Status, string Why)? Undefine(string name)
-    {
-        lock (LockFor(name))
-        {
-            if (_running.ContainsKey(name))
-            {
-                return (409, $"'{name}' is running: destroy it first");
-            }
-            if (!_store.Undefine(name))
-            {
-                return (404, $"no VM named '{name}'");
-            }
-            _committed.TryRemove(name, out _);
-            if (Directory.Exists(VmDir(name)))
-            {
-                Directory.Delete(VmDir(name), recursive: true);
-            }
-            return null;
-        }
-    }
-
     private string NotRunning(string name) => _store.Get(name) is null ? $"no VM named '{name}'" : $"'{name}' is not running";
 
     private static string Action(string type) => VmmLauncher.Action(type);

@@ -81,12 +81,19 @@ internal sealed class VmStore : IDisposable
         Exec("UPDATE vms SET definition = $d WHERE name = $n",
             ("$d", JsonSerializer.Serialize(def, DaemonJson.Default.VmDefinition)), ("$n", def.Name)) == 1;
 
-    /// <summary>Renames a VM: its row and the name inside its definition, in one statement.</summary>
+    /// <summary>Renames a VM: its row and the name inside its definition, in one statement; false when there is none, or the new name is taken.</summary>
     public bool Rename(string name, string newName)
     {
         var vm = Get(name);
-        return vm is not null && Exec("UPDATE vms SET name = $new, definition = $d WHERE name = $n",
-            ("$new", newName), ("$d", JsonSerializer.Serialize(vm.Definition with { Name = newName }, DaemonJson.Default.VmDefinition)), ("$n", name)) == 1;
+        try
+        {
+            return vm is not null && Exec("UPDATE vms SET name = $new, definition = $d WHERE name = $n",
+                ("$new", newName), ("$d", JsonSerializer.Serialize(vm.Definition with { Name = newName }, DaemonJson.Default.VmDefinition)), ("$n", name)) == 1;
+        }
+        catch (SqliteException e) when (e.SqliteErrorCode == 19) // SQLITE_CONSTRAINT: the new name was taken meanwhile
+        {
+            return false;
+        }
     }
 
     public bool Undefine(string name) => Exec("DELETE FROM vms WHERE name = $n", ("$n", name)) == 1;

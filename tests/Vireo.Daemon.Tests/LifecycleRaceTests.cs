@@ -84,5 +84,28 @@ public class LifecycleRaceTests
         Assert.False(Directory.Exists(dir));
         await d.Ok(Post, "vms", DaemonProcess.Definition("brief"));
         Assert.Equal("", await d.Http.GetStringAsync("vms/brief/logs")); // a new VM of the same name shows none of the old one's output
+
+        // A directory an earlier vireod left behind at undefine is not inherited either.
+        string left = Directory.CreateDirectory(Path.Combine(d.StateDir, "vms", "heir")).FullName;
+        File.WriteAllText(Path.Combine(left, "console.log"), "the old guest's secrets\n");
+        await d.Ok(Post, "vms", DaemonProcess.Definition("heir"));
+        Assert.Equal("", await d.Http.GetStringAsync("vms/heir/logs"));
+    }
+
+    [Fact]
+    public async Task Renaming_onto_a_name_being_defined_at_the_same_moment_is_a_409_never_a_500()
+    {
+        using var d = new DaemonProcess();
+        for (int i = 0; i < 10; i++)
+        {
+            await d.Ok(Post, "vms", DaemonProcess.Definition($"from{i}"));
+            var define = d.Send(Post, "vms", DaemonProcess.Definition($"to{i}"));
+            var rename = d.Send(Post, $"vms/from{i}/rename", $$"""{"new_name": "to{{i}}"}""");
+            var (defined, body1) = await define;
+            var (renamed, body2) = await rename;
+            Assert.True(defined is 201 or 409 && renamed is 200 or 409 && (defined == 201) != (renamed == 200),
+                $"define {defined} {body1}; rename {renamed} {body2}");
+        }
+        Assert.Equal(10, (await d.List()).Count(v => v.Name.StartsWith("to", StringComparison.Ordinal))); // one of the two made each
     }
 }
