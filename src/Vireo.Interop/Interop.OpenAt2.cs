@@ -17,7 +17,7 @@ public static unsafe partial class OpenAt2
     public const int EXDEV = 18, ELOOP = 40, ENOSYS = 38, ENOTDIR = 20;
     public const int F_SETFD = 2;
     public const uint S_IFMT = 0xf000, S_IFREG = 0x8000, S_IFBLK = 0x6000, S_IFCHR = 0x2000, S_IFDIR = 0x4000, S_IFIFO = 0x1000, S_IFSOCK = 0xc000, S_IFLNK = 0xa000;
-    private const long SYS_openat2 = 437; // x86-64
+    public const long SYS_openat2 = 437; // x86-64
 
     [StructLayout(LayoutKind.Sequential)]
     public struct open_how
