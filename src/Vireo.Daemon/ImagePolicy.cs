@@ -71,6 +71,10 @@ internal static class ImagePolicy
     private static (FileDescriptor? Fd, SchemaError? Error) Open(string field, string path, bool disk, int access, List<string> imageDirs, bool walk)
     {
         SchemaError Refuse(string why) => new(field, why);
+        if (path.Contains('\0', StringComparison.Ordinal))
+        {
+            return (null, Refuse("the path holds a NUL character"));
+        }
         if (!Path.IsPathFullyQualified(path))
         {
             return (null, Refuse($"{path} is not an absolute path"));
@@ -84,7 +88,7 @@ internal static class ImagePolicy
         int dirFd = Libc.Open(dir, OpenAt2.O_PATH | OpenAt2.O_DIRECTORY | Libc.O_CLOEXEC, 0);
         if (dirFd < 0)
         {
-            return (null, Refuse($"the image directory {dir} cannot be opened (errno {Libc.LastErrno})"));
+            return (null, Refuse($"the image directory {dir} cannot be opened: {System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(Libc.LastErrno)}"));
         }
         using var dirHandle = new FileDescriptor(dirFd);
         string relative = full[dir.Length..];
@@ -106,7 +110,7 @@ internal static class ImagePolicy
                 Libc.ENOENT => $"no such file: {path}",
                 OpenAt2.ENOTDIR => $"{path}: a component on the way is not a directory (or is a symbolic link, where openat2 is missing)",
                 Libc.EACCES => $"{path}: permission denied",
-                _ => $"{path} cannot be opened (errno {errno})",
+                _ => $"{path} cannot be opened: {System.Runtime.InteropServices.Marshal.GetPInvokeErrorMessage(errno)}",
             }));
         }
         var handle = new FileDescriptor(fd);

@@ -91,6 +91,8 @@ public class ImagePolicyTests
         Assert.Equal(0, TestEnvironment.Run("mkfifo", fifo).ExitCode);
         string zero = Path.Combine(s.Images, "zero");
         File.CreateSymbolicLink(zero, "/dev/zero");
+        File.WriteAllBytes(Path.Combine(s.Outside, "victim"), [1, 2, 3]);
+        File.CreateSymbolicLink(Path.Combine(s.Images, "up"), "../" + Path.GetFileName(s.Outside)); // relative, out through ".."
         var cases = new List<(string Json, string Field, string Why)>
         {
             (Definition("a", fifo), "kernel", "is a FIFO, not a regular file"),
@@ -98,6 +100,10 @@ public class ImagePolicyTests
             (Definition("c", zero), "kernel", "leads outside the image directories"),
             (Definition("d", s.Kernel(), initrd: zero), "initrd", "leads outside the image directories"),
             (Definition("e", Directory.CreateDirectory(Path.Combine(s.Images, "dir")).FullName), "kernel", "is a directory"),
+            (Definition("j", s.Images + "/up/victim"), "kernel", "leads outside the image directories"),
+            (Definition("g", s.Images + "/nul\\u0000.elf"), "kernel", "NUL character"),
+            (Definition("h", s.Images + "/" + new string('n', 300)), "kernel", "File name too long"),
+            (Definition("i", s.Images + "/../" + Path.GetFileName(s.Outside) + "/victim"), "kernel", "outside the image directories"),
         };
         string node = Path.Combine(s.Images, "null");
         if (TestEnvironment.Run("mknod", $"{node} c 1 3").ExitCode == 0) // only root may make a device node
