@@ -21,14 +21,15 @@ internal sealed partial class Supervisor
             if (vm.Pid is int pid && vm.PidStartTime is long start && ProcessStat.IsAlive(pid, start))
             {
                 var api = new VmmClient(sock);
-                // Recorded as started: adopted as before. Recorded only as spawned: adopted if the VMM got as far as running.
+                var info = api.Info(TimeSpan.FromSeconds(2));
+                // Recorded as started: adopted, whatever a busy VMM answers. Recorded only as spawned: adopted if it got as far as running.
                 string? state = vm.State is DomainState.Running or DomainState.Paused
                     ? (vm.State == DomainState.Paused ? VmState.Paused : VmState.Running)
-                    : api.Info(TimeSpan.FromSeconds(5))?.State;
+                    : info?.State;
                 if (state is VmState.Running or VmState.Paused)
                 {
                     _running[vm.Name] = new Attached(pid, start, VmDir(vm.Name), api);
-                    _committed[vm.Name] = vm.Definition.MemoryMib;
+                    _committed[vm.Name] = info?.MemSizeMib ?? vm.Definition.MemoryMib; // what it runs with: the definition may have been edited since
                     adopted.Add(pid);
                     string now = state == VmState.Paused ? DomainState.Paused : DomainState.Running;
                     if (vm.State != now)

@@ -65,6 +65,26 @@ public class MemoryAdmissionTests
         await d.Ok(Post, "vms/big3/destroy");
     }
 
+    [KvmFact]
+    public async Task A_restarted_daemon_counts_what_a_running_vm_was_started_with_not_its_edited_definition()
+    {
+        using var d = new DaemonProcess();
+        long each = HostMib() * 4 / 10;
+        foreach (var n in new[] { "big1", "big2", "big3" })
+        {
+            await d.Ok(Post, "vms", DaemonProcess.Definition(n).Replace("\"memory_mib\": 32", $"\"memory_mib\": {each}"));
+        }
+        await d.Ok(Post, "vms/big1/start");
+        await d.Ok(HttpMethod.Put, "vms/big1", DaemonProcess.Definition("big1")); // 32 MiB from its next start
+        d.KillAndRestart();
+        await d.Ok(Post, "vms/big2/start");
+        var (status, body) = await d.Send(Post, "vms/big3/start");
+        Assert.Equal(409, status);
+        Assert.Contains($"{2 * each} MiB are committed to running VMs", Fault(body));
+        await d.Ok(Post, "vms/big1/destroy");
+        await d.Ok(Post, "vms/big2/destroy");
+    }
+
     private static string Fault(string body) => System.Text.Json.JsonDocument.Parse(body).RootElement.GetProperty("fault_message").GetString()!;
 
     private static long HostMib() =>
