@@ -1,6 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
-using System.Text.Json;
 using Vireo.Api;
 
 namespace Vireo.Daemon;
@@ -9,7 +7,8 @@ namespace Vireo.Daemon;
 /// Spawns one vireo-vmm process per running VM, drives it over its API socket, and watches it:
 /// a VMM that ends is noticed within a poll (100 ms) and the VM's on_poweroff, on_reboot or
 /// on_crash policy applied. VMMs run in their own session with their console in a file, so they
-/// outlive the daemon; a restarted daemon re-attaches to those still alive (pid and start time).
+/// outlive the daemon; a restarted daemon re-attaches to those still alive (pid and start time)
+/// and ends those it had not finished starting (Supervisor.Recovery.cs).
 /// </summary>
 internal sealed partial class Supervisor : IDisposable
 {
@@ -39,7 +38,10 @@ internal sealed partial class Supervisor : IDisposable
         Recover();
         foreach (var vm in store.All().Where(v => v.Definition.Autostart && v.State == DomainState.ShutOff))
         {
-            Start(vm.Name);
+            if (Start(vm.Name) is { } error)
+            {
+                _events.Publish(vm.Name, "autostart-failed", DomainState.ShutOff, error); // an image refused now, say: seen in the log and the events
+            }
         }
         _poller = new Thread(Poll) { IsBackground = true, Name = "supervisor" };
         _poller.Start();

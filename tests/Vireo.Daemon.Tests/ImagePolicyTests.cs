@@ -132,6 +132,23 @@ public class ImagePolicyTests
         Assert.Equal(["late"], (await s.Daemon.List()).Select(v => v.Name));
     }
 
+    [KvmFact]
+    public async Task An_autostart_vm_whose_kernel_became_a_link_outside_is_not_started_and_the_refusal_is_logged()
+    {
+        using var s = new Setup();
+        string kernel = Path.Combine(s.Images, "kernel.elf");
+        File.Copy(s.Kernel(), kernel);
+        File.Copy(s.Kernel(), Path.Combine(s.Outside, "kernel.elf"));
+        await s.Daemon.Ok(Post, "vms", Definition("auto", kernel, extra: """, "autostart": true"""));
+        File.Delete(kernel);
+        File.CreateSymbolicLink(kernel, Path.Combine(s.Outside, "kernel.elf"));
+        s.Daemon.KillAndRestart();
+        Assert.Equal(DomainState.ShutOff, (await s.Daemon.Get("auto")).State);
+        Assert.Empty(VmmProcessesOf(s.Daemon, "auto"));
+        await Eventually.Until(() => Task.FromResult(s.Daemon.Log.Contains("autostart-failed", StringComparison.Ordinal)), "the refusal in the log");
+        Assert.Contains("kernel: ", s.Daemon.Log);
+    }
+
     [Fact]
     public void Where_openat2_is_missing_the_no_follow_walk_refuses_every_link_and_opens_plain_files()
     {
