@@ -97,9 +97,11 @@ internal static class ImagePolicy
         int flags = access == OpenAt2.O_PATH ? access | Libc.O_CLOEXEC : access | Libc.O_CLOEXEC | Libc.O_NONBLOCK | OpenAt2.O_NOCTTY;
         int errno = OpenAt2.ENOSYS;
         int fd = walk ? -1 : OpenAt2.Open(dirFd, relative, flags, OpenAt2.RESOLVE_BENEATH | OpenAt2.RESOLVE_NO_MAGICLINKS, out errno);
-        if (fd < 0 && errno == OpenAt2.ENOSYS)
+        // ENOSYS: a kernel before 5.6, or a seccomp filter that does not know openat2; EPERM: an older filter's answer to
+        // the same (a real EPERM comes back from the walk's openat too, so nothing is let through by retrying).
+        if (fd < 0 && errno is OpenAt2.ENOSYS or OpenAt2.EPERM)
         {
-            fd = OpenAt2.OpenNoFollowWalk(dirFd, relative, flags, out errno); // a kernel before 5.6 (or a seccomp filter without openat2)
+            fd = OpenAt2.OpenNoFollowWalk(dirFd, relative, flags, out errno);
         }
         if (fd < 0)
         {

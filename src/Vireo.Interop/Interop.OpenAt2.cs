@@ -14,7 +14,7 @@ public static unsafe partial class OpenAt2
 
     public const ulong RESOLVE_NO_XDEV = 0x01, RESOLVE_NO_MAGICLINKS = 0x02, RESOLVE_NO_SYMLINKS = 0x04, RESOLVE_BENEATH = 0x08;
     public const int O_PATH = 0x200000, O_NOFOLLOW = 0x20000, O_DIRECTORY = 0x10000, O_NOCTTY = 0x100;
-    public const int EXDEV = 18, ELOOP = 40, ENOSYS = 38, ENOTDIR = 20;
+    public const int EXDEV = 18, ELOOP = 40, ENOSYS = 38, ENOTDIR = 20, EPERM = 1;
     public const int F_SETFD = 2;
     public const uint S_IFMT = 0xf000, S_IFREG = 0x8000, S_IFBLK = 0x6000, S_IFCHR = 0x2000, S_IFDIR = 0x4000, S_IFIFO = 0x1000, S_IFSOCK = 0xc000, S_IFLNK = 0xa000;
     public const long SYS_openat2 = 437; // x86-64
