@@ -99,19 +99,20 @@ internal sealed partial class Supervisor : IDisposable
     // Called under the VM's lock, once admitted.
     private string? Launch(string name, VmRecord vm)
     {
-        // Opened now, as the kernel resolves them beneath the image directories: what the VMM gets is what was checked.
-        var (images, refused) = ImagePolicy.OpenAll(vm.Definition, _imageDirs);
-        if (refused is not null)
-        {
-            return refused.ToString();
-        }
-        var paths = images!.ToDictionary(i => i.Field, VmmLauncher.InheritedPath);
         string dir = VmDir(name);
         PrepareDir(dir);
         foreach (var (stray, _) in VmmLauncher.Running(Path.Combine(_stateDir, "vms")).Where(p => p.Socket == Path.Combine(dir, "api.sock")))
         {
             VmmLauncher.KillAndWait(stray); // never two VMMs for one VM (none should be left, whatever happened before)
         }
+        // Opened now, as the kernel resolves them beneath the image directories: what the VMM gets is what was checked.
+        // Spawn owns them from here and closes them, whatever happens.
+        var (images, refused) = ImagePolicy.OpenAll(vm.Definition, _imageDirs);
+        if (refused is not null)
+        {
+            return refused.ToString();
+        }
+        var paths = images!.ToDictionary(i => i.Field, VmmLauncher.InheritedPath);
         int pid = VmmLauncher.Spawn(_vmmPath, dir, images!);
         long startTime = ProcessStat.StartTime(pid) ?? 0;
         _store.SetSpawned(name, pid, startTime);
