@@ -38,7 +38,7 @@ public class LifecycleTests
         Assert.True(DateTime.UtcNow - started >= TimeSpan.FromSeconds(1));
         await Task.Delay(500);
         Assert.Equal(DomainState.ShutOff, (await d.Get("deaf")).State); // a forced shutdown is a destroy: on_poweroff=restart does not apply
-        Assert.Contains("shutdown-forced", d.Log);
+        await Eventually.Until(() => Task.FromResult(d.Log.Contains("shutdown-forced", StringComparison.Ordinal)), "shutdown-forced in the log");
     }
 
     [KvmFact]
@@ -73,7 +73,8 @@ public class LifecycleTests
         {
             await Eventually.Until(async () => (await d.Get("bouncy")).State == DomainState.ShutOff, "the VM to be shut off");
             Assert.Equal(1, Boots(d));
-            Assert.Contains("on_reboot=destroy", d.Log);
+            // The event is logged just after the state is stored, and the log comes through a pipe: wait for it, do not race it.
+            await Eventually.Until(() => Task.FromResult(d.Log.Contains("on_reboot=destroy", StringComparison.Ordinal)), "on_reboot=destroy in the log");
         }
     }
 
