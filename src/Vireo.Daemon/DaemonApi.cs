@@ -47,12 +47,12 @@ internal static class DaemonApi
             {
                 return error;
             }
-            if (!store.Define(def!))
+            if (!supervisor.Define(def!))
             {
                 return Fail(409, $"name: a VM named '{def!.Name}' is already defined");
             }
             events.Publish(def!.Name, "defined", DomainState.ShutOff);
-            return Results.Json(Summary(store.Get(def.Name)!, supervisor), DaemonJson.Default.VmSummary, statusCode: 201);
+            return Answer(def.Name, store, supervisor, 201);
         })
         .WithSummary("Define a VM from a JSON or YAML definition (schema: GET /schemas/vm-definition)")
         .Body<VmDefinition>("application/json", "application/yaml")
@@ -80,9 +80,12 @@ internal static class DaemonApi
             {
                 return Fail(400, $"name: '{def.Name}' differs from '{name}': use POST /vms/{name}/rename to rename");
             }
-            store.Redefine(def);
-            events.Publish(name, "redefined", store.Get(name)!.State, supervisor.IsRunning(name) ? "takes effect at the next start" : null);
-            return Results.Json(Summary(store.Get(name)!, supervisor), DaemonJson.Default.VmSummary);
+            if (!store.Redefine(def))
+            {
+                return NoSuchVm(name);
+            }
+            events.Publish(name, "redefined", store.Get(name)?.State ?? DomainState.ShutOff, supervisor.IsRunning(name) ? "takes effect at the next start" : null);
+            return Answer(name, store, supervisor);
         })
         .WithSummary("Replace a VM's definition; a running VM picks it up at its next start")
         .Body<VmDefinition>("application/json", "application/yaml")
@@ -90,13 +93,9 @@ internal static class DaemonApi
 
         app.MapDelete("/vms/{name}", (string name) =>
         {
-            if (supervisor.IsRunning(name))
+            if (supervisor.Undefine(name) is { } refused)
             {
-                return Fail(409, $"'{name}' is running: destroy it first");
-            }
-            if (!store.Undefine(name))
-            {
-                return NoSuchVm(name);
+                return Fail(refused.Status, refused.Why);
             }
             events.Publish(name, "undefined", DomainState.ShutOff);
             return Results.NoContent();
@@ -153,7 +152,7 @@ internal static class DaemonApi
             {
                 return Fail(409, refused);
             }
-            return Results.Json(Summary(store.Get(body.NewName)!, supervisor), DaemonJson.Default.VmSummary);
+            return Answer(body.NewName, store, supervisor);
         })
         .WithSummary("Rename a VM that is not running").Body<RenameRequest>("application/json")
         .Produces<VmSummary>().Produces<ApiError>(400).Produces<ApiError>(404).Produces<ApiError>(409);
@@ -204,19 +203,34 @@ internal static class DaemonApi
             {
                 return store.Get(name) is null ? NoSuchVm(name) : Fail(409, $"'{name}' is not running");
             }
+            // All or nothing: the whole input is read, and refused above the limit, before a byte goes to the guest.
+            string tooLarge = $"console input is limited to {ConsoleInputLimit} bytes a request: send more in several";
+            if (request.ContentLength > ConsoleInputLimit)
+            {
+                return Fail(413, tooLarge);
+            }
             using var body = new MemoryStream();
             try
             {
-                await request.Body.CopyToAsync(body, request.HttpContext.RequestAborted);
+                var buffer = new byte[16384];
+                int n;
+                while ((n = await request.Body.ReadAsync(buffer, request.HttpContext.RequestAborted)) > 0)
+                {
+                    if (body.Length + n > ConsoleInputLimit)
+                    {
+                        return Fail(413, tooLarge);
+                    }
+                    body.Write(buffer, 0, n);
+                }
             }
             catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
             {
                 return Fail(400, $"the request body could not be read: {e.Message}");
             }
-            return vmm.SendInput(body.ToArray()) is { } error ? Fail(409, error) : Results.NoContent();
+            return await vmm.SendInput(body.ToArray(), request.HttpContext.RequestAborted) is { } error ? Fail(409, error) : Results.NoContent();
         })
-        .WithSummary("Keystrokes for the guest's console (raw bytes)")
-        .Body<byte[]>("application/octet-stream").Produces(204).Produces<ApiError>(404).Produces<ApiError>(409);
+        .WithSummary($"Keystrokes for the guest's console (raw bytes, at most {ConsoleInputLimit} a request); answered once the guest has taken them all")
+        .Body<byte[]>("application/octet-stream").Produces(204).Produces<ApiError>(404).Produces<ApiError>(409).Produces<ApiError>(413);
 
         app.MapGet("/vms/{name}/logs", (string name, long? tailBytes) =>
         {
@@ -281,6 +295,9 @@ internal static class DaemonApi
             };
         });
 
+    /// <summary>What one console input request may carry: a paste, not a file transfer (the guest reads it a UART byte at a time).</summary>
+    internal const int ConsoleInputLimit = 64 << 10;
+
     private const long LatestOnly = long.MaxValue; // no replay: only what happens from now on
 
     private static async IAsyncEnumerable<SseItem<string>> Stream(IAsyncEnumerable<LifecycleEvent> source)
@@ -297,8 +314,12 @@ internal static class DaemonApi
         {
             return NoSuchVm(name);
         }
-        return act() is { } error ? Fail(409, error) : Results.Json(Summary(store.Get(name)!, supervisor), DaemonJson.Default.VmSummary, statusCode: okStatus);
+        return act() is { } error ? Fail(409, error) : Answer(name, store, supervisor, okStatus);
     }
+
+    /// <summary>The VM as it is now; a 404 if it was undefined meanwhile (another request may have got in between).</summary>
+    private static IResult Answer(string name, VmStore store, Supervisor supervisor, int status = 200) =>
+        store.Get(name) is { } vm ? Results.Json(Summary(vm, supervisor), DaemonJson.Default.VmSummary, statusCode: status) : NoSuchVm(name);
 
     private static VmSummary Summary(VmRecord vm, Supervisor supervisor) => new(vm.Name, vm.Id, vm.State, vm.Definition.Vcpus, vm.Definition.MemoryMib,
         supervisor.PidOf(vm.Name), Uptime(vm), vm.LastExit, vm.Definition);
@@ -334,6 +355,11 @@ internal static class DaemonApi
         if (ImagePolicy.Check(result.Definition, imageDirs) is { } refused)
         {
             return (null, Fail(400, $"invalid definition: {refused}", [refused]));
+        }
+        if (MemoryAdmission.HostMib() is long host && MemoryAdmission.CheckDefine(result.Definition.MemoryMib, host) is { } tooBig)
+        {
+            var error = new SchemaError("memory_mib", tooBig);
+            return (null, Fail(400, $"invalid definition: {error}", [error]));
         }
         return (result.Definition, null);
     }

@@ -37,7 +37,8 @@ var builder = WebApplication.CreateSlimBuilder(args: []);
 builder.Logging.ClearProviders().AddJsonConsole(o =>
 {
     o.UseUtcTimestamp = true;
-    o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+    // ISO 8601 exactly: the simple console logger wants a trailing space before the message, the JSON one a bare value.
+    o.TimestampFormat = "yyyy-MM-dd'T'HH:mm:ss.fff'Z'";
 }).AddFilter("Microsoft", LogLevel.Warning);
 builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
 builder.WebHost.ConfigureKestrel(o =>
@@ -89,7 +90,7 @@ if (token is not null)
 
 var events = app.Services.GetRequiredService<EventHub>();
 using var store = new VmStore(Path.Combine(options.StateDir, "vireo.db"));
-using var supervisor = new Supervisor(store, events, options.StateDir, Path.Combine(AppContext.BaseDirectory, "vireo-vmm"));
+using var supervisor = new Supervisor(store, events, options.StateDir, Path.Combine(AppContext.BaseDirectory, "vireo-vmm"), options.ImageDirs);
 DaemonApi.Map(app, store, supervisor, events, options.ImageDirs);
 
 await app.StartAsync();

@@ -1,6 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
-using System.Text.Json;
 using Vireo.Api;
 
 namespace Vireo.Daemon;
@@ -9,43 +7,41 @@ namespace Vireo.Daemon;
 /// Spawns one vireo-vmm process per running VM, drives it over its API socket, and watches it:
 /// a VMM that ends is noticed within a poll (100 ms) and the VM's on_poweroff, on_reboot or
 /// on_crash policy applied. VMMs run in their own session with their console in a file, so they
-/// outlive the daemon; a restarted daemon re-attaches to those still alive (pid and start time).
+/// outlive the daemon; a restarted daemon re-attaches to those still alive (pid and start time)
+/// and ends those it had not finished starting (Supervisor.Recovery.cs).
 /// </summary>
-internal sealed class Supervisor : IDisposable
+internal sealed partial class Supervisor : IDisposable
 {
     private readonly VmStore _store;
     private readonly EventHub _events;
     private readonly string _stateDir;
     private readonly string _vmmPath;
+    private readonly List<string> _imageDirs;
     private readonly ConcurrentDictionary<string, Attached> _running = new();
     private readonly ConcurrentDictionary<string, Lock> _vmLocks = new();
     private readonly ConcurrentDictionary<string, string> _destroying = new(); // ended by the operator (why): no policy applies
+    // MiB each VM holds, from its admission to its end; one lock makes check-and-add atomic across concurrent starts.
+    private readonly ConcurrentDictionary<string, long> _committed = new();
+    private readonly Lock _admission = new();
     private readonly Thread _poller;
     private volatile bool _disposed;
 
     internal sealed record Attached(int Pid, long StartTime, string Dir, VmmClient Api);
 
-    public Supervisor(VmStore store, EventHub events, string stateDir, string vmmPath)
+    public Supervisor(VmStore store, EventHub events, string stateDir, string vmmPath, List<string> imageDirs)
     {
+        _imageDirs = imageDirs;
         _store = store;
         _events = events;
         _stateDir = stateDir;
         _vmmPath = vmmPath;
-        foreach (var vm in store.All())
-        {
-            if (vm.Pid is int pid && vm.PidStartTime is long start && ProcessStat.IsAlive(pid, start))
-            {
-                _running[vm.Name] = new Attached(pid, start, VmDir(vm.Name), new VmmClient(Path.Combine(VmDir(vm.Name), "api.sock")));
-                _events.Publish(vm.Name, "reattached", vm.State, $"pid {pid}");
-            }
-            else if (vm.State is DomainState.Running or DomainState.Paused)
-            {
-                Ended(vm.Name, seen: null); // it ended while the daemon was away
-            }
-        }
+        Recover();
         foreach (var vm in store.All().Where(v => v.Definition.Autostart && v.State == DomainState.ShutOff))
         {
-            Start(vm.Name);
+            if (Start(vm.Name) is { } error)
+            {
+                _events.Publish(vm.Name, "autostart-failed", DomainState.ShutOff, error); // an image refused now, say: seen in the log and the events
+            }
         }
         _poller = new Thread(Poll) { IsBackground = true, Name = "supervisor" };
         _poller.Start();
@@ -74,50 +70,76 @@ internal sealed class Supervisor : IDisposable
             {
                 return $"'{name}' is already running";
             }
-            if (HostMemoryMib() is long host && vm.Definition.MemoryMib > host)
+            if (Admit(name, vm.Definition.MemoryMib) is { } refused)
             {
-                return $"memory_mib: '{name}' needs {vm.Definition.MemoryMib} MiB, more than this host's {host} MiB of RAM";
+                return refused;
             }
-            string dir = VmDir(name);
-            Directory.CreateDirectory(dir);
-            foreach (var stale in new[] { "api.sock", "status" })
+            string? failed = Launch(name, vm);
+            if (failed is not null)
             {
-                File.Delete(Path.Combine(dir, stale));
+                _committed.TryRemove(name, out _);
             }
-            var psi = new ProcessStartInfo("/bin/sh")
+            return failed;
+        }
+    }
+
+    private string? Admit(string name, long askMib)
+    {
+        lock (_admission)
+        {
+            if (MemoryAdmission.HostMib() is long host && MemoryAdmission.CheckStart(name, askMib, _committed.Values.Sum(), host) is { } refused)
             {
-                UseShellExecute = false,
-                ArgumentList =
-                {
-                    "-c", "exec setsid \"$0\" --api-sock \"$1\" --status-file \"$2\" >> \"$3\" 2>> \"$4\" < /dev/null",
-                    _vmmPath, Path.Combine(dir, "api.sock"), Path.Combine(dir, "status"), Path.Combine(dir, "console.log"), Path.Combine(dir, "vmm.log"),
-                },
-            };
-            using var process = Process.Start(psi)!;
-            int pid = process.Id;
-            var deadline = DateTime.UtcNow.AddSeconds(15);
-            while (!UnixSocketHttp.Accepts(Path.Combine(dir, "api.sock"))) // the file appears at bind, a moment before listen
-            {
-                if (process.HasExited || DateTime.UtcNow > deadline)
-                {
-                    Kill(pid);
-                    return $"the VMM process did not start: {Tail(Path.Combine(dir, "vmm.log"))}";
-                }
-                Thread.Sleep(10);
+                return refused;
             }
-            var attached = new Attached(pid, ProcessStat.StartTime(pid) ?? 0, dir, new VmmClient(Path.Combine(dir, "api.sock")));
-            string? error = Configure(attached.Api, vm.Definition);
-            if (error is not null)
-            {
-                Kill(pid);
-                attached.Api.Dispose();
-                return error;
-            }
-            _running[name] = attached;
-            _store.SetRunning(name, pid, attached.StartTime);
-            _events.Publish(name, "started", DomainState.Running, $"pid {pid}");
+            _committed[name] = askMib;
             return null;
         }
+    }
+
+    // Called under the VM's lock, once admitted.
+    private string? Launch(string name, VmRecord vm)
+    {
+        string dir = VmDir(name);
+        PrepareDir(dir);
+        foreach (var (stray, _) in VmmLauncher.Running(Path.Combine(_stateDir, "vms")).Where(p => p.Socket == Path.Combine(dir, "api.sock")))
+        {
+            VmmLauncher.KillAndWait(stray); // never two VMMs for one VM (none should be left, whatever happened before)
+        }
+        // Opened now, as the kernel resolves them beneath the image directories: what the VMM gets is what was checked.
+        // Spawn owns them from here and closes them, whatever happens.
+        var (images, refused) = ImagePolicy.OpenAll(vm.Definition, _imageDirs);
+        if (refused is not null)
+        {
+            return refused.ToString();
+        }
+        var paths = images!.ToDictionary(i => i.Field, VmmLauncher.InheritedPath);
+        int pid = VmmLauncher.Spawn(_vmmPath, dir, images!);
+        long startTime = ProcessStat.StartTime(pid) ?? 0;
+        _store.SetSpawned(name, pid, startTime);
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        while (!UnixSocketHttp.Accepts(Path.Combine(dir, "api.sock"))) // the file appears at bind, a moment before listen
+        {
+            if (!ProcessStat.IsAlive(pid, startTime) || DateTime.UtcNow > deadline)
+            {
+                VmmLauncher.KillAndWait(pid);
+                _store.ClearPid(name);
+                return $"the VMM process did not start: {VmmLauncher.Tail(Path.Combine(dir, "vmm.log"))}";
+            }
+            Thread.Sleep(10);
+        }
+        var attached = new Attached(pid, startTime, dir, new VmmClient(Path.Combine(dir, "api.sock")));
+        string? error = VmmLauncher.Configure(attached.Api, vm.Definition, paths);
+        if (error is not null)
+        {
+            VmmLauncher.KillAndWait(pid);
+            _store.ClearPid(name);
+            attached.Api.Dispose();
+            return error;
+        }
+        _running[name] = attached;
+        _store.SetRunning(name, pid, attached.StartTime);
+        _events.Publish(name, "started", DomainState.Running, $"pid {pid}");
+        return null;
     }
 
     /// <summary>pause, resume, reboot (reset), destroy (stop now).</summary>
@@ -190,42 +212,15 @@ internal sealed class Supervisor : IDisposable
         _destroying[name] = why;
         if (a.Api.Put("actions", Action(InstanceAction.Stop)) is not null)
         {
-            Kill(a.Pid); // an unresponsive VMM is destroyed anyway
+            VmmLauncher.Kill(a.Pid); // an unresponsive VMM is destroyed anyway
         }
         WaitForEnd(name, TimeSpan.FromSeconds(10));
         _events.Publish(name, evt, _store.Get(name)?.State ?? DomainState.ShutOff);
     }
 
-    /// <summary>Renames a VM that is not running (as virsh domrename): its definition, its row and its directory.</summary>
-    public string? Rename(string name, string newName)
-    {
-        lock (LockFor(name))
-        {
-            if (_running.ContainsKey(name))
-            {
-                return $"'{name}' is running: only a VM that is not running can be renamed";
-            }
-            if (_store.Get(newName) is not null)
-            {
-                return $"new_name: a VM named '{newName}' is already defined";
-            }
-            if (!_store.Rename(name, newName))
-            {
-                return $"no VM named '{name}'";
-            }
-            if (Directory.Exists(VmDir(name)))
-            {
-                Directory.CreateDirectory(Path.GetDirectoryName(VmDir(newName))!);
-                Directory.Move(VmDir(name), VmDir(newName));
-            }
-            _events.Publish(newName, "renamed", _store.Get(newName)!.State, $"was '{name}'");
-            return null;
-        }
-    }
-
     private string NotRunning(string name) => _store.Get(name) is null ? $"no VM named '{name}'" : $"'{name}' is not running";
 
-    private static string Action(string type) => JsonSerializer.Serialize(new InstanceAction(type), VmmJson.Default.InstanceAction);
+    private static string Action(string type) => VmmLauncher.Action(type);
 
     private void WaitForEnd(string name, TimeSpan limit)
     {
@@ -234,7 +229,7 @@ internal sealed class Supervisor : IDisposable
         {
             if (DateTime.UtcNow > deadline)
             {
-                Kill(a.Pid);
+                VmmLauncher.Kill(a.Pid);
             }
             if (!ProcessStat.IsAlive(a.Pid, a.StartTime))
             {
@@ -281,6 +276,7 @@ internal sealed class Supervisor : IDisposable
                     return; // already settled by the other observer
                 }
                 seen.Api.Dispose();
+                _committed.TryRemove(name, out _);
             }
             var vm = _store.Get(name);
             if (vm is null)
@@ -313,65 +309,9 @@ internal sealed class Supervisor : IDisposable
         }
     }
 
-    private static string? Configure(VmmClient api, VmDefinition d)
-    {
-        var steps = new List<(string Path, string Body)>
-        {
-            ("boot-source", JsonSerializer.Serialize(new BootSource(d.Kernel, d.Initrd, d.Cmdline), VmmJson.Default.BootSource)),
-            ("machine-config", JsonSerializer.Serialize(
-                new MachineConfig(d.Vcpus, d.MemoryMib, d.Acpi, RestartOnReboot: d.OnReboot == LifecyclePolicy.Restart), VmmJson.Default.MachineConfig)),
-        };
-        var disks = d.Disks ?? [];
-        for (int i = 0; i < disks.Length; i++)
-        {
-            steps.Add(($"drives/disk{i}", JsonSerializer.Serialize(new Drive($"disk{i}", disks[i].Path, disks[i].ReadOnly), VmmJson.Default.Drive)));
-        }
-        var nets = d.Nets ?? [];
-        for (int i = 0; i < nets.Length; i++)
-        {
-            steps.Add(($"network-interfaces/net{i}", JsonSerializer.Serialize(new NetworkInterface($"net{i}", nets[i].Tap, nets[i].Mac), VmmJson.Default.NetworkInterface)));
-        }
-        steps.Add(("actions", Action(InstanceAction.InstanceStart)));
-        foreach (var (path, body) in steps)
-        {
-            if (api.Put(path, body) is { } error)
-            {
-                return error;
-            }
-        }
-        return null;
-    }
-
-    /// <summary>MemTotal from /proc/meminfo, in MiB.</summary>
-    private static long? HostMemoryMib()
-    {
-        foreach (var line in File.ReadLines("/proc/meminfo"))
-        {
-            if (line.StartsWith("MemTotal:", StringComparison.Ordinal) && long.TryParse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], out long kib))
-            {
-                return kib / 1024;
-            }
-        }
-        return null;
-    }
-
     private string VmDir(string name) => Path.Combine(_stateDir, "vms", name);
 
     private Lock LockFor(string name) => _vmLocks.GetOrAdd(name, _ => new Lock());
-
-    private static void Kill(int pid)
-    {
-        try
-        {
-            Process.GetProcessById(pid).Kill();
-        }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
-        {
-            // already gone
-        }
-    }
-
-    private static string Tail(string file) => File.Exists(file) ? File.ReadAllText(file).Trim() : "(no log)";
 
     public void Dispose()
     {

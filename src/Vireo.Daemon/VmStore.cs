@@ -81,12 +81,19 @@ internal sealed class VmStore : IDisposable
         Exec("UPDATE vms SET definition = $d WHERE name = $n",
             ("$d", JsonSerializer.Serialize(def, DaemonJson.Default.VmDefinition)), ("$n", def.Name)) == 1;
 
-    /// <summary>Renames a VM: its row and the name inside its definition, in one statement.</summary>
+    /// <summary>Renames a VM: its row and the name inside its definition, in one statement; false when there is none, or the new name is taken.</summary>
     public bool Rename(string name, string newName)
     {
         var vm = Get(name);
-        return vm is not null && Exec("UPDATE vms SET name = $new, definition = $d WHERE name = $n",
-            ("$new", newName), ("$d", JsonSerializer.Serialize(vm.Definition with { Name = newName }, DaemonJson.Default.VmDefinition)), ("$n", name)) == 1;
+        try
+        {
+            return vm is not null && Exec("UPDATE vms SET name = $new, definition = $d WHERE name = $n",
+                ("$new", newName), ("$d", JsonSerializer.Serialize(vm.Definition with { Name = newName }, DaemonJson.Default.VmDefinition)), ("$n", name)) == 1;
+        }
+        catch (SqliteException e) when (e.SqliteErrorCode == 19) // SQLITE_CONSTRAINT: the new name was taken meanwhile
+        {
+            return false;
+        }
     }
 
     public bool Undefine(string name) => Exec("DELETE FROM vms WHERE name = $n", ("$n", name)) == 1;
@@ -94,6 +101,16 @@ internal sealed class VmStore : IDisposable
     public void SetRunning(string name, int pid, long pidStartTime) =>
         Exec("UPDATE vms SET state = $s, pid = $p, pid_start_time = $t, started_at = $a WHERE name = $n",
             ("$s", DomainState.Running), ("$p", pid), ("$t", pidStartTime), ("$a", DateTime.UtcNow.ToString("O")), ("$n", name));
+
+    /// <summary>
+    /// A VMM spawned for the VM, not yet started (the state is unchanged): recorded before it is
+    /// configured, so a daemon killed meanwhile finds it on restart and adopts or ends it.
+    /// </summary>
+    public void SetSpawned(string name, int pid, long pidStartTime) =>
+        Exec("UPDATE vms SET pid = $p, pid_start_time = $t WHERE name = $n", ("$p", pid), ("$t", pidStartTime), ("$n", name));
+
+    /// <summary>The recorded VMM is gone (a start that failed, or one abandoned by a daemon that died); the state is unchanged.</summary>
+    public void ClearPid(string name) => Exec("UPDATE vms SET pid = NULL, pid_start_time = NULL WHERE name = $n", ("$n", name));
 
     public void SetState(string name, string state) => Exec("UPDATE vms SET state = $s WHERE name = $n", ("$s", state), ("$n", name));
 

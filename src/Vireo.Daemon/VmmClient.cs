@@ -19,31 +19,61 @@ internal sealed class VmmClient : IDisposable
     /// <summary>One PUT of a JSON body; null on 2xx, else the VMM's fault message.</summary>
     public string? Put(string path, string json) => Put(path, new StringContent(json, Encoding.UTF8, "application/json"));
 
-    /// <summary>Keystrokes for the guest's console.</summary>
-    public string? SendInput(byte[] input) => Put("console/input", new ByteArrayContent(input));
+    /// <summary>GET /vm: the VMM's own account of its state; null when it does not answer within <paramref name="limit"/>.</summary>
+    public VmInfo? Info(TimeSpan limit)
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(limit);
+            using var r = _api.GetAsync("vm", cts.Token).GetAwaiter().GetResult();
+            return r.IsSuccessStatusCode ? JsonSerializer.Deserialize(r.Content.ReadAsStringAsync(cts.Token).GetAwaiter().GetResult(), VmmJson.Default.VmInfo) : null;
+        }
+        catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException or JsonException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Keystrokes for the guest's console. The VMM answers once the guest has taken them all, which
+    /// takes as long as the guest takes to read them: no time limit (a short one cut input off half
+    /// delivered), only <paramref name="ct"/>, the client's request, and the VM's end.
+    /// </summary>
+    public async Task<string?> SendInput(byte[] input, CancellationToken ct)
+    {
+        try
+        {
+            using var r = await _streams.PutAsync("console/input", new ByteArrayContent(input), ct);
+            return r.IsSuccessStatusCode ? null : Fault((int)r.StatusCode, await r.Content.ReadAsStringAsync(ct));
+        }
+        catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException)
+        {
+            return $"the VMM did not answer: {e.Message}";
+        }
+    }
 
     private string? Put(string path, HttpContent content)
     {
         try
         {
             using var r = _api.PutAsync(path, content).GetAwaiter().GetResult();
-            if (r.IsSuccessStatusCode)
-            {
-                return null;
-            }
-            string body = r.Content.ReadAsStringAsync().GetAwaiter().GetResult();
-            try
-            {
-                return JsonDocument.Parse(body).RootElement.GetProperty("fault_message").GetString();
-            }
-            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
-            {
-                return $"the VMM answered {(int)r.StatusCode}";
-            }
+            return r.IsSuccessStatusCode ? null : Fault((int)r.StatusCode, r.Content.ReadAsStringAsync().GetAwaiter().GetResult());
         }
         catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException)
         {
             return $"the VMM did not answer: {e.Message}";
+        }
+    }
+
+    private static string? Fault(int status, string body)
+    {
+        try
+        {
+            return JsonDocument.Parse(body).RootElement.GetProperty("fault_message").GetString();
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+            return $"the VMM answered {status}";
         }
     }
 

@@ -134,6 +134,24 @@ public class ApiSurfaceTests
         Assert.Equal((404, true), (status, body.Contains("openapi/v1.json")));
     }
 
+    [Fact]
+    public async Task Every_log_line_is_json_with_an_iso_8601_utc_timestamp_and_nothing_after_it()
+    {
+        using var d = new DaemonProcess();
+        await d.Send(HttpMethod.Post, "vms", DaemonProcess.Definition("logged"));
+        await Eventually.Until(() => Task.FromResult(d.Log.Contains("vm logged defined", StringComparison.Ordinal)), "a log line about the VM");
+        var lines = d.Log.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.NotEmpty(lines);
+        foreach (var line in lines)
+        {
+            using var record = System.Text.Json.JsonDocument.Parse(line);
+            string stamp = record.RootElement.GetProperty("Timestamp").GetString()!;
+            Assert.True(DateTime.TryParseExact(stamp, "yyyy-MM-dd'T'HH:mm:ss.fff'Z'", System.Globalization.CultureInfo.InvariantCulture,
+                System.Globalization.DateTimeStyles.AdjustToUniversal | System.Globalization.DateTimeStyles.AssumeUniversal, out var at), $"timestamp '{stamp}' in {line}");
+            Assert.True(Math.Abs((DateTime.UtcNow - at).TotalMinutes) < 10, $"timestamp '{stamp}' is not UTC now");
+        }
+    }
+
     private static int FreePort()
     {
         using var l = new TcpListener(IPAddress.Loopback, 0);

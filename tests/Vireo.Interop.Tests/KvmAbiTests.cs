@@ -38,6 +38,7 @@ public class KvmAbiTests
         (typeof(iocb), "struct iocb"),
         (typeof(io_event), "struct io_event"),
         (typeof(iovec), "struct iovec"),
+        (typeof(OpenAt2.open_how), "struct open_how"),
     ];
 
     /// <summary>The exit-union members of kvm_run, checked relative to the union.</summary>
@@ -91,13 +92,16 @@ public class KvmAbiTests
         foreach (var f in typeof(KvmAbi).GetFields(BindingFlags.Static | BindingFlags.Public).Where(f => f.Name.StartsWith("KVM", StringComparison.Ordinal))
                      .Concat(typeof(Epoll).GetFields(BindingFlags.Static | BindingFlags.Public))
                      .Concat(typeof(Tun).GetFields(BindingFlags.Static | BindingFlags.Public))
-                     .Concat(typeof(Aio).GetFields(BindingFlags.Static | BindingFlags.Public)))
+                     .Concat(typeof(Aio).GetFields(BindingFlags.Static | BindingFlags.Public))
+                     .Concat(typeof(OpenAt2).GetFields(BindingFlags.Static | BindingFlags.Public)))
         {
             ulong value = f.GetValue(null) switch
             {
                 nuint n => n,
                 int i => (ulong)i,
                 uint u => u,
+                ulong l => l,
+                long l => (ulong)l,
                 byte b => b,
                 ushort us => us,
                 var other => throw new InvalidOperationException($"{f.Name} has an unexpected type {other?.GetType()}"),
@@ -114,7 +118,7 @@ public class KvmAbiTests
         Assert.True(checks.Count > 150, $"only {checks.Count} checks were generated");
         string dir = Vireo.Tests.TempDirectory.Create("vireo-abi");
         string source = Path.Combine(dir, "abi.c");
-        var lines = new List<string> { "#define _GNU_SOURCE", "#include <stdio.h>", "#include <stddef.h>", "#include <sys/epoll.h>", "#include <sys/stat.h>", "#include <fcntl.h>", "#include <linux/kvm.h>", "#include <linux/if_tun.h>", "#include <linux/aio_abi.h>", "#include <sys/uio.h>", "int main(void) {" };
+        var lines = new List<string> { "#define _GNU_SOURCE", "#include <stdio.h>", "#include <errno.h>", "#include <fcntl.h>", "#include <sys/syscall.h>", "#include <linux/openat2.h>", "#include <stddef.h>", "#include <sys/epoll.h>", "#include <sys/stat.h>", "#include <linux/kvm.h>", "#include <linux/if_tun.h>", "#include <linux/aio_abi.h>", "#include <sys/uio.h>", "int main(void) {" };
         lines.AddRange(checks.Select((c, i) => $"    printf(\"{i} %lu\\n\", (unsigned long)({c.Expr}));"));
         lines.Add("    return 0;\n}");
         File.WriteAllLines(source, lines);

@@ -1,0 +1,149 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Vireo.Api;
+using Vireo.Interop;
+
+namespace Vireo.Daemon;
+
+/// <summary>
+/// The mechanics of one vireo-vmm process: spawning it in its own session with the VM's image
+/// files inherited, configuring it over its API socket, and ending it.
+/// </summary>
+internal static class VmmLauncher
+{
+    // Spawns are serialized: an image fd is inheritable (FD_CLOEXEC cleared) only inside this lock,
+    // so the child started here gets it and no other child started concurrently does.
+    private static readonly Lock Spawning = new();
+
+    /// <summary>
+    /// Starts vireo-vmm through setsid, its console and log appended to files in <paramref name="dir"/>;
+    /// the child inherits <paramref name="images"/>, which are closed here once it has exec'd. Returns its pid.
+    /// </summary>
+    public static int Spawn(string vmmPath, string dir, IReadOnlyList<ImagePolicy.Opened> images)
+    {
+        var psi = new ProcessStartInfo("/bin/sh")
+        {
+            UseShellExecute = false,
+            ArgumentList =
+            {
+                "-c", "exec setsid \"$0\" --api-sock \"$1\" --status-file \"$2\" >> \"$3\" 2>> \"$4\" < /dev/null",
+                vmmPath, Path.Combine(dir, "api.sock"), Path.Combine(dir, "status"), Path.Combine(dir, "console.log"), Path.Combine(dir, "vmm.log"),
+            },
+        };
+        lock (Spawning)
+        {
+            try
+            {
+                foreach (var image in images)
+                {
+                    if (OpenAt2.ClearCloseOnExec(image.Fd.Fd) != 0)
+                    {
+                        throw new SysError("fcntl(F_SETFD)", Libc.LastErrno);
+                    }
+                }
+                // Process.Start returns once the child has exec'd (it waits on a CLOEXEC pipe), so the fds are the child's now.
+                using var process = Process.Start(psi)!;
+                return process.Id;
+            }
+            finally
+            {
+                foreach (var image in images)
+                {
+                    image.Dispose();
+                }
+            }
+        }
+    }
+
+    /// <summary>The path by which the VMM opens an inherited fd: its own descriptor table, so it stays valid across the VMM's reboots and a daemon restart.</summary>
+    public static string InheritedPath(ImagePolicy.Opened image) => $"/proc/self/fd/{image.Fd.Fd}";
+
+    /// <summary>Boot source, machine, drives and NICs, then InstanceStart; null when the VM runs, else the VMM's refusal.</summary>
+    public static string? Configure(VmmClient api, VmDefinition d, IReadOnlyDictionary<string, string> paths)
+    {
+        var steps = new List<(string Path, string Body)>
+        {
+            ("boot-source", JsonSerializer.Serialize(new BootSource(paths["kernel"], d.Initrd is null ? null : paths["initrd"], d.Cmdline), VmmJson.Default.BootSource)),
+            ("machine-config", JsonSerializer.Serialize(
+                new MachineConfig(d.Vcpus, d.MemoryMib, d.Acpi, RestartOnReboot: d.OnReboot == LifecyclePolicy.Restart), VmmJson.Default.MachineConfig)),
+        };
+        var disks = d.Disks ?? [];
+        for (int i = 0; i < disks.Length; i++)
+        {
+            steps.Add(($"drives/disk{i}", JsonSerializer.Serialize(new Drive($"disk{i}", paths[$"disks[{i}].path"], disks[i].ReadOnly), VmmJson.Default.Drive)));
+        }
+        var nets = d.Nets ?? [];
+        for (int i = 0; i < nets.Length; i++)
+        {
+            steps.Add(($"network-interfaces/net{i}", JsonSerializer.Serialize(new NetworkInterface($"net{i}", nets[i].Tap, nets[i].Mac), VmmJson.Default.NetworkInterface)));
+        }
+        steps.Add(("actions", Action(InstanceAction.InstanceStart)));
+        foreach (var (path, body) in steps)
+        {
+            if (api.Put(path, body) is { } error)
+            {
+                return error;
+            }
+        }
+        return null;
+    }
+
+    public static string Action(string type) => JsonSerializer.Serialize(new InstanceAction(type), VmmJson.Default.InstanceAction);
+
+    /// <summary>
+    /// Every live process whose command line has `--api-sock` under <paramref name="vmsDir"/>, with that
+    /// socket: what the store says runs is checked against what does, so no VMM is ever left unseen.
+    /// </summary>
+    public static List<(int Pid, string Socket)> Running(string vmsDir)
+    {
+        var found = new List<(int, string)>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out int pid) || pid == Environment.ProcessId)
+            {
+                continue;
+            }
+            try
+            {
+                string[] args = File.ReadAllText(Path.Combine(dir, "cmdline")).Split('\0');
+                int at = Array.IndexOf(args, "--api-sock");
+                if (at >= 0 && at + 1 < args.Length && args[at + 1].StartsWith(vmsDir + "/", StringComparison.Ordinal)
+                    && ProcessStat.StartTime(pid) is long start && ProcessStat.IsAlive(pid, start))
+                {
+                    found.Add((pid, args[at + 1]));
+                }
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // it ended while we looked
+            }
+        }
+        return found;
+    }
+
+    /// <summary>SIGKILL, then wait (briefly) until it is gone, so that what follows never sees two.</summary>
+    public static void KillAndWait(int pid)
+    {
+        long? start = ProcessStat.StartTime(pid);
+        Kill(pid);
+        var deadline = DateTime.UtcNow.AddSeconds(5);
+        while (start is long t && ProcessStat.IsAlive(pid, t) && DateTime.UtcNow < deadline)
+        {
+            Thread.Sleep(10);
+        }
+    }
+
+    public static void Kill(int pid)
+    {
+        try
+        {
+            Process.GetProcessById(pid).Kill();
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
+        {
+            // already gone
+        }
+    }
+
+    public static string Tail(string file) => File.Exists(file) ? File.ReadAllText(file).Trim() : "(no log)";
+}
