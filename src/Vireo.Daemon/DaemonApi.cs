@@ -118,7 +118,7 @@ internal static class DaemonApi
 
         app.MapPost("/vms/{name}/shutdown", async (string name, HttpRequest request) =>
         {
-            var (body, error) = await ReadOptional(request, DaemonJson.Default.ShutdownRequest, new ShutdownRequest());
+            var (body, error) = await ReadOptional(request, DaemonJson.Default.ShutdownRequest, "shutdown", new ShutdownRequest());
             if (error is not null)
             {
                 return error;
@@ -135,7 +135,7 @@ internal static class DaemonApi
 
         app.MapPost("/vms/{name}/rename", async (string name, HttpRequest request) =>
         {
-            var (body, error) = await ReadOptional(request, DaemonJson.Default.RenameRequest, null);
+            var (body, error) = await ReadOptional(request, DaemonJson.Default.RenameRequest, "rename", null);
             if (error is not null)
             {
                 return error;
@@ -365,7 +365,7 @@ internal static class DaemonApi
     }
 
     /// <summary>A small JSON body that may be absent (then <paramref name="absent"/>).</summary>
-    private static async Task<(T? Value, IResult? Error)> ReadOptional<T>(HttpRequest request, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, T? absent)
+    private static async Task<(T? Value, IResult? Error)> ReadOptional<T>(HttpRequest request, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, string what, T? absent)
     {
         try
         {
@@ -373,12 +373,9 @@ internal static class DaemonApi
             {
                 return absent is null ? (default, Fail(400, "a JSON body is required")) : (absent, null);
             }
-            var value = await JsonSerializer.DeserializeAsync(request.Body, type, request.HttpContext.RequestAborted);
-            return value is null ? (default, Fail(400, "malformed body: null")) : (value, null);
-        }
-        catch (JsonException e)
-        {
-            return (default, Fail(400, $"malformed body: {e.Message}"));
+            using var body = new MemoryStream(); // bounded by Kestrel's request body limit (1 MiB)
+            await request.Body.CopyToAsync(body, request.HttpContext.RequestAborted);
+            return BodyReader.TryRead(body.ToArray(), type, what, out var value) is { } error ? (default, Fail(400, error)) : (value, null);
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
         {

@@ -94,7 +94,7 @@ internal static class ImagePolicy
         string relative = full[dir.Length..];
         // O_NONBLOCK: a FIFO or a device must not block the daemon before its type is checked; O_NOCTTY: a tty must not become ours.
         // (openat2 refuses any flag but O_CLOEXEC beside O_PATH, which opens nothing anyway.)
-        int flags = access == OpenAt2.O_PATH ? access | Libc.O_CLOEXEC : access | Libc.O_CLOEXEC | Libc.O_NONBLOCK | OpenAt2.O_NOCTTY;
+        int flags = access == OpenAt2.O_PATH ? access | Libc.O_CLOEXEC : access | Libc.O_CLOEXEC | Libc.O_NONBLOCK | Libc.O_NOCTTY;
         int errno = OpenAt2.ENOSYS;
         int fd = walk ? -1 : OpenAt2.Open(dirFd, relative, flags, OpenAt2.RESOLVE_BENEATH | OpenAt2.RESOLVE_NO_MAGICLINKS, out errno);
         // ENOSYS: a kernel before 5.6, or a seccomp filter that does not know openat2; EPERM: an older filter's answer to
@@ -116,23 +116,12 @@ internal static class ImagePolicy
             }));
         }
         var handle = new FileDescriptor(fd);
-        uint type = OpenAt2.FileType(fd, out _);
-        if (type != OpenAt2.S_IFREG && !(disk && type == OpenAt2.S_IFBLK))
+        var stat = Libc.StatOf(fd);
+        if (stat.Kind != FileKind.Regular && !(disk && stat.Kind == FileKind.BlockDevice))
         {
             handle.Dispose();
-            return (null, Refuse($"{path} is {Describe(type)}, not a regular file{(disk ? " or a block device" : "")}"));
+            return (null, Refuse($"{path} is {stat.Described}, not a regular file{(disk ? " or a block device" : "")}"));
         }
         return (handle, null);
     }
-
-    private static string Describe(uint type) => type switch
-    {
-        OpenAt2.S_IFDIR => "a directory",
-        OpenAt2.S_IFIFO => "a FIFO",
-        OpenAt2.S_IFCHR => "a character device",
-        OpenAt2.S_IFBLK => "a block device",
-        OpenAt2.S_IFSOCK => "a socket",
-        OpenAt2.S_IFLNK => "a symbolic link",
-        _ => $"of file type 0{Convert.ToString(type, 8)}",
-    };
 }

@@ -19,15 +19,5 @@ internal static class MemoryAdmission
             : null;
 
     /// <summary>MemTotal from /proc/meminfo, in MiB.</summary>
-    public static long? HostMib()
-    {
-        foreach (var line in File.ReadLines("/proc/meminfo"))
-        {
-            if (line.StartsWith("MemTotal:", StringComparison.Ordinal) && long.TryParse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], out long kib))
-            {
-                return kib / 1024;
-            }
-        }
-        return null;
-    }
+    public static long? HostMib() => Vireo.Interop.HostMemory.TotalBytes is ulong bytes ? (long)(bytes >> 20) : null;
 }

@@ -36,7 +36,7 @@ internal static class VmmLauncher
             {
                 foreach (var image in images)
                 {
-                    if (OpenAt2.ClearCloseOnExec(image.Fd.Fd) != 0)
+                    if (Libc.ClearCloseOnExec(image.Fd.Fd) != 0)
                     {
                         throw new SysError("fcntl(F_SETFD)", Libc.LastErrno);
                     }

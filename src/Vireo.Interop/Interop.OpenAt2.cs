@@ -5,18 +5,16 @@ namespace Vireo.Interop;
 
 /// <summary>
 /// openat2(2) (&lt;linux/openat2.h&gt;): opening a path with the kernel resolving every component
-/// beneath a directory, so a symbolic link (or "..") can never lead out of it, plus the fstat and
-/// fcntl calls that go with checking and handing over what was opened.
+/// beneath a directory, so a symbolic link (or "..") can never lead out of it. (What was opened is
+/// then judged by <see cref="Libc.StatOf"/>.)
 /// </summary>
 public static unsafe partial class OpenAt2
 {
     private const string Lib = "libc";
 
     public const ulong RESOLVE_NO_XDEV = 0x01, RESOLVE_NO_MAGICLINKS = 0x02, RESOLVE_NO_SYMLINKS = 0x04, RESOLVE_BENEATH = 0x08;
-    public const int O_PATH = 0x200000, O_NOFOLLOW = 0x20000, O_DIRECTORY = 0x10000, O_NOCTTY = 0x100;
+    public const int O_PATH = 0x200000, O_NOFOLLOW = 0x20000, O_DIRECTORY = 0x10000;
     public const int EXDEV = 18, ELOOP = 40, ENOSYS = 38, ENOTDIR = 20, EPERM = 1;
-    public const int F_SETFD = 2;
-    public const uint S_IFMT = 0xf000, S_IFREG = 0x8000, S_IFBLK = 0x6000, S_IFCHR = 0x2000, S_IFDIR = 0x4000, S_IFIFO = 0x1000, S_IFSOCK = 0xc000, S_IFLNK = 0xa000;
     public const long SYS_openat2 = 437; // x86-64
 
     [StructLayout(LayoutKind.Sequential)]
@@ -32,12 +30,6 @@ public static unsafe partial class OpenAt2
 
     [LibraryImport(Lib, EntryPoint = "openat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static partial int OpenAt(int dirfd, string path, int flags, int mode);
-
-    [LibraryImport(Lib, EntryPoint = "fstat", SetLastError = true)]
-    private static partial int Fstat(int fd, byte* buf);
-
-    [LibraryImport(Lib, EntryPoint = "fcntl", SetLastError = true)]
-    private static partial int Fcntl(int fd, int cmd, int arg);
 
     /// <summary>openat2(dirfd, path, {flags, 0, resolve}); the fd, or -1 with <paramref name="errno"/> (ENOSYS before Linux 5.6).</summary>
     public static int Open(int dirfd, string path, int flags, ulong resolve, out int errno)
@@ -94,20 +86,4 @@ public static unsafe partial class OpenAt2
             }
         }
     }
-
-    /// <summary>The file type bits of an open fd (st_mode &amp; S_IFMT), or 0 with <paramref name="errno"/>.</summary>
-    public static uint FileType(int fd, out int errno)
-    {
-        byte* buf = stackalloc byte[Libc.StatSize];
-        if (Fstat(fd, buf) != 0)
-        {
-            errno = Libc.LastErrno;
-            return 0;
-        }
-        errno = 0;
-        return *(uint*)(buf + Libc.StatModeOffset) & S_IFMT;
-    }
-
-    /// <summary>Clears FD_CLOEXEC, so the next exec'd child inherits the fd; -1 with errno on failure.</summary>
-    public static int ClearCloseOnExec(int fd) => Fcntl(fd, F_SETFD, 0);
 }

@@ -35,7 +35,7 @@ public readonly record struct FileStat(FileKind Kind, long Size)
 public static unsafe partial class Libc
 {
     public const int O_NOCTTY = 0x100;
-    public const int F_GETFL = 3, F_SETFL = 4;
+    public const int F_SETFD = 2, F_GETFL = 3, F_SETFL = 4;
     public const uint S_IFMT = 0xf000, S_IFSOCK = 0xc000, S_IFLNK = 0xa000, S_IFREG = 0x8000, S_IFBLK = 0x6000,
         S_IFDIR = 0x4000, S_IFCHR = 0x2000, S_IFIFO = 0x1000;
 
@@ -103,6 +103,9 @@ public static unsafe partial class Libc
         }
         return done;
     }
+
+    /// <summary>Clears FD_CLOEXEC, so the next exec'd child inherits the fd; -1 with errno on failure.</summary>
+    public static int ClearCloseOnExec(int fd) => Fcntl(fd, F_SETFD, 0);
 
     [LibraryImport(Lib, EntryPoint = "dup", SetLastError = true)]
     public static partial int Dup(int fd);

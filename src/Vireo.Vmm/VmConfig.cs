@@ -87,7 +87,7 @@ public sealed record VmConfig
         {
             throw new VmConfigException($"memory: {MemoryBytes >> 20} MiB is outside {Memory.MemoryLayout.MinRam >> 20} MiB..{Memory.MemoryLayout.MaxRam >> 30} GiB");
         }
-        if (HostMemory.TotalBytes is { } host && MemoryBytes > host)
+        if (Interop.HostMemory.TotalBytes is { } host && MemoryBytes > host)
         {
             throw new VmConfigException($"memory: {MemoryBytes >> 20} MiB is more than this host's RAM ({host >> 20} MiB)");
         }

@@ -44,7 +44,7 @@ internal sealed class VmSession(Action<byte> serialOut)
         {
             return $"machine-config: mem_size_mib {machine.MemSizeMib} is outside {MinMib}..{MaxMib}";
         }
-        if (HostMemory.TotalBytes is { } host && (ulong)machine.MemSizeMib << 20 > host)
+        if (Interop.HostMemory.TotalBytes is { } host && (ulong)machine.MemSizeMib << 20 > host)
         {
             return $"machine-config: mem_size_mib {machine.MemSizeMib} is more than this host's RAM ({host >> 20} MiB)";
         }

@@ -108,4 +108,21 @@ public class DaemonTests
         Assert.Equal(409, (await d.Send(Post, "vms/one/pause")).Status); // not running
         Assert.Equal(204, (await d.Send(Delete, "vms/one")).Status);
     }
+
+    [Theory]
+    [InlineData("shutdown", """{"timeout_seconds": "soon"}""", "shutdown: timeout_seconds must be a whole number, got \"soon\"")]
+    [InlineData("shutdown", """{"timeout": 5}""", "shutdown: unknown field 'timeout' (known: timeout_seconds)")]
+    [InlineData("shutdown", """{"timeout_seconds": 5""", "body: malformed JSON at byte 21")]
+    [InlineData("rename", """{}""", "rename: new_name is required")]
+    [InlineData("rename", """{"new_name": 7}""", "rename: new_name must be a string, got 7")]
+    public async Task Bad_action_bodies_are_refused_in_the_apis_words(string action, string json, string message)
+    {
+        using var d = new DaemonProcess();
+        await d.Ok(Post, "vms", DaemonProcess.Definition("one"));
+        var (status, body) = await d.Send(Post, $"vms/one/{action}", json);
+        Assert.Equal(400, status);
+        string fault = System.Text.Json.JsonDocument.Parse(body).RootElement.GetProperty("fault_message").GetString()!;
+        Assert.Equal(message, fault);
+        Assert.DoesNotContain("System.", fault);
+    }
 }

@@ -1,4 +1,4 @@
-namespace Vireo.Vmm;
+namespace Vireo.Interop;
 
 /// <summary>The host's physical RAM (MemTotal in /proc/meminfo): a VM larger than it is refused up front.</summary>
 public static class HostMemory

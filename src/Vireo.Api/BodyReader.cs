@@ -1,16 +1,17 @@
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 
-namespace Vireo.VmmServer;
+namespace Vireo.Api;
 
 /// <summary>
 /// Reads a PUT body into T, or says in the user's words what is wrong with it: malformed JSON and
 /// its byte, a field that is unknown, missing or of the wrong kind, each named as the API names it
 /// ("machine-config: mem_size_mib is required"). The checks are driven by the source-generated
 /// metadata of T, so every contract gets them; the deserializer's own messages (which name .NET
-/// types) never reach a client.
+/// types) never reach a client. Both APIs use it: vireo-vmm's PUT bodies and vireod's small
+/// request bodies (shutdown, rename).
 /// </summary>
-internal static class BodyReader
+public static class BodyReader
 {
     /// <summary>Null and <paramref name="value"/> set when the body is a valid T; else the reason.</summary>
     public static string? TryRead<T>(byte[] body, JsonTypeInfo<T> type, string what, out T? value)
@@ -136,22 +137,5 @@ internal static class BodyReader
     {
         var one = s.ReplaceLineEndings(" ");
         return one.Length <= 40 ? one : one[..40] + "...";
-    }
-
-    /// <summary>The request body, at most <paramref name="limit"/> bytes; null when it is longer.</summary>
-    public static async Task<byte[]?> ReadBody(HttpRequest request, int limit)
-    {
-        using var buffer = new MemoryStream();
-        var chunk = new byte[4096];
-        int n;
-        while ((n = await request.Body.ReadAsync(chunk, request.HttpContext.RequestAborted)) > 0)
-        {
-            if (buffer.Length + n > limit)
-            {
-                return null;
-            }
-            buffer.Write(chunk, 0, n);
-        }
-        return buffer.ToArray();
     }
 }
