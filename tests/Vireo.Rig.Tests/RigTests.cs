@@ -285,7 +285,7 @@ public class RigTests
         using var rig = Process.Start(psi)!;
         var stdout = rig.StandardOutput.ReadToEndAsync();
         var stderr = rig.StandardError.ReadToEndAsync();
-        string job = Path.Combine(TestEnvironment.Root, ".build", "rig", "jobs", rig.Id.ToString(CultureInfo.InvariantCulture));
+        string job = Path.Combine(TestEnvironment.Root, ".build", "rig-jobs", rig.Id.ToString(CultureInfo.InvariantCulture));
         try
         {
             // Signalled once its QEMU runs (the job's path is on QEMU's command line).
