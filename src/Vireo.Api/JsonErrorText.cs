@@ -13,6 +13,10 @@ public static partial class JsonErrorText
     {
         string where = e.LineNumber is long line && e.BytePositionInLine is long column
             ? $" (line {line + 1}, byte {column + 1})" : "";
+        if (DuplicateProperty().Match(e.Message) is { Success: true } duplicate)
+        {
+            return $"'{duplicate.Groups[1].Value}' appears twice{where}";
+        }
         if (e.Message.Contains("maximum configured depth", StringComparison.Ordinal))
         {
             return $"nested more than {maxDepth} levels deep{where}";
@@ -20,6 +24,9 @@ public static partial class JsonErrorText
         // "'}' is invalid after a value. Expected a ','.": the reader's own words are the user's.
         return PositionSuffix().Replace(e.Message, "").Trim().TrimEnd('.') + where;
     }
+
+    [GeneratedRegex(@"^Duplicate property '([^']*)'")]
+    private static partial Regex DuplicateProperty();
 
     [GeneratedRegex(@"\s*(Path: [^|]*)?\|?\s*LineNumber: \d+ \| BytePositionInLine: \d+\.?$")]
     private static partial Regex PositionSuffix();

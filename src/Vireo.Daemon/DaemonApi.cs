@@ -232,7 +232,7 @@ internal static class DaemonApi
         .WithSummary($"Keystrokes for the guest's console (raw bytes, at most {ConsoleInputLimit} a request); answered once the guest has taken them all")
         .Body<byte[]>("application/octet-stream").Produces(204).Produces<ApiError>(404).Produces<ApiError>(409).Produces<ApiError>(413);
 
-        app.MapGet("/vms/{name}/logs", (string name, long? tailBytes) =>
+        app.MapGet("/vms/{name}/logs", (string name, [Microsoft.AspNetCore.Mvc.FromQuery(Name = "tail_bytes")] long? tailBytes) =>
         {
             if (store.Get(name) is null)
             {

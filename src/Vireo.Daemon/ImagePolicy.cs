@@ -54,7 +54,7 @@ internal static class ImagePolicy
         return (files, null);
     }
 
-    private static IEnumerable<(string Field, string Path, bool Disk, bool Writable)> Paths(VmDefinition d)
+    internal static IEnumerable<(string Field, string Path, bool Disk, bool Writable)> Paths(VmDefinition d)
     {
         yield return ("kernel", d.Kernel, false, false);
         if (d.Initrd is not null)

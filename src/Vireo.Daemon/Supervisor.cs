@@ -131,6 +131,11 @@ internal sealed partial class Supervisor : IDisposable
         string? error = VmmLauncher.Configure(attached.Api, vm.Definition, paths);
         if (error is not null)
         {
+            // The VMM names the files by the fds it inherited; the operator knows them by their paths.
+            foreach (var (field, path, _, _) in ImagePolicy.Paths(vm.Definition).OrderByDescending(p => paths[p.Field].Length))
+            {
+                error = error.Replace(paths[field], path, StringComparison.Ordinal);
+            }
             VmmLauncher.KillAndWait(pid);
             _store.ClearPid(name);
             attached.Api.Dispose();

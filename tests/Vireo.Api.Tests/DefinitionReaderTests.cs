@@ -252,4 +252,34 @@ public class DefinitionReaderTests
             }
         }
     }
+
+    /// <summary>A small hostile document must not get a huge answer: errors stop at a limit, and a list too long is not checked item by item.</summary>
+    [Fact]
+    public void Errors_are_bounded_whatever_the_document_holds()
+    {
+        string keys = "name: a\nkernel: /k\n" + string.Concat(Enumerable.Range(0, 90_000).Select(i => $"k{i}: 1\n"));
+        var many = DefinitionReader.Parse(keys);
+        Assert.Equal(SchemaValidator.MaxErrors + 1, many.Errors.Count);
+        Assert.Contains("only the first 20 are listed", many.ErrorText);
+        Assert.True(many.ErrorText.Length < 20_000, $"{many.ErrorText.Length} characters of errors");
+
+        var list = DefinitionReader.Parse("name: a\nkernel: /k\ndisks: [" + string.Join(",", Enumerable.Repeat("1", 300_000)) + "]\n");
+        Assert.Equal("line 3: disks: 300000 items; at most 16 are allowed", Assert.Single(list.Errors).ToString());
+    }
+
+    [Theory]
+    [InlineData("{\"name\": \"a\", \"kernel\": \"/k\", \"name\": \"b\"}", "'name' appears twice")]
+    [InlineData("{\"name\": \"a\", \"kernel\": \"/k\", \"memory_mib\": 64.0}", "memory_mib: a whole number must be written without a fraction or an exponent (64, not 64.0)")]
+    [InlineData("{\"name\": \"a\", \"kernel\": \"/k\", \"vcpus\": 1e0}", "vcpus: a whole number must be written without a fraction or an exponent")]
+    [InlineData("name: a\nkernel: /k\nmemory_mib: 1e309\n", "line 3: memory_mib: expected an integer, got the string \"1e309\"")]
+    [InlineData("name: a\nkernel: /k\nvcpus: -1e309\n", "line 3: vcpus: expected an integer, got the string \"-1e309\"")]
+    public void Numbers_and_keys_json_cannot_hold_are_refused_by_field(string text, string reason)
+    {
+        var r = DefinitionReader.Parse(text);
+        Assert.Null(r.Definition);
+        Assert.Contains(reason, r.ErrorText);
+        Assert.DoesNotContain("System.", r.ErrorText);
+        Assert.DoesNotContain("Vireo.", r.ErrorText);
+        Assert.Equal("1e309", DefinitionReader.Parse("name: 1e309\nkernel: /k\n").Definition!.Name); // text where it fits
+    }
 }

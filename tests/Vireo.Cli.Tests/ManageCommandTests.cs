@@ -235,6 +235,31 @@ public class ManageCommandTests
         Vireo(d, "destroy talky");
     }
 
+    [Theory]
+    [InlineData("logs web --tail-bytes abc", "vireo: --tail-bytes: 'abc' is not a whole number from 0 to 16777216")]
+    [InlineData("shutdown web --timeout 99999999999", "vireo: --timeout: '99999999999' is not a whole number from 0 to 86400")]
+    [InlineData("events --count 0", "vireo: --count: '0' is not a whole number from 1 to 2147483647")]
+    [InlineData("events --after -1", "vireo: --after: '-1' is not a whole number from 0 to 9223372036854775807")]
+    public void Bad_numbers_are_refused_in_words(string arguments, string message)
+    {
+        var r = VireoProcess.Run(arguments, env: [("VIREO_CONNECT", "/tmp/vireo-no-such-daemon.sock")]);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains(message, r.Error);
+        Assert.DoesNotContain("System.", r.Error);
+    }
+
+    [KvmFact]
+    public async Task Logs_tail_bytes_gives_the_end_of_the_console()
+    {
+        using var d = new DaemonProcess();
+        Vireo(d, $"create {DefinitionFile(d, "brief", guest: "hello")}");
+        await Eventually.Until(() => Task.FromResult(Vireo(d, "logs brief").Output.Contains("Hello from a Vireo test guest!")), "the guest's greeting in its log");
+        string all = Vireo(d, "logs brief").Output;
+        var tail = Vireo(d, "logs brief --tail-bytes 10");
+        Assert.True(tail.ExitCode == 0, tail.Error);
+        Assert.Equal(all[^10..], tail.Output);
+    }
+
     [KvmFact]
     public void Help_names_the_vm_argument_name_not_the_daemons_vms()
     {

@@ -175,6 +175,22 @@ public class ImagePolicyTests
 
     private static VmDefinition Def(string kernel) => DefinitionReader.Parse($$"""{"name": "w", "kernel": "{{kernel}}"}""").Definition!;
 
+    [KvmFact]
+    public async Task A_vmm_refusal_names_the_file_by_its_path_not_by_the_fd_it_was_handed()
+    {
+        using var s = new Setup();
+        string big = Path.Combine(s.Images, "big.elf");
+        using (var f = File.Create(big))
+        {
+            f.SetLength(1L << 30); // sparse: 1 GiB of kernel for a 32 MiB guest
+        }
+        Assert.Equal(201, (await s.Daemon.Send(Post, "vms", Definition("big", big))).Status);
+        var (status, body) = await s.Daemon.Send(Post, "vms/big/start");
+        Assert.Equal(409, status);
+        Assert.Contains($"kernel: {big} is 1024 MiB", Fault(body));
+        Assert.DoesNotContain("/proc/self/fd", Fault(body));
+    }
+
     private static string Definition(string name, string kernel, string? disk = null, string? initrd = null, string extra = "") =>
         "{" + $"\"name\": \"{name}\", \"kernel\": \"{kernel}\", \"memory_mib\": 32"
         + (initrd is null ? "" : $", \"initrd\": \"{initrd}\"")

@@ -55,7 +55,7 @@ public static partial class DefinitionReader
         {
             if (text.TrimStart().StartsWith('{'))
             {
-                node = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { MaxDepth = MaxDepth });
+                node = JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { MaxDepth = MaxDepth, AllowDuplicateProperties = false });
             }
             else
             {
@@ -99,9 +99,12 @@ public static partial class DefinitionReader
         {
             return new(node.Deserialize(DaemonJson.Default.VmDefinition), []);
         }
-        catch (JsonException e) // the schema and the record disagree: a bug, reported and not thrown
+        catch (JsonException e)
         {
-            return Fail(new SchemaError(e.Path ?? "", e.Message));
+            // What the schema lets through and the record cannot hold: a whole number written as 64.0
+            // or 6.4e1 (an integer to JSON Schema, not to an int field).
+            string field = e.Path is { Length: > 1 } p ? p.TrimStart('$').TrimStart('.') : "";
+            return Fail(new SchemaError(field, "a whole number must be written without a fraction or an exponent (64, not 64.0)"));
         }
     }
 
@@ -251,7 +254,8 @@ public static partial class DefinitionReader
         {
             return JsonValue.Create(l);
         }
-        if (FloatPattern().IsMatch(value) && double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double d))
+        // A float beyond double's range (1e309) stays text: JSON has no infinity to hold it.
+        if (FloatPattern().IsMatch(value) && double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && double.IsFinite(d))
         {
             return JsonValue.Create(d);
         }

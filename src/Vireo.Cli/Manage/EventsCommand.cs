@@ -11,8 +11,8 @@ internal static class EventsCommand
 {
     public static Command Create(Option<bool> json)
     {
-        var after = new Option<long?>("--after") { Description = "First replay the kept events after this sequence number" };
-        var count = new Option<int?>("--count") { Description = "Stop after this many events: new ones as they happen, or with --after the kept ones replayed first (--after 0: all kept)" };
+        var after = ManageCommands.WholeNumber("--after", "First replay the kept events after this sequence number", 0, long.MaxValue);
+        var count = ManageCommands.WholeNumber("--count", "Stop after this many events: new ones as they happen, or with --after the kept ones replayed first (--after 0: all kept)", 1, int.MaxValue);
         var command = new Command("events", "Follow lifecycle events (Ctrl-C stops)") { json, after, count };
         command.SetAction(p => ManageCommands.Run(p, client =>
         {
@@ -24,7 +24,7 @@ internal static class EventsCommand
             };
             string path = p.GetValue(after) is long a ? $"events?after={a}" : "events";
             using var response = client.OpenStream(path, stop.Token);
-            int seen = 0, limit = p.GetValue(count) ?? int.MaxValue;
+            long seen = 0, limit = p.GetValue(count) ?? long.MaxValue;
             try
             {
                 foreach (var item in SseParser.Create(response.Content.ReadAsStream(stop.Token)).Enumerate())

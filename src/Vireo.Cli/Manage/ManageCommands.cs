@@ -113,13 +113,13 @@ internal static class ManageCommands
         }
 
         var shutdownName = VmName();
-        var timeout = new Option<int>("--timeout") { Description = "Seconds the guest gets to power off before it is destroyed", DefaultValueFactory = _ => 60 };
+        var timeout = WholeNumber("--timeout", "Seconds the guest gets to power off before it is destroyed (default 60)", 0, 86400);
         var noWait = new Option<bool>("--no-wait") { Description = "Return once the power button is pressed" };
         var shutdown = new Command("shutdown", "Press the ACPI power button; destroy the VM if it has not powered off within --timeout") { shutdownName, timeout, noWait };
         shutdown.SetAction(p => Run(p, client =>
         {
             string n = p.GetValue(shutdownName)!;
-            int seconds = p.GetValue(timeout);
+            int seconds = (int)(p.GetValue(timeout) ?? 60);
             client.Send(HttpMethod.Post, $"vms/{Uri.EscapeDataString(n)}/shutdown", DaemonJson.Default.VmSummary,
                 JsonSerializer.Serialize(new ShutdownRequest(seconds), DaemonJson.Default.ShutdownRequest));
             if (p.GetValue(noWait))
@@ -174,12 +174,32 @@ internal static class ManageCommands
         yield return EventsCommand.Create(json);
 
         var logsName = VmName();
-        var tail = new Option<long>("--tail-bytes") { Description = "At most this many bytes from the end", DefaultValueFactory = _ => 1 << 20 };
+        var tail = WholeNumber("--tail-bytes", "At most this many bytes from the end (default 1 MiB, at most 16 MiB)", 0, 16 << 20);
         var logs = new Command("logs", "The console output a VM wrote, across its runs") { logsName, tail };
         logs.SetAction(p => Run(p, client =>
-            Console.Out.Write(client.Send(HttpMethod.Get, $"vms/{Uri.EscapeDataString(p.GetValue(logsName)!)}/logs?tail_bytes={p.GetValue(tail)}"))));
+            Console.Out.Write(client.Send(HttpMethod.Get, $"vms/{Uri.EscapeDataString(p.GetValue(logsName)!)}/logs?tail_bytes={p.GetValue(tail) ?? 1 << 20}"))));
         yield return logs;
     }
+
+    /// <summary>
+    /// A whole-number option with its range, a bad value refused in words: System.CommandLine's own
+    /// message names the .NET type ("as expected type 'System.Int32'").
+    /// </summary>
+    public static Option<long?> WholeNumber(string name, string description, long min, long max) => new(name)
+    {
+        Description = description,
+        CustomParser = result =>
+        {
+            string text = result.Tokens.Count == 1 ? result.Tokens[0].Value : "";
+            if (long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long value)
+                && value >= min && value <= max)
+            {
+                return value;
+            }
+            result.AddError($"{name}: '{text}' is not a whole number from {min} to {max}");
+            return null;
+        },
+    };
 
     /// <summary>A VM name argument that completes from the daemon's list.</summary>
     public static Argument<string> VmName()
