@@ -13,13 +13,35 @@ namespace Vireo.Api;
 /// </summary>
 public static class BodyReader
 {
-    /// <summary>Null and <paramref name="value"/> set when the body is a valid T; else the reason.</summary>
+    /// <summary>
+    /// Null and <paramref name="value"/> set when the body is a valid T; else the reason. Never
+    /// throws: whatever the reader or deserializer still refuses is a reason in words too.
+    /// </summary>
     public static string? TryRead<T>(byte[] body, JsonTypeInfo<T> type, string what, out T? value)
+    {
+        value = default;
+        try
+        {
+            return Read(body, type, what, out value);
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or ArgumentException or FormatException)
+        {
+            value = default;
+            return $"{what}: the body does not match the {what} fields";
+        }
+    }
+
+    private static string? Read<T>(byte[] body, JsonTypeInfo<T> type, string what, out T? value)
     {
         value = default;
         if (body.AsSpan().Trim(" \t\r\n"u8).IsEmpty)
         {
             return "body: empty; a JSON object is expected";
+        }
+        // Before JSON: the reader would pass invalid UTF-8 in a string, and reading that string later throws.
+        if (InvalidUtf8At(body) is { } bad)
+        {
+            return $"body: invalid UTF-8 at byte {bad}";
         }
         if (SyntaxError(body) is { } syntax)
         {
@@ -69,6 +91,17 @@ public static class BodyReader
             return $"{what}: the body does not match the {what} fields";
         }
         return value is null ? $"body: a JSON object is expected, got null" : null;
+    }
+
+    /// <summary>Where the first byte that is not part of well-formed UTF-8 is (counted from 0), or null.</summary>
+    private static int? InvalidUtf8At(byte[] body)
+    {
+        if (System.Text.Unicode.Utf8.IsValid(body))
+        {
+            return null;
+        }
+        var status = System.Text.Unicode.Utf8.ToUtf16(body, new char[body.Length], out int read, out _, replaceInvalidSequences: false);
+        return status == System.Buffers.OperationStatus.InvalidData ? read : body.Length;
     }
 
     /// <summary>"body: malformed JSON at byte N" (N counted from 0) for a body that is not JSON at all.</summary>

@@ -64,7 +64,7 @@ public static class BootLoader
             : BootLayout.CmdlineMax;
         if ((ulong)cmdline.Length > cmdlineMax)
         {
-            throw new BootException($"command line is {cmdline.Length - 1} bytes; this kernel accepts at most {cmdlineMax - 1}");
+            throw new CmdlineTooLongException($"command line is {cmdline.Length - 1} bytes; this kernel accepts at most {cmdlineMax - 1}");
         }
 
         ulong initrdAddr = 0;

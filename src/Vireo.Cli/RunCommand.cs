@@ -74,6 +74,10 @@ internal static class RunCommand
             {
                 return Fail(ExitBadConfig, e.Message);
             }
+            catch (CmdlineTooLongException e)
+            {
+                return Fail(ExitBadConfig, $"--cmdline: {e.Message}"); // the configuration is wrong, not the image
+            }
             catch (BootException e)
             {
                 return Fail(ExitBadImage, e.Message);

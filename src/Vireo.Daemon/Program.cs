@@ -27,10 +27,40 @@ if (options.TokenFile is not null)
     }
     token = Encoding.UTF8.GetBytes(text);
 }
-Directory.CreateDirectory(options.StateDir);
-Directory.CreateDirectory(Path.Combine(options.StateDir, "images")); // the default image directory
-Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(options.Socket))!);
-File.Delete(options.Socket);
+// Bad paths are one line each, as a bad --listen is; only a stale socket is ever replaced.
+if (DaemonOptions.SocketProblem(options.Socket) is { } socketProblem)
+{
+    Console.Error.WriteLine($"vireod: --socket {options.Socket} {socketProblem}");
+    return 2;
+}
+if (!Directory.Exists(options.StateDir) && File.Exists(options.StateDir))
+{
+    Console.Error.WriteLine($"vireod: --state {options.StateDir} exists and is not a directory");
+    return 2;
+}
+try
+{
+    Directory.CreateDirectory(options.StateDir);
+    Directory.CreateDirectory(Path.Combine(options.StateDir, "images")); // the default image directory
+}
+catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+{
+    Console.Error.WriteLine($"vireod: --state {options.StateDir}: cannot create it: {e.Message.ReplaceLineEndings(" ")}");
+    return 2;
+}
+try
+{
+    Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(options.Socket))!);
+}
+catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+{
+    Console.Error.WriteLine($"vireod: --socket {options.Socket}: cannot create its directory: {e.Message.ReplaceLineEndings(" ")}");
+    return 2;
+}
+if (DaemonOptions.KindOf(options.Socket) == Vireo.Interop.FileKind.Socket)
+{
+    File.Delete(options.Socket); // a stale socket from an earlier daemon
+}
 
 var builder = WebApplication.CreateSlimBuilder(args: []);
 // Structured logs: one JSON object a line on stderr, for journald or any log shipper.
@@ -93,7 +123,16 @@ using var store = new VmStore(Path.Combine(options.StateDir, "vireo.db"));
 using var supervisor = new Supervisor(store, events, options.StateDir, Path.Combine(AppContext.BaseDirectory, "vireo-vmm"), options.ImageDirs);
 DaemonApi.Map(app, store, supervisor, events, options.ImageDirs);
 
-await app.StartAsync();
+try
+{
+    await app.StartAsync();
+}
+catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
+{
+    // What the checks above cannot foresee (no permission there, an address in use, a race): one line, not a trace.
+    Console.Error.WriteLine($"vireod: cannot listen on {options.Socket}{(options.Listen is null ? "" : $" and {options.Listen}")}: {(e.InnerException ?? e).Message.ReplaceLineEndings(" ")}");
+    return 2;
+}
 File.SetUnixFileMode(options.Socket, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite);
 app.Logger.LogInformation("vireod listening on {Socket}{Tcp}; state in {State}; images from {Images}", options.Socket,
     options.Listen is null ? "" : $" and {options.Listen} (token required)", options.StateDir, string.Join(", ", options.ImageDirs));
@@ -151,5 +190,39 @@ internal sealed record DaemonOptions(string Socket, string StateDir, List<string
             imageDirs.Add(Path.Combine(state, "images") + "/");
         }
         return new DaemonOptions(socket, state, imageDirs, listen, tokenFile);
+    }
+
+    /// <summary>Why <paramref name="path"/> cannot be the daemon's socket (words after the path), or null.</summary>
+    public static string? SocketProblem(string path)
+    {
+        if (!Vireo.Interop.UnixSocket.PathFits(path))
+        {
+            return path.Length == 0 ? "is empty"
+                : $"is {Encoding.UTF8.GetByteCount(path)} bytes; a Unix socket path is at most {Vireo.Interop.UnixSocket.MaxPathBytes}";
+        }
+        return KindOf(path) switch
+        {
+            null or Vireo.Interop.FileKind.Socket => null,
+            Vireo.Interop.FileKind.Directory => "is a directory, not a socket",
+            _ => "exists and is not a socket; refusing to replace it",
+        };
+    }
+
+    /// <summary>What is at <paramref name="path"/> itself (a link is not followed), or null when nothing is.</summary>
+    public static Vireo.Interop.FileKind? KindOf(string path)
+    {
+        int fd = Vireo.Interop.Libc.Open(path, Vireo.Interop.OpenAt2.O_PATH | Vireo.Interop.OpenAt2.O_NOFOLLOW | Vireo.Interop.Libc.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            return null;
+        }
+        try
+        {
+            return Vireo.Interop.Libc.StatOf(fd).Kind;
+        }
+        finally
+        {
+            Vireo.Interop.Libc.Close(fd);
+        }
     }
 }

@@ -27,9 +27,14 @@ if (socketPath is null)
     Console.Error.WriteLine("vireo-vmm: usage: vireo-vmm --api-sock PATH");
     return 2;
 }
-if (File.Exists(socketPath))
+if (SocketPathProblem(socketPath) is { } problem)
 {
-    File.Delete(socketPath); // a stale socket from an earlier process
+    Console.Error.WriteLine($"vireo-vmm: --api-sock {socketPath} {problem}");
+    return 2;
+}
+if (KindOf(socketPath) == Vireo.Interop.FileKind.Socket)
+{
+    File.Delete(socketPath); // a stale socket from an earlier process; nothing else is ever replaced
 }
 
 var builder = WebApplication.CreateSlimBuilder(args: []);
@@ -84,24 +89,44 @@ app.MapGet("/console", async (HttpContext context) =>
         // the client went away
     }
 });
-// Keystrokes for the guest's console, as raw bytes.
+// Keystrokes for the guest's console, as raw bytes: at most ConsoleInputLimit a request (vireod's
+// limit), all read and refused above it before a byte goes to the guest.
 app.MapPut("/console/input", async (HttpRequest request) =>
 {
-    using var body = new MemoryStream();
+    string tooLarge = $"console input is limited to {ConsoleInputLimit} bytes a request: send more in several";
+    if (request.ContentLength > ConsoleInputLimit)
+    {
+        return Results.Json(new ApiError(tooLarge), VmmJson.Default.ApiError, statusCode: 413);
+    }
+    byte[]? body;
     try
     {
-        await request.Body.CopyToAsync(body, request.HttpContext.RequestAborted);
+        body = await ReadBody(request, ConsoleInputLimit);
+        if (body is null)
+        {
+            return Results.Json(new ApiError(tooLarge), VmmJson.Default.ApiError, statusCode: 413);
+        }
     }
     catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
     {
         return Results.Json(new ApiError($"the request body could not be read: {e.Message}"), VmmJson.Default.ApiError, statusCode: 400);
     }
-    string? error = await session.SendConsoleInput(body.ToArray(), request.HttpContext.RequestAborted);
+    string? error = await session.SendConsoleInput(body, request.HttpContext.RequestAborted);
     return error is null ? Results.NoContent() : Results.Json(new ApiError(error), VmmJson.Default.ApiError, statusCode: 400);
 });
 app.MapFallback(() => Results.Json(new ApiError("no such resource"), VmmJson.Default.ApiError, statusCode: 404));
 
-await app.RunAsync();
+try
+{
+    await app.StartAsync();
+}
+catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
+{
+    // What the checks above cannot foresee (no permission in the directory, a race): one line, not a trace.
+    Console.Error.WriteLine($"vireo-vmm: --api-sock {socketPath}: cannot listen there: {(e.InnerException ?? e).Message.ReplaceLineEndings(" ")}");
+    return 2;
+}
+await app.WaitForShutdownAsync();
 File.Delete(socketPath);
 return exitCode;
 
@@ -147,4 +172,46 @@ partial class Program
 
     /// <summary>No configuration body comes near this; a larger one is refused before it is parsed.</summary>
     private const int MaxBody = 64 * 1024;
+
+    /// <summary>The most console input one request may carry, as vireod allows.</summary>
+    private const int ConsoleInputLimit = 64 << 10;
+
+    /// <summary>Why <paramref name="path"/> cannot be this process's API socket (words after the path), or null.</summary>
+    private static string? SocketPathProblem(string path)
+    {
+        if (!Vireo.Interop.UnixSocket.PathFits(path))
+        {
+            return path.Length == 0 ? "is empty"
+                : $"is {System.Text.Encoding.UTF8.GetByteCount(path)} bytes; a Unix socket path is at most {Vireo.Interop.UnixSocket.MaxPathBytes}";
+        }
+        switch (KindOf(path))
+        {
+            case Vireo.Interop.FileKind.Directory:
+                return "is a directory, not a socket";
+            case null or Vireo.Interop.FileKind.Socket:
+                break;
+            default:
+                return "exists and is not a socket; refusing to replace it";
+        }
+        string? parent = Path.GetDirectoryName(Path.GetFullPath(path));
+        return parent is null || Directory.Exists(parent) ? null : $"cannot be made: its directory {parent} does not exist";
+    }
+
+    /// <summary>What is at <paramref name="path"/> itself (a link is not followed), or null when nothing is.</summary>
+    private static Vireo.Interop.FileKind? KindOf(string path)
+    {
+        int fd = Vireo.Interop.Libc.Open(path, Vireo.Interop.OpenAt2.O_PATH | Vireo.Interop.OpenAt2.O_NOFOLLOW | Vireo.Interop.Libc.O_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            return null;
+        }
+        try
+        {
+            return Vireo.Interop.Libc.StatOf(fd).Kind;
+        }
+        finally
+        {
+            Vireo.Interop.Libc.Close(fd);
+        }
+    }
 }

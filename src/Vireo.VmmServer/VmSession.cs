@@ -55,11 +55,29 @@ internal sealed class VmSession(Action<byte> serialOut)
         id != drive.DriveId ? $"drive_id '{drive.DriveId}' does not match the path's '{id}'"
         : BeforeStart(() => Replace(_drives, drive, d => d.DriveId == id));
 
-    public string? PutNetworkInterface(string id, NetworkInterface net) =>
-        id != net.IfaceId ? $"iface_id '{net.IfaceId}' does not match the path's '{id}'"
-        : BeforeStart(() => Replace(_nets, net, n => n.IfaceId == id));
+    /// <summary>host_dev_name and guest_mac are checked here, as `vireo run --net` checks them, not first at InstanceStart.</summary>
+    public string? PutNetworkInterface(string id, NetworkInterface net)
+    {
+        if (id != net.IfaceId)
+        {
+            return $"iface_id '{net.IfaceId}' does not match the path's '{id}'";
+        }
+        try
+        {
+            NetConfig.ForTap(net.HostDevName, net.GuestMac, 0);
+        }
+        catch (FormatException e)
+        {
+            return $"network-interface: {e.Message}";
+        }
+        return BeforeStart(() => Replace(_nets, net, n => n.IfaceId == id));
+    }
 
-    public string? SetVsock(Api.Vsock vsock) => BeforeStart(() => _vsock = vsock);
+    /// <summary>guest_cid and uds_path are checked here with `vireo run --vsock`'s rules.</summary>
+    public string? SetVsock(Api.Vsock vsock) =>
+        VsockConfig.CidProblem(vsock.GuestCid) is { } cid ? $"vsock: guest_cid {vsock.GuestCid} {cid}"
+        : VsockConfig.SocketProblem(vsock.UdsPath) is { } path ? $"vsock: uds_path {path}"
+        : BeforeStart(() => _vsock = vsock);
 
     /// <summary>Why the VM last stopped (a StopReason name), or "None".</summary>
     public string LastReason
@@ -111,6 +129,10 @@ internal sealed class VmSession(Action<byte> serialOut)
     /// <summary>PUT /actions. Null when done, else why not.</summary>
     public string? Act(string action)
     {
+        if (!InstanceAction.All.Contains(action))
+        {
+            return $"action_type '{action}' is not one of {string.Join(", ", InstanceAction.All)}"; // whatever the VM's state
+        }
         if (action == InstanceAction.InstanceStart)
         {
             return Start();
@@ -271,7 +293,7 @@ internal sealed class VmSession(Action<byte> serialOut)
             MemoryBytes = (ulong)_machine.MemSizeMib << 20,
             Acpi = _machine.Acpi,
             Disks = [.. _drives.Select(d => new BlockConfig(d.PathOnHost, d.IsReadOnly, d.Direct, 1, d.DriveId))],
-            Nets = [.. _nets.Select((n, i) => NetConfig.Parse($"tap={n.HostDevName}" + (n.GuestMac is null ? "" : $",mac={n.GuestMac}"), i))],
+            Nets = [.. _nets.Select((n, i) => NetConfig.ForTap(n.HostDevName, n.GuestMac, i))],
             Vsock = _vsock is null ? null : new VsockConfig(_vsock.GuestCid, _vsock.UdsPath),
         };
     }

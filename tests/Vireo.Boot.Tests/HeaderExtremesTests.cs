@@ -130,7 +130,7 @@ public class HeaderExtremesTests : IDisposable
         var f = BzImage();
         BinaryPrimitives.WriteUInt32LittleEndian(f.AsSpan(0x238), uint.MaxValue);
         BootLoader.Load(_small, new BootSource(f, null, new string('x', 4000), 1));
-        var e = Assert.Throws<BootException>(() => BootLoader.Load(_small, new BootSource(f, null, new string('x', 5000), 1)));
+        var e = Assert.Throws<CmdlineTooLongException>(() => BootLoader.Load(_small, new BootSource(f, null, new string('x', 5000), 1)));
         Assert.Equal("command line is 5000 bytes; this kernel accepts at most 4095", e.Message);
     }
 

@@ -114,6 +114,14 @@ public class RunCommandTests
     }
 
     [Fact]
+    public void A_cmdline_too_long_for_the_kernel_is_a_bad_configuration_not_a_bad_image()
+    {
+        var r = VireoProcess.Run($"run --kernel {Guest("hello")} --cmdline {new string('a', 5000)}");
+        Assert.True(r.ExitCode == 2, $"exit {r.ExitCode}: {r.Error}");
+        Assert.Equal("vireo: --cmdline: command line is 5000 bytes; this kernel accepts at most 4095", r.Error.Trim());
+    }
+
+    [Fact]
     public void Malformed_image_is_one_line_naming_the_problem()
     {
         string bad = Path.Combine(Path.GetTempPath(), $"vireo-garbage-{Guid.NewGuid():n}");

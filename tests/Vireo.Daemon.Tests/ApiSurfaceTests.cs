@@ -44,6 +44,28 @@ public class ApiSurfaceTests
     }
 
     [Fact]
+    public void Bad_socket_and_state_paths_are_one_line_and_exit_2_and_nothing_is_deleted()
+    {
+        string dir = TempDirectory.Create("vireod-paths");
+        string state = Path.Combine(dir, "state"), file = Path.Combine(dir, "precious");
+        File.WriteAllText(file, "keep me");
+        string tooLong = Path.Combine(dir, new string('s', 108 - dir.Length - 1));
+        foreach (var (arguments, message) in new[]
+        {
+            ($"--socket {file} --state {state}", $"vireod: --socket {file} exists and is not a socket; refusing to replace it"),
+            ($"--socket {dir} --state {state}", $"vireod: --socket {dir} is a directory, not a socket"),
+            ($"--socket {tooLong} --state {state}", $"vireod: --socket {tooLong} is 108 bytes; a Unix socket path is at most 107"),
+            ($"--socket {Path.Combine(dir, "d.sock")} --state {file}", $"vireod: --state {file} exists and is not a directory"),
+        })
+        {
+            var r = TestEnvironment.Run(Path.Combine(AppContext.BaseDirectory, "vireod"), arguments, timeoutMs: 30_000);
+            Assert.True(r.ExitCode == 2, $"{arguments}: exit {r.ExitCode}: {r.Error}");
+            Assert.Equal(message, r.Error.TrimEnd('\n'));
+        }
+        Assert.Equal("keep me", File.ReadAllText(file));
+    }
+
+    [Fact]
     public void Tcp_without_a_token_file_is_refused_at_start()
     {
         var r = TestEnvironment.Run(Path.Combine(AppContext.BaseDirectory, "vireod"), $"--socket /tmp/x.sock --state {TempDirectory.Create("vireod-notoken")} --listen 127.0.0.1:7099");

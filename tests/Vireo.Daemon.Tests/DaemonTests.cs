@@ -125,4 +125,19 @@ public class DaemonTests
         Assert.Equal(message, fault);
         Assert.DoesNotContain("System.", fault);
     }
+
+    [Theory]
+    [InlineData("shutdown", "{\"timeout_seconds\": 5, \"\xff\": 1}")]
+    [InlineData("rename", "{\"new_name\": \"a\xc3\"}")]
+    public async Task Action_bodies_with_invalid_utf8_are_a_400_naming_the_byte(string action, string latin1)
+    {
+        using var d = new DaemonProcess();
+        await d.Ok(Post, "vms", DaemonProcess.Definition("one"));
+        byte[] body = System.Text.Encoding.Latin1.GetBytes(latin1); // one byte a char: not UTF-8
+        using var r = await d.Http.PostAsync($"vms/one/{action}", new ByteArrayContent(body) { Headers = { ContentType = new("application/json") } });
+        string text = await r.Content.ReadAsStringAsync();
+        Assert.True((int)r.StatusCode == 400, $"{(int)r.StatusCode} {text}");
+        string fault = System.Text.Json.JsonDocument.Parse(text).RootElement.GetProperty("fault_message").GetString()!;
+        Assert.Equal($"body: invalid UTF-8 at byte {Array.FindIndex(body, b => b >= 0x80)}", fault);
+    }
 }

@@ -67,6 +67,23 @@ public class BadBodyTests(BadBodyTests.Process process) : IClassFixture<BadBodyT
     }
 
     [Theory]
+    [InlineData("machine-config", "{\"vcpu_count\":1,\"mem_size_mib\":64,\"\xff\":1}")]
+    [InlineData("machine-config", "{\"vcpu_count\":1,\"mem_size_mib\":64,\"acpi\":\"\xff\"}")]
+    [InlineData("boot-source", "{\"kernel_image_path\": \"/k\xc3\"}")]
+    [InlineData("boot-source", "{\"kernel_image_path\": \"/k\x80\"}")]
+    [InlineData("drives/root", "{\"drive_id\": \"root\", \"path_on_host\": \"/d\xed\xa0\x80\"}")]
+    public async Task Invalid_utf8_is_a_400_naming_its_byte(string path, string latin1)
+    {
+        // Each char stands for one byte (Latin-1), so the bodies hold bytes that are not UTF-8.
+        byte[] body = System.Text.Encoding.Latin1.GetBytes(latin1);
+        int at = Array.FindIndex(body, b => b >= 0x80);
+        using var r = await process.Vmm.Http.PutAsync(path, new ByteArrayContent(body));
+        string text = await r.Content.ReadAsStringAsync();
+        Assert.True((int)r.StatusCode == 400, $"PUT /{path}: {(int)r.StatusCode} {text}");
+        Assert.Equal($"body: invalid UTF-8 at byte {at}", Fault(text));
+    }
+
+    [Theory]
     [MemberData(nameof(BadBodies))]
     public async Task Every_bad_body_is_a_400_in_the_apis_words(string path, string body, string message)
     {

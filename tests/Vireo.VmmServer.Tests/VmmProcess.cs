@@ -14,10 +14,10 @@ internal sealed class VmmProcess : IDisposable
     public string Socket { get; }
     public HttpClient Http { get; }
 
-    public VmmProcess()
+    public VmmProcess(string? socket = null)
     {
         _ = TestEnvironment.GuestDir; // the guest kit is built first
-        Socket = Path.Combine(TempDirectory.Create("vireo-vmm"), "api.sock");
+        Socket = socket ?? Path.Combine(TempDirectory.Create("vireo-vmm"), "api.sock");
         var psi = new ProcessStartInfo("dotnet", $"{Path.Combine(AppContext.BaseDirectory, "vireo-vmm.dll")} --api-sock {Socket}")
         {
             RedirectStandardOutput = true,

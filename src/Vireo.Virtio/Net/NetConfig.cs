@@ -19,11 +19,11 @@ public sealed record NetConfig(string? Tap, string? UnixPath, string? UnixPeer, 
             string key = eq < 0 ? part : part[..eq], value = eq < 0 ? "" : part[(eq + 1)..];
             switch (key)
             {
-                case "tap" when value.Length is >= 1 and <= 15:
+                case "tap" when TapNameProblem(value) is { } problem:
+                    throw new FormatException($"net: '{part}': {problem}");
+                case "tap":
                     tap = value;
                     break;
-                case "tap":
-                    throw new FormatException($"net: '{part}': a TAP name is 1 to 15 characters");
                 case "unix" or "peer" when value.Length > 0 && !Interop.UnixSocket.PathFits(value):
                     throw new FormatException($"net: '{part}': a socket path is at most {Interop.UnixSocket.MaxPathBytes} bytes");
                 case "unix" when value.Length > 0:
@@ -50,18 +50,45 @@ public sealed record NetConfig(string? Tap, string? UnixPath, string? UnixPeer, 
         return new NetConfig(tap, unix, peer, mac);
     }
 
-    private static byte[] ParseMac(string text)
+    /// <summary>
+    /// A TAP interface as the API gives it (host_dev_name, guest_mac), checked as <see cref="Parse"/>
+    /// checks tap= and mac=; throws <see cref="FormatException"/> naming the API's field.
+    /// </summary>
+    public static NetConfig ForTap(string hostDevName, string? guestMac, int index)
+    {
+        if (TapNameProblem(hostDevName) is { } problem)
+        {
+            throw new FormatException($"host_dev_name '{hostDevName}': {problem}");
+        }
+        byte[] mac = [0x52, 0x54, 0x00, 0x56, 0x49, (byte)index];
+        if (guestMac is not null && !TryParseMac(guestMac, out mac, out string? macProblem))
+        {
+            throw new FormatException($"guest_mac '{guestMac}' {macProblem}");
+        }
+        return new NetConfig(hostDevName, null, null, mac);
+    }
+
+    /// <summary>Why <paramref name="name"/> cannot name a TAP device, or null.</summary>
+    private static string? TapNameProblem(string name) =>
+        name.Length is >= 1 and <= 15 && System.Text.Encoding.UTF8.GetByteCount(name) <= 15 ? null : "a TAP name is 1 to 15 characters";
+
+    private static byte[] ParseMac(string text) =>
+        TryParseMac(text, out var mac, out string? problem) ? mac : throw new FormatException($"net: '{text}' {problem}");
+
+    private static bool TryParseMac(string text, out byte[] mac, out string? problem)
     {
         var parts = text.Split(':');
-        var mac = new byte[6];
-        if (parts.Length != 6 || !parts.Select((p, i) => byte.TryParse(p, NumberStyles.HexNumber, null, out mac[i]) && p.Length == 2).All(ok => ok))
+        var bytes = new byte[6];
+        mac = bytes;
+        problem = null;
+        if (parts.Length != 6 || !parts.Select((p, i) => byte.TryParse(p, NumberStyles.HexNumber, null, out bytes[i]) && p.Length == 2).All(ok => ok))
         {
-            throw new FormatException($"net: '{text}' is not a MAC address (XX:XX:XX:XX:XX:XX)");
+            problem = "is not a MAC address (XX:XX:XX:XX:XX:XX)";
         }
-        if ((mac[0] & 1) != 0)
+        else if ((bytes[0] & 1) != 0)
         {
-            throw new FormatException($"net: '{text}' is a multicast address; an interface needs a unicast MAC");
+            problem = "is a multicast address; an interface needs a unicast MAC";
         }
-        return mac;
+        return problem is null;
     }
 }
