@@ -28,7 +28,7 @@ if (options.TokenFile is not null)
     token = Encoding.UTF8.GetBytes(text);
 }
 // Bad paths are one line each, as a bad --listen is; only a stale socket is ever replaced.
-if (DaemonOptions.SocketProblem(options.Socket) is { } socketProblem)
+if (Vireo.Interop.UnixSocket.BindProblem(options.Socket) is { } socketProblem)
 {
     Console.Error.WriteLine($"vireod: --socket {options.Socket} {socketProblem}");
     return 2;
@@ -57,10 +57,7 @@ catch (Exception e) when (e is IOException or UnauthorizedAccessException)
     Console.Error.WriteLine($"vireod: --socket {options.Socket}: cannot create its directory: {e.Message.ReplaceLineEndings(" ")}");
     return 2;
 }
-if (DaemonOptions.KindOf(options.Socket) == Vireo.Interop.FileKind.Socket)
-{
-    File.Delete(options.Socket); // a stale socket from an earlier daemon
-}
+Vireo.Interop.Libc.RemoveStaleSocket(options.Socket); // a stale socket from an earlier daemon
 
 var builder = WebApplication.CreateSlimBuilder(args: []);
 // Structured logs: one JSON object a line on stderr, for journald or any log shipper.
@@ -190,39 +187,5 @@ internal sealed record DaemonOptions(string Socket, string StateDir, List<string
             imageDirs.Add(Path.Combine(state, "images") + "/");
         }
         return new DaemonOptions(socket, state, imageDirs, listen, tokenFile);
-    }
-
-    /// <summary>Why <paramref name="path"/> cannot be the daemon's socket (words after the path), or null.</summary>
-    public static string? SocketProblem(string path)
-    {
-        if (!Vireo.Interop.UnixSocket.PathFits(path))
-        {
-            return path.Length == 0 ? "is empty"
-                : $"is {Encoding.UTF8.GetByteCount(path)} bytes; a Unix socket path is at most {Vireo.Interop.UnixSocket.MaxPathBytes}";
-        }
-        return KindOf(path) switch
-        {
-            null or Vireo.Interop.FileKind.Socket => null,
-            Vireo.Interop.FileKind.Directory => "is a directory, not a socket",
-            _ => "exists and is not a socket; refusing to replace it",
-        };
-    }
-
-    /// <summary>What is at <paramref name="path"/> itself (a link is not followed), or null when nothing is.</summary>
-    public static Vireo.Interop.FileKind? KindOf(string path)
-    {
-        int fd = Vireo.Interop.Libc.Open(path, Vireo.Interop.OpenAt2.O_PATH | Vireo.Interop.OpenAt2.O_NOFOLLOW | Vireo.Interop.Libc.O_CLOEXEC, 0);
-        if (fd < 0)
-        {
-            return null;
-        }
-        try
-        {
-            return Vireo.Interop.Libc.StatOf(fd).Kind;
-        }
-        finally
-        {
-            Vireo.Interop.Libc.Close(fd);
-        }
     }
 }

@@ -21,6 +21,25 @@ public static unsafe partial class UnixSocket
     public static bool PathFits(string path, int reserve = 0) =>
         path.Length > 0 && Encoding.UTF8.GetByteCount(path) + reserve <= MaxPathBytes;
 
+    /// <summary>
+    /// Why <paramref name="path"/> cannot be a socket this process binds (the words after the path),
+    /// or null: too long for an address, a directory, or anything but a stale socket, which alone
+    /// <see cref="Libc.RemoveStaleSocket"/> replaces (a file there is never deleted).
+    /// </summary>
+    public static string? BindProblem(string path)
+    {
+        if (!PathFits(path))
+        {
+            return path.Length == 0 ? "is empty" : $"is {Encoding.UTF8.GetByteCount(path)} bytes; a Unix socket path is at most {MaxPathBytes}";
+        }
+        return Libc.KindAt(path) switch
+        {
+            null or FileKind.Socket => null,
+            FileKind.Directory => "is a directory, not a socket",
+            _ => "exists and is not a socket; refusing to replace it",
+        };
+    }
+
     [LibraryImport("libc", EntryPoint = "socket", SetLastError = true)]
     private static partial int Socket(int domain, int type, int protocol);
 

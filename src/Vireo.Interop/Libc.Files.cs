@@ -59,19 +59,28 @@ public static unsafe partial class Libc
         // SAFETY: fstat filled StatSize bytes, and both offsets lie inside (checked by the ABI test).
         uint mode = *(uint*)(buf + StatModeOffset);
         long size = *(long*)(buf + StatSizeOffset);
-        var kind = (mode & S_IFMT) switch
-        {
-            S_IFREG => FileKind.Regular,
-            S_IFDIR => FileKind.Directory,
-            S_IFCHR => FileKind.CharacterDevice,
-            S_IFBLK => FileKind.BlockDevice,
-            S_IFIFO => FileKind.Fifo,
-            S_IFSOCK => FileKind.Socket,
-            S_IFLNK => FileKind.Symlink,
-            _ => FileKind.Unknown,
-        };
-        return new FileStat(kind, size);
+        return new FileStat(Kind(mode), size);
     }
+
+    /// <summary>What is at <paramref name="path"/> itself (lstat: a link is not followed), or null when nothing is.</summary>
+    public static FileKind? KindAt(string path)
+    {
+        byte* buf = stackalloc byte[StatSize];
+        // SAFETY: lstat fills StatSize bytes when it returns 0; st_mode lies inside (checked by the ABI test).
+        return Lstat(path, buf) == 0 ? Kind(*(uint*)(buf + StatModeOffset)) : null;
+    }
+
+    private static FileKind Kind(uint mode) => (mode & S_IFMT) switch
+    {
+        S_IFREG => FileKind.Regular,
+        S_IFDIR => FileKind.Directory,
+        S_IFCHR => FileKind.CharacterDevice,
+        S_IFBLK => FileKind.BlockDevice,
+        S_IFIFO => FileKind.Fifo,
+        S_IFSOCK => FileKind.Socket,
+        S_IFLNK => FileKind.Symlink,
+        _ => FileKind.Unknown,
+    };
 
     /// <summary>Clears O_NONBLOCK on an fd that was opened with it only so that the open could not block.</summary>
     public static void ClearNonBlocking(int fd)

@@ -112,11 +112,7 @@ public static unsafe partial class Libc
     public const int StatSize = 144, StatModeOffset = 24;
 
     /// <summary>True when <paramref name="path"/> exists and is a Unix socket (not following links).</summary>
-    public static bool IsSocket(string path)
-    {
-        byte* buf = stackalloc byte[StatSize];
-        return Lstat(path, buf) == 0 && (*(uint*)(buf + StatModeOffset) & S_IFMT) == S_IFSOCK;
-    }
+    public static bool IsSocket(string path) => KindAt(path) == FileKind.Socket;
 
     /// <summary>
     /// Makes way for binding a Unix socket at <paramref name="path"/>: removes a stale socket left by

@@ -32,10 +32,7 @@ if (SocketPathProblem(socketPath) is { } problem)
     Console.Error.WriteLine($"vireo-vmm: --api-sock {socketPath} {problem}");
     return 2;
 }
-if (KindOf(socketPath) == Vireo.Interop.FileKind.Socket)
-{
-    File.Delete(socketPath); // a stale socket from an earlier process; nothing else is ever replaced
-}
+Vireo.Interop.Libc.RemoveStaleSocket(socketPath); // a stale socket from an earlier process; nothing else is ever replaced
 
 var builder = WebApplication.CreateSlimBuilder(args: []);
 builder.Logging.ClearProviders();
@@ -179,39 +176,11 @@ partial class Program
     /// <summary>Why <paramref name="path"/> cannot be this process's API socket (words after the path), or null.</summary>
     private static string? SocketPathProblem(string path)
     {
-        if (!Vireo.Interop.UnixSocket.PathFits(path))
+        if (Vireo.Interop.UnixSocket.BindProblem(path) is { } problem)
         {
-            return path.Length == 0 ? "is empty"
-                : $"is {System.Text.Encoding.UTF8.GetByteCount(path)} bytes; a Unix socket path is at most {Vireo.Interop.UnixSocket.MaxPathBytes}";
-        }
-        switch (KindOf(path))
-        {
-            case Vireo.Interop.FileKind.Directory:
-                return "is a directory, not a socket";
-            case null or Vireo.Interop.FileKind.Socket:
-                break;
-            default:
-                return "exists and is not a socket; refusing to replace it";
+            return problem;
         }
         string? parent = Path.GetDirectoryName(Path.GetFullPath(path));
         return parent is null || Directory.Exists(parent) ? null : $"cannot be made: its directory {parent} does not exist";
-    }
-
-    /// <summary>What is at <paramref name="path"/> itself (a link is not followed), or null when nothing is.</summary>
-    private static Vireo.Interop.FileKind? KindOf(string path)
-    {
-        int fd = Vireo.Interop.Libc.Open(path, Vireo.Interop.OpenAt2.O_PATH | Vireo.Interop.OpenAt2.O_NOFOLLOW | Vireo.Interop.Libc.O_CLOEXEC, 0);
-        if (fd < 0)
-        {
-            return null;
-        }
-        try
-        {
-            return Vireo.Interop.Libc.StatOf(fd).Kind;
-        }
-        finally
-        {
-            Vireo.Interop.Libc.Close(fd);
-        }
     }
 }
