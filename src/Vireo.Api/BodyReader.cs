@@ -171,4 +171,24 @@ public static class BodyReader
         var one = s.ReplaceLineEndings(" ");
         return one.Length <= 40 ? one : one[..40] + "...";
     }
+
+    /// <summary>
+    /// A request body, at most <paramref name="limit"/> bytes, read whole; null when it is longer (it
+    /// is never buffered past the limit). Both APIs read every body through this.
+    /// </summary>
+    public static async Task<byte[]?> ReadBounded(Stream body, int limit, CancellationToken ct)
+    {
+        using var buffer = new MemoryStream();
+        var chunk = new byte[16384];
+        int n;
+        while ((n = await body.ReadAsync(chunk, ct)) > 0)
+        {
+            if (buffer.Length + n > limit)
+            {
+                return null;
+            }
+            buffer.Write(chunk, 0, n);
+        }
+        return buffer.ToArray();
+    }
 }

@@ -209,25 +209,19 @@ internal static class DaemonApi
             {
                 return Fail(413, tooLarge);
             }
-            using var body = new MemoryStream();
+            byte[]? body;
             try
             {
-                var buffer = new byte[16384];
-                int n;
-                while ((n = await request.Body.ReadAsync(buffer, request.HttpContext.RequestAborted)) > 0)
+                if ((body = await BodyReader.ReadBounded(request.Body, ConsoleInputLimit, request.HttpContext.RequestAborted)) is null)
                 {
-                    if (body.Length + n > ConsoleInputLimit)
-                    {
-                        return Fail(413, tooLarge);
-                    }
-                    body.Write(buffer, 0, n);
+                    return Fail(413, tooLarge);
                 }
             }
             catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
             {
                 return Fail(400, $"the request body could not be read: {e.Message}");
             }
-            return await vmm.SendInput(body.ToArray(), request.HttpContext.RequestAborted) is { } error ? Fail(409, error) : Results.NoContent();
+            return await vmm.SendInput(body, request.HttpContext.RequestAborted) is { } error ? Fail(409, error) : Results.NoContent();
         })
         .WithSummary($"Keystrokes for the guest's console (raw bytes, at most {ConsoleInputLimit} a request); answered once the guest has taken them all")
         .Body<byte[]>("application/octet-stream").Produces(204).Produces<ApiError>(404).Produces<ApiError>(409).Produces<ApiError>(413);
@@ -297,6 +291,9 @@ internal static class DaemonApi
 
     /// <summary>What one console input request may carry: a paste, not a file transfer (the guest reads it a UART byte at a time).</summary>
     internal const int ConsoleInputLimit = 64 << 10;
+
+    /// <summary>A shutdown or rename body is a few bytes.</summary>
+    private const int SmallBodyLimit = 64 << 10;
 
     private const long LatestOnly = long.MaxValue; // no replay: only what happens from now on
 
@@ -373,9 +370,9 @@ internal static class DaemonApi
             {
                 return absent is null ? (default, Fail(400, "a JSON body is required")) : (absent, null);
             }
-            using var body = new MemoryStream(); // bounded by Kestrel's request body limit (1 MiB)
-            await request.Body.CopyToAsync(body, request.HttpContext.RequestAborted);
-            return BodyReader.TryRead(body.ToArray(), type, what, out var value) is { } error ? (default, Fail(400, error)) : (value, null);
+            byte[]? body = await BodyReader.ReadBounded(request.Body, SmallBodyLimit, request.HttpContext.RequestAborted);
+            return body is null ? (default, Fail(413, $"body: larger than {SmallBodyLimit} bytes"))
+                : BodyReader.TryRead(body, type, what, out var value) is { } error ? (default, Fail(400, error)) : (value, null);
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
         {

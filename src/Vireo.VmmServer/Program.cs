@@ -98,7 +98,7 @@ app.MapPut("/console/input", async (HttpRequest request) =>
     byte[]? body;
     try
     {
-        body = await ReadBody(request, ConsoleInputLimit);
+        body = await BodyReader.ReadBounded(request.Body, ConsoleInputLimit, request.HttpContext.RequestAborted);
         if (body is null)
         {
             return Results.Json(new ApiError(tooLarge), VmmJson.Default.ApiError, statusCode: 413);
@@ -134,7 +134,7 @@ static async Task<IResult> Put<T>(HttpRequest request, JsonTypeInfo<T> type, str
     byte[]? body;
     try
     {
-        body = await ReadBody(request, MaxBody);
+        body = await BodyReader.ReadBounded(request.Body, MaxBody, request.HttpContext.RequestAborted);
     }
     catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
     {
@@ -150,23 +150,6 @@ static async Task<IResult> Put<T>(HttpRequest request, JsonTypeInfo<T> type, str
 
 partial class Program
 {
-    /// <summary>The request body, at most <paramref name="limit"/> bytes; null when it is longer.</summary>
-    private static async Task<byte[]?> ReadBody(HttpRequest request, int limit)
-    {
-        using var buffer = new MemoryStream();
-        var chunk = new byte[4096];
-        int n;
-        while ((n = await request.Body.ReadAsync(chunk, request.HttpContext.RequestAborted)) > 0)
-        {
-            if (buffer.Length + n > limit)
-            {
-                return null;
-            }
-            buffer.Write(chunk, 0, n);
-        }
-        return buffer.ToArray();
-    }
-
     /// <summary>No configuration body comes near this; a larger one is refused before it is parsed.</summary>
     private const int MaxBody = 64 * 1024;
 
