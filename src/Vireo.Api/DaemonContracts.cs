@@ -87,4 +87,7 @@ public static class DomainState
 [JsonSerializable(typeof(RenameRequest))]
 [JsonSerializable(typeof(LifecycleEvent))]
 [JsonSerializable(typeof(ApiError))]
+// The route and query parameters' types: the OpenAPI generator describes them from this context under Native AOT.
+[JsonSerializable(typeof(string))]
+[JsonSerializable(typeof(long?))]
 public sealed partial class DaemonJson : JsonSerializerContext;

@@ -3,8 +3,6 @@ using Vireo.Cli;
 using Vireo.Cli.Import;
 using Vireo.Cli.Manage;
 
-// VIREO_JIT_TRACE=1 lists every method the JIT compiles: start-up time is mostly JIT and type loading.
-using var jitTrace = Environment.GetEnvironmentVariable("VIREO_JIT_TRACE") == "1" ? new JitTrace() : null;
 var root = new RootCommand("Vireo: a KVM virtual machine monitor. `vireo run` boots one VM here; the other commands manage VMs through vireod.")
 {
     RunCommand.Create(),

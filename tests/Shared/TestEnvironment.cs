@@ -7,6 +7,7 @@ internal static class TestEnvironment
 {
     private static readonly Lazy<string> RootLazy = new(FindRoot);
     private static readonly Lazy<string> GuestsLazy = new(BuildGuests);
+    private static readonly Lazy<string> ShippedLazy = new(BuildShipped);
 
     public static string Root => RootLazy.Value;
 
@@ -14,6 +15,23 @@ internal static class TestEnvironment
     public static string GuestDir => GuestsLazy.Value;
 
     public static string Guest(string name) => Path.Combine(GuestDir, name + ".elf");
+
+    /// <summary>
+    /// The native executable a user runs (vireo, vireo-vmm or vireod), as scripts/build publishes it
+    /// into .build/vireo with Native AOT: every test that starts a Vireo process starts what ships.
+    /// </summary>
+    public static string Shipped(string program) => Path.Combine(ShippedLazy.Value, program);
+
+    private static string BuildShipped()
+    {
+        // Nothing to do when the build is up to date; a lock in the script serialises test projects.
+        var result = Run(Path.Combine(Root, "scripts", "build"), "", timeoutMs: 900_000);
+        if (result.ExitCode != 0)
+        {
+            throw new InvalidOperationException($"scripts/build failed:\n{result.Output}\n{result.Error}");
+        }
+        return Path.Combine(Root, ".build", "vireo");
+    }
 
     private static string FindRoot()
     {

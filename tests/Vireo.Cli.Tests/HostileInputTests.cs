@@ -140,7 +140,7 @@ public class HostileInputTests
     private static Process Start(string args, out StringBuilder output, out StringBuilder error)
     {
         _ = TestEnvironment.GuestDir;
-        var psi = new ProcessStartInfo("dotnet", $"{Path.Combine(AppContext.BaseDirectory, "vireo.dll")} {args}")
+        var psi = new ProcessStartInfo(VireoProcess.Program, args)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,

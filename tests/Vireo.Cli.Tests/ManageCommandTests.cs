@@ -175,8 +175,7 @@ public class ManageCommandTests
         using var d = new DaemonProcess();
         Vireo(d, $"create {DefinitionFile(d, "talky", guest: "console")}");
         // script(1) gives vireo a pseudo-terminal, as an operator's shell would.
-        string dll = Path.Combine(AppContext.BaseDirectory, "vireo.dll");
-        var r = TestEnvironment.Run("script", $"-qec \"dotnet {dll} console talky\" /dev/null", stdin: "typed\r\u001d",
+        var r = TestEnvironment.Run("script", $"-qec \"{VireoProcess.Program} console talky\" /dev/null", stdin: "typed\r\u001d",
             env: [("VIREO_CONNECT", d.Socket)]);
         Assert.True(r.ExitCode == 0, r.Output + r.Error);
         Assert.Contains("Connected to talky; Ctrl-] detaches.", r.Output);

@@ -82,11 +82,10 @@ public class RunCommandTests
     public void On_a_terminal_the_console_is_raw_and_ctrl_bracket_then_q_quits()
     {
         // `script` gives vireo a real pseudo-terminal; the typist sends a line, then Ctrl-] q.
-        string dll = Path.Combine(AppContext.BaseDirectory, "vireo.dll");
         string sh = Path.Combine(Vireo.Tests.TempDirectory.Create("vireo-tty"), "typist.sh");
         File.WriteAllText(sh,
             "(sleep 2; printf 'hi\\r'; sleep 1; printf '\\035q'; sleep 4) | " +
-            $"script -qefc 'dotnet {dll} run --kernel {Guest("console")} --memory 32M' /dev/null\n");
+            $"script -qefc '{VireoProcess.Program} run --kernel {Guest("console")} --memory 32M' /dev/null\n");
         var r = TestEnvironment.Run("timeout", $"30 bash {sh}");
         Assert.True(r.ExitCode == 0, $"exit {r.ExitCode} (124: Ctrl-] q did not stop the VM)\n{r.Output}\n{r.Error}");
         string screen = r.Output.Replace("\r", "");

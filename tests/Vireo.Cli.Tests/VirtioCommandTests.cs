@@ -21,8 +21,8 @@ public class VirtioCommandTests
     {
         _ = TestEnvironment.GuestDir;
         string disk = NewDisk(16 << 20);
-        var psi = new ProcessStartInfo("dotnet",
-            $"{Path.Combine(AppContext.BaseDirectory, "vireo.dll")} run --kernel {TestEnvironment.Guest("blk")} --disk {disk} --cmdline \"mib=6 hold=1\" --timeout 60")
+        var psi = new ProcessStartInfo(VireoProcess.Program,
+            $"run --kernel {TestEnvironment.Guest("blk")} --disk {disk} --cmdline \"mib=6 hold=1\" --timeout 60")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,

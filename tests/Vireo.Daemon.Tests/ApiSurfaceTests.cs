@@ -58,7 +58,7 @@ public class ApiSurfaceTests
             ($"--socket {Path.Combine(dir, "d.sock")} --state {file}", $"vireod: --state {file} exists and is not a directory"),
         })
         {
-            var r = TestEnvironment.Run(Path.Combine(AppContext.BaseDirectory, "vireod"), arguments, timeoutMs: 30_000);
+            var r = TestEnvironment.Run(TestEnvironment.Shipped("vireod"), arguments, timeoutMs: 30_000);
             Assert.True(r.ExitCode == 2, $"{arguments}: exit {r.ExitCode}: {r.Error}");
             Assert.Equal(message, r.Error.TrimEnd('\n'));
         }
@@ -68,7 +68,7 @@ public class ApiSurfaceTests
     [Fact]
     public void Tcp_without_a_token_file_is_refused_at_start()
     {
-        var r = TestEnvironment.Run(Path.Combine(AppContext.BaseDirectory, "vireod"), $"--socket /tmp/x.sock --state {TempDirectory.Create("vireod-notoken")} --listen 127.0.0.1:7099");
+        var r = TestEnvironment.Run(TestEnvironment.Shipped("vireod"), $"--socket /tmp/x.sock --state {TempDirectory.Create("vireod-notoken")} --listen 127.0.0.1:7099");
         Assert.Equal(2, r.ExitCode);
         Assert.Contains("--listen needs --token-file", r.Error);
     }

@@ -14,6 +14,9 @@ internal sealed class DaemonProcess : IDisposable
     public string Socket { get; }
     public HttpClient Http { get; private set; } = null!;
 
+    /// <summary>vireod's process id.</summary>
+    public int Pid => _process.Id;
+
     private readonly string _extraArgs;
 
     public DaemonProcess(string? stateDir = null, string extraArgs = "")
@@ -27,7 +30,7 @@ internal sealed class DaemonProcess : IDisposable
 
     private void Launch()
     {
-        var psi = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "vireod"),
+        var psi = new ProcessStartInfo(TestEnvironment.Shipped("vireod"),
             $"--socket {Socket} --state {StateDir} --image-dir {TestEnvironment.GuestDir} {_extraArgs}")
         {
             RedirectStandardError = true,

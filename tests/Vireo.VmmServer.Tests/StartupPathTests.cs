@@ -9,7 +9,7 @@ namespace Vireo.VmmServer.Tests;
 public class StartupPathTests
 {
     private static TestEnvironment.ProcessResult Vmm(string socket) =>
-        TestEnvironment.Run("dotnet", $"{Path.Combine(AppContext.BaseDirectory, "vireo-vmm.dll")} --api-sock {socket}", timeoutMs: 30_000);
+        TestEnvironment.Run(TestEnvironment.Shipped("vireo-vmm"), $"--api-sock {socket}", timeoutMs: 30_000);
 
     private static void Refused(string socket, string message)
     {

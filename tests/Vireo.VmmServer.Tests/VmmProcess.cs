@@ -18,7 +18,7 @@ internal sealed class VmmProcess : IDisposable
     {
         _ = TestEnvironment.GuestDir; // the guest kit is built first
         Socket = socket ?? Path.Combine(TempDirectory.Create("vireo-vmm"), "api.sock");
-        var psi = new ProcessStartInfo("dotnet", $"{Path.Combine(AppContext.BaseDirectory, "vireo-vmm.dll")} --api-sock {Socket}")
+        var psi = new ProcessStartInfo(TestEnvironment.Shipped("vireo-vmm"), $"--api-sock {Socket}")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
