@@ -8,7 +8,7 @@ namespace Vireo.Boot;
 /// What to boot: the raw kernel, an optional initrd, the command line and the vCPU count, and the
 /// platform the ACPI tables describe (null: no ACPI, the guest finds its CPUs through the MP table).
 /// </summary>
-public sealed record BootSource(byte[] Kernel, byte[]? Initrd, string Cmdline, int Vcpus, AcpiPlatform? Acpi = null);
+public sealed record BootSource(ReadOnlyMemory<byte> Kernel, ReadOnlyMemory<byte>? Initrd, string Cmdline, int Vcpus, AcpiPlatform? Acpi = null);
 
 /// <summary>
 /// Puts a kernel into guest RAM with every structure its entry expects. Everything is
@@ -19,7 +19,7 @@ public static class BootLoader
     private const ulong PageMask = 0xfff;
 
     public static BootCpuState Load(GuestMemory memory, BootSource source) =>
-        Load(memory, KernelImage.Parse(source.Kernel), source);
+        Load(memory, KernelImage.Parse(source.Kernel.Span), source);
 
     /// <summary>Loads an image already parsed from <c>source.Kernel</c>.</summary>
     public static BootCpuState Load(GuestMemory memory, KernelImage image, BootSource source)
@@ -125,12 +125,12 @@ public static class BootLoader
     {
         foreach (var seg in image.Segments)
         {
-            memory.Write(new GuestAddress(seg.GuestAddress), source.Kernel.AsSpan(seg.FileOffset, seg.FileSize));
+            memory.Write(new GuestAddress(seg.GuestAddress), source.Kernel.Span.Slice(seg.FileOffset, seg.FileSize));
             ZeroFill(memory, seg.GuestAddress + (ulong)seg.FileSize, seg.MemSize - (ulong)seg.FileSize);
         }
         if (source.Initrd is { } initrd)
         {
-            memory.Write(new GuestAddress(plan.InitrdAddr), initrd);
+            memory.Write(new GuestAddress(plan.InitrdAddr), initrd.Span);
         }
         memory.Write(new GuestAddress(BootLayout.GdtAddr), Gdt.Bytes());
         memory.GetSpan(new GuestAddress(BootLayout.IdtAddr), 8).Clear();

@@ -59,7 +59,10 @@ catch (Exception e) when (e is IOException or UnauthorizedAccessException)
 }
 Vireo.Interop.Libc.RemoveStaleSocket(options.Socket); // a stale socket from an earlier daemon
 
-var builder = WebApplication.CreateSlimBuilder(args: []);
+// Kestrel and routing and no more: no configuration files (nor a watcher thread for them), no HTTPS.
+var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
+builder.WebHost.UseKestrelCore();
+builder.Services.AddRoutingCore();
 // Structured logs: one JSON object a line on stderr, for journald or any log shipper.
 builder.Logging.ClearProviders().AddJsonConsole(o =>
 {

@@ -90,12 +90,14 @@ public sealed class Machine : IDisposable
     public static Machine Create(VmConfig config, VmFiles files, Action<byte> serialOut)
     {
         config.ValidateSettings(); // not the paths: they were opened into files, and may be gone by now
-        byte[] kernel = files.Kernel;
-        var image = KernelImage.Parse(kernel); // a malformed image fails before any KVM object exists
+        // The images' bytes for this boot only: unmapped when the machine is built (a reboot reads them again).
+        using var kernel = files.ReadKernel();
+        using var initrd = files.ReadInitrd();
+        var image = KernelImage.Parse(kernel.GetSpan()); // a malformed image fails before any KVM object exists
         var virtio = config.VirtioDeviceCount > 0 ? VirtioWiring.Open(config, files, serialOut) : null;
         var source = new BootSource(
-            kernel,
-            files.Initrd,
+            kernel.Memory,
+            initrd?.Memory,
             config.Cmdline + (virtio?.CmdlineSuffix ?? ""),
             config.Vcpus,
             config.Acpi ? AcpiPlatformFor(config) : null);

@@ -4,24 +4,34 @@ using Vireo.Interop;
 namespace Vireo.Vmm;
 
 /// <summary>
-/// The files a VM is made from, opened once when it is first built: the kernel's and initrd's
-/// bytes, and an fd per disk. Every later boot of the same VM (a guest reboot) is built from
-/// these, never from the paths again: the paths may be gone by then (deleted, replaced, or a
+/// The files a VM is made from, opened once when it is first built: the kernel, the initrd and
+/// the disks, an fd each. Every later boot of the same VM (a guest reboot) is built from these,
+/// never from the paths again: the paths may be gone by then (deleted, replaced, or a
 /// /proc/PID/fd/N that was only valid while the VM started), and privilege is spent at start-up.
+/// The kernel and initrd are read from their fds for each boot and let go once loaded
+/// (<see cref="MappedBuffer"/>): a running VM keeps no copy of its images.
 /// </summary>
 public sealed class VmFiles : IDisposable
 {
     private readonly SafeFileHandle[] _disks;
+    private readonly Image _kernel;
+    private readonly Image? _initrd;
 
-    public byte[] Kernel { get; }
-    public byte[]? Initrd { get; }
+    /// <summary>An image's fd, its path (for messages) and the size fstat gave when it was opened.</summary>
+    private sealed record Image(SafeFileHandle File, string Path, string Field, long Size);
 
-    private VmFiles(byte[] kernel, byte[]? initrd, SafeFileHandle[] disks)
+    private VmFiles(Image kernel, Image? initrd, SafeFileHandle[] disks)
     {
-        Kernel = kernel;
-        Initrd = initrd;
+        _kernel = kernel;
+        _initrd = initrd;
         _disks = disks;
     }
+
+    /// <summary>The kernel's bytes for one boot; the caller disposes them once they are loaded.</summary>
+    public MappedBuffer ReadKernel() => Read(_kernel);
+
+    /// <summary>The initrd's bytes for one boot (null: the VM has none); the caller disposes them.</summary>
+    public MappedBuffer? ReadInitrd() => _initrd is null ? null : Read(_initrd);
 
     /// <summary>
     /// Opens and checks every file of <paramref name="config"/>: the kernel and initrd must be
@@ -33,11 +43,18 @@ public sealed class VmFiles : IDisposable
         config.Validate();
         // An image larger than guest RAM cannot be loaded; reading one would only exhaust the host.
         ulong limit = Math.Min(config.MemoryBytes, (ulong)Array.MaxLength);
-        var kernel = ReadImage(config.KernelPath, "kernel", limit, config.MemoryBytes);
-        var initrd = config.InitrdPath is null ? null : ReadImage(config.InitrdPath, "initrd", limit, config.MemoryBytes);
+        Image? kernel = null, initrd = null;
         var disks = new List<SafeFileHandle>();
         try
         {
+            kernel = OpenImage(config.KernelPath, "kernel", limit, config.MemoryBytes);
+            // Read once here, so that an unreadable image is refused before anything is built.
+            Read(kernel).Dispose();
+            if (config.InitrdPath is not null)
+            {
+                initrd = OpenImage(config.InitrdPath, "initrd", limit, config.MemoryBytes);
+                Read(initrd).Dispose();
+            }
             foreach (var disk in config.Disks)
             {
                 disks.Add(OpenDisk(disk.Path, disk.ReadOnly, disk.Direct));
@@ -45,6 +62,8 @@ public sealed class VmFiles : IDisposable
         }
         catch
         {
+            kernel?.File.Dispose();
+            initrd?.File.Dispose();
             disks.ForEach(d => d.Dispose());
             throw;
         }
@@ -71,6 +90,8 @@ public sealed class VmFiles : IDisposable
 
     public void Dispose()
     {
+        _kernel.File.Dispose();
+        _initrd?.File.Dispose();
         foreach (var d in _disks)
         {
             d.Dispose();
@@ -102,37 +123,69 @@ public sealed class VmFiles : IDisposable
     private const int EISDIR = 21;
     private const string RegularFile = "a regular file", RegularOrBlock = "a regular file or block device";
 
-    private static byte[] ReadImage(string path, string field, ulong limit, ulong ram)
+    private static Image OpenImage(string path, string field, ulong limit, ulong ram)
     {
-        using var file = OpenChecked(path, field, Libc.O_RDONLY, RegularFile);
-        int fd = (int)file.DangerousGetHandle();
-        var stat = Libc.StatOf(fd);
-        if (stat.Kind != FileKind.Regular)
-        {
-            throw new VmConfigException($"{field}: {path} is {stat.Described}, not {RegularFile}");
-        }
-        if ((ulong)stat.Size > limit)
-        {
-            throw new VmConfigException(limit < ram
-                ? $"{field}: {path} is {Mib(stat.Size)} MiB; at most {Mib((long)limit)} MiB can be loaded"
-                : $"{field}: {path} is {Mib(stat.Size)} MiB, larger than the guest's RAM ({Mib((long)ram)} MiB)");
-        }
-        // Exactly the size fstat gave: a file that grows while it is read cannot make us read more.
-        var bytes = new byte[stat.Size];
-        int n;
+        var file = OpenChecked(path, field, Libc.O_RDONLY, RegularFile);
         try
         {
-            n = Libc.PreadFully(fd, bytes, 0);
+            var stat = Libc.StatOf((int)file.DangerousGetHandle());
+            if (stat.Kind != FileKind.Regular)
+            {
+                throw new VmConfigException($"{field}: {path} is {stat.Described}, not {RegularFile}");
+            }
+            if ((ulong)stat.Size > limit)
+            {
+                throw new VmConfigException(limit < ram
+                    ? $"{field}: {path} is {Mib(stat.Size)} MiB; at most {Mib((long)limit)} MiB can be loaded"
+                    : $"{field}: {path} is {Mib(stat.Size)} MiB, larger than the guest's RAM ({Mib((long)ram)} MiB)");
+            }
+            return new Image(file, path, field, stat.Size);
         }
-        catch (SysError e)
+        catch
         {
-            throw new VmConfigException($"{field}: cannot read {path}: {Libc.StrError(e.Errno)}");
+            file.Dispose();
+            throw;
         }
-        if (n != bytes.Length)
+    }
+
+    /// <summary>
+    /// Exactly the size fstat gave at open: a file that grows meanwhile cannot make us read more,
+    /// and one that shrank is refused.
+    /// </summary>
+    private static MappedBuffer Read(Image image)
+    {
+        var bytes = new MappedBuffer((int)image.Size);
+        try
         {
-            throw new VmConfigException($"{field}: {path} shrank from {bytes.Length} to {n} bytes while it was read");
+            int n;
+            bool added = false;
+            try
+            {
+                image.File.DangerousAddRef(ref added);
+                n = Libc.PreadFully((int)image.File.DangerousGetHandle(), bytes.GetSpan(), 0);
+            }
+            catch (SysError e)
+            {
+                throw new VmConfigException($"{image.Field}: cannot read {image.Path}: {Libc.StrError(e.Errno)}");
+            }
+            finally
+            {
+                if (added)
+                {
+                    image.File.DangerousRelease();
+                }
+            }
+            if (n != image.Size)
+            {
+                throw new VmConfigException($"{image.Field}: {image.Path} shrank from {image.Size} to {n} bytes while it was read");
+            }
+            return bytes;
         }
-        return bytes;
+        catch
+        {
+            ((IDisposable)bytes).Dispose();
+            throw;
+        }
     }
 
     private static SafeFileHandle OpenDisk(string path, bool readOnly, bool direct)

@@ -13,7 +13,7 @@ public class BootLoaderTests
     {
         using var m = GuestMemory.Create(64 * MiB);
         var image = Elf(false, 0x100000, [new Segment(0x100000, [1, 2, 3, 4], 0x2000)], pvhEntry: 0x100000);
-        var state = BootLoader.Load(m, new BootSource(image, [9, 9, 9], "console=ttyS0", 2));
+        var state = BootLoader.Load(m, new BootSource(image, new byte[] { 9, 9, 9 }, "console=ttyS0", 2));
         Assert.Equal(0x100000UL, state.Regs.rip);
         Assert.Equal(BootLayout.PvhStartInfoAddr, state.Regs.rbx);
         Assert.Equal(Gdt.Code32Selector, state.CodeSelector);

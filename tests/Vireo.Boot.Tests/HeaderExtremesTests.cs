@@ -154,7 +154,7 @@ public class HeaderExtremesTests : IDisposable
             {
                 try
                 {
-                    BootLoader.Load(memory, new BootSource(f, initrd, "console=ttyS0", 1));
+                    BootLoader.Load(memory, new BootSource(f, initrd is null ? null : (ReadOnlyMemory<byte>)initrd, "console=ttyS0", 1));
                 }
                 catch (BootException e)
                 {

@@ -13,7 +13,7 @@ public class MalformedImageTests
     private static string Refused(byte[] kernel, byte[]? initrd = null, string cmdline = "", ulong memory = 64 * MiB, int vcpus = 1)
     {
         using var m = GuestMemory.Create(memory);
-        var e = Assert.ThrowsAny<BootException>(() => BootLoader.Load(m, new BootSource(kernel, initrd, cmdline, vcpus)));
+        var e = Assert.ThrowsAny<BootException>(() => BootLoader.Load(m, new BootSource(kernel, initrd is null ? null : (ReadOnlyMemory<byte>)initrd, cmdline, vcpus)));
         Assert.DoesNotContain('\n', e.Message);
         // Nothing was half-loaded: low memory (boot structures) and the kernel area are still zero.
         Assert.True(m.GetSpan(new GuestAddress(0), 2 * MiB).IndexOfAnyExcept((byte)0) < 0, "guest memory was written before the image was refused");

@@ -12,6 +12,8 @@ internal sealed class VmmProcess : IDisposable
     private readonly StringBuilder _stdout = new();
 
     public string Socket { get; }
+
+    public int Pid => _process.Id;
     public HttpClient Http { get; }
 
     public VmmProcess(string? socket = null)
