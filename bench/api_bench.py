@@ -17,8 +17,11 @@ Prints a markdown table; bench/run --only api includes it in bench/results/lates
 import argparse, http.client, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+import footprint  # noqa: E402
+
 GUESTS = os.path.join(ROOT, "guests", "build")
-VIREOD = os.path.join(ROOT, ".build", "vireo", "vireod")
+BUILD = os.path.join(ROOT, ".build", "vireo")
 
 
 class UnixHTTP(http.client.HTTPConnection):
@@ -64,10 +67,10 @@ def rss_kib(pid, field="VmRSS"):
     return 0
 
 
-def vireo(started, defined, lists):
+def vireo(started, defined, lists, build=BUILD):
     state = tempfile.mkdtemp(prefix="vireo-api-bench-")
     sock = os.path.join(state, "vireod.sock")
-    daemon = subprocess.Popen([VIREOD, "--socket", sock, "--state", state, "--image-dir", GUESTS],
+    daemon = subprocess.Popen([os.path.join(build, "vireod"), "--socket", sock, "--state", state, "--image-dir", GUESTS],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 30
@@ -101,10 +104,13 @@ def vireo(started, defined, lists):
         daemon_rss, daemon_hwm = rss_kib(daemon.pid), rss_kib(daemon.pid, "VmHWM")
         pids = [v["pid"] for v in vms if v["pid"]]
         vmm_rss = (statistics.median(rss_kib(p) for p in pids), statistics.median(pss_kib(p) for p in pids))
+        # What one of those VMMs keeps resident, by kind: the median of each kind over ten of them.
+        kinds = [footprint.breakdown(p, 32) for p in pids[:10]]
+        vmm_kinds = {k: (statistics.median(x[k][0] for x in kinds), statistics.median(x[k][1] for x in kinds)) for k in footprint.KINDS}
         for i in range(started):
             call(conn, "POST", f"/vms/vm{i:03d}/destroy")
         return {"create+start": create_start, "define": create_only, "list": listing,
-                "rss": (daemon_rss, daemon_hwm, vmm_rss)}
+                "rss": (daemon_rss, daemon_hwm, vmm_rss), "kinds": vmm_kinds}
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
@@ -176,26 +182,45 @@ def libvirt(started, defined, lists):
         daemon.wait(timeout=30)
 
 
-def report(started, defined, lists):
+def report(started, defined, lists, jit_build=None):
     v = vireo(started, defined, lists)
+    j = vireo(started, defined, lists, jit_build) if jit_build else None
     lv = libvirt(started, defined, lists)
-    ms = lambda xs, p: f"{pct(xs, p) * 1000:.1f}"
-    lines = [f"Management API: vireod over its Unix socket (one keep-alive connection), {started} VMs created and started "
-             f"(idle guest, 32 MiB), {defined} defined, GET /vms {lists} times with {defined} defined",
-             "", "| metric | Vireo | libvirt (virsh) |", "|---|---:|---:|"]
-    for key, label in (("create+start", "create+start"), ("define", "define only"), ("list", f"list, {defined} defined")):
+    title = (f"Management API: vireod over its Unix socket (one keep-alive connection), {started} VMs created and started "
+             f"(idle guest, 32 MiB), {defined} defined, GET /vms {lists} times with {defined} defined; Vireo native "
+             + ("and the same source on the JIT runtime (ReadyToRun), " if j else "") + "beside libvirt 9.0 driving QEMU")
+    lines = [title, "", "| metric | Vireo | Vireo (JIT) | libvirt (virsh) | Vireo/libvirt | target | met |", "|---|---:|---:|---:|---:|---|---|"]
+
+    def row(label, get, target=None, absolute=None, fmt="{:.1f}"):
+        vv, jv, lvv = get(v), get(j) if j else None, get(lv) if lv else None
+        ratio = f"{vv / lvv:.2f}" if lvv else "–"
+        if absolute is not None:
+            goal, met = f"<= {absolute} MiB", "yes" if vv <= absolute else "NO"
+        elif target is not None:
+            goal = f"<= {target:.2f} x libvirt"
+            met = ("yes" if vv / lvv <= target else "NO") if lvv else "not measured"
+        else:
+            goal, met = "–", "–"
+        lines.append(f"| {label} | {fmt.format(vv)} | " + (fmt.format(jv) if jv is not None else "–") + " | "
+                     + (fmt.format(lvv) if lvv is not None else "–") + f" | {ratio} | {goal} | {met} |")
+
+    for key, label, target in (("create+start", "create+start", 0.1), ("define", "define only", None), ("list", f"list, {defined} defined", None)):
         for p in (50, 99):
-            other = ms(lv[key], p) if lv else "–"
-            lines.append(f"| {label} p{p} (ms) | {ms(v[key], p)} | {other} |")
-    d_rss, d_hwm, vmm = v["rss"]
-    lines.append(f"| daemon RSS, {defined} defined, {started} running (MiB) | {d_rss / 1024:.1f} (peak {d_hwm / 1024:.1f}) | "
-                 + (f"{lv['rss'][0] / 1024:.1f} (peak {lv['rss'][1] / 1024:.1f})" if lv else "–") + " |")
-    lines.append(f"| one idle VM's VMM process RSS (MiB), median | {vmm[0] / 1024:.1f} | " + (f"{lv['rss'][2][0] / 1024:.1f}" if lv else "–") + " |")
-    lines.append(f"| one idle VM's VMM process PSS (MiB), median | {vmm[1] / 1024:.1f} | " + (f"{lv['rss'][2][1] / 1024:.1f}" if lv else "–") + " |")
+            row(f"{label} p{p} (ms)", lambda r, key=key, p=p: pct(r[key], p) * 1000, target if p == 50 else None)
+    row(f"daemon RSS, {defined} defined, {started} running (MiB)", lambda r: r["rss"][0] / 1024, 1.0)
+    row(f"daemon peak RSS (VmHWM, MiB)", lambda r: r["rss"][1] / 1024)
+    row("one idle VM's VMM process RSS (MiB), median", lambda r: r["rss"][2][0] / 1024, 0.5)
+    row(f"one idle VM's VMM process PSS (MiB), median ({started} VMMs share their pages)", lambda r: r["rss"][2][1] / 1024, absolute=8)
     if lv:
         lines += ["", f"virsh timings include the virsh client's own start-up and connection: a `virsh version` takes {lv['floor'] * 1000:.1f} ms here."]
     else:
-        lines += ["", "libvirt is not installed here (apt-get install libvirt-daemon-system libvirt-clients), so only Vireo was measured."]
+        lines += ["", "libvirt could not be run here, so only Vireo was measured."]
+    lines += ["", f"What one idle VM's vireo-vmm keeps resident under vireod with {started} running, by kind (bench/footprint.py, "
+              "medians over ten of them, KiB):", "", "| kind | RSS KiB | PSS KiB |" + (" JIT RSS KiB | JIT PSS KiB |" if j else ""),
+              "|---|---:|---:|" + ("---:|---:|" if j else "")]
+    for kind in footprint.KINDS:
+        lines.append(f"| {kind} | {v['kinds'][kind][0]:.0f} | {v['kinds'][kind][1]:.0f} |"
+                     + (f" {j['kinds'][kind][0]:.0f} | {j['kinds'][kind][1]:.0f} |" if j else ""))
     return lines
 
 

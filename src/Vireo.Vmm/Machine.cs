@@ -123,11 +123,14 @@ public sealed class Machine : IDisposable
             vm = kvm.CreateVm();
             vm.SetIdentityMapAddress(MemoryLayout.KvmIdentityMapAddr);
             vm.SetTssAddress(MemoryLayout.KvmTssAddr);
+            memory = GuestMemory.Create(config.MemoryBytes);
+            // Guest RAM is registered before the in-kernel irqchip exists, as Firecracker does: once
+            // it does, KVM makes a memory-slot change wait for its readers, 4 to 11 ms on this host
+            // against 0.1 ms before (the largest single cost between exec and the guest's first instruction).
+            vm.RegisterMemory(memory);
             vm.CreateIrqchip();
             vm.CreatePit2();
-            memory = GuestMemory.Create(config.MemoryBytes);
             var boot = BootLoader.Load(memory, image, source);
-            vm.RegisterMemory(memory);
             var machine = new Machine(config, kvm, vm, memory, serialOut);
             machine.AddLegacyDevices();
             var pci = machine.AddPciRoot();

@@ -47,13 +47,11 @@ public sealed class VmFiles : IDisposable
         var disks = new List<SafeFileHandle>();
         try
         {
+            // Read by each boot, first thing (Machine.Create): one that cannot be read is refused before anything is built.
             kernel = OpenImage(config.KernelPath, "kernel", limit, config.MemoryBytes);
-            // Read once here, so that an unreadable image is refused before anything is built.
-            Read(kernel).Dispose();
             if (config.InitrdPath is not null)
             {
                 initrd = OpenImage(config.InitrdPath, "initrd", limit, config.MemoryBytes);
-                Read(initrd).Dispose();
             }
             foreach (var disk in config.Disks)
             {
