@@ -59,12 +59,7 @@ def pss_kib(pid):
     return 0
 
 
-def rss_kib(pid, field="VmRSS"):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+rss_kib = footprint.rss_kib
 
 
 def vireo(started, defined, lists, build=BUILD):
@@ -170,7 +165,10 @@ def libvirt(started, defined, lists):
         rss = rss_kib(daemon.pid)
         qemu_pids = subprocess.run(["pgrep", "-f", "guest=lvbench"], capture_output=True, text=True).stdout.split()
         qemu_rss = (statistics.median(rss_kib(int(p)) for p in qemu_pids), statistics.median(pss_kib(int(p)) for p in qemu_pids)) if qemu_pids else (0, 0)
-        return {"create+start": create_start, "define": create_only, "list": listing, "rss": (rss, rss_kib(daemon.pid, "VmHWM"), qemu_rss), "floor": floor}
+        kinds = [footprint.breakdown(int(p), 32) for p in qemu_pids[:10]]
+        qemu_kinds = {k: (statistics.median(x[k][0] for x in kinds), statistics.median(x[k][1] for x in kinds)) for k in footprint.KINDS} if kinds else None
+        return {"create+start": create_start, "define": create_only, "list": listing, "rss": (rss, rss_kib(daemon.pid, "VmHWM"), qemu_rss),
+                "floor": floor, "kinds": qemu_kinds}
     except RuntimeError as e:
         print(f"api_bench: libvirt side skipped: {e}", file=sys.stderr)
         return None
@@ -211,6 +209,7 @@ def report(started, defined, lists, jit_build=None):
     row(f"daemon peak RSS (VmHWM, MiB)", lambda r: r["rss"][1] / 1024)
     row("one idle VM's VMM process RSS (MiB), median", lambda r: r["rss"][2][0] / 1024, 0.5)
     row(f"one idle VM's VMM process PSS (MiB), median ({started} VMMs share their pages)", lambda r: r["rss"][2][1] / 1024, absolute=8)
+    row("the same PSS without the guest's own RAM (MiB)", lambda r: (r["rss"][2][1] - r["kinds"]["guest RAM"][1]) / 1024 if r["kinds"] else None, absolute=8)
     if lv:
         lines += ["", f"virsh timings include the virsh client's own start-up and connection: a `virsh version` takes {lv['floor'] * 1000:.1f} ms here."]
     else:
