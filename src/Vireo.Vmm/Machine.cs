@@ -24,9 +24,8 @@ public sealed class Machine : IDisposable
     private VirtioWiring? _virtio; // only when the config has virtio devices: plain boots never load Vireo.Virtio
     private VmOutcome? _outcome;
     private volatile bool _stopping;
-    private volatile bool _pauseRequested;
-    private readonly object _pauseLock = new(); // a Monitor: vCPUs wait on it while paused
-    private int _pausedVcpus;
+    private volatile bool _paused;
+    private readonly Lock _pauseLock = new(); // one Pause or Resume at a time
 
     public VmConfig Config { get; }
     public GuestMemory Memory { get; }
@@ -42,8 +41,8 @@ public sealed class Machine : IDisposable
     public IReadOnlyList<VirtioDevice> VirtioDevices => _virtio?.Devices ?? [];
     public bool IsStopping => _stopping;
 
-    /// <summary>True between <see cref="Pause"/> and <see cref="Resume"/>: every vCPU is (or is about to be) parked.</summary>
-    public bool IsPaused => _pauseRequested;
+    /// <summary>True between <see cref="Pause"/> and <see cref="Resume"/>: every vCPU has left KVM_RUN and said so.</summary>
+    public bool IsPaused => _paused;
 
     /// <summary>Exits to userspace so far, over all vCPUs.</summary>
     public long Exits => _runners.Sum(r => r.Exits);
@@ -259,54 +258,54 @@ public sealed class Machine : IDisposable
     }
 
     /// <summary>
-    /// Parks every vCPU outside KVM_RUN and returns once all are parked (or the VM stopped).
-    /// Devices keep serving what the guest already queued. Safe from any thread but a vCPU's.
+    /// Parks every vCPU outside KVM_RUN and returns once each has answered that it is parked (or
+    /// has ended: the VM stopped). Devices keep serving what the guest already queued. Safe from
+    /// any thread but a vCPU's.
     /// </summary>
     public void Pause()
     {
         lock (_pauseLock)
         {
-            if (_pauseRequested || _stopping)
+            if (_paused || _stopping)
             {
                 return;
             }
-            _pauseRequested = true;
-        }
-        foreach (var runner in _runners)
-        {
-            runner.Kick();
-        }
-        lock (_pauseLock)
-        {
-            while (_pausedVcpus < _runners.Count && !_stopping)
-            {
-                Monitor.Wait(_pauseLock, TimeSpan.FromMilliseconds(100));
-            }
+            Ask(VcpuRequest.Pause, VcpuResponse.Paused);
+            _paused = !_stopping;
         }
     }
 
-    /// <summary>Lets the parked vCPUs run on.</summary>
+    /// <summary>Lets the parked vCPUs run on, once each has answered that it does.</summary>
     public void Resume()
     {
         lock (_pauseLock)
         {
-            _pauseRequested = false;
-            Monitor.PulseAll(_pauseLock);
+            if (!_paused)
+            {
+                return;
+            }
+            Ask(VcpuRequest.Resume, VcpuResponse.Resumed);
+            _paused = false;
         }
     }
 
-    /// <summary>A vCPU thread parks here while the machine is paused.</summary>
-    internal void WaitWhilePaused()
+    /// <summary>Sends every vCPU the request, then waits for each one's answer (or its end).</summary>
+    private void Ask(VcpuRequest request, VcpuResponse answer)
     {
-        lock (_pauseLock)
+        foreach (var runner in _runners)
         {
-            _pausedVcpus++;
-            Monitor.PulseAll(_pauseLock);
-            while (_pauseRequested && !_stopping)
+            runner.Send(request);
+        }
+        foreach (var runner in _runners)
+        {
+            // A vCPU answers once it is out of KVM_RUN; one that is not started yet answers when it starts.
+            while (!runner.TakeResponse(TimeSpan.FromMilliseconds(100), out var response) || (response != answer && response != VcpuResponse.Exited))
             {
-                Monitor.Wait(_pauseLock);
+                if (_stopping && !runner.IsStarted)
+                {
+                    break; // stopped before it ran: it never will
+                }
             }
-            _pausedVcpus--;
         }
     }
 
@@ -318,13 +317,9 @@ public sealed class Machine : IDisposable
             return;
         }
         _stopping = true;
-        lock (_pauseLock)
-        {
-            Monitor.PulseAll(_pauseLock); // parked vCPUs see the stop
-        }
         foreach (var runner in _runners)
         {
-            runner.Kick();
+            runner.Send(VcpuRequest.Stop); // a parked vCPU takes it too
         }
         _stopped.Set();
     }

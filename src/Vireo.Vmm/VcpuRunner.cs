@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Vireo.Devices;
 using Vireo.Interop;
 using Vireo.Kvm;
@@ -5,8 +6,10 @@ using Vireo.Kvm;
 namespace Vireo.Vmm;
 
 /// <summary>
-/// One vCPU on its own thread: KVM_RUN, dispatch the exit to the buses, repeat until the
-/// machine stops. Faults end the run with a register dump instead of hanging or crashing.
+/// One vCPU on its own thread: KVM_RUN, dispatch the exit to the buses, repeat until asked to
+/// stop. Faults end the run with a register dump instead of hanging or crashing. The thread is
+/// steered only by the requests it takes from its queue (<see cref="Send"/>) between two
+/// KVM_RUNs, and it answers each on <see cref="TakeResponse"/>.
 /// </summary>
 internal sealed class VcpuRunner
 {
@@ -17,6 +20,9 @@ internal sealed class VcpuRunner
     private readonly Thread _thread;
     private nuint _pthread;
     private readonly ManualResetEventSlim _started = new();
+    private readonly BlockingCollection<VcpuRequest> _requests = new();
+    private readonly BlockingCollection<VcpuResponse> _responses = new();
+    private int _pending; // requests sent and not yet taken: one read per exit says whether to look
     private long _exits;
     private long _allocatedBytes;
 
@@ -41,10 +47,35 @@ internal sealed class VcpuRunner
         _started.Wait();
     }
 
+    /// <summary>True once the thread runs (it then answers every request it is sent).</summary>
+    public bool IsStarted => _started.IsSet;
+
     public void Join() => _thread.Join();
 
+    /// <summary>Queues a request and brings the vCPU out of KVM_RUN to take it. Safe from any thread.</summary>
+    public void Send(VcpuRequest request)
+    {
+        Interlocked.Increment(ref _pending);
+        _requests.Add(request);
+        Kick();
+    }
+
+    /// <summary>
+    /// The vCPU's next answer, waiting up to <paramref name="timeout"/>; false when none came. Once
+    /// the thread has ended, every call answers Exited.
+    /// </summary>
+    public bool TakeResponse(TimeSpan timeout, out VcpuResponse response)
+    {
+        if (_responses.TryTake(out response, timeout))
+        {
+            return true;
+        }
+        response = VcpuResponse.Exited;
+        return _responses.IsCompleted;
+    }
+
     /// <summary>Brings the vCPU out of KVM_RUN: immediate_exit for the next entry, a signal for the current one.</summary>
-    public void Kick()
+    private void Kick()
     {
         _vcpu.ImmediateExit = true;
         if (_pthread != 0 && _thread.IsAlive)
@@ -60,13 +91,11 @@ internal sealed class VcpuRunner
         long allocatedAtStart = GC.GetAllocatedBytesForCurrentThread();
         try
         {
-            while (!_machine.IsStopping)
+            while (true)
             {
-                if (_machine.IsPaused)
+                if (Volatile.Read(ref _pending) != 0 && !TakeRequests())
                 {
-                    // Out of KVM_RUN (a kick brought it here), so the vCPU's state is all in KVM.
-                    _machine.WaitWhilePaused();
-                    continue;
+                    return;
                 }
                 if (!_vcpu.TryRun(out int errno))
                 {
@@ -92,7 +121,36 @@ internal sealed class VcpuRunner
         finally
         {
             Interlocked.Exchange(ref _allocatedBytes, GC.GetAllocatedBytesForCurrentThread() - allocatedAtStart);
+            _responses.Add(VcpuResponse.Exited);
+            _responses.CompleteAdding(); // and Exited from then on: see TakeResponse
         }
+    }
+
+    /// <summary>
+    /// Takes what was sent, out of KVM_RUN (so the vCPU's state is all in KVM); while paused, waits
+    /// here for the next request. False when the thread is to end.
+    /// </summary>
+    private bool TakeRequests()
+    {
+        bool paused = false;
+        while (paused ? _requests.TryTake(out var request, Timeout.Infinite) : _requests.TryTake(out request))
+        {
+            Interlocked.Decrement(ref _pending);
+            switch (request)
+            {
+                case VcpuRequest.Stop:
+                    return false;
+                case VcpuRequest.Pause:
+                    paused = true;
+                    _responses.Add(VcpuResponse.Paused);
+                    break;
+                case VcpuRequest.Resume:
+                    paused = false;
+                    _responses.Add(VcpuResponse.Resumed);
+                    break;
+            }
+        }
+        return true;
     }
 
     /// <summary>Returns false when the exit ends this vCPU's run.</summary>
