@@ -6,17 +6,9 @@ namespace Vireo.VmmServer.Tests;
 /// A table of bad bodies for every PUT endpoint: each is a 400 whose fault_message names what is
 /// wrong in the API's words, in one line, and no response names a .NET type or namespace.
 /// </summary>
-public class BadBodyTests(BadBodyTests.Process process) : IClassFixture<BadBodyTests.Process>
+public class BadBodyTests(SharedVmm process) : IClassFixture<SharedVmm>
 {
-    /// <summary>One vireo-vmm for the whole table (each case is a refused PUT, which changes nothing): one per case would cost minutes.</summary>
-    public sealed class Process : IDisposable
-    {
-        internal VmmProcess Vmm { get; } = new();
-
-        public void Dispose() => Vmm.Dispose();
-    }
-
-    private static string Fault(string body) => JsonDocument.Parse(body).RootElement.GetProperty("fault_message").GetString()!;
+    private static string Fault(string body) => VmmProcess.Fault(body);
 
     public static TheoryData<string, string, string> BadBodies()
     {

@@ -11,7 +11,7 @@ public class HostileInputTests
 {
     private static string Kernel(string guest) => TestEnvironment.Guest(guest);
 
-    private static string Fault(string body) => JsonDocument.Parse(body).RootElement.GetProperty("fault_message").GetString()!;
+    private static string Fault(string body) => VmmProcess.Fault(body);
 
     private static async Task<string> StartRefused(VmmProcess vmm)
     {

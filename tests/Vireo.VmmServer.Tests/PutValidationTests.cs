@@ -8,16 +8,9 @@ namespace Vireo.VmmServer.Tests;
 /// interface fields by `vireo run`'s rules, actions by name, and console input by size (vireod's
 /// 64 KiB a request, refused before any of it reaches the guest).
 /// </summary>
-public class PutValidationTests(PutValidationTests.Process process) : IClassFixture<PutValidationTests.Process>
+public class PutValidationTests(SharedVmm process) : IClassFixture<SharedVmm>
 {
-    public sealed class Process : IDisposable
-    {
-        internal VmmProcess Vmm { get; } = new();
-
-        public void Dispose() => Vmm.Dispose();
-    }
-
-    private static string Fault(string body) => JsonDocument.Parse(body).RootElement.GetProperty("fault_message").GetString()!;
+    private static string Fault(string body) => VmmProcess.Fault(body);
 
     [Theory]
     [InlineData("""{"guest_cid": 0, "uds_path": "/v.sock"}""", "vsock: guest_cid 0 is reserved; use 3 or more")]

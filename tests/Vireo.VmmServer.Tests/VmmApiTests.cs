@@ -137,7 +137,7 @@ public class VmmApiTests
         using var vmm = new VmmProcess();
         var (status, text) = await vmm.Put(path, body);
         Assert.Equal(400, status);
-        Assert.Contains(message, System.Text.Json.JsonDocument.Parse(text).RootElement.GetProperty("fault_message").GetString());
+        Assert.Contains(message, VmmProcess.Fault(text));
         Assert.Equal("NotStarted", (await vmm.Info())!.State);
     }
 

@@ -56,6 +56,9 @@ internal sealed class VmmProcess : IDisposable
         Assert.True(status == 204, $"PUT {path} {json}: {status} {body}");
     }
 
+    /// <summary>The fault_message of an error body.</summary>
+    public static string Fault(string body) => System.Text.Json.JsonDocument.Parse(body).RootElement.GetProperty("fault_message").GetString()!;
+
     public Task<Api.VmInfo?> Info() => Http.GetFromJsonAsync("vm", Api.VmmJson.Default.VmInfo);
 
     public int WaitForExit(int ms = 30_000)
@@ -75,4 +78,15 @@ internal sealed class VmmProcess : IDisposable
         }
         _process.Dispose();
     }
+}
+
+/// <summary>
+/// One vireo-vmm for a whole test class whose cases leave it as they found it (each is a refused
+/// PUT, which changes nothing): one process per case would cost minutes.
+/// </summary>
+public sealed class SharedVmm : IDisposable
+{
+    internal VmmProcess Vmm { get; } = new();
+
+    public void Dispose() => Vmm.Dispose();
 }
