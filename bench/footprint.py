@@ -65,6 +65,15 @@ def breakdown(pid, guest_mib=None):
     # at its start (mapped rw-p just below it), its bookkeeping in 4 MiB-aligned pieces below that.
     gc = [m for m in maps if m["perm"] == "---p" and not m["path"] and m["end"] - m["start"] > 1 << 30]
     gc_start = gc[0]["start"] if gc else None
+    arena = 64 << 20  # glibc's per-thread arenas: 64 MiB reservations on a 64 MiB boundary, used from their start
+
+    def in_arena(m):
+        if m["path"] or m["end"] - m["start"] >= arena:
+            return False
+        base = m["start"] - m["start"] % arena
+        return m["end"] <= base + arena and any(
+            o["start"] == base and not o["path"] and o["perm"] == "rw-p" and o["end"] - o["start"] < arena for o in maps)
+
     for i, m in enumerate(maps):
         size = m["end"] - m["start"]
         if m["path"] == exe:
@@ -79,10 +88,10 @@ def breakdown(pid, guest_mib=None):
             kind = "guest RAM"
         elif m["path"] == "[stack]" or any(m["start"] <= sp < m["end"] for sp in sps):
             kind = "thread stacks"
-        elif m["path"] == "[heap]" or (m["start"] % (64 << 20) == 0 and size == 132 << 10) or (m["start"] % (64 << 20) == (132 << 10) and m["perm"] == "---p"):
-            kind = "malloc"
         elif gc_start is not None and (m["end"] == gc_start or (gc_start - (512 << 20) <= m["start"] < gc_start and m["start"] % (4 << 20) == 0) or m is gc[0]):
             kind = "GC heap"
+        elif m["path"] == "[heap]" or in_arena(m):
+            kind = "malloc"
         else:
             kind = "other"
         kinds[kind][0] += m["rss"]
