@@ -10,8 +10,8 @@ namespace Vireo.Boot;
 public static class MpTable
 {
     public const int MaxVcpus = 254; // xAPIC ids are 8 bits and the IOAPIC takes the next id
-    public const ulong IoApicAddr = 0xfec0_0000;
-    public const ulong LapicAddr = 0xfee0_0000;
+    public const ulong IoApicAddr = Memory.MemoryLayout.IoApicBase;
+    public const ulong LapicAddr = Memory.MemoryLayout.LapicBase;
     public const int IoApicPins = 24;
     private const int FloatingPointerSize = 16, HeaderSize = 44, ProcessorSize = 20, SmallEntrySize = 8;
     private const byte ApicVersion = 0x14, IoApicVersion = 0x11;

@@ -127,7 +127,7 @@ internal static class RunCommand
         {
             for (int boot = 1; ; boot++)
             {
-                using var machine = BuildOrStop(() => Machine.Create(config, files, console.Transmit), stopped);
+                using var machine = BuildOrStop(() => MachineBuilder.Boot(config, files, console.Transmit), stopped);
                 if (machine is null)
                 {
                     return StoppedWhileBuilding();

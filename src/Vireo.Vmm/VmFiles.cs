@@ -4,8 +4,8 @@ using Vireo.Interop;
 namespace Vireo.Vmm;
 
 /// <summary>
-/// The files a VM is made from, opened once when it is first built: the kernel, the initrd and
-/// the disks, an fd each. Every later boot of the same VM (a guest reboot) is built from these,
+/// The files a VM is made from, opened once when it is first built: the kernel, the initrd,
+/// the disks and the TAP devices, an fd each, and /dev/kvm. Every later boot of the same VM (a guest reboot) is built from these,
 /// never from the paths again: the paths may be gone by then (deleted, replaced, or a
 /// /proc/PID/fd/N that was only valid while the VM started), and privilege is spent at start-up.
 /// The kernel and initrd are read from their fds for each boot and let go once loaded
@@ -14,17 +14,21 @@ namespace Vireo.Vmm;
 public sealed class VmFiles : IDisposable
 {
     private readonly SafeFileHandle[] _disks;
+    private readonly FileDescriptor?[] _taps;
+    private Kvm.Kvm? _kvm;
+    private readonly Lock _kvmLock = new();
     private readonly Image _kernel;
     private readonly Image? _initrd;
 
     /// <summary>An image's fd, its path (for messages) and the size fstat gave when it was opened.</summary>
     private sealed record Image(SafeFileHandle File, string Path, string Field, long Size);
 
-    private VmFiles(Image kernel, Image? initrd, SafeFileHandle[] disks)
+    private VmFiles(Image kernel, Image? initrd, SafeFileHandle[] disks, FileDescriptor?[] taps)
     {
         _kernel = kernel;
         _initrd = initrd;
         _disks = disks;
+        _taps = taps;
     }
 
     /// <summary>The kernel's bytes for one boot; the caller disposes them once they are loaded.</summary>
@@ -45,6 +49,7 @@ public sealed class VmFiles : IDisposable
         ulong limit = Math.Min(config.MemoryBytes, (ulong)Array.MaxLength);
         Image? kernel = null, initrd = null;
         var disks = new List<SafeFileHandle>();
+        var taps = new List<FileDescriptor?>();
         try
         {
             // Read by each boot, first thing (Machine.Create): one that cannot be read is refused before anything is built.
@@ -57,15 +62,20 @@ public sealed class VmFiles : IDisposable
             {
                 disks.Add(OpenDisk(disk.Path, disk.ReadOnly, disk.Direct));
             }
+            foreach (var net in config.Nets)
+            {
+                taps.Add(net.Tap is null ? null : OpenTap(net.Tap));
+            }
         }
         catch
         {
             kernel?.File.Dispose();
             initrd?.File.Dispose();
             disks.ForEach(d => d.Dispose());
+            taps.ForEach(t => t?.Dispose());
             throw;
         }
-        return new VmFiles(kernel, initrd, [.. disks]);
+        return new VmFiles(kernel, initrd, [.. disks], [.. taps]);
     }
 
     /// <summary>A new fd for disk <paramref name="index"/> (a dup: same file, same flags) for one boot's device to own.</summary>
@@ -86,8 +96,35 @@ public sealed class VmFiles : IDisposable
         }
     }
 
+    /// <summary>
+    /// /dev/kvm, opened by the first boot and kept for every later one (and for a restore), like the
+    /// other privileged handles. Owned by these files.
+    /// </summary>
+    public Kvm.Kvm Kvm
+    {
+        get
+        {
+            lock (_kvmLock)
+            {
+                return _kvm ??= Vireo.Kvm.Kvm.Open();
+            }
+        }
+    }
+
+    /// <summary>A new fd for the TAP of interface <paramref name="index"/> (a dup of the one opened with the VM's files).</summary>
+    public FileDescriptor DupTap(int index)
+    {
+        var tap = _taps[index] ?? throw new InvalidOperationException($"interface {index} has no TAP");
+        return new FileDescriptor(Check.Io(Libc.Dup(tap.Fd), "dup"));
+    }
+
     public void Dispose()
     {
+        _kvm?.Dispose();
+        foreach (var t in _taps)
+        {
+            t?.Dispose();
+        }
         _kernel.File.Dispose();
         _initrd?.File.Dispose();
         foreach (var d in _disks)
@@ -204,6 +241,19 @@ public sealed class VmFiles : IDisposable
         {
             file.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>TUNSETIFF needs CAP_NET_ADMIN or the TAP's owner: done once, here, with the other opens.</summary>
+    private static FileDescriptor OpenTap(string name)
+    {
+        try
+        {
+            return Tun.OpenTap(name, Virtio.Net.VirtioNet.HeaderSize);
+        }
+        catch (Exception e) when (e is SysError or IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            throw new VmConfigException($"net: {e.Message}");
         }
     }
 

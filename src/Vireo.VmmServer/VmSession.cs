@@ -205,7 +205,7 @@ internal sealed class VmSession(Action<byte> serialOut)
         try
         {
             files = VmFiles.Open(config); // the only time the VM's paths are opened: every boot after this uses these
-            machine = Machine.Create(config, files, serialOut);
+            machine = MachineBuilder.Boot(config, files, serialOut);
         }
         catch (Exception e)
         {
@@ -249,7 +249,7 @@ internal sealed class VmSession(Action<byte> serialOut)
                 try
                 {
                     // From the files opened at InstanceStart, outside the lock: GET /vm answers meanwhile.
-                    machine = Machine.Create(config, files, serialOut);
+                    machine = MachineBuilder.Boot(config, files, serialOut);
                     lock (_lock)
                     {
                         _current = machine;

@@ -14,10 +14,15 @@ public sealed class TapBackend : INetBackend
 
     public string Name { get; }
 
-    public TapBackend(string name)
+    public TapBackend(string name) : this(name, Tun.OpenTap(name, VirtioNet.HeaderSize))
+    {
+    }
+
+    /// <summary>Over a TAP opened already (with IFF_VNET_HDR of <see cref="VirtioNet.HeaderSize"/>), which this backend then owns.</summary>
+    public TapBackend(string name, FileDescriptor fd)
     {
         Name = name;
-        _fd = Tun.OpenTap(name, VirtioNet.HeaderSize);
+        _fd = fd;
         try
         {
             SetOffloads(0);

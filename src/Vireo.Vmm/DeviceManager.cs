@@ -1,0 +1,296 @@
+using Vireo.Devices;
+using Vireo.Devices.Pci;
+using Vireo.Interop;
+using Vireo.Kvm;
+using Vireo.Memory;
+using Vireo.Virtio;
+using Vireo.Virtio.Block;
+using Vireo.Virtio.Console;
+using Vireo.Virtio.Net;
+using Vireo.Virtio.Rng;
+using Vireo.Virtio.Transport;
+using Vireo.Virtio.Vsock;
+
+namespace Vireo.Vmm;
+
+/// <summary>
+/// Every device of one VM, each registered under its id in the <see cref="DeviceMap"/>, and what
+/// connects them to KVM: the buses, ioeventfd doorbells and backend fds on the device event loop,
+/// irqfd or MSI for interrupts. Virtio backends are opened (disks from the VM's files, sockets,
+/// TAPs) before the VM exists, so that a bad device path fails early; the rest is built by
+/// <see cref="Attach"/> once the VM and its memory exist. Nothing reaches a device by a type test:
+/// it is found by its id and its kind.
+/// </summary>
+public sealed class DeviceManager : IDisposable
+{
+    private readonly Dictionary<string, VirtioDevice> _virtio = [];
+    private readonly Dictionary<string, IBusDevice> _transports = [];
+    private readonly List<VirtioDevice> _ordered = [];
+    private readonly List<IDisposable> _owned = [];
+    private EventLoop? _eventLoop;
+
+    public DeviceMap Map { get; }
+    public Serial16550 Serial { get; private set; } = null!;
+    public I8042 I8042 { get; private set; } = null!;
+    public CmosRtc Rtc { get; private set; } = null!;
+    public PostCodePort PostCode { get; } = new();
+
+    /// <summary>The ACPI power-management registers; null when the VM has no ACPI.</summary>
+    public AcpiPm? AcpiPm { get; private set; }
+
+    /// <summary>PCI bus 0; null for the MMIO transport.</summary>
+    public PciRoot? PciRoot { get; private set; }
+
+    /// <summary>The virtio devices, in the order the guest sees them.</summary>
+    public IReadOnlyList<VirtioDevice> VirtioDevices => _ordered;
+
+    /// <summary>The virtio device registered under <paramref name="id"/>.</summary>
+    public VirtioDevice Virtio(string id) => _virtio[id];
+
+    /// <summary>The transport (a <see cref="PciTransport"/> or an <see cref="MmioTransport"/>) of the virtio device <paramref name="id"/>.</summary>
+    public IBusDevice Transport(string id) => _transports[id];
+
+    private DeviceManager(DeviceMap map) => Map = map;
+
+    /// <summary>Lays out the VM and opens every virtio device's backend; throws <see cref="VmConfigException"/> naming the one that failed.</summary>
+    public static DeviceManager Open(VmConfig config, VmFiles files, Action<byte> serialOut)
+    {
+        var manager = new DeviceManager(DeviceMap.For(config));
+        try
+        {
+            foreach (var slot in manager.Map.Virtio)
+            {
+                var device = OpenVirtio(slot, config, files, serialOut);
+                device.Log = message => Console.Error.WriteLine($"vireo: {message}");
+                if (device is IDisposable disposable)
+                {
+                    manager._owned.Add(disposable);
+                }
+                manager._virtio.Add(slot.Id, device);
+                manager._ordered.Add(device);
+            }
+            return manager;
+        }
+        catch
+        {
+            manager.Dispose();
+            throw;
+        }
+    }
+
+    private static VirtioDevice OpenVirtio(DeviceSlot slot, VmConfig config, VmFiles files, Action<byte> serialOut)
+    {
+        int i = slot.ConfigIndex;
+        switch (slot.Kind)
+        {
+            case DeviceKind.Block:
+                try
+                {
+                    return new VirtioBlock(config.Disks[i], files.DupDisk(i)); // the disk was opened once, with the VM's files
+                }
+                catch (Exception e) when (e is SysError or InvalidDataException or IOException)
+                {
+                    throw new VmConfigException($"disk: {e.Message}");
+                }
+            case DeviceKind.Net:
+                var net = config.Nets[i];
+                try
+                {
+                    INetBackend backend = net.Tap is not null ? new TapBackend(net.Tap, files.DupTap(i)) : new UnixDatagramBackend(net.UnixPath!, net.UnixPeer!);
+                    return new VirtioNet(net, backend);
+                }
+                catch (Exception e) when (e is SysError or System.Net.Sockets.SocketException or IOException or UnauthorizedAccessException)
+                {
+                    throw new VmConfigException($"net: {e.Message}");
+                }
+            case DeviceKind.Vsock:
+                var vsock = config.Vsock!;
+                try
+                {
+                    return new VirtioVsock(vsock);
+                }
+                catch (Exception e) when (e is System.Net.Sockets.SocketException or IOException or UnauthorizedAccessException)
+                {
+                    throw new VmConfigException($"vsock: {vsock.SocketPath}: {e.Message}");
+                }
+            case DeviceKind.Rng:
+                return new VirtioRng();
+            case DeviceKind.Console:
+                return new VirtioConsole(bytes =>
+                {
+                    foreach (byte b in bytes)
+                    {
+                        serialOut(b);
+                    }
+                });
+            default:
+                throw new InvalidOperationException($"device '{slot.Id}' is not a virtio device");
+        }
+    }
+
+    /// <summary>
+    /// Builds the legacy devices, the PCI root and every virtio transport where the map puts them,
+    /// and puts doorbells and backends on the event loop.
+    /// </summary>
+    /// <param name="stop">Ends the run (power-off, reset, a debug exit).</param>
+    public void Attach(KvmVm vm, GuestMemory memory, Bus pio, Bus mmio, Action<byte> serialOut, Action<VmOutcome> stop, Action<Exception> onDeviceThreadError)
+    {
+        MsiRouter? msi = null;
+        foreach (var slot in Map.Slots)
+        {
+            switch (slot.Kind)
+            {
+                case DeviceKind.Serial:
+                    var com1Irq = new IrqfdLine(vm, slot.Gsi!.Value);
+                    _owned.Add(com1Irq);
+                    Serial = new Serial16550(serialOut, com1Irq);
+                    pio.Insert(Serial, slot.PioBase, slot.PioLength);
+                    break;
+                case DeviceKind.I8042:
+                    I8042 = new I8042(() => stop(new VmOutcome(StopReason.Reset, Message: "i8042 reset")));
+                    pio.Insert(I8042, slot.PioBase, slot.PioLength);
+                    break;
+                case DeviceKind.Rtc:
+                    ulong low = memory.LowRamEnd;
+                    Rtc = new CmosRtc(low, memory.Size - low);
+                    pio.Insert(Rtc, slot.PioBase, slot.PioLength);
+                    break;
+                case DeviceKind.PostCode:
+                    pio.Insert(PostCode, slot.PioBase, slot.PioLength);
+                    break;
+                case DeviceKind.DebugExit:
+                    pio.Insert(new DebugExitPort(code => stop(new VmOutcome(StopReason.DebugExit, code))), slot.PioBase, slot.PioLength);
+                    break;
+                case DeviceKind.AcpiPm:
+                    AcpiPm = new AcpiPm(
+                        () => stop(new VmOutcome(StopReason.PowerOff, Message: "ACPI S5")),
+                        () => stop(new VmOutcome(StopReason.Reset, Message: "ACPI reset register")),
+                        new KvmLevelLine(vm, slot.Gsi!.Value));
+                    pio.Insert(AcpiPm, slot.PioBase, slot.PioLength);
+                    break;
+                case DeviceKind.PciRoot:
+                    PciRoot = new PciRoot();
+                    pio.Insert(PciRoot.PortDevice, slot.PioBase, slot.PioLength);
+                    mmio.Insert(PciRoot.EcamDevice, slot.MmioBase, slot.MmioLength);
+                    msi = new MsiRouter(vm);
+                    _owned.Add(msi);
+                    break;
+                default:
+                    _eventLoop ??= new EventLoop(onDeviceThreadError);
+                    AttachVirtio(vm, memory, mmio, msi, slot);
+                    break;
+            }
+        }
+    }
+
+    private void AttachVirtio(KvmVm vm, GuestMemory memory, Bus mmio, MsiRouter? msi, DeviceSlot slot)
+    {
+        var device = _virtio[slot.Id];
+        var doorbells = new EventFd[device.QueueCount];
+        for (int q = 0; q < doorbells.Length; q++)
+        {
+            doorbells[q] = new EventFd(); // the event loop owns it
+            int queue = q;
+            _eventLoop!.Add(doorbells[q], () => device.NotifyQueue(queue));
+        }
+        if (slot.PciSlot is null)
+        {
+            AttachMmio(vm, memory, mmio, device, slot, doorbells);
+        }
+        else
+        {
+            AttachPci(vm, memory, mmio, msi!, device, slot, doorbells);
+        }
+        switch (slot.Kind)
+        {
+            case DeviceKind.Net:
+                var net = (VirtioNet)device;
+                net.WatchWritable = _eventLoop!.AddReady(net.BackendFd, net.OnBackendReady);
+                break;
+            case DeviceKind.Block when ((VirtioBlock)device).CompletionFd >= 0:
+                var blk = (VirtioBlock)device;
+                _eventLoop!.AddReady(blk.CompletionFd, blk.OnCompletions);
+                break;
+            case DeviceKind.Vsock:
+                ((VirtioVsock)device).Start(_eventLoop!);
+                break;
+        }
+    }
+
+    private void AttachMmio(KvmVm vm, GuestMemory memory, Bus mmio, VirtioDevice device, DeviceSlot slot, EventFd[] doorbells)
+    {
+        var irq = new IrqfdLine(vm, slot.Gsi!.Value);
+        _owned.Add(irq);
+        var transport = new MmioTransport(device, memory, irq);
+        _transports.Add(slot.Id, transport);
+        mmio.Insert(transport, slot.MmioBase, slot.MmioLength);
+        for (int q = 0; q < doorbells.Length; q++)
+        {
+            vm.RegisterIoeventfd(doorbells[q], slot.MmioBase + MmioTransport.QueueNotifyOffset, 4, pio: false, dataMatch: (ulong)q);
+        }
+    }
+
+    private void AttachPci(KvmVm vm, GuestMemory memory, Bus mmio, MsiRouter msi, VirtioDevice device, DeviceSlot slot, EventFd[] doorbells)
+    {
+        int pciSlot = slot.PciSlot!.Value;
+        uint gsi = slot.Gsi!.Value;
+        var transport = new PciTransport(device, memory, msi.CreateTarget(device.QueueCount + 1), new KvmLevelLine(vm, gsi), slot.MmioBase, (byte)gsi);
+        _transports.Add(slot.Id, transport);
+        if (PciRoot!.Add(transport) != pciSlot)
+        {
+            throw new InvalidOperationException("PCI slot assignment out of step with the device map");
+        }
+        void Map(ulong address, bool on)
+        {
+            for (int q = 0; q < doorbells.Length; q++)
+            {
+                ulong notify = address + PciTransport.NotifyOffset + (ulong)q * PciTransport.NotifyMultiplier;
+                vm.RegisterIoeventfd(doorbells[q], notify, 0, pio: false, deassign: !on);
+            }
+            if (on)
+            {
+                mmio.Insert(transport, address, PciTransport.BarSize);
+            }
+            else
+            {
+                mmio.Remove(address);
+            }
+        }
+        // Firmware leaves BARs assigned and decoding on; the guest may move them, and the mapping follows.
+        transport.BarChanged = (oldAddress, newAddress) =>
+        {
+            try
+            {
+                if (oldAddress is { } o)
+                {
+                    Map(o, on: false);
+                }
+                if (newAddress is { } n)
+                {
+                    Map(n, on: true);
+                }
+            }
+            catch (Exception e) when (e is InvalidOperationException or SysError)
+            {
+                // A BAR placed over another device's range stays unmapped until moved again.
+                Console.Error.WriteLine($"vireo: PCI slot {pciSlot}: BAR at 0x{newAddress:x} not mapped: {e.Message}");
+            }
+        };
+        transport.WriteConfig(0x04, [0x06, 0x00]); // memory decoding and bus mastering on: maps the BAR
+    }
+
+    /// <summary>Host console input: to the virtio console when there is one, else to COM1. Returns how many bytes fit.</summary>
+    public int EnqueueConsoleInput(ReadOnlySpan<byte> input) =>
+        Map.Find("console") is { Kind: DeviceKind.Console } slot ? ((VirtioConsole)_virtio[slot.Id]).Enqueue(input) : Serial.Enqueue(input);
+
+    public void Start() => _eventLoop?.Start();
+
+    public void Dispose()
+    {
+        _eventLoop?.Dispose();
+        foreach (var d in _owned)
+        {
+            d.Dispose();
+        }
+    }
+}
