@@ -1,3 +1,4 @@
+using Vireo.Interop;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
@@ -10,15 +11,32 @@ namespace Vireo.Memory;
 public sealed class GuestMemory : IDisposable
 {
     private readonly GuestRegion[] _regions;
+    private readonly FileDescriptor? _backing;
 
     public IReadOnlyList<GuestRegion> Regions => _regions;
 
     /// <summary>Total bytes of RAM.</summary>
     public ulong Size { get; }
 
+    /// <summary>
+    /// The file the RAM lives in, each region at its <see cref="GuestRegion.FileOffset"/>: the VM's
+    /// memfd (<see cref="IsShared"/>: the file is the RAM, so it can be handed to another process),
+    /// or a snapshot's memory file mapped copy-on-write. Null for anonymous RAM.
+    /// </summary>
+    public FileDescriptor? Backing => _backing;
+
+    /// <summary>True when the RAM is the backing file's pages themselves (MAP_SHARED on the memfd).</summary>
+    public bool IsShared { get; }
+
     // Start-up paths use plain loops: LINQ over Vireo's own structs is JIT-compiled at start.
-    public GuestMemory(IEnumerable<GuestRegion> regions)
+    public GuestMemory(IEnumerable<GuestRegion> regions) : this(regions, null, false)
     {
+    }
+
+    private GuestMemory(IEnumerable<GuestRegion> regions, FileDescriptor? backing, bool shared)
+    {
+        _backing = backing;
+        IsShared = shared;
         var sorted = new List<GuestRegion>(regions);
         sorted.Sort(static (a, b) => a.Start.Value.CompareTo(b.Start.Value));
         _regions = sorted.ToArray();
@@ -32,18 +50,67 @@ public sealed class GuestMemory : IDisposable
         }
     }
 
-    /// <summary>Allocates <paramref name="ramSize"/> bytes laid out around the PCI hole.</summary>
+    /// <summary>
+    /// Allocates <paramref name="ramSize"/> bytes laid out around the PCI hole, on a memfd of that
+    /// size (the regions one after another in it, the hole left out): one backing that serves a
+    /// snapshot (the file is the RAM), a handover to a new VMM on the same host (the fd), and
+    /// later vhost-user. Untouched pages cost nothing.
+    /// </summary>
     public static GuestMemory Create(ulong ramSize)
     {
-        if (ramSize < MemoryLayout.MinRam || ramSize > MemoryLayout.MaxRam)
+        CheckSize(ramSize);
+        int fd = Libc.MemfdCreate("vireo-guest-ram", Libc.MFD_CLOEXEC);
+        if (fd < 0)
         {
-            throw new ArgumentOutOfRangeException(nameof(ramSize),
-                $"memory must be between {MemoryLayout.MinRam / MemoryLayout.MiB} MiB and {MemoryLayout.MaxRam / MemoryLayout.GiB} GiB");
+            throw new SysError("memfd_create(guest RAM)", Libc.LastErrno);
         }
-        if (ramSize % 4096 != 0)
+        var memfd = new FileDescriptor(fd);
+        try
         {
-            throw new ArgumentException("memory size must be a multiple of 4 KiB", nameof(ramSize));
+            if (Libc.Ftruncate(fd, (long)ramSize) != 0)
+            {
+                throw new SysError($"ftruncate(guest RAM, {ramSize})", Libc.LastErrno);
+            }
+            return FromFile(memfd, ramSize, shared: true);
         }
+        catch
+        {
+            memfd.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// RAM of <paramref name="ramSize"/> bytes over <paramref name="file"/> (laid out as
+    /// <see cref="Create"/> lays out its memfd), which the memory then owns: shared (it is the RAM)
+    /// or private (copy-on-write over a snapshot's memory file: nothing is read until the guest touches it).
+    /// The caller has checked that the file holds <paramref name="ramSize"/> bytes.
+    /// </summary>
+    public static GuestMemory FromFile(FileDescriptor file, ulong ramSize, bool shared)
+    {
+        CheckSize(ramSize);
+        var regions = new List<GuestRegion>();
+        try
+        {
+            ulong offset = 0;
+            foreach (var range in MemoryLayout.RamRegions(ramSize))
+            {
+                regions.Add(GuestRegion.MapFile(range.Start, range.Size, file.Fd, offset, shared));
+                offset += range.Size;
+            }
+        }
+        catch
+        {
+            regions.ForEach(r => r.Dispose());
+            throw;
+        }
+        return new GuestMemory(regions, file, shared);
+    }
+
+    /// <summary>Anonymous RAM (no file behind it): what a test VM or a page-sharing VM (KSM merges only anonymous pages) uses.</summary>
+    public static GuestMemory CreateAnonymous(ulong ramSize)
+    {
+        CheckSize(ramSize);
         var regions = new List<GuestRegion>();
         try
         {
@@ -58,6 +125,19 @@ public sealed class GuestMemory : IDisposable
             throw;
         }
         return new GuestMemory(regions);
+    }
+
+    private static void CheckSize(ulong ramSize)
+    {
+        if (ramSize < MemoryLayout.MinRam || ramSize > MemoryLayout.MaxRam)
+        {
+            throw new ArgumentOutOfRangeException(nameof(ramSize),
+                $"memory must be between {MemoryLayout.MinRam / MemoryLayout.MiB} MiB and {MemoryLayout.MaxRam / MemoryLayout.GiB} GiB");
+        }
+        if (ramSize % 4096 != 0)
+        {
+            throw new ArgumentException("memory size must be a multiple of 4 KiB", nameof(ramSize));
+        }
     }
 
     /// <summary>Highest RAM address + 1 below 4 GiB.</summary>
@@ -133,5 +213,6 @@ public sealed class GuestMemory : IDisposable
         {
             r.Dispose();
         }
+        _backing?.Dispose();
     }
 }

@@ -2,7 +2,10 @@ using Vireo.Interop;
 
 namespace Vireo.Memory;
 
-/// <summary>One contiguous run of guest RAM backed by an anonymous host mapping.</summary>
+/// <summary>
+/// One contiguous run of guest RAM: a host mapping, anonymous or of a file (the VM's memfd, or a
+/// snapshot's memory file) at <see cref="FileOffset"/>.
+/// </summary>
 public sealed unsafe class GuestRegion : IDisposable
 {
     private nint _host;
@@ -11,14 +14,18 @@ public sealed unsafe class GuestRegion : IDisposable
     public ulong Size { get; }
     public GuestAddress End => Start.Add(Size);
 
+    /// <summary>Where this region's bytes sit in the memory's backing file (0 for an anonymous region).</summary>
+    public ulong FileOffset { get; }
+
     /// <summary>The host virtual address of the mapping (for KVM_SET_USER_MEMORY_REGION).</summary>
     public nint HostAddress => _host != 0 ? _host : throw new ObjectDisposedException(nameof(GuestRegion));
 
-    private GuestRegion(GuestAddress start, ulong size, nint host)
+    private GuestRegion(GuestAddress start, ulong size, nint host, ulong fileOffset = 0)
     {
         Start = start;
         Size = size;
         _host = host;
+        FileOffset = fileOffset;
     }
 
     /// <summary>Maps <paramref name="size"/> bytes, MAP_NORESERVE so untouched RAM costs nothing.</summary>
@@ -34,12 +41,39 @@ public sealed unsafe class GuestRegion : IDisposable
         {
             throw new SysError($"mmap({size} bytes of guest RAM)", Libc.LastErrno);
         }
+        Advise(host, size);
+        return new GuestRegion(start, size, host);
+    }
+
+    /// <summary>
+    /// Maps <paramref name="size"/> bytes of <paramref name="fd"/> from <paramref name="fileOffset"/>:
+    /// shared (the file is the RAM: a memfd) or private (copy-on-write over a snapshot's memory
+    /// file: pages are read on first touch, and the guest's writes never reach the file).
+    /// </summary>
+    public static GuestRegion MapFile(GuestAddress start, ulong size, int fd, ulong fileOffset, bool shared)
+    {
+        if (size == 0 || size % 4096 != 0 || fileOffset % 4096 != 0)
+        {
+            throw new ArgumentException($"region size {size} at file offset {fileOffset} is not page-aligned", nameof(size));
+        }
+        nint host = Libc.Mmap(0, (nuint)size, Libc.PROT_READ | Libc.PROT_WRITE,
+            (shared ? Libc.MAP_SHARED : Libc.MAP_PRIVATE) | Libc.MAP_NORESERVE, fd, (nint)fileOffset);
+        if (host == Libc.MAP_FAILED)
+        {
+            throw new SysError($"mmap({size} bytes of guest RAM from a file)", Libc.LastErrno);
+        }
+        Advise(host, size);
+        return new GuestRegion(start, size, host, fileOffset);
+    }
+
+    private static void Advise(nint host, ulong size)
+    {
         // Guest RAM is never inherited by a forked helper.
         _ = Libc.Madvise(host, (nuint)size, Libc.MADV_DONTFORK);
         // Transparent huge pages where the host offers them (as QEMU asks too): fewer nested page
         // walks for the guest, and O_DIRECT pins one page per 2 MiB instead of 512.
+        // On a memfd they need the host's shmem_enabled to allow them (it says never by default).
         _ = Libc.Madvise(host, (nuint)size, Libc.MADV_HUGEPAGE);
-        return new GuestRegion(start, size, host);
     }
 
     public bool Contains(GuestAddress address) => address.Value >= Start.Value && address.Value - Start.Value < Size;

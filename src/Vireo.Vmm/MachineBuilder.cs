@@ -32,7 +32,7 @@ public static class MachineBuilder
             config.Cmdline + devices.Map.CmdlineSuffix,
             config.Vcpus,
             config.Acpi ? devices.Map.AcpiPlatform(config.Vcpus) : null);
-        return Build(config, files, devices, serialOut, () => GuestMemory.Create(config.MemoryBytes), (machine, kvm) =>
+        return Build(config, files, devices, serialOut, () => config.ResolvedMemoryBacking == MemoryBacking.Memfd ? GuestMemory.Create(config.MemoryBytes) : GuestMemory.CreateAnonymous(config.MemoryBytes), (machine, kvm) =>
         {
             var boot = BootLoader.Load(machine.Memory, image, source);
             CreateVcpus(machine, kvm, boot);

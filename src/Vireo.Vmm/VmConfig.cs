@@ -13,6 +13,17 @@ public enum VirtioTransportKind
     Mmio,
 }
 
+/// <summary>What guest RAM lives in.</summary>
+public enum MemoryBacking
+{
+    /// <summary>A memfd where the host gives shared memory huge pages (shmem_enabled advise or more), else anonymous memory.</summary>
+    Auto,
+    /// <summary>A memfd: the file is the RAM, so a snapshot reads it in place and a new VMM on this host can take it over by fd.</summary>
+    Memfd,
+    /// <summary>Anonymous memory: transparent huge pages whatever the shmem policy, and the only kind KSM merges.</summary>
+    Anonymous,
+}
+
 /// <summary>What a VM is made of: the boot source and the machine size. Validated by <see cref="Validate"/>.</summary>
 public sealed record VmConfig
 {
@@ -41,6 +52,19 @@ public sealed record VmConfig
     public bool VirtioConsole { get; init; }
 
     public VirtioTransportKind Transport { get; init; } = VirtioTransportKind.Pci;
+
+    public MemoryBacking MemoryBacking { get; init; } = MemoryBacking.Auto;
+
+    /// <summary>
+    /// What <see cref="MemoryBacking"/> means on this host now. Auto is a memfd only where the
+    /// host's shmem policy gives it huge pages: without them, a guest that touches all its RAM
+    /// took 5 times longer on this nested host (memtest over 3.25 GiB: 42 s against 8 s).
+    /// </summary>
+    public MemoryBacking ResolvedMemoryBacking => MemoryBacking switch
+    {
+        MemoryBacking.Auto => Interop.HostMemory.ShmemHugePages ? MemoryBacking.Memfd : MemoryBacking.Anonymous,
+        var b => b,
+    };
 
     /// <summary>ACPI tables and power registers (poweroff and reboot from the guest); without them the guest has only the MP table.</summary>
     public bool Acpi { get; init; } = true;

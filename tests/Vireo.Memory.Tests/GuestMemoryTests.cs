@@ -1,3 +1,4 @@
+using Vireo.Interop;
 using Vireo.Memory;
 
 namespace Vireo.Memory.Tests;
@@ -100,5 +101,62 @@ public class GuestMemoryTests
         var flags = lines.Skip(at + 1).First(l => l.StartsWith("VmFlags:", StringComparison.Ordinal));
         Assert.Contains(" hg", flags);   // MADV_HUGEPAGE
         Assert.Contains(" dc", flags);   // MADV_DONTFORK
+    }
+
+    [Fact]
+    public void Ram_lives_in_a_memfd_with_the_regions_one_after_another_and_the_hole_left_out()
+    {
+        using var m = GuestMemory.Create(3 * GiB + 64 * MiB);
+        Assert.True(m.IsShared);
+        Assert.NotNull(m.Backing);
+        Assert.Equal([0UL, 3 * GiB], m.Regions.Select(r => r.FileOffset));
+        m.Write(new GuestAddress(0x1000), "low"u8);
+        m.Write(new GuestAddress(4 * GiB + 0x2000), "high"u8);
+        var read = new byte[4];
+        Assert.Equal(3, Libc.PreadFully(m.Backing!.Fd, read.AsSpan(0, 3), 0x1000));
+        Assert.Equal("low"u8.ToArray(), read[..3]);
+        Assert.Equal(4, Libc.PreadFully(m.Backing.Fd, read, (long)(3 * GiB) + 0x2000));
+        Assert.Equal("high"u8.ToArray(), read);
+        Assert.Equal(3 * GiB + 64 * MiB, (ulong)Libc.StatOf(m.Backing.Fd).Size);
+    }
+
+    [Fact]
+    public void A_private_mapping_of_a_file_reads_it_and_never_writes_it()
+    {
+        string path = Path.GetTempFileName();
+        try
+        {
+            using (var f = File.OpenWrite(path))
+            {
+                f.SetLength((long)(64 * MiB));
+                f.Position = 0x3000;
+                f.Write("saved"u8);
+            }
+            var fd = FileDescriptor.Open(path, Libc.O_RDONLY);
+            using (var m = GuestMemory.FromFile(fd, 64 * MiB, shared: false))
+            {
+                Assert.False(m.IsShared);
+                var got = new byte[5];
+                m.Read(new GuestAddress(0x3000), got);
+                Assert.Equal("saved"u8.ToArray(), got);
+                m.Write(new GuestAddress(0x3000), "guest"u8); // copy-on-write: the page is the process's own now
+                m.Read(new GuestAddress(0x3000), got);
+                Assert.Equal("guest"u8.ToArray(), got);
+            }
+            var bytes = File.ReadAllBytes(path);
+            Assert.Equal("saved"u8.ToArray(), bytes[0x3000..0x3005]);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void Anonymous_ram_has_no_backing_file()
+    {
+        using var m = GuestMemory.CreateAnonymous(64 * MiB);
+        Assert.Null(m.Backing);
+        Assert.False(m.IsShared);
     }
 }

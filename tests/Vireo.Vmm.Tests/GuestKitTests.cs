@@ -112,6 +112,15 @@ public class GuestKitTests
     }
 
     [KvmTheory]
+    [InlineData(MemoryBacking.Memfd)]
+    [InlineData(MemoryBacking.Anonymous)]
+    public void Memtest_passes_on_either_backing_of_guest_ram(MemoryBacking backing)
+    {
+        var run = GuestRun.Boot("memtest", 1, 256, configure: c => c with { MemoryBacking = backing }).ExitedWith(0);
+        Assert.Contains("MiB of 255 MiB verified", run.Output); // the first MiB is not counted
+    }
+
+    [KvmTheory]
     [InlineData(1)]
     [InlineData(2)]
     public void Exceptions_reach_the_guest_idt_and_the_lapic_timer_ticks(int vcpus)
