@@ -35,6 +35,24 @@ public sealed class AcpiPm : IBusDevice
         _sci = sci;
     }
 
+    public AcpiPmState SaveState()
+    {
+        lock (_lock)
+        {
+            return new AcpiPmState(_status, _enable, _control);
+        }
+    }
+
+    /// <summary>Takes the registers of <paramref name="state"/> and sets the SCI line to match them.</summary>
+    public void Restore(AcpiPmState state)
+    {
+        lock (_lock)
+        {
+            (_status, _enable, _control) = (state.Status, state.Enable, state.Control);
+            UpdateSci();
+        }
+    }
+
     /// <summary>The power button: sets PWRBTN_STS, and raises the SCI if the guest enabled it.</summary>
     public void PressPowerButton()
     {

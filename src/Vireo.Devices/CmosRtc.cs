@@ -15,7 +15,8 @@ public sealed class CmosRtc : IBusDevice
     private const byte StatusB24Hour = 0x02, StatusBBinary = 0x04;
 
     private readonly Lock _lock = new();
-    private readonly byte[] _ram = new byte[128];
+    public const int RamSize = 128;
+    private readonly byte[] _ram = new byte[RamSize];
     private readonly Func<DateTime> _clock;
     private byte _index;
 
@@ -34,6 +35,30 @@ public sealed class CmosRtc : IBusDevice
         _ram[0x5b] = (byte)above4G;
         _ram[0x5c] = (byte)(above4G >> 8);
         _ram[0x5d] = (byte)(above4G >> 16);
+    }
+
+    public CmosRtcState SaveState()
+    {
+        lock (_lock)
+        {
+            return new CmosRtcState(_index, [.. _ram]);
+        }
+    }
+
+    /// <summary>Takes the index and CMOS bytes of <paramref name="state"/>, checked first; false (and nothing changed) when it is not valid.</summary>
+    public bool TryRestore(CmosRtcState state, out string? error)
+    {
+        error = state.Problem();
+        if (error is not null)
+        {
+            return false;
+        }
+        lock (_lock)
+        {
+            _index = state.Index;
+            state.Ram.CopyTo(_ram, 0);
+        }
+        return true;
     }
 
     public void Read(ulong offset, Span<byte> data)

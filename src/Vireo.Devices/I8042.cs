@@ -22,6 +22,22 @@ public sealed class I8042 : IBusDevice
     /// <param name="reset">Called when the guest asks for a CPU reset.</param>
     public I8042(Action reset) => _reset = reset;
 
+    public I8042State SaveState()
+    {
+        lock (_lock)
+        {
+            return new I8042State(_commandByte, _outputPort, _status, _data, _pendingWrite);
+        }
+    }
+
+    public void Restore(I8042State state)
+    {
+        lock (_lock)
+        {
+            (_commandByte, _outputPort, _status, _data, _pendingWrite) = (state.CommandByte, state.OutputPort, state.Status, state.Data, state.PendingWrite);
+        }
+    }
+
     public void Read(ulong offset, Span<byte> data)
     {
         if (data.Length != 1)

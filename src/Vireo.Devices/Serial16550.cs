@@ -50,6 +50,35 @@ public sealed class Serial16550 : IBusDevice
         return n;
     }
 
+    public Serial16550State SaveState()
+    {
+        lock (_lock)
+        {
+            return new Serial16550State(_ier, _lcr, _mcr, _scr, _dll, _dlm, _fcr, _threPending, [.. _rx]);
+        }
+    }
+
+    /// <summary>Takes the registers and pending input of <paramref name="state"/>, checked first; false (and nothing changed) when it is not valid.</summary>
+    public bool TryRestore(Serial16550State state, out string? error)
+    {
+        error = state.Problem();
+        if (error is not null)
+        {
+            return false;
+        }
+        lock (_lock)
+        {
+            (_ier, _lcr, _mcr, _scr, _dll, _dlm, _fcr, _threPending) =
+                (state.Ier, state.Lcr, state.Mcr, state.Scr, state.Dll, state.Dlm, state.Fcr, state.ThrePending);
+            _rx.Clear();
+            foreach (byte b in state.Rx)
+            {
+                _rx.Enqueue(b);
+            }
+        }
+        return true;
+    }
+
     /// <summary>Bytes waiting for the guest to read.</summary>
     public int PendingInput
     {

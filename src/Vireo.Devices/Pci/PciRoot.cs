@@ -22,6 +22,22 @@ public sealed class PciRoot
     public IBusDevice PortDevice => new Ports(this);
     public IBusDevice EcamDevice => new Ecam(this);
 
+    public PciRootState SaveState()
+    {
+        lock (_lock)
+        {
+            return new PciRootState(_address);
+        }
+    }
+
+    public void Restore(PciRootState state)
+    {
+        lock (_lock)
+        {
+            _address = state.Address;
+        }
+    }
+
     /// <summary>Places a function at the next free slot and returns the slot number.</summary>
     public int Add(IPciFunction function)
     {
