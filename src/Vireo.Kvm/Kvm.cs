@@ -105,10 +105,61 @@ public sealed unsafe class Kvm : IDisposable
         }
     }
 
+    /// <summary>KVM_GET_MSR_INDEX_LIST: the MSRs KVM says it saves and restores for a guest.</summary>
+    /// <remarks>Not every one is readable on every vCPU (this host lists MSRs of features it lacks); see <see cref="SaveableMsrs"/>.</remarks>
+    public uint[] GetMsrIndexList()
+    {
+        ObjectDisposedException.ThrowIf(_fd.IsClosed, this);
+        kvm_msr_list probe = default;
+        // With nmsrs 0, KVM answers E2BIG and writes the count it has.
+        if (Libc.Ioctl(_fd.Fd, KvmAbi.KVM_GET_MSR_INDEX_LIST, &probe) == 0)
+        {
+            return [];
+        }
+        if (Libc.LastErrno != Libc.E2BIG)
+        {
+            throw new SysError("KVM_GET_MSR_INDEX_LIST", Libc.LastErrno);
+        }
+        int count = (int)probe.nmsrs;
+        if (count > MaxMsrIndices)
+        {
+            throw new InvalidOperationException($"KVM_GET_MSR_INDEX_LIST lists {count} MSRs, more than the {MaxMsrIndices} Vireo expects");
+        }
+        byte[] buf = new byte[sizeof(kvm_msr_list) + count * sizeof(uint)];
+        fixed (byte* p = buf)
+        {
+            ((kvm_msr_list*)p)->nmsrs = (uint)count;
+            Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_GET_MSR_INDEX_LIST, p), "KVM_GET_MSR_INDEX_LIST");
+            int filled = (int)((kvm_msr_list*)p)->nmsrs;
+            // SAFETY: KVM wrote filled (<= count) indices after the header, and buf holds count of them.
+            return new ReadOnlySpan<uint>(p + sizeof(kvm_msr_list), Math.Min(filled, count)).ToArray();
+        }
+    }
+
+    /// <summary>More MSRs than any KVM lists (about 100 on x86 today); also the bound a saved vCPU's MSR list is held to.</summary>
+    public const int MaxMsrIndices = 4096;
+
+    private uint[]? _saveableMsrs;
+
+    /// <summary>
+    /// The MSRs of <see cref="GetMsrIndexList"/> that KVM_GET_MSRS reads on a vCPU of this host,
+    /// found once by <paramref name="probe"/> and cached: those are what a vCPU's state holds.
+    /// </summary>
+    internal uint[] SaveableMsrs(KvmVcpu probe)
+    {
+        var cached = Volatile.Read(ref _saveableMsrs);
+        if (cached is null)
+        {
+            cached = Array.ConvertAll(probe.GetReadableMsrs(GetMsrIndexList()), e => e.index);
+            Volatile.Write(ref _saveableMsrs, cached);
+        }
+        return cached;
+    }
+
     public KvmVm CreateVm()
     {
         int vmfd = Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_CREATE_VM, 0), "KVM_CREATE_VM");
-        return new KvmVm(new FileDescriptor(vmfd), VcpuMmapSize);
+        return new KvmVm(this, new FileDescriptor(vmfd), VcpuMmapSize);
     }
 
     public void Dispose() => _fd.Dispose();
