@@ -207,6 +207,11 @@ public unsafe struct kvm_debugregs
     public fixed ulong db[4];
     public ulong dr6, dr7, flags;
     public fixed ulong reserved[9];
+
+    /// <summary>DR0..DR3, for code without unsafe.</summary>
+    public readonly ulong GetDb(int i) => (uint)i < 4 ? db[i] : throw new ArgumentOutOfRangeException(nameof(i));
+
+    public void SetDb(int i, ulong value) => db[(uint)i < 4 ? i : throw new ArgumentOutOfRangeException(nameof(i))] = value;
 }
 
 [StructLayout(LayoutKind.Sequential)]

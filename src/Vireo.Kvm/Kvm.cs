@@ -106,7 +106,7 @@ public sealed unsafe class Kvm : IDisposable
     }
 
     /// <summary>KVM_GET_MSR_INDEX_LIST: the MSRs KVM says it saves and restores for a guest.</summary>
-    /// <remarks>Not every one is readable on every vCPU (this host lists MSRs of features it lacks); see <see cref="SaveableMsrs"/>.</remarks>
+    /// <remarks>Not every one is readable and writable on every vCPU; see <see cref="SaveableMsrs"/>.</remarks>
     public uint[] GetMsrIndexList()
     {
         ObjectDisposedException.ThrowIf(_fd.IsClosed, this);
@@ -139,21 +139,42 @@ public sealed unsafe class Kvm : IDisposable
     /// <summary>More MSRs than any KVM lists (about 100 on x86 today); also the bound a saved vCPU's MSR list is held to.</summary>
     public const int MaxMsrIndices = 4096;
 
-    private uint[]? _saveableMsrs;
+    private uint[]? _saveableWithLapic, _saveableWithoutLapic;
 
     /// <summary>
-    /// The MSRs of <see cref="GetMsrIndexList"/> that KVM_GET_MSRS reads on a vCPU of this host,
-    /// found once by <paramref name="probe"/> and cached: those are what a vCPU's state holds.
+    /// The MSRs of <see cref="GetMsrIndexList"/> that a vCPU of this host both reads
+    /// (KVM_GET_MSRS) and takes back (KVM_SET_MSRS): what a vCPU's state holds. Found once per
+    /// kind of vCPU (with or without an in-kernel LAPIC) on a scratch VM, and cached.
     /// </summary>
-    internal uint[] SaveableMsrs(KvmVcpu probe)
+    /// <remarks>
+    /// Readable is not enough: without an in-kernel LAPIC, KVM reads MSR_KVM_ASYNC_PF_INT but
+    /// refuses any write to it, so a state holding it could never be restored. The probe runs on
+    /// a scratch vCPU because writing an MSR back (the TSC above all) is not free on a live one.
+    /// </remarks>
+    internal uint[] SaveableMsrs(bool withLapic)
     {
-        var cached = Volatile.Read(ref _saveableMsrs);
+        ref uint[]? slot = ref withLapic ? ref _saveableWithLapic : ref _saveableWithoutLapic;
+        var cached = Volatile.Read(ref slot);
         if (cached is null)
         {
-            cached = Array.ConvertAll(probe.GetReadableMsrs(GetMsrIndexList()), e => e.index);
-            Volatile.Write(ref _saveableMsrs, cached);
+            cached = ProbeSaveableMsrs(withLapic);
+            Volatile.Write(ref slot, cached);
         }
         return cached;
+    }
+
+    private uint[] ProbeSaveableMsrs(bool withLapic)
+    {
+        using var vm = CreateVm();
+        if (withLapic)
+        {
+            vm.CreateIrqchip();
+        }
+        using var vcpu = vm.CreateVcpu(0);
+        // Every feature the host offers, so an MSR that only exists with a CPUID bit is probed too.
+        vcpu.SetCpuid(GetSupportedCpuid());
+        var readable = vcpu.GetReadableMsrs(GetMsrIndexList());
+        return vcpu.SetAcceptedMsrs(readable);
     }
 
     public KvmVm CreateVm()

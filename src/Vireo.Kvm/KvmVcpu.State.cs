@@ -19,7 +19,7 @@ public sealed unsafe partial class KvmVcpu
             var x = xcrs.Get(i);
             xcrValues[i] = new XcrValue(x.xcr, x.value);
         }
-        var msrs = GetReadableMsrs(_kvm.SaveableMsrs(this));
+        var msrs = GetReadableMsrs(_kvm.SaveableMsrs(HasLapic));
         byte[]? lapic = null;
         if (HasLapic)
         {
@@ -40,7 +40,7 @@ public sealed unsafe partial class KvmVcpu
             Msrs = Array.ConvertAll(msrs, e => new MsrValue(e.index, e.data)),
             Events = GetVcpuEvents(),
             TscKhz = GetTscKhz(),
-            Cpuid = GetCpuid(),
+            Cpuid = CpuidSet,
         };
     }
 

@@ -121,7 +121,7 @@ public sealed unsafe partial class KvmVcpu : IDisposable
     /// <summary>KVM_SET_TSC_KHZ: KVM scales the TSC (KVM_CAP_TSC_CONTROL), accepts a rate within 250 ppm, or refuses.</summary>
     public void SetTscKhz(uint khz) => Check.Io(Libc.Ioctl(_rawFd, KvmAbi.KVM_SET_TSC_KHZ, khz), "KVM_SET_TSC_KHZ");
 
-    /// <summary>KVM_GET_CPUID2: the CPUID entries this vCPU runs with (none until <see cref="SetCpuid"/>).</summary>
+    /// <summary>KVM_GET_CPUID2: KVM's view of this vCPU's CPUID (none until <see cref="SetCpuid"/>); see <see cref="CpuidSet"/> for why state uses that instead.</summary>
     public kvm_cpuid_entry2[] GetCpuid()
     {
         for (int n = 256; ; n *= 2)
@@ -147,6 +147,15 @@ public sealed unsafe partial class KvmVcpu : IDisposable
     public uint GetMpState() { kvm_mp_state s; Get(KvmAbi.KVM_GET_MP_STATE, &s, "KVM_GET_MP_STATE"); return s.mp_state; }
     public void SetMpState(uint state) { var s = new kvm_mp_state { mp_state = state }; Get(KvmAbi.KVM_SET_MP_STATE, &s, "KVM_SET_MP_STATE"); }
 
+    private kvm_cpuid_entry2[] _cpuid = [];
+
+    /// <summary>
+    /// The CPUID entries last given to <see cref="SetCpuid"/>: what a saved vCPU carries. Not
+    /// KVM_GET_CPUID2's answer, which KVM edits at run time (OSXSAVE, the XSAVE size in 0xd.0)
+    /// and which on some hosts names more features than were set.
+    /// </summary>
+    public kvm_cpuid_entry2[] CpuidSet => (kvm_cpuid_entry2[])_cpuid.Clone();
+
     public void SetCpuid(kvm_cpuid_entry2[] entries)
     {
         int bytes = entries.Length * sizeof(kvm_cpuid_entry2);
@@ -159,6 +168,7 @@ public sealed unsafe partial class KvmVcpu : IDisposable
             Buffer.MemoryCopy(src, p + sizeof(kvm_cpuid2), bytes, bytes);
             Get(KvmAbi.KVM_SET_CPUID2, p, "KVM_SET_CPUID2");
         }
+        _cpuid = (kvm_cpuid_entry2[])entries.Clone();
     }
 
     /// <summary>KVM_SET_MSRS; throws unless every entry was accepted.</summary>
@@ -199,6 +209,24 @@ public sealed unsafe partial class KvmVcpu : IDisposable
             start += got.Length + 1; // the one after those KVM filled was refused
         }
         return [.. read];
+    }
+
+    /// <summary>KVM_SET_MSRS, skipping each MSR KVM refuses as <see cref="GetReadableMsrs"/> does; returns the indices it took.</summary>
+    internal uint[] SetAcceptedMsrs(kvm_msr_entry[] entries)
+    {
+        var accepted = new List<uint>(entries.Length);
+        int start = 0;
+        while (start < entries.Length)
+        {
+            var rest = entries[start..];
+            int n = MsrIoctl(KvmAbi.KVM_SET_MSRS, rest, "KVM_SET_MSRS");
+            for (int i = 0; i < n; i++)
+            {
+                accepted.Add(rest[i].index);
+            }
+            start += n + 1;
+        }
+        return [.. accepted];
     }
 
     private int MsrIoctl(nuint request, kvm_msr_entry[] entries, string name)

@@ -46,7 +46,7 @@ public sealed record VcpuState
     /// <summary>KVM_MP_STATE_*: runnable, uninitialized, INIT received, halted, SIPI received.</summary>
     public required uint MpState { get; init; }
     public required uint TscKhz { get; init; }
-    /// <summary>The CPUID the vCPU runs with (KVM_GET_CPUID2); empty if none was ever set.</summary>
+    /// <summary>The CPUID the vCPU runs with, as it was set (<see cref="KvmVcpu.CpuidSet"/>); empty if none was.</summary>
     public required kvm_cpuid_entry2[] Cpuid { get; init; }
 
     /// <summary>Null when the record is fit to restore; otherwise the first thing wrong with it, in words.</summary>
