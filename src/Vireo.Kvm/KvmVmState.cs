@@ -61,9 +61,12 @@ public sealed record KvmVmState
         return null;
     }
 
+    /// <summary>The mode KVM gives a PIT channel at reset, before the guest programs it.</summary>
+    private const byte NeverProgrammed = 0xff;
+
     private static string? ChannelProblem(in kvm_pit_channel_state c) =>
         c.count > 0x10000 ? $"count {c.count} exceeds 65536"
-        : c.mode > 5 ? $"mode {c.mode}, expected 0 to 5"
+        : c.mode > 5 && c.mode != NeverProgrammed ? $"mode {c.mode}, expected 0 to 5 (or 255, never programmed)"
         : c.rw_mode > 3 ? $"access mode {c.rw_mode}, expected 0 to 3"
         : c.read_state > 4 || c.write_state > 4 ? $"read/write state {c.read_state}/{c.write_state}, expected 0 to 4"
         : c.bcd > 1 || c.gate > 1 ? $"bcd {c.bcd} or gate {c.gate} is not 0 or 1"
