@@ -114,6 +114,20 @@ public class KvmVcpuStateTests
     }
 
     [KvmFact]
+    public void The_tsc_deadline_only_sticks_once_the_lapic_is_in_deadline_mode()
+    {
+        // Why RestoreState writes MSRs after the LAPIC: written before, the deadline is dropped.
+        using var source = Source(out ulong deadline);
+        var saved = source.Vcpu.SaveState();
+        using var target = new BareVm(Counter, irqchip: true);
+        target.Vcpu.SetCpuid(saved.Cpuid);
+        target.Vcpu.SetMsrs([new kvm_msr_entry { index = MsrTscDeadline, data = deadline }]);
+        Assert.Equal(0UL, target.Vcpu.GetMsrs([MsrTscDeadline])[0].data);
+        target.Vcpu.RestoreState(saved with { Cpuid = [] }); // the CPUID is already in; RestoreState sets the LAPIC, then the MSR
+        Assert.Equal(deadline, target.Vcpu.GetMsrs([MsrTscDeadline])[0].data);
+    }
+
+    [KvmFact]
     public void A_vcpu_without_an_irqchip_saves_no_lapic_and_restores()
     {
         using var source = new BareVm(Counter);
