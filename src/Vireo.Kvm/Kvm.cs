@@ -165,6 +165,7 @@ public sealed unsafe class Kvm : IDisposable
 
     private uint[] ProbeSaveableMsrs(bool withLapic)
     {
+        ObjectDisposedException.ThrowIf(_fd.IsClosed, this); // a vCPU outlived its Kvm: never ioctl a stale fd number
         using var vm = CreateVm();
         if (withLapic)
         {

@@ -81,6 +81,7 @@ public sealed unsafe partial class KvmVcpu : IDisposable
         byte[] area = new byte[XsaveSize];
         fixed (byte* p = area)
         {
+            // SAFETY: both ioctls write at most XsaveSize bytes (KVM_CAP_XSAVE2's size, or sizeof(kvm_xsave)), area's length.
             if (XsaveSize > sizeof(kvm_xsave))
             {
                 Get(KvmAbi.KVM_GET_XSAVE2, p, "KVM_GET_XSAVE2");
@@ -104,6 +105,7 @@ public sealed unsafe partial class KvmVcpu : IDisposable
         area.CopyTo(buf);
         fixed (byte* p = buf)
         {
+            // SAFETY: KVM_SET_XSAVE reads XsaveSize bytes, buf's length.
             Get(KvmAbi.KVM_SET_XSAVE, p, "KVM_SET_XSAVE");
         }
     }

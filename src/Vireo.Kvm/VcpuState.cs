@@ -61,9 +61,9 @@ public sealed record VcpuState
         {
             return $"{who}: the XSAVE area is missing";
         }
-        if (Xsave.Length < MinXsaveSize || Xsave.Length > MaxXsaveSize || Xsave.Length % 64 != 0)
+        if (Xsave.Length < MinXsaveSize || Xsave.Length > MaxXsaveSize || Xsave.Length % 4 != 0)
         {
-            return $"{who}: the XSAVE area is {Xsave.Length} bytes, expected a multiple of 64 from {MinXsaveSize} to {MaxXsaveSize}";
+            return $"{who}: the XSAVE area is {Xsave.Length} bytes, expected a multiple of 4 from {MinXsaveSize} to {MaxXsaveSize}";
         }
         if (Xcrs is null || Xcrs.Length > KvmAbi.KVM_MAX_XCRS)
         {

@@ -31,8 +31,9 @@ public class VcpuStateTests
     public static TheoryData<string, string> Bad => new()
     {
         { "lapic 1000", "vcpu 1: lapic is 1000 bytes, expected 1024" },
-        { "xsave 100", "vcpu 1: the XSAVE area is 100 bytes, expected a multiple of 64 from 4096 to 65536" },
-        { "xsave 1 MiB", "vcpu 1: the XSAVE area is 1048576 bytes, expected a multiple of 64 from 4096 to 65536" },
+        { "xsave 100", "vcpu 1: the XSAVE area is 100 bytes, expected a multiple of 4 from 4096 to 65536" },
+        { "xsave 4097", "vcpu 1: the XSAVE area is 4097 bytes, expected a multiple of 4 from 4096 to 65536" },
+        { "xsave 1 MiB", "vcpu 1: the XSAVE area is 1048576 bytes, expected a multiple of 4 from 4096 to 65536" },
         { "17 xcrs", "vcpu 1: 17 XCRs, expected at most 16" },
         { "xcr twice", "vcpu 1: XCR0 appears twice" },
         { "xcr0 without x87", "vcpu 1: XCR0 is 0x6, which lacks the x87 bit every XCR0 has" },
@@ -60,6 +61,7 @@ public class VcpuStateTests
         {
             "lapic 1000" => Valid with { Lapic = new byte[1000] },
             "xsave 100" => Valid with { Xsave = new byte[100] },
+            "xsave 4097" => Valid with { Xsave = new byte[4097] },
             "xsave 1 MiB" => Valid with { Xsave = new byte[1 << 20] },
             "17 xcrs" => Valid with { Xcrs = Enumerable.Range(0, 17).Select(i => new XcrValue((uint)i, 1)).ToArray() },
             "xcr twice" => Valid with { Xcrs = [new XcrValue(0, 7), new XcrValue(0, 7)] },
