@@ -105,10 +105,83 @@ public sealed unsafe class Kvm : IDisposable
         }
     }
 
+    /// <summary>KVM_GET_MSR_INDEX_LIST: the MSRs KVM says it saves and restores for a guest.</summary>
+    /// <remarks>Not every one is readable and writable on every vCPU; see <see cref="SaveableMsrs"/>.</remarks>
+    public uint[] GetMsrIndexList()
+    {
+        ObjectDisposedException.ThrowIf(_fd.IsClosed, this);
+        kvm_msr_list probe = default;
+        // With nmsrs 0, KVM answers E2BIG and writes the count it has.
+        if (Libc.Ioctl(_fd.Fd, KvmAbi.KVM_GET_MSR_INDEX_LIST, &probe) == 0)
+        {
+            return [];
+        }
+        if (Libc.LastErrno != Libc.E2BIG)
+        {
+            throw new SysError("KVM_GET_MSR_INDEX_LIST", Libc.LastErrno);
+        }
+        int count = (int)probe.nmsrs;
+        if (count > MaxMsrIndices)
+        {
+            throw new InvalidOperationException($"KVM_GET_MSR_INDEX_LIST lists {count} MSRs, more than the {MaxMsrIndices} Vireo expects");
+        }
+        byte[] buf = new byte[sizeof(kvm_msr_list) + count * sizeof(uint)];
+        fixed (byte* p = buf)
+        {
+            ((kvm_msr_list*)p)->nmsrs = (uint)count;
+            Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_GET_MSR_INDEX_LIST, p), "KVM_GET_MSR_INDEX_LIST");
+            int filled = (int)((kvm_msr_list*)p)->nmsrs;
+            // SAFETY: KVM wrote filled (<= count) indices after the header, and buf holds count of them.
+            return new ReadOnlySpan<uint>(p + sizeof(kvm_msr_list), Math.Min(filled, count)).ToArray();
+        }
+    }
+
+    /// <summary>More MSRs than any KVM lists (about 100 on x86 today); also the bound a saved vCPU's MSR list is held to.</summary>
+    public const int MaxMsrIndices = 4096;
+
+    private uint[]? _saveableWithLapic, _saveableWithoutLapic;
+
+    /// <summary>
+    /// The MSRs of <see cref="GetMsrIndexList"/> that a vCPU of this host both reads
+    /// (KVM_GET_MSRS) and takes back (KVM_SET_MSRS): what a vCPU's state holds. Found once per
+    /// kind of vCPU (with or without an in-kernel LAPIC) on a scratch VM, and cached.
+    /// </summary>
+    /// <remarks>
+    /// Readable is not enough: without an in-kernel LAPIC, KVM reads MSR_KVM_ASYNC_PF_INT but
+    /// refuses any write to it, so a state holding it could never be restored. The probe runs on
+    /// a scratch vCPU because writing an MSR back (the TSC above all) is not free on a live one.
+    /// </remarks>
+    internal uint[] SaveableMsrs(bool withLapic)
+    {
+        ref uint[]? slot = ref withLapic ? ref _saveableWithLapic : ref _saveableWithoutLapic;
+        var cached = Volatile.Read(ref slot);
+        if (cached is null)
+        {
+            cached = ProbeSaveableMsrs(withLapic);
+            Volatile.Write(ref slot, cached);
+        }
+        return cached;
+    }
+
+    private uint[] ProbeSaveableMsrs(bool withLapic)
+    {
+        ObjectDisposedException.ThrowIf(_fd.IsClosed, this); // a vCPU outlived its Kvm: never ioctl a stale fd number
+        using var vm = CreateVm();
+        if (withLapic)
+        {
+            vm.CreateIrqchip();
+        }
+        using var vcpu = vm.CreateVcpu(0);
+        // Every feature the host offers, so an MSR that only exists with a CPUID bit is probed too.
+        vcpu.SetCpuid(GetSupportedCpuid());
+        var readable = vcpu.GetReadableMsrs(GetMsrIndexList());
+        return vcpu.SetAcceptedMsrs(readable);
+    }
+
     public KvmVm CreateVm()
     {
         int vmfd = Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_CREATE_VM, 0), "KVM_CREATE_VM");
-        return new KvmVm(new FileDescriptor(vmfd), VcpuMmapSize);
+        return new KvmVm(this, new FileDescriptor(vmfd), VcpuMmapSize);
     }
 
     public void Dispose() => _fd.Dispose();

@@ -3,7 +3,7 @@ using Vireo.Interop;
 namespace Vireo.Kvm;
 
 /// <summary>A vCPU file descriptor and its mmapped kvm_run page. Created only by <see cref="KvmVm"/>.</summary>
-public sealed unsafe class KvmVcpu : IDisposable
+public sealed unsafe partial class KvmVcpu : IDisposable
 {
     private readonly FileDescriptor _fd;
     private readonly int _runSize;
@@ -11,11 +11,22 @@ public sealed unsafe class KvmVcpu : IDisposable
     private readonly int _rawFd;
     private bool _fdRefAdded;
 
+    private readonly Kvm _kvm;
+
     public int Id { get; }
 
-    internal KvmVcpu(int id, FileDescriptor fd, int runSize)
+    /// <summary>Bytes of this vCPU's XSAVE area as KVM moves it: KVM_CAP_XSAVE2's size, at least the 4 KiB kvm_xsave.</summary>
+    public int XsaveSize { get; }
+
+    /// <summary>True when the VM has an in-kernel irqchip, so this vCPU has a LAPIC that KVM_GET/SET_LAPIC reach.</summary>
+    public bool HasLapic { get; }
+
+    internal KvmVcpu(int id, FileDescriptor fd, int runSize, Kvm kvm, int xsaveSize, bool hasLapic)
     {
         Id = id;
+        _kvm = kvm;
+        XsaveSize = xsaveSize;
+        HasLapic = hasLapic;
         _fd = fd;
         _runSize = runSize;
         nint p = Libc.Mmap(0, (nuint)runSize, Libc.PROT_READ | Libc.PROT_WRITE, Libc.MAP_SHARED, fd.Fd, 0);
@@ -64,8 +75,88 @@ public sealed unsafe class KvmVcpu : IDisposable
     public kvm_xsave GetXsave() { kvm_xsave r; Get(KvmAbi.KVM_GET_XSAVE, &r, "KVM_GET_XSAVE"); return r; }
     public void SetXsave(in kvm_xsave r) { fixed (kvm_xsave* p = &r) { Get(KvmAbi.KVM_SET_XSAVE, p, "KVM_SET_XSAVE"); } }
 
+    /// <summary>The whole XSAVE area, <see cref="XsaveSize"/> bytes: KVM_GET_XSAVE2 when that is larger than kvm_xsave, else KVM_GET_XSAVE.</summary>
+    public byte[] GetXsaveBytes()
+    {
+        byte[] area = new byte[XsaveSize];
+        fixed (byte* p = area)
+        {
+            // SAFETY: both ioctls write at most XsaveSize bytes (KVM_CAP_XSAVE2's size, or sizeof(kvm_xsave)), area's length.
+            if (XsaveSize > sizeof(kvm_xsave))
+            {
+                Get(KvmAbi.KVM_GET_XSAVE2, p, "KVM_GET_XSAVE2");
+            }
+            else
+            {
+                Get(KvmAbi.KVM_GET_XSAVE, p, "KVM_GET_XSAVE");
+            }
+        }
+        return area;
+    }
+
+    /// <summary>KVM_SET_XSAVE, which reads <see cref="XsaveSize"/> bytes; a shorter area is zero-filled (its XSTATE_BV names what it holds).</summary>
+    public void SetXsaveBytes(ReadOnlySpan<byte> area)
+    {
+        if (area.Length > XsaveSize)
+        {
+            throw new ArgumentException($"the XSAVE area is {area.Length} bytes, this host's KVM takes at most {XsaveSize}", nameof(area));
+        }
+        byte[] buf = new byte[XsaveSize];
+        area.CopyTo(buf);
+        fixed (byte* p = buf)
+        {
+            // SAFETY: KVM_SET_XSAVE reads XsaveSize bytes, buf's length.
+            Get(KvmAbi.KVM_SET_XSAVE, p, "KVM_SET_XSAVE");
+        }
+    }
+
+    public kvm_xcrs GetXcrs() { kvm_xcrs r; Get(KvmAbi.KVM_GET_XCRS, &r, "KVM_GET_XCRS"); return r; }
+    public void SetXcrs(in kvm_xcrs r) { fixed (kvm_xcrs* p = &r) { Get(KvmAbi.KVM_SET_XCRS, p, "KVM_SET_XCRS"); } }
+    public kvm_debugregs GetDebugregs() { kvm_debugregs r; Get(KvmAbi.KVM_GET_DEBUGREGS, &r, "KVM_GET_DEBUGREGS"); return r; }
+    public void SetDebugregs(in kvm_debugregs r) { fixed (kvm_debugregs* p = &r) { Get(KvmAbi.KVM_SET_DEBUGREGS, p, "KVM_SET_DEBUGREGS"); } }
+    public kvm_vcpu_events GetVcpuEvents() { kvm_vcpu_events r; Get(KvmAbi.KVM_GET_VCPU_EVENTS, &r, "KVM_GET_VCPU_EVENTS"); return r; }
+    public void SetVcpuEvents(in kvm_vcpu_events r) { fixed (kvm_vcpu_events* p = &r) { Get(KvmAbi.KVM_SET_VCPU_EVENTS, p, "KVM_SET_VCPU_EVENTS"); } }
+
+    /// <summary>KVM_GET_TSC_KHZ: the rate of this vCPU's TSC (the host's unless it was set).</summary>
+    public uint GetTscKhz() => (uint)Check.Io(Libc.Ioctl(_rawFd, KvmAbi.KVM_GET_TSC_KHZ, 0), "KVM_GET_TSC_KHZ");
+
+    /// <summary>KVM_SET_TSC_KHZ: KVM scales the TSC (KVM_CAP_TSC_CONTROL), accepts a rate within 250 ppm, or refuses.</summary>
+    public void SetTscKhz(uint khz) => Check.Io(Libc.Ioctl(_rawFd, KvmAbi.KVM_SET_TSC_KHZ, khz), "KVM_SET_TSC_KHZ");
+
+    /// <summary>KVM_GET_CPUID2: KVM's view of this vCPU's CPUID (none until <see cref="SetCpuid"/>); see <see cref="CpuidSet"/> for why state uses that instead.</summary>
+    public kvm_cpuid_entry2[] GetCpuid()
+    {
+        for (int n = 256; ; n *= 2)
+        {
+            byte[] buf = new byte[sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2)];
+            fixed (byte* p = buf)
+            {
+                ((kvm_cpuid2*)p)->nent = (uint)n;
+                if (Libc.Ioctl(_rawFd, KvmAbi.KVM_GET_CPUID2, p) == 0)
+                {
+                    int count = Math.Min((int)((kvm_cpuid2*)p)->nent, n);
+                    // SAFETY: KVM wrote count (<= n) entries after the header, all inside buf.
+                    return new ReadOnlySpan<kvm_cpuid_entry2>(p + sizeof(kvm_cpuid2), count).ToArray();
+                }
+                if (Libc.LastErrno != Libc.E2BIG || n >= 4096)
+                {
+                    throw new SysError("KVM_GET_CPUID2", Libc.LastErrno);
+                }
+            }
+        }
+    }
+
     public uint GetMpState() { kvm_mp_state s; Get(KvmAbi.KVM_GET_MP_STATE, &s, "KVM_GET_MP_STATE"); return s.mp_state; }
     public void SetMpState(uint state) { var s = new kvm_mp_state { mp_state = state }; Get(KvmAbi.KVM_SET_MP_STATE, &s, "KVM_SET_MP_STATE"); }
+
+    private kvm_cpuid_entry2[] _cpuid = [];
+
+    /// <summary>
+    /// The CPUID entries last given to <see cref="SetCpuid"/>: what a saved vCPU carries. Not
+    /// KVM_GET_CPUID2's answer, which KVM edits at run time (OSXSAVE, the XSAVE size in 0xd.0)
+    /// and which on some hosts names more features than were set.
+    /// </summary>
+    public kvm_cpuid_entry2[] CpuidSet => (kvm_cpuid_entry2[])_cpuid.Clone();
 
     public void SetCpuid(kvm_cpuid_entry2[] entries)
     {
@@ -79,6 +170,7 @@ public sealed unsafe class KvmVcpu : IDisposable
             Buffer.MemoryCopy(src, p + sizeof(kvm_cpuid2), bytes, bytes);
             Get(KvmAbi.KVM_SET_CPUID2, p, "KVM_SET_CPUID2");
         }
+        _cpuid = (kvm_cpuid_entry2[])entries.Clone();
     }
 
     /// <summary>KVM_SET_MSRS; throws unless every entry was accepted.</summary>
@@ -102,6 +194,41 @@ public sealed unsafe class KvmVcpu : IDisposable
         int n = MsrIoctl(KvmAbi.KVM_GET_MSRS, entries, "KVM_GET_MSRS");
         Array.Resize(ref entries, n);
         return entries;
+    }
+
+    /// <summary>
+    /// KVM_GET_MSRS over <paramref name="indices"/>, skipping each MSR it cannot read: KVM fills
+    /// entries in order and stops at the first it refuses, so the call resumes after that one.
+    /// </summary>
+    public kvm_msr_entry[] GetReadableMsrs(uint[] indices)
+    {
+        var read = new List<kvm_msr_entry>(indices.Length);
+        int start = 0;
+        while (start < indices.Length)
+        {
+            var got = GetMsrs(indices[start..]);
+            read.AddRange(got);
+            start += got.Length + 1; // the one after those KVM filled was refused
+        }
+        return [.. read];
+    }
+
+    /// <summary>KVM_SET_MSRS, skipping each MSR KVM refuses as <see cref="GetReadableMsrs"/> does; returns the indices it took.</summary>
+    internal uint[] SetAcceptedMsrs(kvm_msr_entry[] entries)
+    {
+        var accepted = new List<uint>(entries.Length);
+        int start = 0;
+        while (start < entries.Length)
+        {
+            var rest = entries[start..];
+            int n = MsrIoctl(KvmAbi.KVM_SET_MSRS, rest, "KVM_SET_MSRS");
+            for (int i = 0; i < n; i++)
+            {
+                accepted.Add(rest[i].index);
+            }
+            start += n + 1;
+        }
+        return [.. accepted];
     }
 
     private int MsrIoctl(nuint request, kvm_msr_entry[] entries, string name)

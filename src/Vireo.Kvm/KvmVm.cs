@@ -4,17 +4,27 @@ using Vireo.Memory;
 namespace Vireo.Kvm;
 
 /// <summary>A KVM VM file descriptor. Only this type creates vCPUs and registers memory slots.</summary>
-public sealed unsafe class KvmVm : IDisposable
+public sealed unsafe partial class KvmVm : IDisposable
 {
+    private readonly Kvm _kvm;
     private readonly FileDescriptor _fd;
     private readonly int _runMmapSize;
     private uint _nextSlot;
+    private int _vcpuCount;
+    private int _xsaveSize;
 
-    internal KvmVm(FileDescriptor fd, int runMmapSize)
+    internal KvmVm(Kvm kvm, FileDescriptor fd, int runMmapSize)
     {
+        _kvm = kvm;
         _fd = fd;
         _runMmapSize = runMmapSize;
     }
+
+    /// <summary>KVM_CHECK_EXTENSION on the VM fd, where some capabilities (KVM_CAP_XSAVE2) answer for this VM.</summary>
+    public int CheckExtension(int capability) => Libc.Ioctl(_fd.Fd, KvmAbi.KVM_CHECK_EXTENSION, (nuint)capability);
+
+    public bool HasIrqchip { get; private set; }
+    public bool HasPit { get; private set; }
 
     public void SetTssAddress(ulong address) =>
         Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_SET_TSS_ADDR, (nuint)address), "KVM_SET_TSS_ADDR");
@@ -23,7 +33,11 @@ public sealed unsafe class KvmVm : IDisposable
         Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_SET_IDENTITY_MAP_ADDR, &address), "KVM_SET_IDENTITY_MAP_ADDR");
 
     /// <summary>In-kernel PIC pair, IOAPIC and per-vCPU LAPICs. Must precede vCPU creation.</summary>
-    public void CreateIrqchip() => Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_CREATE_IRQCHIP, 0), "KVM_CREATE_IRQCHIP");
+    public void CreateIrqchip()
+    {
+        Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_CREATE_IRQCHIP, 0), "KVM_CREATE_IRQCHIP");
+        HasIrqchip = true;
+    }
 
     /// <summary>In-kernel i8254 PIT, with port 0x61 handled as a dummy speaker.</summary>
     public void CreatePit2()
@@ -31,6 +45,7 @@ public sealed unsafe class KvmVm : IDisposable
         kvm_pit_config config = default;
         config.flags = KvmAbi.KVM_PIT_SPEAKER_DUMMY;
         Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_CREATE_PIT2, &config), "KVM_CREATE_PIT2");
+        HasPit = true;
     }
 
     /// <summary>Registers every region of <paramref name="memory"/> as a memory slot.</summary>
@@ -62,8 +77,15 @@ public sealed unsafe class KvmVm : IDisposable
 
     public KvmVcpu CreateVcpu(int id)
     {
+        if (_xsaveSize == 0)
+        {
+            // 0 when KVM lacks KVM_CAP_XSAVE2: then the area is the 4 KiB kvm_xsave.
+            _xsaveSize = Math.Max(sizeof(kvm_xsave), CheckExtension(KvmAbi.KVM_CAP_XSAVE2));
+        }
         int fd = Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_CREATE_VCPU, (nuint)id), $"KVM_CREATE_VCPU({id})");
-        return new KvmVcpu(id, new FileDescriptor(fd), _runMmapSize);
+        var vcpu = new KvmVcpu(id, new FileDescriptor(fd), _runMmapSize, _kvm, _xsaveSize, HasIrqchip);
+        _vcpuCount++;
+        return vcpu;
     }
 
     /// <summary>Routes signals of <paramref name="eventFd"/> to interrupt line <paramref name="gsi"/> (edge).</summary>

@@ -34,6 +34,17 @@ public class KvmAbiTests
         (typeof(kvm_irq_routing_entry), "struct kvm_irq_routing_entry"),
         (typeof(kvm_irq_routing), "struct kvm_irq_routing"),
         (typeof(kvm_xsave), "struct kvm_xsave"),
+        (typeof(kvm_msr_list), "struct kvm_msr_list"),
+        (typeof(kvm_xcr), "struct kvm_xcr"),
+        (typeof(kvm_xcrs), "struct kvm_xcrs"),
+        (typeof(kvm_debugregs), "struct kvm_debugregs"),
+        (typeof(kvm_vcpu_events), "struct kvm_vcpu_events"),
+        (typeof(kvm_pic_state), "struct kvm_pic_state"),
+        (typeof(kvm_ioapic_state), "struct kvm_ioapic_state"),
+        (typeof(kvm_irqchip), "struct kvm_irqchip"),
+        (typeof(kvm_pit_channel_state), "struct kvm_pit_channel_state"),
+        (typeof(kvm_pit_state2), "struct kvm_pit_state2"),
+        (typeof(kvm_clock_data), "struct kvm_clock_data"),
         (typeof(epoll_event), "struct epoll_event"),
         (typeof(iocb), "struct iocb"),
         (typeof(io_event), "struct io_event"),
@@ -51,9 +62,21 @@ public class KvmAbiTests
         (typeof(kvm_run_system_event), "system_event"),
     ];
 
-    /// <summary>C names for the C# fields that split a C array (kvm_dtable's padding[3]).</summary>
+    /// <summary>Anonymous member structs, checked relative to their member of the named C struct.</summary>
+    private static readonly (Type Type, string CName, string Member)[] Nested =
+    [
+        (typeof(kvm_vcpu_events_exception), "struct kvm_vcpu_events", "exception"),
+        (typeof(kvm_vcpu_events_interrupt), "struct kvm_vcpu_events", "interrupt"),
+        (typeof(kvm_vcpu_events_nmi), "struct kvm_vcpu_events", "nmi"),
+        (typeof(kvm_vcpu_events_smi), "struct kvm_vcpu_events", "smi"),
+        (typeof(kvm_vcpu_events_triple_fault), "struct kvm_vcpu_events", "triple_fault"),
+    ];
+
+    /// <summary>C names for the C# fields that split a C array (kvm_dtable's padding[3], kvm_pit_state2's channels[3]).</summary>
     private static string CField(Type type, string name) =>
-        type == typeof(kvm_dtable) && name.StartsWith("padding", StringComparison.Ordinal) ? $"padding[{name[^1]}]" : name;
+        type == typeof(kvm_dtable) && name.StartsWith("padding", StringComparison.Ordinal) ? $"padding[{name[^1]}]"
+        : type == typeof(kvm_pit_state2) && name.StartsWith("channel", StringComparison.Ordinal) ? $"channels[{name[^1]}]"
+        : name;
 
     private static IEnumerable<FieldInfo> Fields(Type t) => t.GetFields(BindingFlags.Instance | BindingFlags.Public);
 
@@ -69,6 +92,15 @@ public class KvmAbiTests
                 checks.Add(($"offsetof({cname}, {CField(type, f.Name)})", (ulong)Marshal.OffsetOf(type, f.Name)));
             }
         }
+        foreach (var (type, cname, member) in Nested)
+        {
+            checks.Add(($"sizeof((({cname} *)0)->{member})", (ulong)Marshal.SizeOf(type)));
+            foreach (var f in Fields(type))
+            {
+                checks.Add(($"offsetof({cname}, {member}.{f.Name}) - offsetof({cname}, {member})", (ulong)Marshal.OffsetOf(type, f.Name)));
+            }
+        }
+        checks.Add(("sizeof(((struct kvm_irqchip *)0)->chip)", KvmAbi.IrqchipPayloadSize));
         foreach (var f in Fields(typeof(kvm_run)))
         {
             checks.Add(($"offsetof(struct kvm_run, {f.Name})", (ulong)Marshal.OffsetOf<kvm_run>(f.Name)));

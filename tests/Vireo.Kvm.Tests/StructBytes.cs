@@ -1,0 +1,9 @@
+using System.Runtime.InteropServices;
+
+namespace Vireo.Kvm.Tests;
+
+/// <summary>The bytes of a kernel struct, for comparing two of them whole.</summary>
+internal static class StructBytes
+{
+    public static byte[] Of<T>(in T value) where T : unmanaged => MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in value)).ToArray();
+}
