@@ -23,11 +23,13 @@ public static class CpuFeatures
     /// <summary>
     /// Bits KVM sets in a vCPU's CPUID without offering them in KVM_GET_SUPPORTED_CPUID: OSXSAVE
     /// and OSPKE mirror the guest's CR4, the APIC bit its APIC_BASE, and the TSC-deadline timer is
-    /// KVM's own LAPIC emulation (KVM_CAP_TSC_DEADLINE_TIMER), not a host feature.
+    /// KVM's own LAPIC emulation (KVM_CAP_TSC_DEADLINE_TIMER), not a host feature. The VMM sets
+    /// two more itself, describing the machine it builds rather than the host's CPU: the
+    /// hypervisor bit and HTT (more than one logical CPU in the package).
     /// </summary>
     private static readonly (uint Leaf, Reg Reg, int Bit)[] NotHostFeatures =
     [
-        (1, Reg.Ecx, 24), (1, Reg.Ecx, 27), (1, Reg.Edx, 9), (7, Reg.Ecx, 4),
+        (1, Reg.Ecx, 24), (1, Reg.Ecx, 27), (1, Reg.Edx, 9), (7, Reg.Ecx, 4), (1, Reg.Ecx, 31), (1, Reg.Edx, 28),
     ];
 
     private static readonly Dictionary<(uint Leaf, Reg Reg, int Bit), string> Names = new()

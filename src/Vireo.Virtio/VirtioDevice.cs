@@ -17,6 +17,7 @@ public abstract class VirtioDevice
     private Action<int>? _signalUsed;
     private Action? _signalNeedsReset;
     private int _generation;
+    private bool _activated;
 
     /// <summary>Changes at every activation and reset, so that work finishing late cannot touch a new queue.</summary>
     protected int Generation => Volatile.Read(ref _generation);
@@ -96,9 +97,147 @@ public abstract class VirtioDevice
                 }
                 _queues[i] = q;
             }
+            _activated = true;
             OnActivated();
             return true;
         }
+    }
+
+    /// <summary>The device's part of a snapshot. Taken once the device is quiet (<see cref="Quiesce"/>).</summary>
+    public VirtioDeviceState SaveState()
+    {
+        lock (_lock)
+        {
+            var queues = new QueueState?[_activated ? QueueCount : 0];
+            for (int i = 0; i < queues.Length && i < _queues.Length; i++)
+            {
+                queues[i] = _queues[i]?.State;
+            }
+            return new VirtioDeviceState(DeviceType, AckedFeatures, _activated, _failed ? FailureReason ?? "failed" : null, queues, SavePendingInput());
+        }
+    }
+
+    /// <summary>
+    /// Takes a saved state (untrusted: every queue is checked against guest memory as the driver's
+    /// own configuration is) in place of an activation by the driver. False, with the reason and
+    /// nothing changed, when the state does not fit this device.
+    /// </summary>
+    public bool TryRestore(GuestMemory memory, VirtioDeviceState state, Action<int> signalUsed, Action signalNeedsReset, out string? error)
+    {
+        error = Check(state, memory, out var queues);
+        if (error is not null)
+        {
+            return false;
+        }
+        lock (_lock)
+        {
+            _generation++;
+            Memory = memory;
+            _signalUsed = signalUsed;
+            _signalNeedsReset = signalNeedsReset;
+            AckedFeatures = state.AckedFeatures;
+            _queues = queues;
+            _activated = state.Activated;
+            _failed = state.FailureReason is not null;
+            FailureReason = state.FailureReason;
+            RestorePendingInput(state.PendingInput);
+            if (_activated)
+            {
+                OnActivated();
+            }
+        }
+        return true;
+    }
+
+    private string? Check(VirtioDeviceState state, GuestMemory memory, out SplitQueue?[] queues)
+    {
+        queues = [];
+        if (state.DeviceType != DeviceType)
+        {
+            return $"it is a virtio device of type {state.DeviceType}, this one is of type {DeviceType}";
+        }
+        if ((state.AckedFeatures & ~OfferedFeatures) != 0)
+        {
+            return $"acked features 0x{state.AckedFeatures:x} include some this device does not offer (0x{OfferedFeatures:x})";
+        }
+        if (state.Queues is null || (state.Activated ? state.Queues.Length != QueueCount : state.Queues.Length != 0))
+        {
+            return $"it has {state.Queues?.Length ?? 0} queues; this device has {(state.Activated ? QueueCount : 0)} while {(state.Activated ? "running" : "stopped")}";
+        }
+        if (PendingInputProblem(state.PendingInput) is { } pending)
+        {
+            return pending;
+        }
+        queues = new SplitQueue?[state.Queues.Length];
+        for (int i = 0; i < queues.Length; i++)
+        {
+            if (state.Queues[i] is not { } q)
+            {
+                continue;
+            }
+            if (q.Size > MaxQueueSize)
+            {
+                return $"queue {i}: size {q.Size} is larger than this device's {MaxQueueSize}";
+            }
+            if (q.EventIdx != ((state.AckedFeatures & VirtioConstants.Bit(VirtioConstants.FeatureEventIdx)) != 0)
+                || q.Indirect != ((state.AckedFeatures & VirtioConstants.Bit(VirtioConstants.FeatureIndirectDesc)) != 0))
+            {
+                return $"queue {i}: its event-index and indirect settings do not match the acked features";
+            }
+            if (!SplitQueue.TryCreate(memory, q, out var queue, out var queueError))
+            {
+                return $"queue {i}: {queueError}";
+            }
+            queues[i] = queue;
+        }
+        return null;
+    }
+
+    /// <summary>
+    /// After a restore: serves whatever the guest made available (its notifications went to the
+    /// old process) and interrupts once per queue (one it was owed may have been lost the same way;
+    /// a spare one costs the driver a look at an empty ring).
+    /// </summary>
+    public void KickAll()
+    {
+        for (int i = 0; i < QueueCount; i++)
+        {
+            NotifyQueue(i);
+            lock (_lock)
+            {
+                if (!_failed && i < _queues.Length && _queues[i] is not null)
+                {
+                    _signalUsed?.Invoke(i);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// True while requests the device took are still being served off its queue thread (a disk's
+    /// I/O in the kernel). A snapshot waits, vCPUs paused and the event loop running, until none is.
+    /// </summary>
+    public virtual bool HasWorkInFlight => false;
+
+    /// <summary>
+    /// Brings the device to a state a snapshot can hold, once nothing else runs (vCPUs and event
+    /// loop paused): a chain still in hand is handed back to the guest. The default holds none.
+    /// </summary>
+    public virtual void Settle()
+    {
+    }
+
+    /// <summary>Runs <paramref name="work"/> on queue <paramref name="index"/> under the device's lock, for <see cref="Settle"/>.</summary>
+    protected void WithQueueLocked(int index, Action<SplitQueue> work) => WithQueue(index, work);
+
+    /// <summary>Bytes held for the guest, for the state (the console's input); null for none.</summary>
+    protected virtual byte[]? SavePendingInput() => null;
+
+    protected virtual string? PendingInputProblem(byte[]? pending) =>
+        pending is { Length: > 0 } ? $"it holds {pending.Length} bytes of input, which this kind of device never has" : null;
+
+    protected virtual void RestorePendingInput(byte[]? pending)
+    {
     }
 
     /// <summary>The driver reset the device: forget queues and state.</summary>
@@ -109,6 +248,7 @@ public abstract class VirtioDevice
             _generation++;
             _queues = [];
             _failed = false;
+            _activated = false;
             FailureReason = null;
             AckedFeatures = 0;
             OnReset();

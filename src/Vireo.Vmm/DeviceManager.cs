@@ -285,6 +285,126 @@ public sealed class DeviceManager : IDisposable
 
     public void Start() => _eventLoop?.Start();
 
+    /// <summary>
+    /// Makes every device quiet enough to be saved, with the vCPUs already paused: waits (the
+    /// event loop still running) until no device has work in flight, then parks the event loop and
+    /// has each device hand back what it holds half-done. False when work is still in flight after
+    /// <paramref name="timeout"/>; the loop then runs on.
+    /// </summary>
+    public bool Quiesce(TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (_ordered.Exists(d => d.HasWorkInFlight))
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                return false;
+            }
+            Thread.Sleep(1);
+        }
+        _eventLoop?.Pause();
+        foreach (var d in _ordered)
+        {
+            d.Settle();
+        }
+        return true;
+    }
+
+    /// <summary>Lets the event loop run again after <see cref="Quiesce"/>.</summary>
+    public void Unquiesce() => _eventLoop?.Resume();
+
+    /// <summary>Every device's state; taken between <see cref="Quiesce"/> and <see cref="Unquiesce"/>.</summary>
+    public Snapshot.DevicesState SaveState()
+    {
+        var virtio = new List<Snapshot.VirtioSlotState>();
+        foreach (var slot in Map.Virtio)
+        {
+            var transport = _transports[slot.Id];
+            virtio.Add(new Snapshot.VirtioSlotState(slot.Id,
+                (transport as PciTransport)?.SaveState(),
+                (transport as MmioTransport)?.SaveState(),
+                _virtio[slot.Id].SaveState()));
+        }
+        return new Snapshot.DevicesState(Serial.SaveState(), I8042.SaveState(), Rtc.SaveState(), AcpiPm?.SaveState(), PciRoot?.SaveState(), [.. virtio]);
+    }
+
+    /// <summary>
+    /// Puts saved state (untrusted) into the devices just built from the same map. Throws
+    /// <see cref="Snapshot.SnapshotException"/> naming the device and what does not fit.
+    /// </summary>
+    public void Restore(Snapshot.DevicesState state)
+    {
+        static void Fail(string id, string? why) => throw new Snapshot.SnapshotException($"device '{id}': {why}");
+        if (state.Serial is null || state.I8042 is null || state.Rtc is null || state.Virtio is null)
+        {
+            throw new Snapshot.SnapshotException("devices: the serial port, i8042, RTC or virtio list is missing");
+        }
+        if (!Serial.TryRestore(state.Serial, out var error))
+        {
+            Fail("com1", error);
+        }
+        I8042.Restore(state.I8042);
+        if (!Rtc.TryRestore(state.Rtc, out error))
+        {
+            Fail("rtc", error);
+        }
+        if ((state.AcpiPm is null) != (AcpiPm is null))
+        {
+            Fail("acpi-pm", AcpiPm is null ? "saved, but this machine has no ACPI" : "missing, but this machine has ACPI");
+        }
+        if (state.AcpiPm is not null)
+        {
+            AcpiPm!.Restore(state.AcpiPm);
+        }
+        if ((state.PciRoot is null) != (PciRoot is null))
+        {
+            Fail("pci-root", PciRoot is null ? "saved, but this machine has no PCI bus" : "missing, but this machine has a PCI bus");
+        }
+        if (state.PciRoot is not null)
+        {
+            PciRoot!.Restore(state.PciRoot);
+        }
+        var slots = Map.Virtio.ToArray();
+        if (state.Virtio.Length != slots.Length)
+        {
+            throw new Snapshot.SnapshotException($"devices: {state.Virtio.Length} virtio devices saved; this machine has {slots.Length}");
+        }
+        for (int i = 0; i < slots.Length; i++)
+        {
+            var saved = state.Virtio[i];
+            string id = slots[i].Id;
+            if (saved is null || saved.Id != id || saved.Device is null)
+            {
+                throw new Snapshot.SnapshotException($"devices: virtio device {i} is '{saved?.Id}' in the snapshot, '{id}' here");
+            }
+            bool ok = _transports[id] switch
+            {
+                PciTransport pci when saved.Pci is not null => pci.TryRestore(saved.Pci, saved.Device, out error),
+                MmioTransport mmio when saved.Mmio is not null => mmio.TryRestore(saved.Mmio, saved.Device, out error),
+                _ => Fail2(out error),
+            };
+            if (!ok)
+            {
+                Fail(id, error);
+            }
+        }
+    }
+
+    private static bool Fail2(out string? error)
+    {
+        error = "its transport's state is missing or of the other transport";
+        return false;
+    }
+
+    /// <summary>After a restore, once the event loop runs: each virtio device serves what the guest queued and interrupts once per queue.</summary>
+    public void KickAll()
+    {
+        foreach (var d in _ordered)
+        {
+            d.KickAll();
+        }
+    }
+
     public void Dispose()
     {
         _eventLoop?.Dispose();

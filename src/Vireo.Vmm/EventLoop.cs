@@ -13,6 +13,11 @@ internal sealed class EventLoop : IDisposable, Devices.IFdWatcher
 {
     private readonly FileDescriptor _epoll;
     private readonly EventFd _stop = new();
+    private readonly EventFd _pause = new();
+    private const ulong PauseTag = ulong.MaxValue - 1;
+    private readonly ManualResetEventSlim _parked = new();
+    private readonly ManualResetEventSlim _resume = new(true);
+    private readonly Lock _pauseLock = new();
     private readonly List<(EventFd? Doorbell, Action Handler)> _handlers = [];
     private readonly Lock _dynamicLock = new();
     private readonly Dictionary<int, Action> _dynamic = [];   // fds watched while running, keyed by fd
@@ -25,6 +30,41 @@ internal sealed class EventLoop : IDisposable, Devices.IFdWatcher
         _onError = onError;
         _epoll = new FileDescriptor(Check.Io(Epoll.Create1(Epoll.EPOLL_CLOEXEC), "epoll_create1"));
         AddToEpoll(_stop, ulong.MaxValue);
+        AddToEpoll(_pause, PauseTag);
+    }
+
+    /// <summary>
+    /// Parks the loop thread between two handlers and returns once it is parked, so that no device
+    /// work runs until <see cref="Resume"/> (a snapshot reads devices and memory meanwhile). Events
+    /// that arrive are kept by their fds and served after. A loop not started is parked already.
+    /// </summary>
+    public void Pause()
+    {
+        lock (_pauseLock)
+        {
+            if (_thread is null || !_resume.IsSet)
+            {
+                return;
+            }
+            _parked.Reset();
+            _resume.Reset();
+            _pause.Signal();
+            while (!_parked.Wait(100))
+            {
+                if (!_thread.IsAlive)
+                {
+                    return; // it ended (an error or Dispose): nothing runs on it
+                }
+            }
+        }
+    }
+
+    public void Resume()
+    {
+        lock (_pauseLock)
+        {
+            _resume.Set();
+        }
     }
 
     /// <summary>Runs <paramref name="handler"/> on the loop thread each time <paramref name="fd"/> is signalled. Before <see cref="Start"/> only.</summary>
@@ -112,6 +152,13 @@ internal sealed class EventLoop : IDisposable, Devices.IFdWatcher
                 {
                     return;
                 }
+                if (data == PauseTag)
+                {
+                    _pause.Consume();
+                    _parked.Set();
+                    _resume.Wait();
+                    continue;
+                }
                 Action? handler;
                 if ((data & DynamicTag) != 0)
                 {
@@ -147,8 +194,10 @@ internal sealed class EventLoop : IDisposable, Devices.IFdWatcher
         if (_thread is not null)
         {
             _stop.Signal();
+            _resume.Set();
             _thread.Join();
         }
+        _pause.Dispose();
         foreach (var (doorbell, _) in _handlers)
         {
             doorbell?.Dispose();

@@ -49,6 +49,10 @@ public sealed class Machine : IDisposable
     /// <summary>Managed bytes the vCPU threads allocated while running.</summary>
     internal long VcpuAllocatedBytes => _runners.Sum(r => r.AllocatedBytes);
 
+    /// <summary>Set by a restore: the vCPUs start parked (resume_vm false) and the devices are kicked once they run.</summary>
+    internal bool StartPaused { get; set; }
+    internal bool Restored { get; set; }
+
     internal KvmVm Vm => _vm;
     internal IReadOnlyList<KvmVcpu> Vcpus => _vcpus;
 
@@ -98,9 +102,32 @@ public sealed class Machine : IDisposable
     {
         _ = Signals.KickSignal; // install the kick handler before any vCPU thread exists
         Devices.Start();
-        foreach (var runner in _runners)
+        if (Restored)
         {
-            runner.Start();
+            Devices.KickAll(); // what the guest queued while its notifications went to the old process
+        }
+        if (StartPaused)
+        {
+            lock (_pauseLock)
+            {
+                foreach (var runner in _runners)
+                {
+                    runner.Send(VcpuRequest.Pause); // taken before the first KVM_RUN
+                }
+                foreach (var runner in _runners)
+                {
+                    runner.Start();
+                }
+                Collect(VcpuResponse.Paused);
+                _paused = !_stopping;
+            }
+        }
+        else
+        {
+            foreach (var runner in _runners)
+            {
+                runner.Start();
+            }
         }
         if (!_stopped.Wait(timeout ?? Timeout.InfiniteTimeSpan))
         {
@@ -150,6 +177,45 @@ public sealed class Machine : IDisposable
         }
     }
 
+    /// <summary>
+    /// The machine's state, taken while it is paused: the devices are quiesced (disk I/O in flight
+    /// finishes, the event loop parks), every vCPU saves its own state on its thread, then KVM's
+    /// VM-wide state and every device's. <paramref name="whileQuiet"/> runs before the devices
+    /// wake again: guest RAM is written there, so that no device changes it meanwhile.
+    /// </summary>
+    public Snapshot.MachineState SaveState(Action? whileQuiet = null)
+    {
+        lock (_pauseLock)
+        {
+            if (!_paused || _stopping)
+            {
+                throw new Snapshot.SnapshotException(_stopping ? "the VM is stopping" : "the VM is not paused: pause it first");
+            }
+            if (!Devices.Quiesce(TimeSpan.FromSeconds(10)))
+            {
+                throw new Snapshot.SnapshotException("a disk still had requests in flight after 10 s; try again");
+            }
+            try
+            {
+                Ask(VcpuRequest.Save, VcpuResponse.Saved);
+                var vcpus = new Kvm.VcpuState[_runners.Count];
+                for (int i = 0; i < vcpus.Length; i++)
+                {
+                    var (state, error) = _runners[i].LastSaved;
+                    vcpus[i] = state ?? throw new Snapshot.SnapshotException(error ?? $"vCPU {i} did not save its state (the VM stopped)");
+                }
+                var vm = _vm.SaveState();
+                var devices = Devices.SaveState();
+                whileQuiet?.Invoke();
+                return new Snapshot.MachineState(Config, vm, vcpus, devices);
+            }
+            finally
+            {
+                Devices.Unquiesce();
+            }
+        }
+    }
+
     /// <summary>Sends every vCPU the request, then waits for each one's answer (or its end).</summary>
     private void Ask(VcpuRequest request, VcpuResponse answer)
     {
@@ -157,6 +223,11 @@ public sealed class Machine : IDisposable
         {
             runner.Send(request);
         }
+        Collect(answer);
+    }
+
+    private void Collect(VcpuResponse answer)
+    {
         foreach (var runner in _runners)
         {
             // A vCPU answers once it is out of KVM_RUN; one that is not started yet answers when it starts.

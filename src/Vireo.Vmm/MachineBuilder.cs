@@ -40,6 +40,103 @@ public static class MachineBuilder
     }
 
     /// <summary>
+    /// Builds a saved machine again: the same map from the same config, the same devices, then each
+    /// vCPU, device and KVM's VM-wide state from <paramref name="state"/> (untrusted: every part is
+    /// validated before it is applied, and a part that does not fit ends the restore with a
+    /// <see cref="Snapshot.SnapshotException"/> naming it). <paramref name="memory"/> holds the
+    /// guest's RAM and becomes the machine's (disposed here if the restore fails). Nothing boots:
+    /// the guest goes on where it was.
+    /// </summary>
+    public static Machine Restore(Snapshot.MachineState state, VmFiles files, GuestMemory memory, Action<byte> serialOut, bool resume)
+    {
+        DeviceManager devices;
+        try
+        {
+            CheckRestorable(state, files, memory);
+            devices = DeviceManager.Open(state.Config, files, serialOut);
+        }
+        catch
+        {
+            memory.Dispose();
+            throw;
+        }
+        var machine = Build(state.Config, files, devices, serialOut, () => memory, (machine, kvm) =>
+        {
+            foreach (var v in state.Vcpus)
+            {
+                var vcpu = machine.Vm.CreateVcpu(v.Id);
+                machine.AddVcpu(vcpu);
+                try
+                {
+                    vcpu.RestoreState(v);
+                }
+                catch (Exception e) when (e is SysError or InvalidOperationException or ArgumentException)
+                {
+                    throw new Snapshot.SnapshotException($"vcpu {v.Id}: KVM refused the saved state: {e.Message}");
+                }
+            }
+            machine.Devices.Restore(state.Devices);
+            try
+            {
+                machine.Vm.RestoreState(state.Vm); // after the vCPUs: the clock and the irqchips' routes to them
+            }
+            catch (Exception e) when (e is SysError or InvalidOperationException or ArgumentException)
+            {
+                throw new Snapshot.SnapshotException($"vm: KVM refused the saved state: {e.Message}");
+            }
+        });
+        machine.Restored = true;
+        machine.StartPaused = !resume;
+        return machine;
+    }
+
+    private static void CheckRestorable(Snapshot.MachineState state, VmFiles files, GuestMemory memory)
+    {
+        var config = state.Config ?? throw new Snapshot.SnapshotException("the config is missing");
+        try
+        {
+            config.ValidateSettings();
+        }
+        catch (VmConfigException e)
+        {
+            throw new Snapshot.SnapshotException($"config: {e.Message}");
+        }
+        if (memory.Size != config.MemoryBytes)
+        {
+            throw new Snapshot.SnapshotException($"memory: the snapshot's VM has {config.MemoryBytes >> 20} MiB, its memory file {memory.Size >> 20} MiB");
+        }
+        if (state.Vcpus is null || state.Vcpus.Length != config.Vcpus)
+        {
+            throw new Snapshot.SnapshotException($"vcpus: {state.Vcpus?.Length ?? 0} saved for a VM of {config.Vcpus}");
+        }
+        if (state.Vm is null || state.Devices is null)
+        {
+            throw new Snapshot.SnapshotException("the VM's or the devices' state is missing");
+        }
+        if (state.Vm.Problem() is { } vmProblem)
+        {
+            throw new Snapshot.SnapshotException($"vm: {vmProblem}");
+        }
+        var supported = files.Kvm.GetSupportedCpuid();
+        for (int i = 0; i < state.Vcpus.Length; i++)
+        {
+            var v = state.Vcpus[i] ?? throw new Snapshot.SnapshotException($"vcpu {i}: missing");
+            if (v.Problem() is { } problem)
+            {
+                throw new Snapshot.SnapshotException(problem);
+            }
+            if (v.Id != i)
+            {
+                throw new Snapshot.SnapshotException($"vcpu {i}: saved as vCPU {v.Id}");
+            }
+            if (CpuFeatures.Missing(v.Cpuid, supported) is { } missing)
+            {
+                throw new Snapshot.SnapshotException($"the snapshot was taken on a CPU with {missing}, which this host does not offer");
+            }
+        }
+    }
+
+    /// <summary>
     /// The part both doors share: the VM, its memory (registered before the irqchip exists), the
     /// in-kernel irqchip and PIT, every device where the map puts it; then <paramref name="furnish"/>
     /// (load and set up the vCPUs, or restore them).

@@ -15,6 +15,9 @@ internal enum VcpuRequest
 
     /// <summary>End the thread; answered with Exited, as any end of the thread is.</summary>
     Stop,
+
+    /// <summary>Capture the vCPU's state (sent while paused: it stays paused); answered with Saved.</summary>
+    Save,
 }
 
 /// <summary>A vCPU thread's answer to a <see cref="VcpuRequest"/> (Firecracker's VcpuResponse).</summary>
@@ -22,6 +25,9 @@ internal enum VcpuResponse
 {
     Paused,
     Resumed,
+
+    /// <summary>The state is in <see cref="VcpuRunner.LastSaved"/>.</summary>
+    Saved,
 
     /// <summary>The thread has ended (asked to, or the VM stopped); it answers nothing more.</summary>
     Exited,

@@ -24,6 +24,8 @@ internal sealed class VcpuRunner
     private readonly BlockingCollection<VcpuResponse> _responses = new();
     private int _pending; // requests sent and not yet taken: one read per exit says whether to look
     private long _exits;
+    private VcpuState? _saved;
+    private string? _saveError;
     private long _allocatedBytes;
 
     public int Id => _vcpu.Id;
@@ -73,6 +75,9 @@ internal sealed class VcpuRunner
         response = VcpuResponse.Exited;
         return _responses.IsCompleted;
     }
+
+    /// <summary>What the last Save request captured (read after its Saved answer), or why it could not.</summary>
+    public (VcpuState? State, string? Error) LastSaved => (_saved, _saveError);
 
     /// <summary>Brings the vCPU out of KVM_RUN: immediate_exit for the next entry, a signal for the current one.</summary>
     private void Kick()
@@ -147,6 +152,18 @@ internal sealed class VcpuRunner
                 case VcpuRequest.Resume:
                     paused = false;
                     _responses.Add(VcpuResponse.Resumed);
+                    break;
+                case VcpuRequest.Save:
+                    // Out of KVM_RUN, on the thread that owns the vCPU: its state is all in KVM.
+                    try
+                    {
+                        (_saved, _saveError) = (_vcpu.SaveState(), null);
+                    }
+                    catch (Exception e) when (e is SysError or InvalidOperationException)
+                    {
+                        (_saved, _saveError) = (null, $"vCPU {Id}: {e.Message}");
+                    }
+                    _responses.Add(VcpuResponse.Saved);
                     break;
             }
         }

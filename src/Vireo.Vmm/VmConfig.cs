@@ -60,6 +60,7 @@ public sealed record VmConfig
     /// host's shmem policy gives it huge pages: without them, a guest that touches all its RAM
     /// took 5 times longer on this nested host (memtest over 3.25 GiB: 42 s against 8 s).
     /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public MemoryBacking ResolvedMemoryBacking => MemoryBacking switch
     {
         MemoryBacking.Auto => Interop.HostMemory.ShmemHugePages ? MemoryBacking.Memfd : MemoryBacking.Anonymous,
@@ -70,6 +71,7 @@ public sealed record VmConfig
     public bool Acpi { get; init; } = true;
 
     /// <summary>virtio devices this config asks for.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public int VirtioDeviceCount => Disks.Count + Nets.Count + (Rng ? 1 : 0) + (VirtioConsole ? 1 : 0) + (Vsock is null ? 0 : 1);
 
     public const int MaxVirtioDevices = 16;

@@ -17,13 +17,13 @@ public sealed class VmFiles : IDisposable
     private readonly FileDescriptor?[] _taps;
     private Kvm.Kvm? _kvm;
     private readonly Lock _kvmLock = new();
-    private readonly Image _kernel;
+    private readonly Image? _kernel; // null when opened for a restore, which loads no image
     private readonly Image? _initrd;
 
     /// <summary>An image's fd, its path (for messages) and the size fstat gave when it was opened.</summary>
     private sealed record Image(SafeFileHandle File, string Path, string Field, long Size);
 
-    private VmFiles(Image kernel, Image? initrd, SafeFileHandle[] disks, FileDescriptor?[] taps)
+    private VmFiles(Image? kernel, Image? initrd, SafeFileHandle[] disks, FileDescriptor?[] taps)
     {
         _kernel = kernel;
         _initrd = initrd;
@@ -32,7 +32,7 @@ public sealed class VmFiles : IDisposable
     }
 
     /// <summary>The kernel's bytes for one boot; the caller disposes them once they are loaded.</summary>
-    public MappedBuffer ReadKernel() => Read(_kernel);
+    public MappedBuffer ReadKernel() => Read(_kernel ?? throw new InvalidOperationException("these files were opened for a restore: there is no kernel to boot"));
 
     /// <summary>The initrd's bytes for one boot (null: the VM has none); the caller disposes them.</summary>
     public MappedBuffer? ReadInitrd() => _initrd is null ? null : Read(_initrd);
@@ -42,9 +42,21 @@ public sealed class VmFiles : IDisposable
     /// regular files no larger than guest RAM, a disk a regular file or a block device. Throws
     /// <see cref="VmConfigException"/> naming the field, the path and what is wrong.
     /// </summary>
-    public static VmFiles Open(VmConfig config)
+    public static VmFiles Open(VmConfig config) => Open(config, withImages: true);
+
+    /// <summary>What a restore needs: the disks, TAPs and /dev/kvm, no kernel or initrd (the guest's RAM holds what they loaded).</summary>
+    public static VmFiles OpenForRestore(VmConfig config) => Open(config, withImages: false);
+
+    private static VmFiles Open(VmConfig config, bool withImages)
     {
-        config.Validate();
+        if (withImages)
+        {
+            config.Validate();
+        }
+        else
+        {
+            config.ValidateSettings();
+        }
         // An image larger than guest RAM cannot be loaded; reading one would only exhaust the host.
         ulong limit = Math.Min(config.MemoryBytes, (ulong)Array.MaxLength);
         Image? kernel = null, initrd = null;
@@ -53,8 +65,11 @@ public sealed class VmFiles : IDisposable
         try
         {
             // Read by each boot, first thing (Machine.Create): one that cannot be read is refused before anything is built.
-            kernel = OpenImage(config.KernelPath, "kernel", limit, config.MemoryBytes);
-            if (config.InitrdPath is not null)
+            if (withImages)
+            {
+                kernel = OpenImage(config.KernelPath, "kernel", limit, config.MemoryBytes);
+            }
+            if (withImages && config.InitrdPath is not null)
             {
                 initrd = OpenImage(config.InitrdPath, "initrd", limit, config.MemoryBytes);
             }
@@ -125,7 +140,7 @@ public sealed class VmFiles : IDisposable
         {
             t?.Dispose();
         }
-        _kernel.File.Dispose();
+        _kernel?.File.Dispose();
         _initrd?.File.Dispose();
         foreach (var d in _disks)
         {

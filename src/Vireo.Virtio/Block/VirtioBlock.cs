@@ -138,6 +138,17 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
     /// <summary>The eventfd that signals finished O_DIRECT requests (-1 without O_DIRECT); the event loop watches it.</summary>
     public int CompletionFd => _aio?.CompletionFd ?? -1;
 
+    public override bool HasWorkInFlight
+    {
+        get
+        {
+            lock (_slotLock)
+            {
+                return _freeSlots.Count != _inFlight.Length;
+            }
+        }
+    }
+
     protected override void ProcessQueue(int index, SplitQueue queue)
     {
         QueueError error;

@@ -43,6 +43,29 @@ public sealed class VirtioConsole(Action<ReadOnlySpan<byte>> output) : VirtioDev
         return n;
     }
 
+    protected override byte[]? SavePendingInput()
+    {
+        lock (_inputLock)
+        {
+            return _input.Count == 0 ? null : [.. _input];
+        }
+    }
+
+    protected override string? PendingInputProblem(byte[]? pending) =>
+        pending is { Length: > InputCapacity } ? $"it holds {pending.Length} bytes of input; the console takes at most {InputCapacity}" : null;
+
+    protected override void RestorePendingInput(byte[]? pending)
+    {
+        lock (_inputLock)
+        {
+            _input.Clear();
+            foreach (byte b in pending ?? [])
+            {
+                _input.Enqueue(b);
+            }
+        }
+    }
+
     protected override void ProcessQueue(int index, SplitQueue queue)
     {
         if (index == ReceiveQueue)

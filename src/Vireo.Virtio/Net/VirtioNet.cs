@@ -70,6 +70,30 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
         SetWatchWritable(false);
     }
 
+    /// <summary>
+    /// A packet the backend had no room for is given back to the guest as sent (and counted as
+    /// dropped: the network may lose a frame, a snapshot may not keep a chain half-done); a frame
+    /// read but not delivered is dropped the same way.
+    /// </summary>
+    public override void Settle()
+    {
+        WithQueueLocked(TransmitQueue, queue =>
+        {
+            if (_blockedTxLength > 0)
+            {
+                queue.AddUsed(_blockedTxHead, 0);
+                _blockedTxLength = 0;
+                FramesDropped++;
+                SetWatchWritable(false);
+            }
+        });
+        if (_pendingLength > 0)
+        {
+            _pendingLength = 0;
+            FramesDropped++;
+        }
+    }
+
     /// <summary>The backend is readable or writable again: deliver frames, resume a paused transmit queue.</summary>
     public void OnBackendReady()
     {

@@ -37,6 +37,58 @@ public sealed class MmioTransport : IBusDevice
         _queues = new QueueState[device.QueueCount];
     }
 
+    public MmioTransportState SaveState()
+    {
+        lock (_lock)
+        {
+            return new MmioTransportState(_status, _deviceFeaturesSel, _driverFeaturesSel, _queueSel, Volatile.Read(ref _interruptStatus), _driverFeatures, [.. _queues]);
+        }
+    }
+
+    /// <summary>
+    /// Takes saved registers (untrusted: the queue count and sizes are checked), then the device's
+    /// own state if the driver had it running, and raises the interrupt if one was pending. False,
+    /// with the reason, when the state does not fit; nothing is changed then.
+    /// </summary>
+    public bool TryRestore(MmioTransportState state, VirtioDeviceState device, out string? error)
+    {
+        error = null;
+        if (state.Queues is null || state.Queues.Length != _queues.Length)
+        {
+            error = $"it describes {state.Queues?.Length ?? 0} queues; this device has {_queues.Length}";
+            return false;
+        }
+        for (int i = 0; i < _queues.Length; i++)
+        {
+            if (state.Queues[i].Size > _device.MaxQueueSize)
+            {
+                error = $"queue {i}: size {state.Queues[i].Size} is larger than this device's {_device.MaxQueueSize}";
+                return false;
+            }
+        }
+        if (((state.Status & VirtioConstants.StatusDriverOk) != 0) != device.Activated)
+        {
+            error = device.Activated ? "the device runs but the transport's status has no DRIVER_OK" : "the transport's status has DRIVER_OK but the device is stopped";
+            return false;
+        }
+        lock (_lock)
+        {
+            if (!_device.TryRestore(_memory, device, SignalUsed, SignalNeedsReset, out error))
+            {
+                return false;
+            }
+            (_status, _deviceFeaturesSel, _driverFeaturesSel, _queueSel, _driverFeatures) =
+                (state.Status, state.DeviceFeaturesSel, state.DriverFeaturesSel, state.QueueSel, state.DriverFeatures);
+            Volatile.Write(ref _interruptStatus, state.InterruptStatus & (InterruptUsedBuffer | InterruptConfigChange));
+            state.Queues.CopyTo(_queues, 0);
+        }
+        if (Volatile.Read(ref _interruptStatus) != 0)
+        {
+            _irq.Trigger();
+        }
+        return true;
+    }
+
     public void Read(ulong offset, Span<byte> data)
     {
         if (offset >= 0x100)

@@ -117,6 +117,119 @@ public sealed class PciTransport : IPciFunction, IBusDevice
         BinaryPrimitives.WriteUInt32LittleEndian(c[(at + 12)..], length);
     }
 
+    // ---- state ----
+
+    public PciTransportState SaveState()
+    {
+        lock (_lock)
+        {
+            lock (_irqLock)
+            {
+                return new PciTransportState([.. _config], _deviceFeatureSelect, _driverFeatureSelect, _driverFeatures, _status,
+                    _queueSelect, _configVector, Volatile.Read(ref _isr), [.. _queues], [.. _queueVectors],
+                    [.. _msixAddress], [.. _msixData], [.. _msixMasked], [.. _msixPending]);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Takes saved registers (untrusted: every array's length, every vector and queue size is
+    /// checked, and of the configuration space only the bytes the guest may write are taken), then
+    /// the device's own state if the driver had it running, then puts the BAR, the MSI routes and
+    /// the INTx line where the state says. False, with the reason, when the state does not fit;
+    /// nothing is changed then.
+    /// </summary>
+    public bool TryRestore(PciTransportState state, VirtioDeviceState device, out string? error)
+    {
+        error = Check(state);
+        if (error is not null)
+        {
+            return false;
+        }
+        ulong? oldMapping, newMapping;
+        lock (_lock)
+        {
+            if ((state.Status & VirtioConstants.StatusDriverOk) != 0 != device.Activated)
+            {
+                error = device.Activated ? "the device runs but the transport's status has no DRIVER_OK" : "the transport's status has DRIVER_OK but the device is stopped";
+                return false;
+            }
+            if (!_device.TryRestore(_memory, device, SignalQueue, SignalConfigChange, out error))
+            {
+                return false;
+            }
+            oldMapping = Mapping;
+            foreach (int at in WritableBytes)
+            {
+                _config[at] = state.Config[at];
+            }
+            uint low = BinaryPrimitives.ReadUInt32LittleEndian(_config.AsSpan(0x10)) & ~(uint)(BarSize - 1);
+            BinaryPrimitives.WriteUInt32LittleEndian(_config.AsSpan(0x10), low | 0x4);
+            _bar = ((ulong)BinaryPrimitives.ReadUInt32LittleEndian(_config.AsSpan(0x14)) << 32) | low;
+            newMapping = Mapping;
+            (_deviceFeatureSelect, _driverFeatureSelect, _driverFeatures, _status, _queueSelect, _configVector) =
+                (state.DeviceFeatureSelect, state.DriverFeatureSelect, state.DriverFeatures, state.Status, state.QueueSelect, state.ConfigVector);
+            Volatile.Write(ref _isr, state.Isr & 3);
+            state.Queues.CopyTo(_queues, 0);
+            state.QueueVectors.CopyTo(_queueVectors, 0);
+            lock (_irqLock)
+            {
+                for (int v = 0; v < VectorCount; v++)
+                {
+                    (_msixAddress[v], _msixData[v], _msixMasked[v], _msixPending[v]) = (state.MsixAddress[v], state.MsixData[v], state.MsixMasked[v], state.MsixPending[v]);
+                    if (_msixAddress[v] != 0 || _msixData[v] != 0)
+                    {
+                        _msi.Route(v, _msixAddress[v], _msixData[v]);
+                    }
+                }
+            }
+        }
+        if (oldMapping != newMapping)
+        {
+            BarChanged?.Invoke(oldMapping, newMapping);
+        }
+        if (Volatile.Read(ref _isr) != 0 && !MsixEnabled && (Volatile.Read(ref _config[5]) & (CommandIntxDisable >> 8)) == 0)
+        {
+            _intx.Set(true); // the level the guest had not yet acknowledged
+        }
+        return true;
+    }
+
+    private string? Check(PciTransportState s)
+    {
+        int queues = _queues.Length, vectors = VectorCount;
+        if (s.Config is not { Length: 256 })
+        {
+            return $"the configuration space is {s.Config?.Length ?? 0} bytes; it has 256";
+        }
+        if (s.Queues is null || s.Queues.Length != queues || s.QueueVectors is null || s.QueueVectors.Length != queues)
+        {
+            return $"it describes {s.Queues?.Length ?? 0} queues; this device has {queues}";
+        }
+        if (s.MsixAddress?.Length != vectors || s.MsixData?.Length != vectors || s.MsixMasked?.Length != vectors || s.MsixPending?.Length != vectors)
+        {
+            return $"its MSI-X table is not {vectors} entries long";
+        }
+        for (int i = 0; i < queues; i++)
+        {
+            if (s.Queues[i].Size > _device.MaxQueueSize)
+            {
+                return $"queue {i}: size {s.Queues[i].Size} is larger than this device's {_device.MaxQueueSize}";
+            }
+            if (s.QueueVectors[i] != NoVector && s.QueueVectors[i] >= vectors)
+            {
+                return $"queue {i}: MSI-X vector {s.QueueVectors[i]} is past the table's {vectors}";
+            }
+        }
+        if (s.ConfigVector != NoVector && s.ConfigVector >= vectors)
+        {
+            return $"the configuration vector {s.ConfigVector} is past the MSI-X table's {vectors}";
+        }
+        return null;
+    }
+
+    private static readonly int[] WritableBytes = [0x04, 0x05, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x3c, 0x87];
+
     // ---- configuration space ----
 
     public void ReadConfig(int offset, Span<byte> data)

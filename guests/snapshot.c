@@ -1,0 +1,46 @@
+/* snapshot: state that must survive a save and restore (or a migration). A counter in RAM, the
+ * LAPIC timer running periodically (its ticks are interrupts), the TSC, and an echoing console:
+ *   "c" prints count=N, N one more each time (RAM kept);
+ *   "t" prints ticks=N tsc=T (the timer still ticks; the TSC never goes back);
+ *   any other line is echoed; "q" quits.
+ * Between lines it spins at CPL3, as a busy guest does. */
+#include "runtime/rt.h"
+
+static volatile u64 counter;
+
+int main(void)
+{
+    int cpu = cpu_id();
+    irq_enable();
+    lapic_timer_start(2000000, 1);
+    u64 last_tsc = rdtsc();
+    printf("snapshot: up\n> ");
+    char line[128];
+    int len = 0;
+    for (;;) {
+        u64 now = rdtsc();
+        if (now < last_tsc) {
+            printf("\nsnapshot: TSC went back from %lu to %lu\n", last_tsc, now);
+            return 1;
+        }
+        last_tsc = now;
+        int c = serial_getc();
+        if (c < 0) { cpu_relax(); continue; }
+        if (c == '\r' || c == '\n') {
+            line[len] = 0;
+            if (len == 1 && line[0] == 'c')
+                printf("\ncount=%lu\n", ++counter);
+            else if (len == 1 && line[0] == 't')
+                printf("\nticks=%lu tsc=%lu\n", timer_ticks[cpu], now);
+            else if (len == 1 && line[0] == 'q')
+                return 0;
+            else
+                printf("\necho: %s\n", line);
+            len = 0;
+            printf("> ");
+        } else if (len < (int)sizeof line - 1) {
+            line[len++] = (char)c;
+            putc((char)c);
+        }
+    }
+}

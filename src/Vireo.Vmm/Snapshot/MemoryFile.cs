@@ -1,0 +1,97 @@
+using Vireo.Interop;
+using Vireo.Memory;
+
+namespace Vireo.Vmm.Snapshot;
+
+/// <summary>
+/// Guest RAM in a file, as the snapshot's layout puts it: the regions one after another, pages
+/// that were never touched or hold only zeros left as holes (the file is sparse; they read back
+/// as zeros). A restore maps it copy-on-write, so nothing is read until the guest touches it.
+/// </summary>
+public static class MemoryFile
+{
+    private const int Page = 4096;
+    private const ulong Chunk = 2UL << 20;
+
+    /// <summary>Writes all of <paramref name="memory"/> to <paramref name="path"/> (created or replaced); returns the bytes of data written.</summary>
+    public static long WriteFull(GuestMemory memory, string path)
+    {
+        int fd = Libc.Open(path, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_TRUNC | Libc.O_CLOEXEC, 0x180); // 0600: a guest's RAM is private
+        if (fd < 0)
+        {
+            throw new SnapshotException($"mem_file_path {path}: cannot create it: {Libc.StrError(Libc.LastErrno)}");
+        }
+        using var file = new FileDescriptor(fd);
+        try
+        {
+            Check.Io(Libc.Ftruncate(fd, (long)memory.Size), "ftruncate");
+            long written = 0;
+            int backing = memory.Backing?.Fd ?? -1;
+            foreach (var region in memory.Regions)
+            {
+                for (ulong at = 0; at < region.Size; at += Chunk)
+                {
+                    ulong length = Math.Min(Chunk, region.Size - at);
+                    if (backing >= 0 && !HasData(backing, (long)(region.FileOffset + at), (long)length))
+                    {
+                        continue; // a hole in the memfd: never touched
+                    }
+                    var span = memory.GetSpan(region.Start.Add(at), length);
+                    written += WriteNonZeroPages(fd, span, (long)(region.FileOffset + at));
+                }
+            }
+            return written;
+        }
+        catch (SysError e)
+        {
+            throw new SnapshotException($"mem_file_path {path}: {e.Message}");
+        }
+    }
+
+    /// <summary>Opens a memory file for a restore, checking it is a regular file of exactly the RAM's size.</summary>
+    public static FileDescriptor OpenForRestore(string path, ulong ramBytes)
+    {
+        int fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_CLOEXEC | Libc.O_NONBLOCK | Libc.O_NOCTTY, 0);
+        if (fd < 0)
+        {
+            throw new SnapshotException($"mem_backend {path}: cannot open it: {Libc.StrError(Libc.LastErrno)}");
+        }
+        var file = new FileDescriptor(fd);
+        var stat = Libc.StatOf(fd);
+        if (stat.Kind != FileKind.Regular || (ulong)stat.Size != ramBytes)
+        {
+            file.Dispose();
+            throw new SnapshotException(stat.Kind != FileKind.Regular
+                ? $"mem_backend {path} is {stat.Described}, not a regular file"
+                : $"mem_backend {path} is {stat.Size} bytes; the snapshot's RAM is {ramBytes} bytes (is it the memory file of this snapshot?)");
+        }
+        return file;
+    }
+
+    private static bool HasData(int fd, long offset, long length)
+    {
+        long data = Libc.Lseek(fd, offset, Libc.SEEK_DATA);
+        return data >= 0 && data < offset + length; // -1 (ENXIO): no data from here to the end
+    }
+
+    private static long WriteNonZeroPages(int fd, Span<byte> span, long fileOffset)
+    {
+        long written = 0;
+        int run = -1;
+        for (int page = 0; page <= span.Length; page += Page)
+        {
+            bool zero = page == span.Length || !span.Slice(page, Page).ContainsAnyExcept((byte)0);
+            if (!zero && run < 0)
+            {
+                run = page;
+            }
+            else if (zero && run >= 0)
+            {
+                Libc.PwriteFully(fd, span[run..page], fileOffset + run);
+                written += page - run;
+                run = -1;
+            }
+        }
+        return written;
+    }
+}

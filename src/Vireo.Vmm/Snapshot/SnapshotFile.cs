@@ -1,0 +1,250 @@
+using System.Buffers.Binary;
+using System.IO.Hashing;
+using System.Text;
+using System.Text.Json;
+using Vireo.Memory;
+
+namespace Vireo.Vmm.Snapshot;
+
+/// <summary>Full: all of RAM in the memory file. Diff: only the pages dirtied since the last snapshot.</summary>
+public enum SnapshotKind
+{
+    Full,
+    Diff,
+}
+
+/// <summary>
+/// The snapshot file: a magic and a format version, then sections, each a four-letter tag, a
+/// CRC-32 of its payload and its length. In order: LAYO (the RAM layout: its size and each region's
+/// guest address, size and place in the memory file), CONF (the VM's config, JSON), VMST (KVM's
+/// clock, irqchips and PIT), one VCPU per vCPU, DEVS (every device, JSON), END. Guest RAM goes to
+/// its own file, laid out as LAYO says. The same format is what a migration stream carries.
+/// Reading trusts nothing: sizes are bounded before anything is allocated, each CRC is checked
+/// before a section is parsed, and every error names the section and the byte offset.
+/// </summary>
+public static class SnapshotFile
+{
+    public static ReadOnlySpan<byte> Magic => "VIREOSNP"u8;
+    public const uint Version = 1;
+
+    /// <summary>No machine's state comes near this (a vCPU is ~8 KiB); a larger file is refused unread.</summary>
+    public const long MaxSize = 64L << 20;
+    private const int HeaderSize = 12, SectionHeaderSize = 12;
+
+    /// <summary>One run of RAM: where the guest sees it, and where its bytes sit in the memory file.</summary>
+    public readonly record struct Region(ulong GuestAddress, ulong Size, ulong FileOffset);
+
+    /// <summary>What LAYO says.</summary>
+    public sealed record Layout(SnapshotKind Kind, ulong RamBytes, Region[] Regions);
+
+    public static Layout LayoutOf(GuestMemory memory, SnapshotKind kind) =>
+        new(kind, memory.Size, [.. memory.Regions.Select(r => new Region(r.Start.Value, r.Size, r.FileOffset))]);
+
+    public static byte[] Encode(MachineState state, Layout layout)
+    {
+        var sections = new List<(string Tag, byte[] Payload)>
+        {
+            ("LAYO", EncodeLayout(layout)),
+            ("CONF", JsonSerializer.SerializeToUtf8Bytes(state.Config, SnapshotJson.Default.VmConfig)),
+            ("VMST", StateCodec.Encode(state.Vm)),
+        };
+        foreach (var v in state.Vcpus)
+        {
+            sections.Add(("VCPU", StateCodec.Encode(v)));
+        }
+        sections.Add(("DEVS", JsonSerializer.SerializeToUtf8Bytes(state.Devices, SnapshotJson.Default.DevicesState)));
+        sections.Add(("END ", []));
+        var s = new MemoryStream();
+        Span<byte> header = stackalloc byte[HeaderSize];
+        Magic.CopyTo(header);
+        BinaryPrimitives.WriteUInt32LittleEndian(header[8..], Version);
+        s.Write(header);
+        Span<byte> sh = stackalloc byte[SectionHeaderSize];
+        foreach (var (tag, payload) in sections)
+        {
+            Encoding.ASCII.GetBytes(tag, sh);
+            BinaryPrimitives.WriteUInt32LittleEndian(sh[4..], Crc32.HashToUInt32(payload));
+            BinaryPrimitives.WriteUInt32LittleEndian(sh[8..], (uint)payload.Length);
+            s.Write(sh);
+            s.Write(payload);
+        }
+        return s.ToArray();
+    }
+
+    /// <summary>Reads a snapshot from <paramref name="path"/>; throws <see cref="SnapshotException"/> naming what is wrong.</summary>
+    public static (MachineState State, Layout Layout) Read(string path)
+    {
+        byte[] data;
+        try
+        {
+            using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.None);
+            if (!f.CanSeek || f.Length > MaxSize)
+            {
+                throw new SnapshotException($"{path} is {(f.CanSeek ? $"{f.Length} bytes" : "not a regular file")}; a snapshot is a regular file of at most {MaxSize >> 20} MiB");
+            }
+            data = new byte[f.Length];
+            f.ReadExactly(data);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new SnapshotException($"{path}: {e.Message}");
+        }
+        return Decode(data);
+    }
+
+    public static (MachineState State, Layout Layout) Decode(ReadOnlySpan<byte> data)
+    {
+        if (data.Length < HeaderSize || !data[..8].SequenceEqual(Magic))
+        {
+            throw new SnapshotException("this is not a Vireo snapshot: it does not start with VIREOSNP");
+        }
+        uint version = BinaryPrimitives.ReadUInt32LittleEndian(data[8..]);
+        if (version != Version)
+        {
+            throw new SnapshotException($"the snapshot's format is version {version}; this Vireo reads version {Version}");
+        }
+        int at = HeaderSize;
+        Layout? layout = null;
+        VmConfig? config = null;
+        Kvm.KvmVmState? vm = null;
+        var vcpus = new List<Kvm.VcpuState>();
+        DevicesState? devices = null;
+        string expect = "LAYO";
+        while (true)
+        {
+            if (data.Length - at < SectionHeaderSize)
+            {
+                throw new SnapshotException($"the file ends at byte {data.Length}, inside or before the header of a {expect} section: it is truncated");
+            }
+            string tag = Encoding.ASCII.GetString(data.Slice(at, 4));
+            uint crc = BinaryPrimitives.ReadUInt32LittleEndian(data[(at + 4)..]);
+            uint length = BinaryPrimitives.ReadUInt32LittleEndian(data[(at + 8)..]);
+            int start = at + SectionHeaderSize;
+            if (length > (uint)(data.Length - start))
+            {
+                throw new SnapshotException($"section {Printable(tag)} at byte {at} claims {length} bytes but only {data.Length - start} follow: the file is truncated");
+            }
+            bool fits = tag == expect || (expect == "VCPU+" && tag is "VCPU" or "DEVS");
+            if (!fits)
+            {
+                throw new SnapshotException($"section {Printable(tag)} at byte {at} where {expect.TrimEnd('+')} was expected: the sections are out of order");
+            }
+            var payload = data.Slice(start, (int)length);
+            uint actual = Crc32.HashToUInt32(payload);
+            if (actual != crc)
+            {
+                throw new SnapshotException($"section {tag} at byte {at}: its CRC is 0x{actual:x8}, the file says 0x{crc:x8}: the file is corrupted");
+            }
+            string where = $"section {tag} at byte {at}";
+            switch (tag)
+            {
+                case "LAYO":
+                    layout = DecodeLayout(payload, where);
+                    expect = "CONF";
+                    break;
+                case "CONF":
+                    config = Json(payload, SnapshotJson.Default.VmConfig, where);
+                    expect = "VMST";
+                    break;
+                case "VMST":
+                    vm = StateCodec.DecodeVm(payload, where);
+                    expect = "VCPU";
+                    break;
+                case "VCPU":
+                    if (vcpus.Count >= VmConfig.MaxVcpus)
+                    {
+                        throw new SnapshotException($"{where}: more than {VmConfig.MaxVcpus} vCPUs");
+                    }
+                    vcpus.Add(StateCodec.DecodeVcpu(payload, where));
+                    expect = "VCPU+";
+                    break;
+                case "DEVS":
+                    devices = Json(payload, SnapshotJson.Default.DevicesState, where);
+                    expect = "END ";
+                    break;
+                case "END ":
+                    if (start + (int)length != data.Length)
+                    {
+                        throw new SnapshotException($"{data.Length - start - (int)length} bytes follow the END section");
+                    }
+                    if (layout!.RamBytes != config!.MemoryBytes)
+                    {
+                        throw new SnapshotException($"the layout says {layout.RamBytes} bytes of RAM, the config {config.MemoryBytes}");
+                    }
+                    return (new MachineState(config, vm!, [.. vcpus], devices!), layout);
+            }
+            at = start + (int)length;
+        }
+    }
+
+    private static string Printable(string tag) => tag.All(c => c is >= ' ' and <= '~') ? tag : "(unreadable tag)";
+
+    private static T Json<T>(ReadOnlySpan<byte> payload, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, string where)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(payload, type) ?? throw new SnapshotException($"{where}: empty");
+        }
+        catch (JsonException e)
+        {
+            // The path and position in the user's words; the deserializer's own sentence only after them.
+            string field = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? "" : $" at {e.Path}";
+            string what = e.Message.Split(" Path:")[0];
+            throw new SnapshotException($"{where}: not the JSON this section holds{field} (byte {e.BytePositionInLine} of its payload): {what}");
+        }
+    }
+
+    private static byte[] EncodeLayout(Layout layout)
+    {
+        var b = new byte[16 + 24 * layout.Regions.Length];
+        BinaryPrimitives.WriteUInt32LittleEndian(b, (uint)layout.Kind);
+        BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(4), (uint)layout.Regions.Length);
+        BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(8), layout.RamBytes);
+        for (int i = 0; i < layout.Regions.Length; i++)
+        {
+            var r = layout.Regions[i];
+            BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(16 + 24 * i), r.GuestAddress);
+            BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(24 + 24 * i), r.Size);
+            BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(32 + 24 * i), r.FileOffset);
+        }
+        return b;
+    }
+
+    /// <summary>The layout must be exactly the one Vireo gives a VM of that size: a restore maps nothing else.</summary>
+    private static Layout DecodeLayout(ReadOnlySpan<byte> p, string where)
+    {
+        if (p.Length < 16)
+        {
+            throw new SnapshotException($"{where}: {p.Length} bytes; the layout needs at least 16");
+        }
+        uint kind = BinaryPrimitives.ReadUInt32LittleEndian(p);
+        uint count = BinaryPrimitives.ReadUInt32LittleEndian(p[4..]);
+        ulong ram = BinaryPrimitives.ReadUInt64LittleEndian(p[8..]);
+        if (kind > (uint)SnapshotKind.Diff)
+        {
+            throw new SnapshotException($"{where}: snapshot kind {kind} is neither Full (0) nor Diff (1)");
+        }
+        if (ram < MemoryLayout.MinRam || ram > MemoryLayout.MaxRam || ram % 4096 != 0)
+        {
+            throw new SnapshotException($"{where}: {ram} bytes of RAM is not a size a VM can have");
+        }
+        var expected = MemoryLayout.RamRegions(ram);
+        if (count != expected.Length || p.Length != 16 + 24 * (long)count)
+        {
+            throw new SnapshotException($"{where}: {count} regions in {p.Length} bytes; a VM of {ram >> 20} MiB has {expected.Length}");
+        }
+        var regions = new Region[count];
+        ulong offset = 0;
+        for (int i = 0; i < count; i++)
+        {
+            regions[i] = new Region(BinaryPrimitives.ReadUInt64LittleEndian(p[(16 + 24 * i)..]),
+                BinaryPrimitives.ReadUInt64LittleEndian(p[(24 + 24 * i)..]), BinaryPrimitives.ReadUInt64LittleEndian(p[(32 + 24 * i)..]));
+            if (regions[i].GuestAddress != expected[i].Start.Value || regions[i].Size != expected[i].Size || regions[i].FileOffset != offset)
+            {
+                throw new SnapshotException($"{where}: region {i} is {regions[i].Size} bytes at 0x{regions[i].GuestAddress:x} (file offset {regions[i].FileOffset}); Vireo lays it out as {expected[i].Size} bytes at 0x{expected[i].Start.Value:x} (file offset {offset})");
+            }
+            offset += regions[i].Size;
+        }
+        return new Layout((SnapshotKind)kind, ram, regions);
+    }
+}
