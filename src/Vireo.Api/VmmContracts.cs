@@ -47,6 +47,41 @@ public sealed record InstanceAction([property: JsonRequired] string ActionType)
     public static readonly string[] All = [InstanceStart, Pause, Resume, Shutdown, Reset, Stop];
 }
 
+/// <summary>PATCH /vm (Firecracker's): pause or resume the whole VM.</summary>
+public sealed record VmStatePatch([property: JsonRequired] string State)
+{
+    public const string Paused = "Paused", Resumed = "Resumed";
+}
+
+/// <summary>PUT /snapshot/create (Firecracker's): the VM must be paused; its state goes to snapshot_path, its RAM to mem_file_path.</summary>
+public sealed record SnapshotCreateParams(
+    [property: JsonRequired] string SnapshotPath,
+    [property: JsonRequired] string MemFilePath,
+    string SnapshotType = SnapshotCreateParams.Full)
+{
+    public const string Full = "Full", Diff = "Diff";
+}
+
+/// <summary>Where a restored VM's RAM comes from: backend_type File (the memory file, mapped copy-on-write).</summary>
+public sealed record MemoryBackend(
+    [property: JsonRequired] string BackendType,
+    [property: JsonRequired] string BackendPath)
+{
+    public const string File = "File", Uffd = "Uffd";
+}
+
+/// <summary>
+/// PUT /snapshot/load (Firecracker's), on a vireo-vmm that has not started a VM: mem_backend, or
+/// the older mem_file_path; resume_vm runs it at once, else it waits paused for PATCH /vm.
+/// </summary>
+public sealed record SnapshotLoadParams(
+    [property: JsonRequired] string SnapshotPath,
+    MemoryBackend? MemBackend = null,
+    string? MemFilePath = null,
+    bool ResumeVm = false,
+    bool EnableDiffSnapshots = false,
+    bool TrackDirtyPages = false);
+
 /// <summary>GET /vm: where the VM is, what it is made of, and its counters.</summary>
 public sealed record VmInfo(
     string State,
@@ -81,4 +116,7 @@ public static class VmState
 [JsonSerializable(typeof(InstanceAction))]
 [JsonSerializable(typeof(VmInfo))]
 [JsonSerializable(typeof(ApiError))]
+[JsonSerializable(typeof(VmStatePatch))]
+[JsonSerializable(typeof(SnapshotCreateParams))]
+[JsonSerializable(typeof(SnapshotLoadParams))]
 public sealed partial class VmmJson : JsonSerializerContext;

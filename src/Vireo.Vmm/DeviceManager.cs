@@ -279,9 +279,24 @@ public sealed class DeviceManager : IDisposable
         transport.WriteConfig(0x04, [0x06, 0x00]); // memory decoding and bus mastering on: maps the BAR
     }
 
-    /// <summary>Host console input: to the virtio console when there is one, else to COM1. Returns how many bytes fit.</summary>
-    public int EnqueueConsoleInput(ReadOnlySpan<byte> input) =>
-        Map.Find("console") is { Kind: DeviceKind.Console } slot ? ((VirtioConsole)_virtio[slot.Id]).Enqueue(input) : Serial.Enqueue(input);
+    /// <summary>
+    /// Host console input: to the virtio console when there is one, else to COM1. Returns how many
+    /// bytes fit: none while the devices are quiesced for a snapshot (the caller tries again).
+    /// </summary>
+    public int EnqueueConsoleInput(ReadOnlySpan<byte> input)
+    {
+        lock (_inputLock)
+        {
+            if (_quiet)
+            {
+                return 0;
+            }
+            return Map.Find("console") is { Kind: DeviceKind.Console } slot ? ((VirtioConsole)_virtio[slot.Id]).Enqueue(input) : Serial.Enqueue(input);
+        }
+    }
+
+    private readonly Lock _inputLock = new();
+    private bool _quiet;
 
     public void Start() => _eventLoop?.Start();
 
@@ -302,6 +317,10 @@ public sealed class DeviceManager : IDisposable
             }
             Thread.Sleep(1);
         }
+        lock (_inputLock)
+        {
+            _quiet = true; // host input waits too: it would write the guest's RAM
+        }
         _eventLoop?.Pause();
         foreach (var d in _ordered)
         {
@@ -310,8 +329,15 @@ public sealed class DeviceManager : IDisposable
         return true;
     }
 
-    /// <summary>Lets the event loop run again after <see cref="Quiesce"/>.</summary>
-    public void Unquiesce() => _eventLoop?.Resume();
+    /// <summary>Lets the event loop and host input run again after <see cref="Quiesce"/>.</summary>
+    public void Unquiesce()
+    {
+        _eventLoop?.Resume();
+        lock (_inputLock)
+        {
+            _quiet = false;
+        }
+    }
 
     /// <summary>Every device's state; taken between <see cref="Quiesce"/> and <see cref="Unquiesce"/>.</summary>
     public Snapshot.DevicesState SaveState()

@@ -41,7 +41,9 @@ public sealed class Machine : IDisposable
     public bool IsStopping => _stopping;
 
     /// <summary>True between <see cref="Pause"/> and <see cref="Resume"/>: every vCPU has left KVM_RUN and said so.</summary>
-    public bool IsPaused => _paused;
+    public bool IsPaused => _paused || (StartPaused && !_started);
+
+    private bool _started; // Run has started the vCPUs (under _pauseLock)
 
     /// <summary>Exits to userspace so far, over all vCPUs.</summary>
     public long Exits => _runners.Sum(r => r.Exits);
@@ -106,27 +108,24 @@ public sealed class Machine : IDisposable
         {
             Devices.KickAll(); // what the guest queued while its notifications went to the old process
         }
-        if (StartPaused)
+        lock (_pauseLock) // a Resume that came before Run has cleared StartPaused
         {
-            lock (_pauseLock)
+            _started = true;
+            if (StartPaused)
             {
                 foreach (var runner in _runners)
                 {
                     runner.Send(VcpuRequest.Pause); // taken before the first KVM_RUN
                 }
-                foreach (var runner in _runners)
-                {
-                    runner.Start();
-                }
-                Collect(VcpuResponse.Paused);
-                _paused = !_stopping;
             }
-        }
-        else
-        {
             foreach (var runner in _runners)
             {
                 runner.Start();
+            }
+            if (StartPaused)
+            {
+                Collect(VcpuResponse.Paused);
+                _paused = !_stopping;
             }
         }
         if (!_stopped.Wait(timeout ?? Timeout.InfiniteTimeSpan))
@@ -168,6 +167,11 @@ public sealed class Machine : IDisposable
     {
         lock (_pauseLock)
         {
+            if (StartPaused && !_started)
+            {
+                StartPaused = false; // not running yet: it will start running
+                return;
+            }
             if (!_paused)
             {
                 return;

@@ -45,7 +45,22 @@ public sealed class VmFiles : IDisposable
     public static VmFiles Open(VmConfig config) => Open(config, withImages: true);
 
     /// <summary>What a restore needs: the disks, TAPs and /dev/kvm, no kernel or initrd (the guest's RAM holds what they loaded).</summary>
-    public static VmFiles OpenForRestore(VmConfig config) => Open(config, withImages: false);
+    /// <remarks>The images are opened too while they are still where the config says, so that a guest reboot after the restore can boot them.</remarks>
+    public static VmFiles OpenForRestore(VmConfig config)
+    {
+        if (File.Exists(config.KernelPath) && (config.InitrdPath is null || File.Exists(config.InitrdPath)))
+        {
+            try
+            {
+                return Open(config, withImages: true);
+            }
+            catch (VmConfigException)
+            {
+                // An image that no longer loads only matters to a reboot; the disks are checked again below.
+            }
+        }
+        return Open(config, withImages: false);
+    }
 
     private static VmFiles Open(VmConfig config, bool withImages)
     {

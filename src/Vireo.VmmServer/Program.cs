@@ -70,6 +70,9 @@ app.MapPut("/network-interfaces/{id}", (HttpRequest r, string id) => Put(r, VmmJ
 app.MapPut("/vsock", (HttpRequest r) => Put(r, VmmJson.Default.Vsock, "vsock", session.SetVsock));
 app.MapPut("/actions", (HttpRequest r) => Put(r, VmmJson.Default.InstanceAction, "actions", a => session.Act(a.ActionType)));
 app.MapGet("/vm", () => Results.Json(session.Info(), VmmJson.Default.VmInfo));
+app.MapPatch("/vm", (HttpRequest r) => Put(r, VmmJson.Default.VmStatePatch, "vm", p => session.PatchState(p.State)));
+app.MapPut("/snapshot/create", (HttpRequest r) => Put(r, VmmJson.Default.SnapshotCreateParams, "snapshot/create", session.CreateSnapshot));
+app.MapPut("/snapshot/load", (HttpRequest r) => Put(r, VmmJson.Default.SnapshotLoadParams, "snapshot/load", session.LoadSnapshot));
 // The console: what the guest wrote so far (the last 64 KiB), then live until the VM ends.
 app.MapGet("/console", async (HttpContext context) =>
 {

@@ -1,5 +1,6 @@
 using Vireo.Api;
 using Vireo.Vmm;
+using Vireo.Vmm.Snapshot;
 using Vireo.Virtio.Block;
 using Vireo.Virtio.Net;
 using Vireo.Virtio.Vsock;
@@ -170,6 +171,109 @@ internal sealed class VmSession(Action<byte> serialOut)
             default:
                 return $"action_type '{action}' is not one of {string.Join(", ", InstanceAction.All)}";
         }
+    }
+
+    /// <summary>PATCH /vm: Paused or Resumed. Null when done, else why not.</summary>
+    public string? PatchState(string state)
+    {
+        if (state is not (VmStatePatch.Paused or VmStatePatch.Resumed))
+        {
+            return $"state '{state}' is not one of {VmStatePatch.Paused}, {VmStatePatch.Resumed}";
+        }
+        return Act(state == VmStatePatch.Paused ? InstanceAction.Pause : InstanceAction.Resume);
+    }
+
+    /// <summary>PUT /snapshot/create: the VM must be paused, and stays so. Null when done, else why not.</summary>
+    public string? CreateSnapshot(SnapshotCreateParams p)
+    {
+        if (p.SnapshotType is not (SnapshotCreateParams.Full or SnapshotCreateParams.Diff))
+        {
+            return $"snapshot_type '{p.SnapshotType}' is not one of {SnapshotCreateParams.Full}, {SnapshotCreateParams.Diff}";
+        }
+        if (p.SnapshotPath.Length == 0 || p.MemFilePath.Length == 0)
+        {
+            return "snapshot_path and mem_file_path must name files";
+        }
+        if (Path.GetFullPath(p.SnapshotPath) == Path.GetFullPath(p.MemFilePath))
+        {
+            return "snapshot_path and mem_file_path must be two different files";
+        }
+        Machine? machine;
+        lock (_lock)
+        {
+            machine = _state == VmState.Running ? _current : null;
+            if (machine is null || !machine.IsPaused)
+            {
+                return $"snapshot/create: the VM is {(machine is null ? _state : VmState.Running)}; pause it first (PATCH /vm {{\"state\":\"Paused\"}})";
+            }
+        }
+        try
+        {
+            Snapshots.Create(machine, p.SnapshotType == SnapshotCreateParams.Diff ? SnapshotKind.Diff : SnapshotKind.Full, p.SnapshotPath, p.MemFilePath);
+            return null;
+        }
+        catch (SnapshotException e)
+        {
+            return $"snapshot/create: {e.Message}";
+        }
+    }
+
+    /// <summary>
+    /// PUT /snapshot/load, on a VMM that has not started a VM: builds the saved VM and runs it
+    /// (resume_vm) or leaves it paused. Its configuration is the snapshot's. Null when done, else why not.
+    /// </summary>
+    public string? LoadSnapshot(SnapshotLoadParams p)
+    {
+        string? memPath = p.MemBackend?.BackendPath ?? p.MemFilePath;
+        if (p.MemBackend is { } backend && backend.BackendType != MemoryBackend.File)
+        {
+            return backend.BackendType == MemoryBackend.Uffd
+                ? "mem_backend: backend_type Uffd is not supported; use File (its pages are mapped copy-on-write, so they arrive on first touch)"
+                : $"mem_backend: backend_type '{backend.BackendType}' is not one of {MemoryBackend.File}, {MemoryBackend.Uffd}";
+        }
+        if (p.MemBackend is not null && p.MemFilePath is not null)
+        {
+            return "give mem_backend or mem_file_path, not both";
+        }
+        if (memPath is null)
+        {
+            return "mem_backend is required (backend_type File, backend_path the snapshot's memory file)";
+        }
+        lock (_lock)
+        {
+            if (_state != VmState.NotStarted)
+            {
+                return $"snapshot/load: the VM is {_state}; a snapshot is loaded into a vireo-vmm that has not started one";
+            }
+            _state = VmState.Starting;
+        }
+        Machine machine;
+        VmFiles files;
+        try
+        {
+            (machine, files) = Snapshots.Load(p.SnapshotPath, memPath, serialOut, p.ResumeVm);
+        }
+        catch (Exception e)
+        {
+            lock (_lock)
+            {
+                _state = VmState.NotStarted;
+            }
+            return e is SnapshotException or VmConfigException or Kvm.KvmUnavailableException or Interop.SysError
+                ? $"snapshot/load: {e.Message}"
+                : $"snapshot/load: the VM could not be restored: {e.Message.ReplaceLineEndings(" ")}";
+        }
+        var config = machine.Config;
+        lock (_lock)
+        {
+            _boot = new BootSource(config.KernelPath, config.InitrdPath, config.Cmdline);
+            _machine = _machine with { VcpuCount = config.Vcpus, MemSizeMib = (long)(config.MemoryBytes >> 20), Acpi = config.Acpi };
+            _current = machine;
+            _state = VmState.Running;
+            _boots = 1;
+        }
+        new Thread(() => RunLoop(config, files, machine)) { Name = "vm", IsBackground = true }.Start();
+        return null;
     }
 
     /// <summary>

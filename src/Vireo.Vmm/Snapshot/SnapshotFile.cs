@@ -85,9 +85,13 @@ public static class SnapshotFile
             data = new byte[f.Length];
             f.ReadExactly(data);
         }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new SnapshotException($"snapshot_path {path}: no such file");
+        }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            throw new SnapshotException($"{path}: {e.Message}");
+            throw new SnapshotException($"snapshot_path {path}: {e.Message}");
         }
         return Decode(data);
     }
