@@ -176,6 +176,28 @@ public class RigTests
     }
 
     [Fact]
+    public void Debians_kernel_saved_by_one_vmm_goes_on_in_another_with_its_disk_and_its_shell()
+    {
+        // snapshot-linux.py: the shell writes a file on virtio-blk, the VM is paused and saved by
+        // PUT /snapshot/create, that vireo-vmm is killed, and a fresh one loads the snapshot and
+        // resumes it: the same shell reads the file back, appends to it and powers off.
+        string dir = "", disk = "";
+        var r = Rig(() =>
+        {
+            (dir, disk) = FreshDisk();
+            return $"python3 tests/Vireo.Rig.Tests/snapshot-linux.py {dir} {Images.Value}/vmlinuz";
+        });
+        string log = $"exit {r.ExitCode}\n{r.Output}\n{r.Error}";
+        Assert.True(r.ExitCode == 0, log);
+        Assert.Contains("wrote-42", r.Output);
+        Assert.Matches(new Regex(@"^before-snapshot\r*$", RegexOptions.Multiline), r.Output);
+        Assert.Contains("restored-55", r.Output);
+        Assert.Contains("reboot: Power down", r.Output);
+        Check(TestEnvironment.Run("/sbin/e2fsck", $"-fn {disk}"), "e2fsck");
+        Assert.Equal("before-snapshot\nafter-4\n", System.Text.Encoding.ASCII.GetString(ReadFile(disk, "/snap.txt")));
+    }
+
+    [Fact]
     public void An_initramfs_made_by_debians_mkinitramfs_finds_its_root_on_the_virtio_disk()
     {
         // Nobody in the project wrote this initramfs: initramfs-tools' stock configuration, udev
