@@ -375,7 +375,9 @@ public sealed class DeviceManager : IDisposable
             string id = slots[i].Id;
             if (saved is null || saved.Id != id || saved.Device is null)
             {
-                throw new Snapshot.SnapshotException($"devices: virtio device {i} is '{saved?.Id}' in the snapshot, '{id}' here");
+                throw new Snapshot.SnapshotException(saved?.Id == id
+                    ? $"device '{id}': its state is missing"
+                    : $"devices: virtio device {i} is {(saved is null ? "missing" : $"'{saved.Id}'")} in the snapshot, '{id}' here");
             }
             bool ok = _transports[id] switch
             {
