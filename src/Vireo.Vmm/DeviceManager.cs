@@ -270,9 +270,9 @@ public sealed class DeviceManager : IDisposable
                     Map(n, on: true);
                 }
             }
-            catch (Exception e) when (e is InvalidOperationException or SysError)
+            catch (Exception e) when (e is InvalidOperationException or ArgumentException or SysError)
             {
-                // A BAR placed over another device's range stays unmapped until moved again.
+                // A BAR placed over another device's range (or so high that its window wraps) stays unmapped until moved again.
                 Console.Error.WriteLine($"vireo: PCI slot {pciSlot}: BAR at 0x{newAddress:x} not mapped: {e.Message}");
             }
         };

@@ -562,6 +562,46 @@ public class SnapshotFileTests(SnapshotFileFixture fixture, ITestOutputHelper lo
     }
 
     [KvmFact]
+    public void M_pci_registers_a_guest_could_write_are_taken_or_refused_but_never_thrown()
+    {
+        var s = fixture.Pci.State;
+        int rng = SlotOf(s, 4), blk = SlotOf(s, 2);
+        var pci = s.Devices.Virtio[rng].Pci!;
+        byte[] WithBar(ulong bar)
+        {
+            var config = (byte[])pci.Config.Clone();
+            BinaryPrimitives.WriteUInt64LittleEndian(config.AsSpan(0x10), bar | 0x4);
+            return config;
+        }
+        ulong otherBar = BinaryPrimitives.ReadUInt64LittleEndian(s.Devices.Virtio[blk].Pci!.Config.AsSpan(0x10)) & ~0xfUL;
+        var cases = new (string Why, PciTransportStateEdit Edit)[]
+        {
+            ("BAR over another device's", p => p with { Config = WithBar(otherBar) }),
+            ("BAR in guest RAM", p => p with { Config = WithBar(0x1000) }),
+            ("BAR just below the top of the address space", p => p with { Config = WithBar(0xffff_ffff_fffe_0000) }),
+            ("BAR at 0", p => p with { Config = WithBar(0) }),
+            ("MSI-X entries of garbage", p => p with { MsixAddress = [.. p.MsixAddress.Select(_ => 0xdead_beef_0000_0000UL)], MsixData = [.. p.MsixData.Select(_ => uint.MaxValue)] }),
+            ("MSI-X entries in the interrupt window", p => p with { MsixAddress = [.. p.MsixAddress.Select(_ => 0xfee0_0000UL)], MsixData = [.. p.MsixData.Select(_ => 0xffffu)] }),
+            ("a queue select past the queues", p => p with { QueueSelect = 60000 }),
+            ("feature selects past the words", p => p with { DeviceFeatureSelect = uint.MaxValue, DriverFeatureSelect = uint.MaxValue }),
+            ("an ISR of -1", p => p with { Isr = -1 }),
+            ("a status with every bit but DRIVER_OK", p => p with { Status = 0xfb }),
+        };
+        foreach (var (why, edit) in cases)
+        {
+            TryLoad(SnapshotFile.Encode(WithSlot(s, rng, v => v with { Pci = edit(v.Pci!) }), fixture.Pci.Layout), VirtioTransportKind.Pci, why);
+        }
+        var top = LoadRefused(SnapshotFile.Encode(WithSlot(s, rng, v => v with { Pci = v.Pci! with { Config = WithBar(0xffff_ffff_ffff_0000) } }), fixture.Pci.Layout), "a BAR whose window wraps");
+        Assert.Contains("device 'rng': its BAR at 0xffffffffffff0000 would run past the top", top.Message);
+        var mmio = fixture.Mmio.State;
+        int mrng = SlotOf(mmio, 4);
+        TryLoad(SnapshotFile.Encode(WithSlot(mmio, mrng, v => v with { Mmio = v.Mmio! with { QueueSel = uint.MaxValue, DeviceFeaturesSel = 7, InterruptStatus = uint.MaxValue } }), fixture.Mmio.Layout),
+            VirtioTransportKind.Mmio, "MMIO selects past everything");
+    }
+
+    private delegate Virtio.Transport.PciTransportState PciTransportStateEdit(Virtio.Transport.PciTransportState state);
+
+    [KvmFact]
     public void K_vcpus_the_vm_and_the_config_that_do_not_fit_are_refused()
     {
         var s = fixture.Pci.State;
