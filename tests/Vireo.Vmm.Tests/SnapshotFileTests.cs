@@ -519,15 +519,15 @@ public class SnapshotFileTests(SnapshotFileFixture fixture, ITestOutputHelper lo
         void Refuse(MachineState state, string expected, string why) => Assert.Contains(expected, LoadRefused(state, why, kind).Message);
         var cases = new (QueueState Queue, string Expected)[]
         {
-            (GoodQueue with { DescTable = 0x7fff_0000_0000 }, "queue 0"),
-            (GoodQueue with { AvailRing = MemoryLayout.PciHoleStart + 0x1000 }, "queue 0"),
-            (GoodQueue with { UsedRing = (128 << 20) - 0x100 }, "queue 0"),
-            (GoodQueue with { DescTable = ulong.MaxValue - 15 }, "queue 0"),
-            (GoodQueue with { Size = 0 }, "queue 0"),
-            (GoodQueue with { Size = 3 }, "queue 0"),
+            (GoodQueue with { DescTable = 0x7fff_0000_0000 }, "queue 0: its rings (descriptors at 0x7fff00000000"),
+            (GoodQueue with { AvailRing = MemoryLayout.PciHoleStart + 0x1000 }, "available ring at 0xc0001000, used ring at 0x102000) are not all inside guest RAM"),
+            (GoodQueue with { UsedRing = (128 << 20) - 0x100 }, "used ring at 0x7ffff00) are not all inside guest RAM"),
+            (GoodQueue with { DescTable = ulong.MaxValue - 15 }, "are not all inside guest RAM"),
+            (GoodQueue with { Size = 0 }, "queue 0: size 0 is not a power of two"),
+            (GoodQueue with { Size = 3 }, "queue 0: size 3 is not a power of two"),
             (GoodQueue with { Size = 512 }, "larger than this device's 256"),
             (GoodQueue with { Size = 65535 }, "larger than this device's 256"),
-            (GoodQueue with { DescTable = 0x100008 }, "queue 0"),
+            (GoodQueue with { DescTable = 0x100008 }, "queue 0: a ring is misaligned"),
             (GoodQueue with { EventIdx = true }, "event-index"),
         };
         foreach (var (queue, expected) in cases)
