@@ -550,6 +550,11 @@ public class SnapshotFileTests(SnapshotFileFixture fixture, ITestOutputHelper lo
         Refuse(s with { Devices = s.Devices with { Virtio = s.Devices.Virtio[..^1] } }, "2 virtio devices saved; this machine has 3", "a device short");
         Refuse(s with { Devices = s.Devices with { Virtio = [.. s.Devices.Virtio, s.Devices.Virtio[0]] } }, "4 virtio devices saved", "a device more");
         Refuse(WithSlot(s, rng, v => v with { Pci = null, Mmio = null }), "transport's state is missing", "no transport");
+        int console = SlotOf(s, 3);
+        Refuse(WithSlot(s, console, v => v with { Device = v.Device with { PendingInput = new byte[1 << 20] } }), "the console takes at most", "a megabyte of console input");
+        Refuse(s with { Devices = s.Devices with { Serial = s.Devices.Serial with { Rx = new byte[100_000] } } }, "device 'com1': rx holds 100000 bytes", "a UART holding 100 KB");
+        Refuse(s with { Devices = s.Devices with { Rtc = s.Devices.Rtc with { Index = 200 } } }, "device 'rtc': index 200 is past", "a CMOS index past its RAM");
+        Refuse(s with { Devices = s.Devices with { Rtc = s.Devices.Rtc with { Ram = new byte[4096] } } }, "device 'rtc': ram is 4096 bytes", "a CMOS of 4 KiB");
         if (kind == VirtioTransportKind.Pci)
         {
             var pci = s.Devices.Virtio[rng].Pci!;
@@ -689,7 +694,13 @@ public class SnapshotFileTests(SnapshotFileFixture fixture, ITestOutputHelper lo
         Assert.Contains("not a regular file", LoadRefused(t.StatePath, fifo, "a FIFO with no writer").Message);
         Assert.Contains("cannot open it", LoadRefused(t.StatePath, "/dev/null/x", "a path through a device").Message);
         Assert.Contains("not a regular file", LoadRefused(t.StatePath, "/dev/zero", "/dev/zero").Message);
-        // The state file itself: a directory, a FIFO, /dev/zero (endless), a missing one.
+        // The state file itself: a directory, a FIFO, /dev/zero (endless), a missing one, one past the size limit.
+        string big = Path.Combine(dir, "big.snap");
+        using (var f = File.Create(big))
+        {
+            f.SetLength(SnapshotFile.MaxSize + 1);
+        }
+        Assert.Contains($"is {SnapshotFile.MaxSize + 1} bytes; a snapshot is a regular file of at most 64 MiB", LoadRefused(big, t.MemPath, "a state file past the limit").Message);
         Assert.Contains("not a regular file", LoadRefused(dir, t.MemPath, "a directory for a state file").Message);
         Assert.Contains("not a regular file", LoadRefused("/dev/zero", t.MemPath, "/dev/zero for a state file").Message);
         Assert.Contains("a FIFO, not a regular file", LoadRefused(fifo, t.MemPath, "a FIFO for a state file").Message);
