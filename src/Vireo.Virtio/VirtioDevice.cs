@@ -186,7 +186,13 @@ public abstract class VirtioDevice
             }
             if (!SplitQueue.TryCreate(memory, q, out var queue, out var queueError))
             {
-                return $"queue {i}: {queueError}";
+                return $"queue {i}: " + queueError switch
+                {
+                    QueueError.SizeNotPowerOfTwo => $"size {q.Size} is not a power of two",
+                    QueueError.RingMisaligned => $"a ring is misaligned (descriptors at 0x{q.DescTable:x}, available ring at 0x{q.AvailRing:x}, used ring at 0x{q.UsedRing:x}: they need 16, 2 and 4 bytes)",
+                    QueueError.RingOutsideMemory => $"its rings (descriptors at 0x{q.DescTable:x}, available ring at 0x{q.AvailRing:x}, used ring at 0x{q.UsedRing:x}) are not all inside guest RAM",
+                    var other => other.ToString(),
+                };
             }
             queues[i] = queue;
         }

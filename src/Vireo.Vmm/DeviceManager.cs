@@ -270,9 +270,9 @@ public sealed class DeviceManager : IDisposable
                     Map(n, on: true);
                 }
             }
-            catch (Exception e) when (e is InvalidOperationException or SysError)
+            catch (Exception e) when (e is InvalidOperationException or ArgumentException or SysError)
             {
-                // A BAR placed over another device's range stays unmapped until moved again.
+                // A BAR placed over another device's range (or so high that its window wraps) stays unmapped until moved again.
                 Console.Error.WriteLine($"vireo: PCI slot {pciSlot}: BAR at 0x{newAddress:x} not mapped: {e.Message}");
             }
         };
@@ -401,7 +401,9 @@ public sealed class DeviceManager : IDisposable
             string id = slots[i].Id;
             if (saved is null || saved.Id != id || saved.Device is null)
             {
-                throw new Snapshot.SnapshotException($"devices: virtio device {i} is '{saved?.Id}' in the snapshot, '{id}' here");
+                throw new Snapshot.SnapshotException(saved?.Id == id
+                    ? $"device '{id}': its state is missing"
+                    : $"devices: virtio device {i} is {(saved is null ? "missing" : $"'{saved.Id}'")} in the snapshot, '{id}' here");
             }
             bool ok = _transports[id] switch
             {

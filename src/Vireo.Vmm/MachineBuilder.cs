@@ -115,7 +115,7 @@ public static class MachineBuilder
         }
         if (state.Vm.Problem() is { } vmProblem)
         {
-            throw new Snapshot.SnapshotException($"vm: {vmProblem}");
+            throw new Snapshot.SnapshotException(vmProblem); // it names the VM already ("vm: ...")
         }
         var supported = files.Kvm.GetSupportedCpuid();
         for (int i = 0; i < state.Vcpus.Length; i++)

@@ -225,6 +225,12 @@ public sealed class PciTransport : IPciFunction, IBusDevice
         {
             return $"the configuration vector {s.ConfigVector} is past the MSI-X table's {vectors}";
         }
+        ulong bar = ((ulong)BinaryPrimitives.ReadUInt32LittleEndian(s.Config.AsSpan(0x14)) << 32)
+            | (BinaryPrimitives.ReadUInt32LittleEndian(s.Config.AsSpan(0x10)) & ~(uint)(BarSize - 1));
+        if (bar > ulong.MaxValue - BarSize)
+        {
+            return $"its BAR at 0x{bar:x} would run past the top of the address space";
+        }
         return null;
     }
 

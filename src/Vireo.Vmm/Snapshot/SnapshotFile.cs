@@ -2,6 +2,9 @@ using System.Buffers.Binary;
 using System.IO.Hashing;
 using System.Text;
 using System.Text.Json;
+using System.Text.RegularExpressions;
+using Microsoft.Win32.SafeHandles;
+using Vireo.Interop;
 using Vireo.Memory;
 
 namespace Vireo.Vmm.Snapshot;
@@ -74,24 +77,35 @@ public static class SnapshotFile
     /// <summary>Reads a snapshot from <paramref name="path"/>; throws <see cref="SnapshotException"/> naming what is wrong.</summary>
     public static (MachineState State, Layout Layout) Read(string path)
     {
+        // Opened O_NONBLOCK, as the memory file is: a FIFO put in a snapshot's place must not hang the open.
+        int fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_CLOEXEC | Libc.O_NONBLOCK | Libc.O_NOCTTY, 0);
+        if (fd < 0)
+        {
+            int errno = Libc.LastErrno;
+            throw new SnapshotException(errno == Libc.ENOENT ? $"snapshot_path {path}: no such file" : $"snapshot_path {path}: cannot open it: {Libc.StrError(errno)}");
+        }
         byte[] data;
-        try
+        using (var file = new SafeFileHandle(fd, ownsHandle: true))
         {
-            using var f = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.None);
-            if (!f.CanSeek || f.Length > MaxSize)
+            var stat = Libc.StatOf(fd);
+            if (stat.Kind != FileKind.Regular || stat.Size > MaxSize)
             {
-                throw new SnapshotException($"{path} is {(f.CanSeek ? $"{f.Length} bytes" : "not a regular file")}; a snapshot is a regular file of at most {MaxSize >> 20} MiB");
+                throw new SnapshotException($"snapshot_path {path} is {(stat.Kind == FileKind.Regular ? $"{stat.Size} bytes" : $"{stat.Described}, not a regular file")}; a snapshot is a regular file of at most {MaxSize >> 20} MiB");
             }
-            data = new byte[f.Length];
-            f.ReadExactly(data);
-        }
-        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
-        {
-            throw new SnapshotException($"snapshot_path {path}: no such file");
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new SnapshotException($"snapshot_path {path}: {e.Message}");
+            data = new byte[stat.Size];
+            try
+            {
+                int read = 0, n;
+                while (read < data.Length && (n = RandomAccess.Read(file, data.AsSpan(read), read)) > 0)
+                {
+                    read += n;
+                }
+                data = data[..read]; // shorter if it shrank under us: then it reads as truncated
+            }
+            catch (IOException e)
+            {
+                throw new SnapshotException($"snapshot_path {path}: {e.Message}");
+            }
         }
         return Decode(data);
     }
@@ -148,6 +162,14 @@ public static class SnapshotFile
                     break;
                 case "CONF":
                     config = Json(payload, SnapshotJson.Default.VmConfig, where);
+                    if (ConfigProblem(config) is { } problem)
+                    {
+                        throw new SnapshotException($"{where}: {problem}");
+                    }
+                    if (config.MemoryBytes != layout!.RamBytes)
+                    {
+                        throw new SnapshotException($"{where}: memory is {config.MemoryBytes} bytes; the layout says {layout.RamBytes}");
+                    }
                     expect = "VMST";
                     break;
                 case "VMST":
@@ -167,18 +189,80 @@ public static class SnapshotFile
                     expect = "END ";
                     break;
                 case "END ":
-                    if (start + (int)length != data.Length)
+                    if (length != 0)
                     {
-                        throw new SnapshotException($"{data.Length - start - (int)length} bytes follow the END section");
+                        throw new SnapshotException($"section END at byte {at} holds {length} bytes; it holds none");
                     }
-                    if (layout!.RamBytes != config!.MemoryBytes)
+                    if (start != data.Length)
                     {
-                        throw new SnapshotException($"the layout says {layout.RamBytes} bytes of RAM, the config {config.MemoryBytes}");
+                        throw new SnapshotException($"{data.Length - start} bytes follow the END section");
                     }
-                    return (new MachineState(config, vm!, [.. vcpus], devices!), layout);
+                    return (new MachineState(config!, vm!, [.. vcpus], devices!), layout!);
             }
             at = start + (int)length;
         }
+    }
+
+    /// <summary>
+    /// What the JSON reader lets through but no config can be: a null in a list (nullability is not
+    /// checked inside collections) and an enum given as a number it does not name.
+    /// </summary>
+    private static string? ConfigProblem(VmConfig c)
+    {
+        if (!Enum.IsDefined(c.Transport))
+        {
+            return $"Transport {(int)c.Transport} is neither Pci nor Mmio";
+        }
+        if (!Enum.IsDefined(c.MemoryBacking))
+        {
+            return $"MemoryBacking {(int)c.MemoryBacking} is not one Vireo has";
+        }
+        for (int i = 0; i < c.Disks.Count; i++)
+        {
+            if (c.Disks[i] is not { } disk)
+            {
+                return $"Disks[{i}] is null";
+            }
+            if (disk.Queues is < 1 or > Virtio.Block.BlockConfig.MaxQueues)
+            {
+                return $"Disks[{i}].Queues is {disk.Queues}; a disk has 1 to {Virtio.Block.BlockConfig.MaxQueues}";
+            }
+        }
+        for (int i = 0; i < c.Nets.Count; i++)
+        {
+            if (c.Nets[i] is not { } net)
+            {
+                return $"Nets[{i}] is null";
+            }
+            if (net.Mac is not { Length: 6 })
+            {
+                return $"Nets[{i}].Mac is {net.Mac?.Length ?? 0} bytes; a MAC address has 6";
+            }
+            if ((net.Tap is null) == (net.UnixPath is null) || (net.UnixPath is not null && net.UnixPeer is null))
+            {
+                string[] given = [.. new[] { ("Tap", net.Tap), ("UnixPath", net.UnixPath), ("UnixPeer", net.UnixPeer) }.Where(b => b.Item2 is not null).Select(b => b.Item1)];
+                return $"Nets[{i}] gives {(given.Length == 0 ? "no backend" : string.Join(" and ", given))}; it needs a Tap, or a UnixPath and a UnixPeer";
+            }
+            foreach (var (name, path) in new[] { ("UnixPath", net.UnixPath), ("UnixPeer", net.UnixPeer) })
+            {
+                if (path is not null && (path.Length == 0 || !UnixSocket.PathFits(path)))
+                {
+                    return $"Nets[{i}].{name} '{path}' is not a Unix socket path (1 to {UnixSocket.MaxPathBytes} bytes)";
+                }
+            }
+        }
+        if (c.Vsock is { } vsock)
+        {
+            if (Virtio.Vsock.VsockConfig.CidProblem(vsock.Cid) is { } cid)
+            {
+                return $"Vsock.Cid {vsock.Cid} {cid}";
+            }
+            if (Virtio.Vsock.VsockConfig.SocketProblem(vsock.SocketPath) is { } socket)
+            {
+                return $"Vsock.SocketPath {socket}";
+            }
+        }
+        return null;
     }
 
     private static string Printable(string tag) => tag.All(c => c is >= ' ' and <= '~') ? tag : "(unreadable tag)";
@@ -191,11 +275,51 @@ public static class SnapshotFile
         }
         catch (JsonException e)
         {
-            // The path and position in the user's words; the deserializer's own sentence only after them.
-            string field = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? "" : $" at {e.Path}";
-            string what = e.Message.Split(" Path:")[0];
-            throw new SnapshotException($"{where}: not the JSON this section holds{field} (byte {e.BytePositionInLine} of its payload): {what}");
+            // The member and position in the user's words, never the deserializer's .NET type names.
+            string field = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? "" : $" at {e.Path.TrimStart('$').TrimStart('.')}";
+            throw new SnapshotException($"{where}: not the JSON this section holds{field} (byte {e.BytePositionInLine} of its payload): {JsonProblem(e.Message)}");
         }
+    }
+
+    private static readonly Dictionary<string, string> Kinds = new()
+    {
+        ["Boolean"] = "true or false",
+        ["Byte"] = "a whole number from 0 to 255",
+        ["UInt16"] = "a whole number from 0 to 65535",
+        ["UInt32"] = "a whole number from 0 to 4294967295",
+        ["UInt64"] = "a whole number from 0 to 18446744073709551615",
+        ["Int32"] = "a whole number from -2147483648 to 2147483647",
+        ["Int64"] = "a whole number that fits in 64 bits",
+        ["String"] = "a string",
+        ["Byte[]"] = "base64 text",
+    };
+
+    /// <summary>What System.Text.Json found wrong, said without its type names, path and line numbers.</summary>
+    internal static string JsonProblem(string message)
+    {
+        string m = Regex.Replace(message, @"\s*(Path: |LineNumber: ).*$", "", RegexOptions.Singleline).Trim();
+        if (Regex.Match(m, @"^The JSON property '([^']*)' could not be mapped") is { Success: true } unknown)
+        {
+            return $"'{unknown.Groups[1].Value}' is not a member it has";
+        }
+        if (Regex.Match(m, @"missing required properties including: (.*?)\.?$") is { Success: true } missing)
+        {
+            return $"it lacks {missing.Groups[1].Value}";
+        }
+        if (Regex.Match(m, @"'([^']*)' on type '[^']*' doesn't allow (getting |setting )?null") is { Success: true } nulled)
+        {
+            return $"'{nulled.Groups[1].Value}' must not be null";
+        }
+        if (Regex.Match(m, @"could not be converted to System\.(\w+)") is { Success: true } typed && Kinds.TryGetValue(typed.Groups[1].Value, out var kind))
+        {
+            return $"the value is not {kind}";
+        }
+        if (m.Contains("could not be converted to", StringComparison.Ordinal))
+        {
+            return "the value is of the wrong type, out of range, or null where a value is required";
+        }
+        // A reader's sentence ("'x' is an invalid start of a value"); any type name in it goes.
+        return Regex.Replace(m, @"'?\b(System|Vireo)\.[\w.`\[\], ]*'?", "a value");
     }
 
     private static byte[] EncodeLayout(Layout layout)

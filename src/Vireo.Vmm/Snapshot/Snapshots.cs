@@ -62,10 +62,15 @@ public static class Snapshots
             var machine = MachineBuilder.Restore(state, files, memory, serialOut, resume);
             return (machine, files);
         }
-        catch
+        catch (Exception e)
         {
             memFile?.Dispose();
             files?.Dispose();
+            if (e is VmConfigException)
+            {
+                // The config is the snapshot's: a disk that is gone or a vCPU count past this host's KVM is the snapshot's problem.
+                throw new SnapshotException($"config: {e.Message}");
+            }
             throw;
         }
     }
