@@ -223,7 +223,6 @@ public class SnapshotFileTests(SnapshotFileFixture fixture, ITestOutputHelper lo
             Assert.True(length < 12 ? e.Message.Contains("not a Vireo snapshot") : e.Message.Contains("truncated"), $"{length} bytes: {e.Message}");
         }
         log.WriteLine($"{file.Length} truncations in {clock.ElapsedMilliseconds} ms");
-        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"{file.Length} truncations took {clock.Elapsed}");
         foreach (int length in new[] { 0, 11, 12, 100, file.Length / 2, file.Length - 1 })
         {
             LoadRefused(file[..length], $"a file of {length} bytes");
