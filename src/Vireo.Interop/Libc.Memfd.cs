@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Vireo.Interop;
 
-/// <summary>memfd_create, ftruncate, lseek's data and hole search, pwrite and copy_file_range: what guest RAM on a file needs.</summary>
+/// <summary>memfd_create, ftruncate, lseek's data and hole search, and pwrite: what guest RAM on a file needs.</summary>
 public static unsafe partial class Libc
 {
     public const uint MFD_CLOEXEC = 1, MFD_ALLOW_SEALING = 2, MFD_HUGETLB = 4;
@@ -20,8 +20,6 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "pwrite", SetLastError = true)]
     public static partial nint Pwrite(int fd, byte* buf, nuint count, long offset);
 
-    [LibraryImport(Lib, EntryPoint = "copy_file_range", SetLastError = true)]
-    public static partial nint CopyFileRange(int fdIn, long* offIn, int fdOut, long* offOut, nuint length, uint flags);
 
     /// <summary>Writes all of <paramref name="buffer"/> at <paramref name="offset"/>; throws <see cref="SysError"/> on failure.</summary>
     public static void PwriteFully(int fd, ReadOnlySpan<byte> buffer, long offset)

@@ -103,7 +103,7 @@ public abstract class VirtioDevice
         }
     }
 
-    /// <summary>The device's part of a snapshot. Taken once the device is quiet (<see cref="Quiesce"/>).</summary>
+    /// <summary>The device's part of a snapshot. Taken once the device is quiet (no <see cref="HasWorkInFlight"/>, then <see cref="Settle"/>).</summary>
     public VirtioDeviceState SaveState()
     {
         lock (_lock)
@@ -233,8 +233,6 @@ public abstract class VirtioDevice
     {
     }
 
-    /// <summary>Runs <paramref name="work"/> on queue <paramref name="index"/> under the device's lock, for <see cref="Settle"/>.</summary>
-    protected void WithQueueLocked(int index, Action<SplitQueue> work) => WithQueue(index, work);
 
     /// <summary>Bytes held for the guest, for the state (the console's input); null for none.</summary>
     protected virtual byte[]? SavePendingInput() => null;

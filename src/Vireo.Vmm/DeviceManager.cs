@@ -409,7 +409,7 @@ public sealed class DeviceManager : IDisposable
             {
                 PciTransport pci when saved.Pci is not null => pci.TryRestore(saved.Pci, saved.Device, out error),
                 MmioTransport mmio when saved.Mmio is not null => mmio.TryRestore(saved.Mmio, saved.Device, out error),
-                _ => Fail2(out error),
+                _ => WrongTransport(out error),
             };
             if (!ok)
             {
@@ -418,7 +418,7 @@ public sealed class DeviceManager : IDisposable
         }
     }
 
-    private static bool Fail2(out string? error)
+    private static bool WrongTransport(out string? error)
     {
         error = "its transport's state is missing or of the other transport";
         return false;

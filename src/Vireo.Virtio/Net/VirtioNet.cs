@@ -77,7 +77,7 @@ public sealed class VirtioNet : VirtioDevice, IDisposable
     /// </summary>
     public override void Settle()
     {
-        WithQueueLocked(TransmitQueue, queue =>
+        WithQueue(TransmitQueue, queue =>
         {
             if (_blockedTxLength > 0)
             {
