@@ -113,6 +113,7 @@ public sealed class Machine : IDisposable
             _started = true;
             if (StartPaused)
             {
+                _paused = true; // IsPaused, read without the lock, never sees a gap between the two
                 foreach (var runner in _runners)
                 {
                     runner.Send(VcpuRequest.Pause); // taken before the first KVM_RUN
