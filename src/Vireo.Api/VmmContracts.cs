@@ -13,13 +13,15 @@ public sealed record BootSource(
 
 /// <summary>
 /// PUT /machine-config: vCPUs and RAM. With restart_on_reboot false, a guest reboot ends the
-/// process (status "Reset") and the supervisor applies its on_reboot policy.
+/// process (status "Reset") and the supervisor applies its on_reboot policy. track_dirty_pages
+/// (Firecracker's) records the pages written from start-up on, for Diff snapshots.
 /// </summary>
 public sealed record MachineConfig(
     [property: JsonRequired] int VcpuCount,
     [property: JsonRequired] long MemSizeMib,
     bool Acpi = true,
-    bool RestartOnReboot = true);
+    bool RestartOnReboot = true,
+    bool TrackDirtyPages = false);
 
 /// <summary>PUT /drives/{drive_id}: a virtio-blk disk.</summary>
 public sealed record Drive(

@@ -130,6 +130,18 @@ public sealed unsafe class AioContext : IDisposable
         v.iov_len = (nuint)buffer.Length;
     }
 
+    /// <summary>Segment <paramref name="segment"/> of <paramref name="slot"/>, as <see cref="SetSegment"/> left it: its host address and length.</summary>
+    public (nint Address, ulong Length) Segment(int slot, int segment)
+    {
+        CheckSlot(slot);
+        if ((uint)segment >= (uint)MaxSegments)
+        {
+            throw new ArgumentOutOfRangeException(nameof(segment));
+        }
+        ref var v = ref _vectors[slot * MaxSegments + segment];
+        return (v.iov_base, v.iov_len);
+    }
+
     /// <summary>Fills the slot's iocb: a vectored read or write of its first <paramref name="segments"/> segments, or an fdatasync.</summary>
     public void Prepare(int slot, ushort opcode, int fd, int segments, long offset)
     {

@@ -62,18 +62,59 @@ public sealed unsafe partial class KvmVm : IDisposable
                 userspace_addr = (ulong)region.HostAddress,
             };
             Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_SET_USER_MEMORY_REGION, &slot), "KVM_SET_USER_MEMORY_REGION");
+            _slots.Add(slot);
         }
+        LogsDirty = logDirty;
     }
 
-    /// <summary>KVM_GET_DIRTY_LOG: one bit a 4 KiB page of the slot, cleared by the read.</summary>
+    private readonly List<kvm_userspace_memory_region> _slots = [];
+
+    /// <summary>The memory slots <see cref="RegisterMemory"/> made, in its regions' order.</summary>
+    public int MemorySlots => _slots.Count;
+
+    /// <summary>True while KVM records the pages the guest writes (KVM_MEM_LOG_DIRTY_PAGES on every slot).</summary>
+    public bool LogsDirty { get; private set; }
+
+    /// <summary>
+    /// Turns KVM's dirty log on or off for every memory slot (the slots are re-registered with
+    /// the flag; the guest may keep running). Turned on, the log starts empty: the caller copies
+    /// everything once, then only what each <see cref="GetDirtyLog"/> reports. While it is on,
+    /// KVM maps guest RAM in 4 KiB pages, so it costs the guest some speed.
+    /// </summary>
+    public void SetDirtyLogging(bool on)
+    {
+        for (int i = 0; i < _slots.Count; i++)
+        {
+            var slot = _slots[i];
+            slot.flags = on ? slot.flags | KvmAbi.KVM_MEM_LOG_DIRTY_PAGES : slot.flags & ~KvmAbi.KVM_MEM_LOG_DIRTY_PAGES;
+            Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_SET_USER_MEMORY_REGION, &slot), "KVM_SET_USER_MEMORY_REGION (dirty log)");
+            _slots[i] = slot;
+        }
+        LogsDirty = on;
+    }
+
+    /// <summary>
+    /// KVM_GET_DIRTY_LOG: one bit a 4 KiB page of the slot, cleared by the read. The bitmap must
+    /// hold a bit for every page of the slot, rounded up to 64.
+    /// </summary>
     public void GetDirtyLog(uint slot, Span<ulong> bitmap)
     {
+        foreach (var s in _slots)
+        {
+            if (s.slot == slot && (ulong)bitmap.Length * 64 < (s.memory_size + 4095) / 4096)
+            {
+                throw new ArgumentException($"a dirty bitmap of {bitmap.Length} words is too short for slot {slot}", nameof(bitmap));
+            }
+        }
         fixed (ulong* p = bitmap)
         {
             var log = new kvm_dirty_log { slot = slot, dirty_bitmap = (ulong)p };
             Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_GET_DIRTY_LOG, &log), "KVM_GET_DIRTY_LOG");
         }
     }
+
+    /// <summary><see cref="GetDirtyLog"/> of the slot <see cref="RegisterMemory"/> made for its region number <paramref name="region"/>.</summary>
+    public void GetRegionDirtyLog(int region, Span<ulong> bitmap) => GetDirtyLog(_slots[region].slot, bitmap);
 
     public KvmVcpu CreateVcpu(int id)
     {

@@ -112,11 +112,13 @@ public sealed class GuestMemory : IDisposable
     {
         CheckSize(ramSize);
         var regions = new List<GuestRegion>();
+        ulong offset = 0;
         try
         {
             foreach (var range in MemoryLayout.RamRegions(ramSize))
             {
-                regions.Add(GuestRegion.Allocate(range.Start, range.Size));
+                regions.Add(GuestRegion.Allocate(range.Start, range.Size, offset));
+                offset += range.Size;
             }
         }
         catch
@@ -197,15 +199,80 @@ public sealed class GuestMemory : IDisposable
             ? span
             : throw new ArgumentOutOfRangeException(nameof(address), $"guest range {address}+0x{length:x} is not RAM");
 
-    public void Write(GuestAddress address, ReadOnlySpan<byte> data) => data.CopyTo(GetSpan(address, (ulong)data.Length));
+    public void Write(GuestAddress address, ReadOnlySpan<byte> data)
+    {
+        data.CopyTo(GetSpan(address, (ulong)data.Length));
+        MarkDirty(address, (ulong)data.Length);
+    }
+
+    /// <summary>
+    /// True while the VMM's own writes to RAM are recorded (a diff snapshot or a migration needs
+    /// them beside KVM's dirty log). Turning it on starts every region's <see cref="DirtyBitmap"/>
+    /// empty; turning it off drops them.
+    /// </summary>
+    public bool TrackDirty
+    {
+        get => _regions.Length > 0 && _regions[0].Dirty is not null;
+        set
+        {
+            foreach (var r in _regions)
+            {
+                r.Dirty = value ? new DirtyBitmap(r.Size) : null;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Records that the VMM wrote [address, address+length): called by every device write to
+    /// guest RAM once the bytes have landed (marking earlier could let a migration round take the
+    /// mark before the write, and send the old bytes). Costs one load when tracking is off.
+    /// </summary>
+    public void MarkDirty(GuestAddress address, ulong length)
+    {
+        if (_regions.Length == 0 || _regions[0].Dirty is null)
+        {
+            return;
+        }
+        while (length > 0 && FindRegion(address) is { Dirty: { } bits } r)
+        {
+            ulong offset = address.Value - r.Start.Value, n = Math.Min(length, r.Size - offset);
+            bits.Mark(offset, n);
+            address = address.Add(n);
+            length -= n;
+        }
+    }
 
     public void Read(GuestAddress address, Span<byte> data) => GetSpan(address, (ulong)data.Length).CopyTo(data);
 
     public T ReadObj<T>(GuestAddress address) where T : unmanaged =>
         MemoryMarshal.Read<T>(GetSpan(address, (ulong)Unsafe.SizeOf<T>()));
 
-    public void WriteObj<T>(GuestAddress address, in T value) where T : unmanaged =>
+    public void WriteObj<T>(GuestAddress address, in T value) where T : unmanaged
+    {
         MemoryMarshal.Write(GetSpan(address, (ulong)Unsafe.SizeOf<T>()), in value);
+        MarkDirty(address, (ulong)Unsafe.SizeOf<T>());
+    }
+
+    /// <summary>
+    /// <see cref="MarkDirty"/> for a range given by its host address (a vector handed to the
+    /// kernel for an asynchronous read lands there). Host ranges outside guest RAM are ignored.
+    /// </summary>
+    public unsafe void MarkDirtyHost(nint host, ulong length)
+    {
+        if (_regions.Length == 0 || _regions[0].Dirty is null)
+        {
+            return;
+        }
+        foreach (var r in _regions)
+        {
+            ulong offset = (ulong)(host - r.HostAddress);
+            if (host >= r.HostAddress && offset < r.Size)
+            {
+                r.Dirty?.Mark(offset, Math.Min(length, r.Size - offset));
+                return;
+            }
+        }
+    }
 
     public void Dispose()
     {

@@ -14,7 +14,10 @@ public sealed unsafe class GuestRegion : IDisposable
     public ulong Size { get; }
     public GuestAddress End => Start.Add(Size);
 
-    /// <summary>Where this region's bytes sit in the memory's backing file (0 for an anonymous region).</summary>
+    /// <summary>
+    /// Where this region's bytes sit in the memory's backing file, or for anonymous RAM where
+    /// they would sit in a memory file of it (the regions one after another, as a snapshot writes them).
+    /// </summary>
     public ulong FileOffset { get; }
 
     /// <summary>The host virtual address of the mapping (for KVM_SET_USER_MEMORY_REGION).</summary>
@@ -29,7 +32,7 @@ public sealed unsafe class GuestRegion : IDisposable
     }
 
     /// <summary>Maps <paramref name="size"/> bytes, MAP_NORESERVE so untouched RAM costs nothing.</summary>
-    public static GuestRegion Allocate(GuestAddress start, ulong size)
+    public static GuestRegion Allocate(GuestAddress start, ulong size, ulong fileOffset = 0)
     {
         if (size == 0 || size % 4096 != 0)
         {
@@ -42,7 +45,7 @@ public sealed unsafe class GuestRegion : IDisposable
             throw new SysError($"mmap({size} bytes of guest RAM)", Libc.LastErrno);
         }
         Advise(host, size);
-        return new GuestRegion(start, size, host);
+        return new GuestRegion(start, size, host, fileOffset);
     }
 
     /// <summary>
@@ -75,6 +78,9 @@ public sealed unsafe class GuestRegion : IDisposable
         // On a memfd they need the host's shmem_enabled to allow them (it says never by default).
         _ = Libc.Madvise(host, (nuint)size, Libc.MADV_HUGEPAGE);
     }
+
+    /// <summary>The VMM's own writes to this region, while <see cref="GuestMemory.TrackDirty"/> is on; null otherwise.</summary>
+    public DirtyBitmap? Dirty { get; internal set; }
 
     public bool Contains(GuestAddress address) => address.Value >= Start.Value && address.Value - Start.Value < Size;
 

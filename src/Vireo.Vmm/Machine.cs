@@ -64,6 +64,20 @@ public sealed class Machine : IDisposable
         _vm = vm;
         Memory = memory;
         Devices = devices;
+        Dirty = config.TrackDirtyPages ? new DirtyTracker(vm, memory) : null;
+    }
+
+    /// <summary>What was written to RAM since the last snapshot (or start), when <see cref="VmConfig.TrackDirtyPages"/> is on.</summary>
+    public DirtyTracker? Dirty { get; }
+
+    /// <summary>
+    /// A tracker of RAM writes from now on for a migration: the machine's own when it tracks
+    /// dirty pages (<paramref name="owned"/> false), else a new one the caller disposes.
+    /// </summary>
+    internal DirtyTracker TrackWrites(out bool owned)
+    {
+        owned = Dirty is null;
+        return Dirty ?? new DirtyTracker(_vm, Memory);
     }
 
     /// <summary>
@@ -263,6 +277,7 @@ public sealed class Machine : IDisposable
 
     public void Dispose()
     {
+        Dirty?.Dispose();
         Devices.Dispose();
         foreach (var vcpu in _vcpus)
         {

@@ -161,7 +161,7 @@ public static class MachineBuilder
             // Guest RAM is registered before the in-kernel irqchip exists, as Firecracker does: once
             // it does, KVM makes a memory-slot change wait for its readers, 4 to 11 ms on this host
             // against 0.1 ms before (the largest single cost between exec and the guest's first instruction).
-            vm.RegisterMemory(memory);
+            vm.RegisterMemory(memory, logDirty: config.TrackDirtyPages);
             vm.CreateIrqchip();
             vm.CreatePit2();
             machine = new Machine(config, vm, memory, devices);

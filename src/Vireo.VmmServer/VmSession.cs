@@ -251,7 +251,7 @@ internal sealed class VmSession(Action<byte> serialOut)
         VmFiles files;
         try
         {
-            (machine, files) = Snapshots.Load(p.SnapshotPath, memPath, serialOut, p.ResumeVm);
+            (machine, files) = Snapshots.Load(p.SnapshotPath, memPath, serialOut, p.ResumeVm, trackDirtyPages: p.TrackDirtyPages || p.EnableDiffSnapshots);
         }
         catch (Exception e)
         {
@@ -267,7 +267,7 @@ internal sealed class VmSession(Action<byte> serialOut)
         lock (_lock)
         {
             _boot = new BootSource(config.KernelPath, config.InitrdPath, config.Cmdline);
-            _machine = _machine with { VcpuCount = config.Vcpus, MemSizeMib = (long)(config.MemoryBytes >> 20), Acpi = config.Acpi };
+            _machine = _machine with { VcpuCount = config.Vcpus, MemSizeMib = (long)(config.MemoryBytes >> 20), Acpi = config.Acpi, TrackDirtyPages = config.TrackDirtyPages };
             _current = machine;
             _state = VmState.Running;
             _boots = 1;
@@ -396,6 +396,7 @@ internal sealed class VmSession(Action<byte> serialOut)
             Vcpus = _machine.VcpuCount,
             MemoryBytes = (ulong)_machine.MemSizeMib << 20,
             Acpi = _machine.Acpi,
+            TrackDirtyPages = _machine.TrackDirtyPages,
             Disks = [.. _drives.Select(d => new BlockConfig(d.PathOnHost, d.IsReadOnly, d.Direct, 1, d.DriveId))],
             Nets = [.. _nets.Select((n, i) => NetConfig.ForTap(n.HostDevName, n.GuestMac, i))],
             Vsock = _vsock is null ? null : new VsockConfig(_vsock.GuestCid, _vsock.UdsPath),

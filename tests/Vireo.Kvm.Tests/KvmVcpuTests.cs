@@ -72,6 +72,24 @@ public class KvmVcpuTests
     }
 
     [KvmFact]
+    public void Dirty_logging_turns_on_for_a_slot_registered_without_it()
+    {
+        // mov byte [0x3000], 0x77 ; hlt ; a migration turns the log on under a running guest.
+        using var vm = new BareVm([0xc6, 0x06, 0x00, 0x30, 0x77, 0xf4]);
+        var bitmap = new ulong[256 / 64];
+        Assert.False(vm.Vm.LogsDirty);
+        Assert.ThrowsAny<Exception>(() => vm.Vm.GetRegionDirtyLog(0, bitmap)); // no log on this slot yet
+        vm.Vm.SetDirtyLogging(true);
+        Assert.True(vm.Vm.LogsDirty);
+        Assert.Equal(KvmAbi.KVM_EXIT_HLT, vm.RunToExit());
+        vm.Vm.GetRegionDirtyLog(0, bitmap);
+        Assert.NotEqual(0UL, bitmap[0] & (1UL << 3));
+        Assert.Throws<ArgumentException>(() => vm.Vm.GetRegionDirtyLog(0, bitmap.AsSpan(0, 1))); // too short for 256 pages
+        vm.Vm.SetDirtyLogging(false);
+        Assert.False(vm.Vm.LogsDirty);
+    }
+
+    [KvmFact]
     public void Register_state_round_trips()
     {
         using var vm = new BareVm(OutThenHalt);

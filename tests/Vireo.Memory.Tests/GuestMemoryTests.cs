@@ -104,6 +104,31 @@ public class GuestMemoryTests
     }
 
     [Fact]
+    public void Anonymous_ram_has_the_file_offsets_a_memory_file_of_it_would_have()
+    {
+        // A snapshot writes each region at its FileOffset: two regions at 0 would overwrite each other.
+        using var m = GuestMemory.CreateAnonymous(3 * GiB + 64 * MiB);
+        Assert.Null(m.Backing);
+        Assert.Equal([0UL, 3 * GiB], m.Regions.Select(r => r.FileOffset));
+    }
+
+    [Fact]
+    public void Marks_in_the_high_region_land_in_its_own_bitmap_and_a_range_over_the_end_stops_there()
+    {
+        using var m = GuestMemory.CreateAnonymous(3 * GiB + 64 * MiB);
+        m.TrackDirty = true;
+        m.MarkDirty(new GuestAddress(4 * GiB + 0x5000), 1);
+        m.MarkDirty(new GuestAddress(3 * GiB - 0x1000), 0x3000); // runs past the low region's end into the hole
+        var low = new ulong[m.Regions[0].Dirty!.Words];
+        var high = new ulong[m.Regions[1].Dirty!.Words];
+        m.Regions[0].Dirty!.TakeInto(low);
+        m.Regions[1].Dirty!.TakeInto(high);
+        Assert.Equal(1UL << 5, high[0]);
+        Assert.Equal(1UL << 63, low[^1]);
+        Assert.Equal(1, low.Sum(w => System.Numerics.BitOperations.PopCount(w)));
+    }
+
+    [Fact]
     public void Ram_lives_in_a_memfd_with_the_regions_one_after_another_and_the_hole_left_out()
     {
         using var m = GuestMemory.Create(3 * GiB + 64 * MiB);

@@ -162,6 +162,112 @@ public class SnapshotTests : IDisposable
         Assert.DoesNotContain("TSC went back", second.Output);
     }
 
+    private static long Allocated(string path) => long.Parse(RunStat(path)) * 512;
+
+    private static string RunStat(string path)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("stat", ["-c", "%b", path]) { RedirectStandardOutput = true };
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd().Trim();
+        p.WaitForExit();
+        return output;
+    }
+
+    [KvmFact]
+    public void A_diff_snapshot_writes_only_what_changed_and_onto_the_base_restores_the_guest_as_it_is_now()
+    {
+        var (fullState, baseMem) = Paths("full");
+        var (diffState, _) = Paths("diff");
+        var (layerState, layerMem) = Paths("layer");
+        using (var first = new Running(o => Machine.Create(Config(change: c => c with { TrackDirtyPages = true }), o)))
+        {
+            first.WaitFor("snapshot: up");
+            first.Type("c\n");
+            first.WaitFor("count=1");
+            first.Machine.Pause();
+            var full = Snapshots.Create(first.Machine, SnapshotKind.Full, fullState, baseMem);
+            File.Copy(baseMem, baseMem + ".orig");
+            first.Machine.Resume();
+            first.Type("c\n");
+            first.WaitFor("count=2");
+            first.Machine.Pause();
+            // A layer: a new file holding only the pages written since the full one.
+            var layer = Snapshots.Create(first.Machine, SnapshotKind.Diff, layerState, layerMem);
+            Assert.Equal(128L << 20, new FileInfo(layerMem).Length);
+            Assert.True(layer.MemoryBytesWritten > 0 && layer.MemoryBytesWritten < full.MemoryBytesWritten / 4,
+                $"the diff wrote {layer.MemoryBytesWritten} bytes; the full one {full.MemoryBytesWritten}");
+            Assert.True(Allocated(layerMem) <= layer.MemoryBytesWritten + (1 << 20), $"the layer holds {Allocated(layerMem)} bytes on disk");
+            // The layer took its pages from the tracker: merge it into the base (as Firecracker's
+            // rebase-snap does), so that the next diff onto the base leaves it whole.
+            MergeLayer(layerMem, baseMem);
+            first.Machine.Resume();
+            first.Type("c\n");
+            first.WaitFor("count=3");
+            first.Machine.Pause();
+            // Onto the base: the pages since the layer are written into the full one's memory file.
+            // The layer took its pages: this diff has only those written since the layer.
+            var onto = Snapshots.Create(first.Machine, SnapshotKind.Diff, diffState, baseMem);
+            Assert.True(onto.MemoryBytesWritten < full.MemoryBytesWritten / 4, $"{onto.MemoryBytesWritten} bytes");
+        }
+        // The layer alone is not a whole RAM: refused, by name.
+        var e = Assert.Throws<SnapshotException>(() => Snapshots.Load(layerState, layerMem, _ => { }, resume: false));
+        Assert.Contains("Diff", e.Message);
+
+        using var second = new Running(o =>
+        {
+            var (m, f) = Snapshots.Load(diffState, baseMem, o, resume: true, trackDirtyPages: true);
+            f.Dispose();
+            return m;
+        });
+        Assert.NotNull(second.Machine.Dirty);
+        second.Type("c\n");
+        second.WaitFor("count=4");
+        second.Stop();
+
+        // Without the later diff, the full snapshot's own memory goes back to count=1.
+        using var third = new Running(o =>
+        {
+            var (m, f) = Snapshots.Load(fullState, baseMem + ".orig", o, resume: true, trackDirtyPages: false);
+            f.Dispose();
+            return m;
+        });
+        Assert.Null(third.Machine.Dirty);
+        third.Type("c\n");
+        third.WaitFor("count=2");
+    }
+
+    /// <summary>Copies the data extents of a sparse layer over <paramref name="target"/> (what `rebase-snap` does for Firecracker).</summary>
+    private static void MergeLayer(string layer, string target)
+    {
+        using var from = File.OpenHandle(layer);
+        using var to = File.OpenHandle(target, FileMode.Open, FileAccess.Write);
+        var page = new byte[4096];
+        long length = RandomAccess.GetLength(from);
+        for (long at = 0; at < length; at += page.Length)
+        {
+            RandomAccess.Read(from, page, at);
+            if (page.AsSpan().ContainsAnyExcept((byte)0))
+            {
+                RandomAccess.Write(to, page, at);
+            }
+        }
+    }
+
+    [KvmFact]
+    public void A_diff_snapshot_needs_dirty_tracking_from_the_start()
+    {
+        var (state, mem) = Paths();
+        using var vm = new Running(o => Machine.Create(Config(), o));
+        vm.WaitFor("snapshot: up");
+        vm.Machine.Pause();
+        var e = Assert.Throws<SnapshotException>(() => Snapshots.Create(vm.Machine, SnapshotKind.Diff, state, mem));
+        Assert.Contains("track_dirty_pages", e.Message);
+        Assert.False(File.Exists(mem));
+        vm.Machine.Resume();
+        vm.Type("c\n");
+        vm.WaitFor("count=1");
+    }
+
     [KvmFact]
     public void A_paused_restore_runs_nothing_until_resumed()
     {

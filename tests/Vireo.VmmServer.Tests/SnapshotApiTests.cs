@@ -48,7 +48,8 @@ public class SnapshotApiTests
             Assert.Equal("Paused", (await first.Info())!.State);
             (status, body) = await first.Put("snapshot/create", $$"""{"snapshot_type": "Diff", "snapshot_path": "{{snap}}", "mem_file_path": "{{mem}}"}""");
             Assert.Equal(400, status);
-            Assert.Contains("Diff", VmmProcess.Fault(body));
+            Assert.Contains("track_dirty_pages", VmmProcess.Fault(body));
+            Assert.False(File.Exists(mem));
             await first.Ok("snapshot/create", $$"""{"snapshot_type": "Full", "snapshot_path": "{{snap}}", "mem_file_path": "{{mem}}"}""");
             Assert.Equal("Paused", (await first.Info())!.State);
             Assert.Equal(204, (await Patch(first, "vm", """{"state": "Resumed"}""")).Status);
@@ -112,5 +113,39 @@ public class SnapshotApiTests
         Assert.Equal(204, (await Patch(second, "vm", """{"state": "Resumed"}""")).Status);
         await Type(second, "c\n");
         await Seen(second, "count=1");
+    }
+
+    [KvmFact]
+    public async Task With_track_dirty_pages_a_diff_snapshot_onto_the_last_memory_file_restores_the_guest_as_it_is_now()
+    {
+        string dir = TempDirectory.Create("vireo-snapapi");
+        string full = Path.Combine(dir, "full.snap"), diff = Path.Combine(dir, "diff.snap"), mem = Path.Combine(dir, "vm.mem");
+        using (var first = new VmmProcess())
+        {
+            await first.Ok("boot-source", $$"""{"kernel_image_path": "{{Kernel("snapshot")}}"}""");
+            await first.Ok("machine-config", """{"vcpu_count": 1, "mem_size_mib": 128, "track_dirty_pages": true}""");
+            await first.Ok("actions", """{"action_type": "InstanceStart"}""");
+            await Seen(first, "snapshot: up");
+            Assert.Equal(204, (await Patch(first, "vm", """{"state": "Paused"}""")).Status);
+            await first.Ok("snapshot/create", $$"""{"snapshot_type": "Full", "snapshot_path": "{{full}}", "mem_file_path": "{{mem}}"}""");
+            Assert.Equal(204, (await Patch(first, "vm", """{"state": "Resumed"}""")).Status);
+            await Type(first, "c\n");
+            await Seen(first, "count=1");
+            Assert.Equal(204, (await Patch(first, "vm", """{"state": "Paused"}""")).Status);
+            await first.Ok("snapshot/create", $$"""{"snapshot_type": "Diff", "snapshot_path": "{{diff}}", "mem_file_path": "{{mem}}"}""");
+        }
+        using var second = new VmmProcess();
+        await second.Ok("snapshot/load", $$"""{"snapshot_path": "{{diff}}", "mem_backend": {"backend_type": "File", "backend_path": "{{mem}}"}, "resume_vm": true, "track_dirty_pages": true}""");
+        await Type(second, "c\n");
+        await Seen(second, "count=2");
+        Assert.Equal(204, (await Patch(second, "vm", """{"state": "Paused"}""")).Status);
+        // The restored VM tracks from its restore on: another diff lands on the same file.
+        await second.Ok("snapshot/create", $$"""{"snapshot_type": "Diff", "snapshot_path": "{{diff}}", "mem_file_path": "{{mem}}"}""");
+        string other = Path.Combine(dir, "other.mem");
+        File.WriteAllBytes(other, new byte[4096]);
+        var (status, body) = await second.Put("snapshot/create", $$"""{"snapshot_type": "Diff", "snapshot_path": "{{diff}}.x", "mem_file_path": "{{other}}"}""");
+        Assert.Equal(400, status);
+        Assert.Contains("not a memory file of this VM", VmmProcess.Fault(body));
+        Assert.Equal(4096, new FileInfo(other).Length);
     }
 }

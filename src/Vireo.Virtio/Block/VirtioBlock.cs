@@ -45,7 +45,7 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
     private readonly Action<int, int> _refused;
 
     /// <summary>A request at the kernel: where its status goes, its AIO opcode and the bytes it should move.</summary>
-    private record struct InFlight(int Generation, int Queue, ushort Head, GuestAddress Status, ushort Opcode, long Expected);
+    private record struct InFlight(int Generation, int Queue, ushort Head, GuestAddress Status, ushort Opcode, long Expected, int Segments);
 
     /// <summary>A request's header, and the data bytes the chain carries out (after it) and in (before the status byte).</summary>
     private readonly record struct Header(uint Type, ulong Sector, ulong DataOut, ulong DataIn);
@@ -239,7 +239,7 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
             FreeSlot(slot);
             return false;
         }
-        _inFlight[slot] = new InFlight(Generation, queueIndex, chain.Head, StatusAddress(chain.Buffers), opcode, (long)length);
+        _inFlight[slot] = new InFlight(Generation, queueIndex, chain.Head, StatusAddress(chain.Buffers), opcode, (long)length, segments);
         _aio!.Prepare(slot, opcode, (int)_file.DangerousGetHandle(), segments, (long)(h.Sector * SectorSize));
         return true;
     }
@@ -312,6 +312,14 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
     private void Finish(int slot, byte status)
     {
         var r = _inFlight[slot];
+        if (r.Opcode == Aio.IOCB_CMD_PREADV)
+        {
+            for (int i = 0; i < r.Segments; i++) // the kernel wrote guest RAM behind KVM's back
+            {
+                var (host, length) = _aio!.Segment(slot, i);
+                Memory!.MarkDirtyHost(host, length);
+            }
+        }
         FreeSlot(slot);
         if (r.Generation != Generation)
         {
@@ -382,6 +390,7 @@ public sealed class VirtioBlock : VirtioDevice, IDisposable
                 if (toGuest)
                 {
                     ReadFile(span, offset, bounce);
+                    Memory.MarkDirty(new GuestAddress(p.Address), p.Length);
                 }
                 else
                 {

@@ -48,6 +48,7 @@ public static class ChainIo
         foreach (var p in Pieces(buffers, writable: true, skip, (ulong)src.Length))
         {
             src.Slice(copied, (int)p.Length).CopyTo(memory.GetSpan(new GuestAddress(p.Address), p.Length));
+            memory.MarkDirty(new GuestAddress(p.Address), p.Length);
             copied += (int)p.Length;
         }
         return copied;

@@ -227,6 +227,7 @@ public sealed class SplitQueue
         var e = _memory.GetSpan(new GuestAddress(slot), 8);
         BinaryPrimitives.WriteUInt32LittleEndian(e, head);
         BinaryPrimitives.WriteUInt32LittleEndian(e[4..], writtenLength);
+        _memory.MarkDirty(new GuestAddress(slot), 8);
         _state.NextUsed++;
         // The entry must be visible before the index that publishes it.
         WriteVolatileU16(_state.UsedRing + 2, _state.NextUsed);
@@ -256,6 +257,9 @@ public sealed class SplitQueue
     private ushort ReadVolatileU16(ulong address) =>
         Volatile.Read(ref Unsafe.As<byte, ushort>(ref MemoryMarshal.GetReference(_memory.GetSpan(new GuestAddress(address), 2))));
 
-    private void WriteVolatileU16(ulong address, ushort value) =>
+    private void WriteVolatileU16(ulong address, ushort value)
+    {
         Volatile.Write(ref Unsafe.As<byte, ushort>(ref MemoryMarshal.GetReference(_memory.GetSpan(new GuestAddress(address), 2))), value);
+        _memory.MarkDirty(new GuestAddress(address), 2);
+    }
 }

@@ -24,6 +24,7 @@ public sealed class VirtioRng : VirtioDevice
                 if (b.DeviceWritable)
                 {
                     Libc.FillRandom(Memory!.GetSpan(new GuestAddress(b.Address), b.Length));
+                    Memory.MarkDirty(new GuestAddress(b.Address), b.Length);
                     written += b.Length;
                 }
             }

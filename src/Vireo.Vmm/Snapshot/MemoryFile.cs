@@ -48,6 +48,71 @@ public static class MemoryFile
         }
     }
 
+    /// <summary>
+    /// Writes the pages <paramref name="dirty"/> marks (a bitmap a region, as
+    /// <see cref="DirtyTracker.Collect"/> gives) to <paramref name="path"/>, each where the layout
+    /// puts it. <paramref name="existing"/>: the file is a memory file of this RAM already (the
+    /// previous snapshot's), and the pages land in it, so it holds all of RAM as of now; else the
+    /// file is created of RAM's size, holding only those pages (a diff layer: the rest are holes).
+    /// Returns the bytes written.
+    /// </summary>
+    public static long WriteDirty(GuestMemory memory, IReadOnlyList<ulong[]> dirty, string path, bool existing)
+    {
+        int flags = existing ? Libc.O_WRONLY | Libc.O_CLOEXEC | Libc.O_NOCTTY | Libc.O_NONBLOCK : Libc.O_WRONLY | Libc.O_CREAT | Libc.O_TRUNC | Libc.O_CLOEXEC;
+        int fd = Libc.Open(path, flags, 0x180);
+        if (fd < 0)
+        {
+            throw new SnapshotException($"mem_file_path {path}: cannot {(existing ? "open" : "create")} it: {Libc.StrError(Libc.LastErrno)}");
+        }
+        using var file = new FileDescriptor(fd);
+        try
+        {
+            if (existing)
+            {
+                var stat = Libc.StatOf(fd);
+                if (stat.Kind != FileKind.Regular || (ulong)stat.Size != memory.Size)
+                {
+                    throw new SnapshotException(stat.Kind != FileKind.Regular
+                        ? $"mem_file_path {path} is {stat.Described}, not a regular file"
+                        : $"mem_file_path {path} is {stat.Size} bytes, not a memory file of this VM's {memory.Size} bytes of RAM; a Diff snapshot writes onto the previous snapshot's memory file, or to a new file");
+                }
+            }
+            else
+            {
+                Check.Io(Libc.Ftruncate(fd, (long)memory.Size), "ftruncate");
+            }
+            long written = 0;
+            for (int i = 0; i < memory.Regions.Count; i++)
+            {
+                var region = memory.Regions[i];
+                var bits = dirty[i];
+                ulong pages = region.Size / Page;
+                ulong page = 0;
+                while (page < pages)
+                {
+                    if ((bits[page >> 6] & (1UL << (int)(page & 63))) == 0)
+                    {
+                        page++;
+                        continue;
+                    }
+                    ulong run = page;
+                    while (page < pages && (bits[page >> 6] & (1UL << (int)(page & 63))) != 0 && (page - run) * Page < Chunk)
+                    {
+                        page++;
+                    }
+                    ulong at = run * Page, length = (page - run) * Page;
+                    Libc.PwriteFully(fd, memory.GetSpan(region.Start.Add(at), length), (long)(region.FileOffset + at));
+                    written += (long)length;
+                }
+            }
+            return written;
+        }
+        catch (SysError e)
+        {
+            throw new SnapshotException($"mem_file_path {path}: {e.Message}");
+        }
+    }
+
     /// <summary>Opens a memory file for a restore, checking it is a regular file of exactly the RAM's size.</summary>
     public static FileDescriptor OpenForRestore(string path, ulong ramBytes)
     {

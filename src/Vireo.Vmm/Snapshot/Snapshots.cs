@@ -16,20 +16,34 @@ public static class Snapshots
     /// </summary>
     public static SnapshotResult Create(Machine machine, SnapshotKind kind, string snapshotPath, string memPath)
     {
-        if (kind == SnapshotKind.Diff)
+        var tracker = machine.Dirty;
+        if (kind == SnapshotKind.Diff && tracker is null)
         {
-            throw new SnapshotException("snapshot_type Diff is not supported yet: take a Full snapshot");
+            throw new SnapshotException("snapshot_type Diff: this VM does not track dirty pages; set track_dirty_pages in machine-config before it starts (or in snapshot/load)");
         }
+        // A Diff onto the previous snapshot's memory file makes that file all of RAM as of now;
+        // a Diff to a new file is a layer holding only the pages written since.
+        bool onto = kind == SnapshotKind.Diff && File.Exists(memPath);
         var clock = Stopwatch.StartNew();
         string memTemp = memPath + ".part", stateTemp = snapshotPath + ".part";
         long written = 0;
         try
         {
-            var state = machine.SaveState(() => written = MemoryFile.WriteFull(machine.Memory, memTemp));
-            var bytes = SnapshotFile.Encode(state, SnapshotFile.LayoutOf(machine.Memory, kind));
+            var state = machine.SaveState(() =>
+            {
+                var dirty = tracker?.Collect(); // for a Full one: what it writes is the new base
+                written = kind == SnapshotKind.Full
+                    ? MemoryFile.WriteFull(machine.Memory, memTemp)
+                    : MemoryFile.WriteDirty(machine.Memory, dirty!, onto ? memPath : memTemp, existing: onto);
+            });
+            var bytes = SnapshotFile.Encode(state, SnapshotFile.LayoutOf(machine.Memory, onto ? SnapshotKind.Full : kind));
             File.WriteAllBytes(stateTemp, bytes);
-            File.Move(memTemp, memPath, overwrite: true);
+            if (!onto)
+            {
+                File.Move(memTemp, memPath, overwrite: true);
+            }
             File.Move(stateTemp, snapshotPath, overwrite: true);
+            tracker?.Commit(); // only now: a snapshot that failed leaves its pages for the next one
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -48,9 +62,17 @@ public static class Snapshots
     /// (lazy: pages are read when the guest first touches them). Throws <see cref="SnapshotException"/>
     /// naming what is wrong; nothing is left open then. The caller owns the returned files.
     /// </summary>
-    public static (Machine Machine, VmFiles Files) Load(string snapshotPath, string memPath, Action<byte> serialOut, bool resume)
+    public static (Machine Machine, VmFiles Files) Load(string snapshotPath, string memPath, Action<byte> serialOut, bool resume, bool? trackDirtyPages = null)
     {
         var (state, layout) = SnapshotFile.Read(snapshotPath);
+        if (layout.Kind == SnapshotKind.Diff)
+        {
+            throw new SnapshotException($"snapshot_path {snapshotPath} is a Diff snapshot whose memory file holds only the pages written since the snapshot before it; load a Full one, or a Diff taken onto the previous snapshot's memory file");
+        }
+        if (trackDirtyPages is { } track)
+        {
+            state = state with { Config = state.Config with { TrackDirtyPages = track } };
+        }
         var memFile = MemoryFile.OpenForRestore(memPath, layout.RamBytes);
         VmFiles? files = null;
         GuestMemory memory;
