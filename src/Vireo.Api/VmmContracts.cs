@@ -84,6 +84,43 @@ public sealed record SnapshotLoadParams(
     bool EnableDiffSnapshots = false,
     bool TrackDirtyPages = false);
 
+/// <summary>PUT /migration/receive (Cloud Hypervisor's receive-migration), on a vireo-vmm that has not started a VM: where to wait for the source.</summary>
+public sealed record MigrationReceiveParams([property: JsonRequired] string ReceiverUrl);
+
+/// <summary>
+/// PUT /migration/send (Cloud Hypervisor's send-migration): where to, the pause the guest can bear
+/// at the end (downtime_ms), how long pre-copy may take (timeout_s) and what then
+/// (timeout_strategy: cancel, the VM goes on here; force, it stops and copies what is left).
+/// local: a unix: destination on this host takes the RAM's memfd instead of a copy.
+/// </summary>
+public sealed record MigrationSendParams(
+    [property: JsonRequired] string DestinationUrl,
+    long DowntimeMs = 300,
+    long TimeoutS = 3600,
+    string TimeoutStrategy = MigrationSendParams.Cancel,
+    bool Local = false)
+{
+    public const string Cancel = "cancel", Force = "force";
+}
+
+/// <summary>
+/// GET /migration: where a migration is. state None, Receiving, Connecting, Copying,
+/// StopAndCopy, Completed or Failed; round, the pages left to send and the rate measured;
+/// expected_downtime_ms at that rate; downtime_ms once the source stopped and copied.
+/// </summary>
+public sealed record MigrationInfo(
+    string State,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? Url,
+    int Round,
+    long PagesTotal,
+    long PagesLeft,
+    long BytesSent,
+    double RateMibS,
+    double ExpectedDowntimeMs,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] double? DowntimeMs,
+    double ElapsedMs,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? Error);
+
 /// <summary>GET /vm: where the VM is, what it is made of, and its counters.</summary>
 public sealed record VmInfo(
     string State,
@@ -103,7 +140,8 @@ public sealed record ApiError(string FaultMessage, Definitions.SchemaError[]? Er
 /// </summary>
 public static class VmState
 {
-    public const string NotStarted = "NotStarted", Starting = "Starting", Running = "Running", Paused = "Paused", Stopped = "Stopped";
+    public const string NotStarted = "NotStarted", Starting = "Starting", Running = "Running", Paused = "Paused", Stopped = "Stopped",
+        Receiving = "Receiving", Migrated = "Migrated";
 }
 
 /// <summary>System.Text.Json metadata made at build time: no reflection, unknown fields refused.</summary>
@@ -121,4 +159,7 @@ public static class VmState
 [JsonSerializable(typeof(VmStatePatch))]
 [JsonSerializable(typeof(SnapshotCreateParams))]
 [JsonSerializable(typeof(SnapshotLoadParams))]
+[JsonSerializable(typeof(MigrationReceiveParams))]
+[JsonSerializable(typeof(MigrationSendParams))]
+[JsonSerializable(typeof(MigrationInfo))]
 public sealed partial class VmmJson : JsonSerializerContext;

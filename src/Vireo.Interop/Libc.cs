@@ -13,7 +13,7 @@ public static unsafe partial class Libc
     public const int MADV_DONTFORK = 10, MADV_MERGEABLE = 12, MADV_HUGEPAGE = 14;
     public static readonly nint MAP_FAILED = -1;
 
-    public const int EINTR = 4, EAGAIN = 11, EBADF = 9, EFAULT = 14, EINVAL = 22, ENOENT = 2, EACCES = 13, ENXIO = 6, E2BIG = 7;
+    public const int EINTR = 4, EAGAIN = 11, EBADF = 9, EFAULT = 14, EINVAL = 22, ENOENT = 2, EACCES = 13, ENXIO = 6, E2BIG = 7, EIO = 5, EPIPE = 32;
 
     [LibraryImport(Lib, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial int Open(string path, int flags, int mode);

@@ -44,6 +44,7 @@ public sealed class Machine : IDisposable
     public bool IsPaused => _paused || (StartPaused && !_started);
 
     private bool _started; // Run has started the vCPUs (under _pauseLock)
+    private bool _handedOver; // HandOver gave the machine away: it never runs or wakes its devices again
 
     /// <summary>Exits to userspace so far, over all vCPUs.</summary>
     public long Exits => _runners.Sum(r => r.Exits);
@@ -187,7 +188,7 @@ public sealed class Machine : IDisposable
                 StartPaused = false; // not running yet: it will start running
                 return;
             }
-            if (!_paused)
+            if (!_paused || _handedOver)
             {
                 return;
             }
@@ -202,7 +203,19 @@ public sealed class Machine : IDisposable
     /// VM-wide state and every device's. <paramref name="whileQuiet"/> runs before the devices
     /// wake again: guest RAM is written there, so that no device changes it meanwhile.
     /// </summary>
-    public Snapshot.MachineState SaveState(Action? whileQuiet = null)
+    public Snapshot.MachineState SaveState(Action? whileQuiet = null) =>
+        Capture(whileQuiet is null ? null : _ => whileQuiet(), handOver: false);
+
+    /// <summary>
+    /// Takes the state as <see cref="SaveState"/> does and gives it to <paramref name="send"/>
+    /// while the devices are quiet. Once it returns, the machine belongs to whoever it was sent
+    /// to: its devices stay quiet (a device writing the RAM a local successor now shares would
+    /// corrupt it), and the caller stops it. If it throws, the devices wake and the machine is
+    /// as it was, paused.
+    /// </summary>
+    public void HandOver(Action<Snapshot.MachineState> send) => Capture(send, handOver: true);
+
+    private Snapshot.MachineState Capture(Action<Snapshot.MachineState>? whileQuiet, bool handOver)
     {
         lock (_pauseLock)
         {
@@ -225,12 +238,20 @@ public sealed class Machine : IDisposable
                 }
                 var vm = _vm.SaveState();
                 var devices = Devices.SaveState();
-                whileQuiet?.Invoke();
-                return new Snapshot.MachineState(Config, vm, vcpus, devices);
+                var machineState = new Snapshot.MachineState(Config, vm, vcpus, devices);
+                whileQuiet?.Invoke(machineState);
+                if (handOver)
+                {
+                    _handedOver = true;
+                }
+                return machineState;
             }
             finally
             {
-                Devices.Unquiesce();
+                if (!_handedOver)
+                {
+                    Devices.Unquiesce();
+                }
             }
         }
     }

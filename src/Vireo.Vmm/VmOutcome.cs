@@ -23,18 +23,20 @@ public enum StopReason
     HostError,
     /// <summary>The guest reported a crash (KVM crash event).</summary>
     GuestCrash,
+    /// <summary>The VM went on in another VMM (a live migration committed): this one's part is over.</summary>
+    Migrated,
 }
 
 /// <summary>How a VM run ended: the reason, the guest's status where it gave one, and for failures a message and registers.</summary>
 public sealed record VmOutcome(StopReason Reason, int GuestStatus = 0, string Message = "", string? RegisterDump = null)
 {
     /// <summary>True when the guest ended the run on its own terms, not by a fault.</summary>
-    public bool IsClean => Reason is StopReason.Reset or StopReason.PowerOff or StopReason.DebugExit or StopReason.HostRequest;
+    public bool IsClean => Reason is StopReason.Reset or StopReason.PowerOff or StopReason.DebugExit or StopReason.HostRequest or StopReason.Migrated;
 
     /// <summary>The process exit status `vireo run` reports: 0 for reset/poweroff, the guest's status for debug-exit, else non-zero.</summary>
     public int ExitCode => Reason switch
     {
-        StopReason.Reset or StopReason.PowerOff or StopReason.HostRequest => 0,
+        StopReason.Reset or StopReason.PowerOff or StopReason.HostRequest or StopReason.Migrated => 0,
         StopReason.DebugExit => GuestStatus,
         StopReason.Timeout => 124,
         _ => 1,

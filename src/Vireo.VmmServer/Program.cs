@@ -73,6 +73,9 @@ app.MapGet("/vm", () => Results.Json(session.Info(), VmmJson.Default.VmInfo));
 app.MapPatch("/vm", (HttpRequest r) => Put(r, VmmJson.Default.VmStatePatch, "vm", p => session.PatchState(p.State)));
 app.MapPut("/snapshot/create", (HttpRequest r) => Put(r, VmmJson.Default.SnapshotCreateParams, "snapshot/create", session.CreateSnapshot));
 app.MapPut("/snapshot/load", (HttpRequest r) => Put(r, VmmJson.Default.SnapshotLoadParams, "snapshot/load", session.LoadSnapshot));
+app.MapPut("/migration/receive", (HttpRequest r) => Put(r, VmmJson.Default.MigrationReceiveParams, "migration/receive", session.ReceiveMigration));
+app.MapPut("/migration/send", (HttpRequest r) => Put(r, VmmJson.Default.MigrationSendParams, "migration/send", session.SendMigration));
+app.MapGet("/migration", () => Results.Json(session.MigrationInfo(), VmmJson.Default.MigrationInfo));
 // The console: what the guest wrote so far (the last 64 KiB), then live until the VM ends.
 app.MapGet("/console", async (HttpContext context) =>
 {

@@ -1,5 +1,6 @@
 using Vireo.Api;
 using Vireo.Vmm;
+using Vireo.Vmm.Migration;
 using Vireo.Vmm.Snapshot;
 using Vireo.Virtio.Block;
 using Vireo.Virtio.Net;
@@ -26,6 +27,8 @@ internal sealed class VmSession(Action<byte> serialOut)
     private int _boots;
     private long _exitsOfEarlierBoots;
     private VmOutcome? _last;
+    private Func<MigrationStatus>? _migration; // the sender's or receiver's status, while and after one runs
+    private System.Net.Sockets.Socket? _listener;
 
     /// <summary>Raised once, from the VM's thread, when the VM has ended for good.</summary>
     public event Action<int>? Ended;
@@ -218,6 +221,146 @@ internal sealed class VmSession(Action<byte> serialOut)
         }
     }
 
+    /// <summary>GET /migration: the last migration's status (None when there was none).</summary>
+    public MigrationInfo MigrationInfo()
+    {
+        var s = _migration?.Invoke() ?? MigrationStatus.Idle;
+        return new MigrationInfo(s.State, s.Url, s.Round, s.PagesTotal, s.PagesLeft, s.BytesSent, Math.Round(s.RateMibS, 1),
+            Math.Round(s.ExpectedDowntimeMs, 1), s.DowntimeMs is { } d ? Math.Round(d, 2) : null, Math.Round(s.ElapsedMs, 1), s.Error);
+    }
+
+    /// <summary>
+    /// PUT /migration/receive, on a VMM that has not started a VM: listens on receiver_url and
+    /// returns; one source may then connect. The VM it sends runs here once the source commits;
+    /// a migration that fails leaves this VMM as it was, to receive again.
+    /// </summary>
+    public string? ReceiveMigration(MigrationReceiveParams p)
+    {
+        MigrationUrl url;
+        try
+        {
+            url = MigrationUrl.Parse("receiver_url", p.ReceiverUrl);
+        }
+        catch (MigrationException e)
+        {
+            return e.Message;
+        }
+        System.Net.Sockets.Socket listener;
+        var receiver = new MigrationReceiver(serialOut);
+        lock (_lock)
+        {
+            if (_state != VmState.NotStarted)
+            {
+                return $"migration/receive: the VM is {_state}; a migration is received by a vireo-vmm that has not started one";
+            }
+            try
+            {
+                listener = url.Listen();
+            }
+            catch (MigrationException e)
+            {
+                return e.Message;
+            }
+            _state = VmState.Receiving;
+            _listener = listener;
+            _migration = () => receiver.Status with { Url = url.Text };
+        }
+        new Thread(() =>
+        {
+            Machine machine;
+            VmFiles files;
+            try
+            {
+                (machine, files) = receiver.Receive(listener);
+            }
+            catch (MigrationException e)
+            {
+                Console.Error.WriteLine($"vireo-vmm: migration/receive: {e.Message}");
+                lock (_lock)
+                {
+                    _state = VmState.NotStarted;
+                }
+                return;
+            }
+            finally
+            {
+                listener.Dispose();
+                if (url.IsUnix)
+                {
+                    Interop.Libc.RemoveStaleSocket(url.Path!);
+                }
+                lock (_lock)
+                {
+                    _listener = null;
+                }
+            }
+            Adopt(machine, files);
+        }) { Name = "migration", IsBackground = true }.Start();
+        return null;
+    }
+
+    /// <summary>
+    /// PUT /migration/send: migrates the running VM and answers when it is over, as Cloud
+    /// Hypervisor's send-migration does (GET /migration reads its progress meanwhile). Done: the
+    /// VM is Migrated and this process ends. Not done: the VM runs on here, and the answer says why.
+    /// </summary>
+    public string? SendMigration(MigrationSendParams p)
+    {
+        MigrationUrl url;
+        try
+        {
+            url = MigrationUrl.Parse("destination_url", p.DestinationUrl);
+        }
+        catch (MigrationException e)
+        {
+            return e.Message;
+        }
+        if (p.DowntimeMs is < 1 or > 3_600_000)
+        {
+            return $"downtime_ms: {p.DowntimeMs} is outside 1..3600000";
+        }
+        if (p.TimeoutS is < 1 or > 86_400 * 7)
+        {
+            return $"timeout_s: {p.TimeoutS} is outside 1..604800";
+        }
+        string strategy = p.TimeoutStrategy.ToLowerInvariant();
+        if (strategy is not (MigrationSendParams.Cancel or MigrationSendParams.Force))
+        {
+            return $"timeout_strategy: '{p.TimeoutStrategy}' is not one of {MigrationSendParams.Cancel}, {MigrationSendParams.Force}";
+        }
+        Machine machine;
+        MigrationSender sender;
+        lock (_lock)
+        {
+            if (_state != VmState.Running || _current is null)
+            {
+                return $"migration/send: the VM is {_state}; only a running VM migrates";
+            }
+            if (_migration?.Invoke().State is MigrationStatus.Connecting or MigrationStatus.Copying or MigrationStatus.StopAndCopy)
+            {
+                return "migration/send: a migration is already under way (GET /migration)";
+            }
+            machine = _current;
+            sender = new MigrationSender(machine, url, new MigrationOptions(TimeSpan.FromMilliseconds(p.DowntimeMs), TimeSpan.FromSeconds(p.TimeoutS),
+                ForceOnTimeout: strategy == MigrationSendParams.Force, p.Local));
+            _migration = () => sender.Status;
+        }
+        try
+        {
+            sender.Run();
+        }
+        catch (MigrationException e)
+        {
+            return $"migration/send: {e.Message}";
+        }
+        lock (_lock)
+        {
+            _state = VmState.Migrated;
+        }
+        machine.RequestStop(new VmOutcome(StopReason.Migrated, Message: $"migrated to {url}"));
+        return null;
+    }
+
     /// <summary>
     /// PUT /snapshot/load, on a VMM that has not started a VM: builds the saved VM and runs it
     /// (resume_vm) or leaves it paused. Its configuration is the snapshot's. Null when done, else why not.
@@ -263,6 +406,13 @@ internal sealed class VmSession(Action<byte> serialOut)
                 ? $"snapshot/load: {e.Message}"
                 : $"snapshot/load: the VM could not be restored: {e.Message.ReplaceLineEndings(" ")}";
         }
+        Adopt(machine, files);
+        return null;
+    }
+
+    /// <summary>Takes a machine built from saved state (a snapshot, a migration) as this session's VM, and runs it.</summary>
+    private void Adopt(Machine machine, VmFiles files)
+    {
         var config = machine.Config;
         lock (_lock)
         {
@@ -273,7 +423,6 @@ internal sealed class VmSession(Action<byte> serialOut)
             _boots = 1;
         }
         new Thread(() => RunLoop(config, files, machine)) { Name = "vm", IsBackground = true }.Start();
-        return null;
     }
 
     /// <summary>
@@ -371,7 +520,10 @@ internal sealed class VmSession(Action<byte> serialOut)
             }
             lock (_lock)
             {
-                _state = VmState.Stopped;
+                if (_state != VmState.Migrated)
+                {
+                    _state = VmState.Stopped;
+                }
             }
             files.Dispose();
             Ended?.Invoke(_last!.ExitCode);

@@ -13,7 +13,7 @@ public class SnapshotTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     /// <summary>A machine running on its own thread, its console collected.</summary>
-    private sealed class Running : IDisposable
+    internal sealed class Running : IDisposable
     {
         private readonly StringBuilder _out = new();
         public Machine Machine { get; }

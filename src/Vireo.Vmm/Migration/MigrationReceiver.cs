@@ -1,0 +1,196 @@
+using System.Buffers.Binary;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Vireo.Interop;
+using Vireo.Memory;
+using Vireo.Vmm.Snapshot;
+
+namespace Vireo.Vmm.Migration;
+
+/// <summary>
+/// The destination's side: takes one connection, reads the stream as untrusted input (every
+/// frame in its place, every length bounded, every page inside RAM, the state validated as a
+/// snapshot's is) and builds the machine it describes, which runs only once the source has
+/// committed. Anything wrong is answered with FAIL and its reason, and nothing is left open.
+/// </summary>
+public sealed class MigrationReceiver(Action<byte> serialOut)
+{
+    private volatile MigrationStatus _status = MigrationStatus.Idle with { State = MigrationStatus.Receiving };
+    private long _received;
+
+    public MigrationStatus Status => _status with { BytesSent = Interlocked.Read(ref _received) };
+
+    /// <summary>
+    /// Waits on <paramref name="listener"/> for the source, receives the VM and returns it built
+    /// and committed, not yet running (the caller runs it). Throws <see cref="MigrationException"/>.
+    /// </summary>
+    public (Machine Machine, VmFiles Files) Receive(Socket listener)
+    {
+        Socket socket;
+        try
+        {
+            socket = listener.Accept();
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            throw new MigrationException($"no migration arrived: {e.Message}");
+        }
+        using (socket)
+        {
+            socket.ReceiveTimeout = socket.SendTimeout = 60_000; // a source that stalls mid-stream fails the migration
+            using var stream = new NetworkStream(socket, ownsSocket: false);
+            var reader = new WireReader(stream);
+            var writer = new WireWriter(stream);
+            try
+            {
+                return Read(socket, reader, writer);
+            }
+            catch (Exception e) when (e is MigrationException or SnapshotException or VmConfigException or SysError or IOException or ArgumentException or Kvm.KvmUnavailableException)
+            {
+                string reason = e is MigrationException ? e.Message : $"byte {reader.Offset}: {e.Message}";
+                _status = _status with { State = MigrationStatus.Failed, Error = reason };
+                try
+                {
+                    writer.Frame(MigrationWire.Fail, Encoding.UTF8.GetBytes(reason.Length > 1000 ? reason[..1000] : reason));
+                }
+                catch (Exception)
+                {
+                    // the source may be gone already: it learns from the closed connection
+                }
+                throw new MigrationException(reason);
+            }
+        }
+    }
+
+    private (Machine, VmFiles) Read(Socket socket, WireReader reader, WireWriter writer)
+    {
+        reader.Start();
+        var (tag, length) = reader.Next();
+        if (tag != MigrationWire.Config)
+        {
+            throw new MigrationException($"byte {reader.Offset - MigrationWire.FrameHeaderSize}: the stream must begin with the VM's config (CONF), not {tag}");
+        }
+        byte[] configBytes = reader.Payload(length, "the config");
+        var config = SnapshotFile.Json(configBytes, SnapshotJson.Default.VmConfig, "CONF");
+        VmFiles? files = null;
+        GuestMemory? memory = null;
+        try
+        {
+            files = VmFiles.OpenForRestore(config); // the disks both hosts reach, the TAP, /dev/kvm; it validates the config
+            writer.Frame(MigrationWire.Okay, []);
+            _status = _status with { PagesTotal = (long)(config.MemoryBytes / 4096) };
+            bool copied = false, handed = false;
+            while (true)
+            {
+                long at = reader.Offset;
+                (tag, length) = reader.Next();
+                switch (tag)
+                {
+                    case MigrationWire.Pages:
+                        if (handed)
+                        {
+                            throw new MigrationException($"byte {at}: pages after the memory was handed over");
+                        }
+                        memory ??= config.ResolvedMemoryBacking == MemoryBacking.Memfd ? GuestMemory.Create(config.MemoryBytes) : GuestMemory.CreateAnonymous(config.MemoryBytes);
+                        copied = true;
+                        ReadPages(reader, memory, length, at);
+                        break;
+                    case MigrationWire.MemoryFd:
+                        if (length != 1)
+                        {
+                            throw new MigrationException($"byte {at}: a MEMF frame of {length} bytes; it carries one byte with the descriptor");
+                        }
+                        if (memory is not null)
+                        {
+                            throw new MigrationException($"byte {at}: the memory was handed over after {(copied ? "pages were sent" : "it was already")}");
+                        }
+                        memory = ReceiveMemory(socket, reader, config, at);
+                        handed = true;
+                        writer.Frame(MigrationWire.Okay, []);
+                        break;
+                    case MigrationWire.State:
+                        memory ??= config.ResolvedMemoryBacking == MemoryBacking.Memfd ? GuestMemory.Create(config.MemoryBytes) : GuestMemory.CreateAnonymous(config.MemoryBytes);
+                        return Restore(reader, writer, config, configBytes, files, memory, length, at);
+                    default:
+                        throw new MigrationException($"byte {at}: a {tag} frame where pages or the machine's state belong");
+                }
+            }
+        }
+        catch
+        {
+            memory?.Dispose();
+            files?.Dispose();
+            throw;
+        }
+    }
+
+    private void ReadPages(WireReader reader, GuestMemory memory, int length, long at)
+    {
+        if (length < 8 + 4096 || (length - 8) % 4096 != 0)
+        {
+            throw new MigrationException($"byte {at}: a PAGE frame of {length} bytes; it holds a guest address and whole 4 KiB pages");
+        }
+        Span<byte> address = stackalloc byte[8];
+        reader.Read(address, "a page address");
+        ulong gpa = BinaryPrimitives.ReadUInt64LittleEndian(address);
+        ulong bytes = (ulong)(length - 8);
+        if (gpa % 4096 != 0 || !memory.TryGetSpan(new GuestAddress(gpa), bytes, out var span))
+        {
+            throw new MigrationException($"byte {at}: pages at 0x{gpa:x} (+0x{bytes:x}) are not within the guest's {memory.Size >> 20} MiB of RAM");
+        }
+        reader.Read(span, "a run of pages");
+        Interlocked.Add(ref _received, length);
+    }
+
+    private GuestMemory ReceiveMemory(Socket socket, WireReader reader, VmConfig config, long at)
+    {
+        var (_, fd) = FdPassing.ReceiveFd((int)socket.Handle);
+        if (fd < 0)
+        {
+            throw new MigrationException($"byte {at}: the memory frame came without a file descriptor (a local migration needs a unix: socket on this host)");
+        }
+        reader.Skipped(1);
+        var file = new FileDescriptor(fd);
+        var stat = Libc.StatOf(fd);
+        if (stat.Kind != FileKind.Regular || (ulong)stat.Size != config.MemoryBytes)
+        {
+            file.Dispose();
+            throw new MigrationException($"byte {at}: the memory handed over is {(stat.Kind == FileKind.Regular ? $"{stat.Size} bytes" : stat.Described)}; the VM's RAM is {config.MemoryBytes} bytes");
+        }
+        return GuestMemory.FromFile(file, config.MemoryBytes, shared: true);
+    }
+
+    private (Machine, VmFiles) Restore(WireReader reader, WireWriter writer, VmConfig config, byte[] configBytes, VmFiles files, GuestMemory memory, int length, long at)
+    {
+        var (state, layout) = SnapshotFile.Decode(reader.Payload(length, "the machine's state"));
+        if (layout.Kind != SnapshotKind.Full || layout.RamBytes != memory.Size)
+        {
+            throw new MigrationException($"byte {at}: the state describes {layout.RamBytes} bytes of RAM; the config said {memory.Size}");
+        }
+        if (!JsonSerializer.SerializeToUtf8Bytes(state.Config, SnapshotJson.Default.VmConfig).AsSpan().SequenceEqual(configBytes))
+        {
+            throw new MigrationException($"byte {at}: the state's config is not the config the stream began with");
+        }
+        // The restore owns the memory from here: it disposes it if it refuses.
+        var machine = MachineBuilder.Restore(state, files, memory, serialOut, resume: true);
+        try
+        {
+            writer.Frame(MigrationWire.Okay, []);
+            writer.Flush();
+            long commitAt = reader.Offset;
+            var (tag, _) = reader.Next();
+            if (tag != MigrationWire.Commit)
+            {
+                throw new MigrationException($"byte {commitAt}: a {tag} frame where the commit belongs");
+            }
+            _status = _status with { State = MigrationStatus.Completed };
+            return (machine, files);
+        }
+        catch
+        {
+            machine.Dispose();
+            throw;
+        }
+    }
+}

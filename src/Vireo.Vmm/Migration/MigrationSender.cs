@@ -1,0 +1,265 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Numerics;
+using System.Text;
+using System.Text.Json;
+using Vireo.Interop;
+using Vireo.Memory;
+using Vireo.Vmm.Snapshot;
+
+namespace Vireo.Vmm.Migration;
+
+/// <summary>How a migration may go: the pause the guest can bear, how long it may take, and what then.</summary>
+public sealed record MigrationOptions(TimeSpan Downtime, TimeSpan Timeout, bool ForceOnTimeout, bool Local)
+{
+    public static readonly TimeSpan DefaultDowntime = TimeSpan.FromMilliseconds(300); // QEMU's and Cloud Hypervisor's
+    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromHours(1);
+}
+
+/// <summary>Where a migration is, readable while it runs.</summary>
+public sealed record MigrationStatus(
+    string State, string? Url, int Round, long PagesTotal, long PagesLeft, long BytesSent, double RateMibS,
+    double ExpectedDowntimeMs, double? DowntimeMs, double ElapsedMs, string? Error)
+{
+    public const string None = "None", Connecting = "Connecting", Copying = "Copying", StopAndCopy = "StopAndCopy",
+        Completed = "Completed", Failed = "Failed", Receiving = "Receiving";
+
+    public static readonly MigrationStatus Idle = new(None, null, 0, 0, 0, 0, 0, 0, null, 0, null);
+}
+
+/// <summary>
+/// Sends a running machine to a destination vireo-vmm: pre-copy (all of RAM, then rounds of the
+/// pages written meanwhile, from KVM's dirty log and the devices' marks) until what is left fits
+/// the downtime budget at the rate measured, then stop-and-copy (pause, quiesce, the last pages
+/// and the machine's state), and once the destination says it is ready, commit. Until the commit
+/// any failure — a cut connection, a destination that refuses or dies, the timeout with strategy
+/// cancel — resumes the machine here as it was. After it, the machine belongs to the destination:
+/// its devices stay quiet and the caller stops it.
+/// Local (a unix: destination on this host, RAM on a memfd): the memfd itself is handed over,
+/// nothing is copied, and only the state crosses.
+/// </summary>
+public sealed class MigrationSender(Machine machine, MigrationUrl url, MigrationOptions options)
+{
+    private const int Page = 4096;
+    private readonly Stopwatch _clock = new();
+    private volatile MigrationStatus _status = MigrationStatus.Idle with { State = MigrationStatus.Connecting, Url = url.Text };
+
+    public MigrationStatus Status => _status with { ElapsedMs = _clock.Elapsed.TotalMilliseconds };
+
+    /// <summary>Runs the migration to its end; throws <see cref="MigrationException"/> (the machine running here again) when it did not happen.</summary>
+    public void Run()
+    {
+        _clock.Start();
+        if (options.Local && !(url.IsUnix && machine.Memory.IsShared))
+        {
+            throw Failed(new MigrationException(!url.IsUnix
+                ? "local: a local migration goes to a unix: destination on this host"
+                : "local: the VM's RAM is not on a memfd (memory backing Memfd), so it cannot be handed over; migrate without local"));
+        }
+        long pagesTotal = (long)(machine.Memory.Size / Page);
+        _status = _status with { PagesTotal = pagesTotal, PagesLeft = pagesTotal };
+        DirtyTracker? tracker = null;
+        bool ownTracker = false;
+        try
+        {
+            using var socket = url.Connect(TimeSpan.FromSeconds(10));
+            socket.SendTimeout = socket.ReceiveTimeout = 30_000; // a destination that stops reading fails the migration, not the VM
+            using var stream = new NetworkStream(socket, ownsSocket: false);
+            var writer = new WireWriter(stream);
+            var reader = new WireReader(stream);
+            writer.Start();
+            writer.Frame(MigrationWire.Config, JsonSerializer.SerializeToUtf8Bytes(machine.Config, SnapshotJson.Default.VmConfig));
+            Expect(reader, "the config");
+            if (options.Local)
+            {
+                writer.FrameHeader(MigrationWire.MemoryFd, 1);
+                FdPassing.SendFd((int)socket.Handle, machine.Memory.Backing!.Fd, 0);
+                Expect(reader, "the guest's memory");
+            }
+            else
+            {
+                tracker = machine.TrackWrites(out ownTracker);
+                tracker.Collect(); // what was written before now is in the first pass
+                tracker.Commit();
+                _status = _status with { State = MigrationStatus.Copying, Round = 1 };
+                var round = Stopwatch.StartNew();
+                SendAll(writer);
+                double rate = Rate(writer.BytesWritten, round.Elapsed);
+                var deadline = options.Timeout;
+                while (true)
+                {
+                    var dirty = tracker.Collect();
+                    long left = (long)tracker.PendingPages;
+                    double expected = left * (double)Page / rate * 1000;
+                    _status = _status with { PagesLeft = left, ExpectedDowntimeMs = expected, RateMibS = rate / (1 << 20) };
+                    if (expected <= options.Downtime.TotalMilliseconds)
+                    {
+                        break;
+                    }
+                    if (_clock.Elapsed > deadline)
+                    {
+                        if (options.ForceOnTimeout)
+                        {
+                            break;
+                        }
+                        throw new MigrationException($"timeout_s: it did not converge in {options.Timeout.TotalSeconds:0} s ({left} pages still dirty, {expected:0} ms of downtime expected against downtime_ms {options.Downtime.TotalMilliseconds:0}); the VM goes on here (timeout_strategy cancel)");
+                    }
+                    _status = _status with { Round = _status.Round + 1 };
+                    long before = writer.BytesWritten;
+                    round.Restart();
+                    SendDirty(writer, dirty);
+                    tracker.Commit();
+                    rate = Math.Max(Rate(writer.BytesWritten - before, round.Elapsed), rate / 4);
+                }
+            }
+            StopAndCopy(writer, reader, tracker);
+            _status = _status with { State = MigrationStatus.Completed, PagesLeft = 0 };
+        }
+        catch (Exception e) when (e is MigrationException or IOException or SocketException or SysError or SnapshotException or ObjectDisposedException)
+        {
+            if (!ownTracker)
+            {
+                tracker?.MarkAll(); // the machine's own tracker gave its pages to a destination that is gone: the next Diff writes all
+            }
+            throw Failed(e is MigrationException m ? m : new MigrationException($"{url}: {(e.InnerException ?? e).Message}"));
+        }
+        finally
+        {
+            if (ownTracker)
+            {
+                tracker?.Dispose();
+            }
+        }
+    }
+
+    private MigrationException Failed(MigrationException e)
+    {
+        _status = _status with { State = MigrationStatus.Failed, Error = e.Message };
+        return e;
+    }
+
+    private static double Rate(long bytes, TimeSpan took) => Math.Max(bytes, Page) / Math.Max(took.TotalSeconds, 1e-4);
+
+    private void StopAndCopy(WireWriter writer, WireReader reader, DirtyTracker? tracker)
+    {
+        _status = _status with { State = MigrationStatus.StopAndCopy };
+        var downtime = Stopwatch.StartNew();
+        machine.Pause();
+        try
+        {
+            machine.HandOver(state =>
+            {
+                if (tracker is not null)
+                {
+                    SendDirty(writer, tracker.Collect()); // quiet now: the last pages, vCPUs' and devices' alike
+                }
+                writer.Frame(MigrationWire.State, SnapshotFile.Encode(state, SnapshotFile.LayoutOf(machine.Memory, SnapshotKind.Full)));
+                writer.Flush();
+                Expect(reader, "the machine's state");
+                writer.Frame(MigrationWire.Commit, []);
+                writer.Flush();
+                _status = _status with { DowntimeMs = downtime.Elapsed.TotalMilliseconds };
+            });
+        }
+        catch
+        {
+            machine.Resume(); // nothing was committed: the VM is still this one's
+            throw;
+        }
+    }
+
+    /// <summary>Waits for OKAY; a FAIL carries the destination's reason.</summary>
+    private static void Expect(WireReader reader, string what)
+    {
+        var (tag, length) = reader.Next();
+        if (tag == MigrationWire.Okay)
+        {
+            return;
+        }
+        if (tag == MigrationWire.Fail)
+        {
+            throw new MigrationException($"the destination refused {what}: {Encoding.UTF8.GetString(reader.Payload(length, "its reason"))}");
+        }
+        throw new MigrationException($"the destination answered {what} with a {tag} frame");
+    }
+
+    /// <summary>The first pass: every page that holds anything (never-touched memfd ranges and zero pages are skipped: the destination's RAM starts zeroed).</summary>
+    private void SendAll(WireWriter writer)
+    {
+        var memory = machine.Memory;
+        int backing = memory.Backing?.Fd ?? -1;
+        const ulong Chunk = MigrationWire.MaxPageBytes;
+        foreach (var region in memory.Regions)
+        {
+            for (ulong at = 0; at < region.Size; at += Chunk)
+            {
+                ulong length = Math.Min(Chunk, region.Size - at);
+                if (backing >= 0 && memory.IsShared && !HasData(backing, (long)(region.FileOffset + at), (long)length))
+                {
+                    continue;
+                }
+                var span = memory.GetSpan(region.Start.Add(at), length);
+                int run = -1;
+                for (int page = 0; page <= span.Length; page += Page)
+                {
+                    bool zero = page == span.Length || !span.Slice(page, Page).ContainsAnyExcept((byte)0);
+                    if (!zero && run < 0)
+                    {
+                        run = page;
+                    }
+                    else if (zero && run >= 0)
+                    {
+                        SendRun(writer, region.Start.Add(at + (ulong)run), span[run..page]);
+                        run = -1;
+                    }
+                }
+                _status = _status with { PagesLeft = _status.PagesLeft - (long)(length / Page), BytesSent = writer.BytesWritten };
+            }
+        }
+    }
+
+    private static bool HasData(int fd, long offset, long length)
+    {
+        long data = Libc.Lseek(fd, offset, Libc.SEEK_DATA);
+        return data >= 0 && data < offset + length;
+    }
+
+    /// <summary>The pages <paramref name="dirty"/> marks, zero or not (the destination holds an older copy of each).</summary>
+    private void SendDirty(WireWriter writer, IReadOnlyList<ulong[]> dirty)
+    {
+        var memory = machine.Memory;
+        for (int i = 0; i < memory.Regions.Count; i++)
+        {
+            var region = memory.Regions[i];
+            var bits = dirty[i];
+            ulong pages = region.Size / Page, page = 0;
+            while (page < pages)
+            {
+                ulong word = bits[page >> 6] >> (int)(page & 63);
+                if (word == 0)
+                {
+                    page = (page | 63) + 1;
+                    continue;
+                }
+                page += (ulong)BitOperations.TrailingZeroCount(word);
+                ulong run = page;
+                while (page < pages && (bits[page >> 6] & (1UL << (int)(page & 63))) != 0 && (page - run) * Page < MigrationWire.MaxPageBytes)
+                {
+                    page++;
+                }
+                ulong at = run * Page;
+                SendRun(writer, region.Start.Add(at), memory.GetSpan(region.Start.Add(at), (page - run) * Page));
+            }
+        }
+        _status = _status with { BytesSent = writer.BytesWritten };
+    }
+
+    private static void SendRun(WireWriter writer, GuestAddress start, ReadOnlySpan<byte> pages)
+    {
+        Span<byte> address = stackalloc byte[8];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(address, start.Value);
+        writer.FrameHeader(MigrationWire.Pages, 8 + pages.Length);
+        writer.Write(address);
+        writer.Write(pages);
+    }
+}

@@ -1,0 +1,152 @@
+using System.Buffers.Binary;
+using System.Text;
+
+namespace Vireo.Vmm.Migration;
+
+/// <summary>
+/// The migration stream: "VIREOMIG", a u32 version, then frames of a 4-byte tag, a u32 length and
+/// that many bytes. The source sends CONF (the VM's config, JSON), then either PAGE frames (a
+/// u64 guest address and whole pages) in rounds, or MEMF (local: the memfd itself, passed with
+/// the frame's one byte), then STAT (the machine's state, in the snapshot file's format), and
+/// once the destination has said it is ready, CMIT. The destination answers CONF, MEMF and STAT
+/// with OKAY, or FAIL and its reason. Every length is bounded before a byte of its payload is read.
+/// </summary>
+public static class MigrationWire
+{
+    public static ReadOnlySpan<byte> Magic => "VIREOMIG"u8;
+    public const uint Version = 1;
+    public const int HeaderSize = 12, FrameHeaderSize = 8;
+
+    public const string Config = "CONF", MemoryFd = "MEMF", Pages = "PAGE", State = "STAT", Commit = "CMIT",
+        Okay = "OKAY", Fail = "FAIL";
+
+    public const int MaxConfig = 1 << 20, MaxPageBytes = 4 << 20, MaxText = 4096;
+
+    /// <summary>The largest payload a frame of <paramref name="tag"/> may carry; -1 for a tag this version does not know.</summary>
+    public static long MaxPayload(string tag) => tag switch
+    {
+        Config => MaxConfig,
+        MemoryFd => 1,
+        Pages => 8 + MaxPageBytes,
+        State => Snapshot.SnapshotFile.MaxSize,
+        Commit or Okay => 0,
+        Fail => MaxText,
+        _ => -1,
+    };
+}
+
+/// <summary>Writes frames to a stream.</summary>
+internal sealed class WireWriter(Stream stream)
+{
+    private readonly byte[] _header = new byte[MigrationWire.FrameHeaderSize];
+
+    public long BytesWritten { get; private set; }
+
+    public void Start()
+    {
+        Span<byte> h = stackalloc byte[MigrationWire.HeaderSize];
+        MigrationWire.Magic.CopyTo(h);
+        BinaryPrimitives.WriteUInt32LittleEndian(h[8..], MigrationWire.Version);
+        Write(h);
+    }
+
+    public void FrameHeader(string tag, int length)
+    {
+        Encoding.ASCII.GetBytes(tag, _header);
+        BinaryPrimitives.WriteUInt32LittleEndian(_header.AsSpan(4), (uint)length);
+        Write(_header);
+    }
+
+    public void Frame(string tag, ReadOnlySpan<byte> payload)
+    {
+        FrameHeader(tag, payload.Length);
+        if (!payload.IsEmpty)
+        {
+            Write(payload); // never a send of nothing: once the peer has read the header and gone, that one fails with EPIPE
+        }
+    }
+
+    public void Write(ReadOnlySpan<byte> bytes)
+    {
+        stream.Write(bytes);
+        BytesWritten += bytes.Length;
+    }
+
+    public void Flush() => stream.Flush();
+}
+
+/// <summary>Reads frames from an untrusted stream, keeping the byte offset every error names.</summary>
+internal sealed class WireReader(Stream stream)
+{
+    public long Offset { get; private set; }
+
+    public void Start()
+    {
+        Span<byte> h = stackalloc byte[MigrationWire.HeaderSize];
+        Read(h, "the stream's header");
+        if (!h[..8].SequenceEqual(MigrationWire.Magic))
+        {
+            throw new MigrationException("byte 0: this is not a Vireo migration stream (it does not start with VIREOMIG)");
+        }
+        uint version = BinaryPrimitives.ReadUInt32LittleEndian(h[8..]);
+        if (version != MigrationWire.Version)
+        {
+            throw new MigrationException($"byte 8: the stream's format is version {version}; this Vireo reads version {MigrationWire.Version}");
+        }
+    }
+
+    /// <summary>The next frame's tag and length, checked against the tag's bound.</summary>
+    public (string Tag, int Length) Next()
+    {
+        long at = Offset;
+        Span<byte> h = stackalloc byte[MigrationWire.FrameHeaderSize];
+        Read(h, "a frame header");
+        string tag = Encoding.ASCII.GetString(h[..4]);
+        uint length = BinaryPrimitives.ReadUInt32LittleEndian(h[4..]);
+        long max = MigrationWire.MaxPayload(tag);
+        if (max < 0)
+        {
+            throw new MigrationException($"byte {at}: a frame of unknown kind '{Printable(tag)}'");
+        }
+        if (length > max)
+        {
+            throw new MigrationException($"byte {at}: a {tag} frame of {length} bytes; it holds at most {max}");
+        }
+        return (tag, (int)length);
+    }
+
+    public void Read(Span<byte> into, string what)
+    {
+        int done = 0;
+        while (done < into.Length)
+        {
+            int n;
+            try
+            {
+                n = stream.Read(into[done..]);
+            }
+            catch (IOException e)
+            {
+                throw new MigrationException($"byte {Offset}: the connection failed while reading {what}: {(e.InnerException ?? e).Message}");
+            }
+            if (n == 0)
+            {
+                throw new MigrationException($"byte {Offset}: the stream ended in the middle of {what}");
+            }
+            done += n;
+            Offset += n;
+        }
+    }
+
+    public byte[] Payload(int length, string what)
+    {
+        var bytes = new byte[length];
+        Read(bytes, what);
+        return bytes;
+    }
+
+    /// <summary>Counts bytes read outside <see cref="Read"/> (a descriptor's byte, read with recvmsg).</summary>
+    public void Skipped(int bytes) => Offset += bytes;
+
+    public static string Printable(string tag) => tag.All(c => c is >= ' ' and <= '~') ? tag : "(unreadable tag)";
+}
