@@ -57,6 +57,7 @@ class Console:
             return self._data.decode(errors="replace")
 
     def wait_for(self, text, timeout=20, what="the guest"):
+        """Waits until the console has said `text`; returns the time it was seen."""
         deadline = now() + timeout
         needle = text.encode()
         with self._cond:
@@ -65,6 +66,7 @@ class Console:
                 if left <= 0:
                     fail(f"{what}: no '{text}' on the console within {timeout} s; it said:\n{self._data.decode(errors='replace')}")
                 self._cond.wait(left)
+        return now()
 
 
 def connect_when_listening(path, process, timeout=20, what="VMM"):
@@ -312,16 +314,17 @@ def qemu_create(mib, stream):
 # --- Restore to running ----------------------------------------------------------------------
 
 def vireo_restore(state, memory):
-    """A fresh vireo-vmm loads and resumes the snapshot. Returns (process start to the API listening,
-    to PUT /snapshot/load answered) in seconds, once the restored guest has answered count=2."""
+    """A fresh vireo-vmm loads and resumes the snapshot. Returns seconds from process start to the API
+    listening, to PUT /snapshot/load answered, and to the restored guest's count=2 on its console
+    (asked for over PUT /console/input at once)."""
     vmm = VireoVmm("restore")
     try:
         listening = vmm.wait_listening()
         vmm.load(state, memory, resume=True)
         running = now() - vmm.started
         vmm.type("c\n")
-        vmm.console.wait_for("count=2", what="restored vireo-vmm")
-        return listening, running
+        answered = vmm.console.wait_for("count=2", what="restored vireo-vmm") - vmm.started
+        return listening, running, answered
     finally:
         vmm.stop()
 
@@ -330,7 +333,7 @@ def qemu_restore(mib, stream):
     """QEMU started with -incoming defer, then told over QMP to take the file (migrate-incoming
     "exec:cat FILE") and, once that has completed, to `cont`: the source was stopped, so the VM
     arrives paused. Returns (process start to QMP's greeting, to query-status "running"), once the
-    restored guest has answered count=2."""
+    restored guest has answered count=2 (asked for on its stdin at once), and to that answer."""
     vm = Qemu("restore", mib, ["-incoming", "defer"])
     try:
         monitor = vm.connect()
@@ -343,8 +346,8 @@ def qemu_restore(mib, stream):
         if status != "running":
             fail(f"QEMU: restored from {stream} and continued, but query-status says {status}")
         vm.type("c\n")
-        vm.console.wait_for("count=2", what="restored QEMU")
-        return monitor, running
+        answered = vm.console.wait_for("count=2", what="restored QEMU") - vm.started
+        return monitor, running, answered
     finally:
         vm.stop()
 
@@ -404,6 +407,8 @@ def report(runs):
         row("... and from there: PUT /snapshot/load / capabilities, migrate-incoming, cont (ms)",
             ms([r[1] - r[0] for r in restore["vireo"]]), ms([r[1] - r[0] for r in restore["qemu"]])),
         row("restore, slowest of the runs (ms)", max(vr) * 1000, max(qr) * 1000),
+        row("process start to the restored guest's answer to `c` on its console (ms)",
+            ms([r[2] for r in restore["vireo"]]), ms([r[2] for r in restore["qemu"]])),
     ]
     for m in (128, 256):
         s = file_sizes[m]
