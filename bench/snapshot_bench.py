@@ -9,7 +9,9 @@ once (count=1) and paused; a restored guest is asked again and must say count=2.
   * Full snapshot: Vireo's PUT /snapshot/create on a paused vireo-vmm, request to response;
     QEMU's migration of a stopped VM to a file (QMP `stop`, then `migrate` to "exec:cat > FILE",
     QEMU 7.2 has no file: URI; bandwidth unlimited, as libvirt sets it for `virsh save`), command
-    to the MIGRATION event that says completed. 128 and 256 MiB, a fresh VM each time.
+    to the MIGRATION event that says completed (cat may still hold the pipe's last 64 KiB then).
+    128 and 256 MiB, a fresh VM each time, then saved again at once (Vireo: the VM still paused;
+    QEMU: `cont` and `stop` first, as a VM that has migrated may not migrate again).
   * Restore to running, 128 MiB: Vireo from the start of a fresh vireo-vmm to the response of
     PUT /snapshot/load with resume_vm (the API socket appearing on the way); QEMU from process
     start with `-incoming defer`: over QMP, migrate-incoming "exec:cat FILE", its completion, `cont`
