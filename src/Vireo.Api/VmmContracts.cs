@@ -15,13 +15,20 @@ public sealed record BootSource(
 /// PUT /machine-config: vCPUs and RAM. With restart_on_reboot false, a guest reboot ends the
 /// process (status "Reset") and the supervisor applies its on_reboot policy. track_dirty_pages
 /// (Firecracker's) records the pages written from start-up on, for Diff snapshots.
+/// memory_backing: Memfd puts RAM on a memfd, which a local migration hands over instead of
+/// copying (Cloud Hypervisor's shared=on); Anonymous, plain private memory; Auto (the default)
+/// picks the memfd only where the host gives shared memory huge pages.
 /// </summary>
 public sealed record MachineConfig(
     [property: JsonRequired] int VcpuCount,
     [property: JsonRequired] long MemSizeMib,
     bool Acpi = true,
     bool RestartOnReboot = true,
-    bool TrackDirtyPages = false);
+    bool TrackDirtyPages = false,
+    string MemoryBacking = MachineConfig.Auto)
+{
+    public const string Auto = "Auto", Memfd = "Memfd", Anonymous = "Anonymous";
+}
 
 /// <summary>PUT /drives/{drive_id}: a virtio-blk disk.</summary>
 public sealed record Drive(

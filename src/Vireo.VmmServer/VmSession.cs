@@ -52,6 +52,10 @@ internal sealed class VmSession(Action<byte> serialOut)
         {
             return $"machine-config: mem_size_mib {machine.MemSizeMib} is more than this host's RAM ({host >> 20} MiB)";
         }
+        if (machine.MemoryBacking is not (MachineConfig.Auto or MachineConfig.Memfd or MachineConfig.Anonymous))
+        {
+            return $"machine-config: memory_backing '{machine.MemoryBacking}' is not one of {MachineConfig.Auto}, {MachineConfig.Memfd}, {MachineConfig.Anonymous}";
+        }
         return BeforeStart(() => _machine = machine);
     }
 
@@ -417,7 +421,7 @@ internal sealed class VmSession(Action<byte> serialOut)
         lock (_lock)
         {
             _boot = new BootSource(config.KernelPath, config.InitrdPath, config.Cmdline);
-            _machine = _machine with { VcpuCount = config.Vcpus, MemSizeMib = (long)(config.MemoryBytes >> 20), Acpi = config.Acpi, TrackDirtyPages = config.TrackDirtyPages };
+            _machine = _machine with { VcpuCount = config.Vcpus, MemSizeMib = (long)(config.MemoryBytes >> 20), Acpi = config.Acpi, TrackDirtyPages = config.TrackDirtyPages, MemoryBacking = config.MemoryBacking.ToString() };
             _current = machine;
             _state = VmState.Running;
             _boots = 1;
@@ -549,6 +553,12 @@ internal sealed class VmSession(Action<byte> serialOut)
             MemoryBytes = (ulong)_machine.MemSizeMib << 20,
             Acpi = _machine.Acpi,
             TrackDirtyPages = _machine.TrackDirtyPages,
+            MemoryBacking = _machine.MemoryBacking switch
+            {
+                MachineConfig.Memfd => MemoryBacking.Memfd,
+                MachineConfig.Anonymous => MemoryBacking.Anonymous,
+                _ => MemoryBacking.Auto,
+            },
             Disks = [.. _drives.Select(d => new BlockConfig(d.PathOnHost, d.IsReadOnly, d.Direct, 1, d.DriveId))],
             Nets = [.. _nets.Select((n, i) => NetConfig.ForTap(n.HostDevName, n.GuestMac, i))],
             Vsock = _vsock is null ? null : new VsockConfig(_vsock.GuestCid, _vsock.UdsPath),
