@@ -144,6 +144,7 @@ public abstract class VirtioDevice
             if (_activated)
             {
                 OnActivated();
+                OnRestored();
             }
         }
         return true;
@@ -327,6 +328,11 @@ public abstract class VirtioDevice
 
     /// <summary>Pops and serves chains until the queue is empty or the guest sent something invalid.</summary>
     protected abstract void ProcessQueue(int index, SplitQueue queue);
+
+    /// <summary>After <see cref="TryRestore"/> of a live device (under the device's lock): what the old process held that this one cannot (a vsock's host connections).</summary>
+    protected virtual void OnRestored()
+    {
+    }
 
     protected virtual void OnActivated()
     {

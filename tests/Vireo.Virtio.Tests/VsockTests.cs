@@ -36,6 +36,37 @@ public class VsockTests
     }
 
     [Fact]
+    public void A_restored_device_tells_the_driver_its_transport_was_reset_once()
+    {
+        string dir = Vireo.Tests.TempDirectory.Create("vireo-vsockreset");
+        using var memory = NewMemory();
+        var ring = new DriverRing(memory, 8);
+        var features = VirtioConstants.Bit(VirtioConstants.FeatureVersion1);
+        QueueState[] queues = [ring.State(), ring.State(), ring.State()]; // only the event queue (2) is driven here
+        using var before = new VirtioVsock(new VsockConfig(3, Path.Combine(dir, "a.sock")));
+        before.Start(new NoWatcher());
+        Assert.True(before.Activate(memory, features, queues, _ => { }, () => { }));
+        ring.SetDesc(0, 0x50000, 8, WRITE, 0);
+        ring.Publish(0);
+        before.NotifyQueue(2);
+        Assert.Equal(0, ring.UsedIdx); // a device that booted with its driver owes it nothing
+        var state = before.SaveState();
+
+        using var after = new VirtioVsock(new VsockConfig(3, Path.Combine(dir, "b.sock")));
+        after.Start(new NoWatcher());
+        memory.Write(new Memory.GuestAddress(0x50000), [0xff, 0xff, 0xff, 0xff]);
+        Assert.True(after.TryRestore(memory, state, _ => { }, () => { }, out var error), error);
+        after.NotifyQueue(2);
+        Assert.Equal(1, ring.UsedIdx);
+        Assert.Equal((0u, 4u), ring.Used(0)); // the buffer the driver gave before the save, 4 bytes written
+        Assert.Equal(0u, memory.ReadObj<uint>(new Memory.GuestAddress(0x50000))); // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+        ring.SetDesc(1, 0x51000, 8, WRITE, 0);
+        ring.Publish(1);
+        after.NotifyQueue(2);
+        Assert.Equal(1, ring.UsedIdx); // once
+    }
+
+    [Fact]
     public void Random_packets_and_chains_never_escape()
     {
         string path = Path.Combine(Vireo.Tests.TempDirectory.Create("vireo-vsockfuzz"), "v.sock");

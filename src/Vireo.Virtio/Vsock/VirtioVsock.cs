@@ -19,7 +19,9 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
     private const uint ShutdownReceive = 1, ShutdownSend = 2;
     private const ushort TypeStream = 1;
     private const ushort OpRequest = 1, OpResponse = 2, OpRst = 3, OpShutdown = 4, OpRw = 5, OpCreditUpdate = 6, OpCreditRequest = 7;
-    private const int RxQueue = 0, TxQueue = 1;
+    private const int RxQueue = 0, TxQueue = 1, EventQueue = 2;
+    private const uint EventTransportReset = 0; // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+    private bool _transportReset; // a reset owed to the driver (under the device's lock)
 
     private sealed class Connection(Socket socket, uint hostPort, uint guestPort)
     {
@@ -95,6 +97,7 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
             }
         }
         _control.Clear();
+        _transportReset = false; // a driver starting afresh has no connections to reset
     }
 
     private void Accept()
@@ -147,8 +150,27 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
         {
             Pump(queue);
         }
-        // The event queue carries only transport resets, which Vireo never sends.
+        else if (index == EventQueue && _transportReset)
+        {
+            // The event queue carries only transport resets: after a restore or a migration, the
+            // host ends of the guest's connections stayed with the old process. The driver resets
+            // every connection it has and reads its CID again, as Firecracker's guests do.
+            if (queue.TryPop(out var chain, out var error))
+            {
+                Span<byte> ev = stackalloc byte[4];
+                BinaryPrimitives.WriteUInt32LittleEndian(ev, EventTransportReset);
+                queue.AddUsed(chain.Head, (uint)ChainIo.Write(Memory!, chain.Buffers, 0, ev));
+                _transportReset = false;
+            }
+            else if (error != QueueError.None)
+            {
+                Fail(error.ToString());
+            }
+            // no buffer yet: the reset goes out when the driver gives one (its notification comes here)
+        }
     }
+
+    protected override void OnRestored() => _transportReset = true;
 
     private void HandleGuestPacket(ReadOnlySpan<byte> p)
     {
