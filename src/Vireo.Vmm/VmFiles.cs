@@ -46,23 +46,41 @@ public sealed class VmFiles : IDisposable
 
     /// <summary>What a restore needs: the disks, TAPs and /dev/kvm, no kernel or initrd (the guest's RAM holds what they loaded).</summary>
     /// <remarks>The images are opened too while they are still where the config says, so that a guest reboot after the restore can boot them.</remarks>
-    public static VmFiles OpenForRestore(VmConfig config)
+    /// <remarks>
+    /// <paramref name="tapsHandedOver"/>: the TAPs come from the VMM before this one on the same host
+    /// (a local migration, <see cref="AdoptTap"/>): while it lives it holds them, and a TAP opens once.
+    /// </remarks>
+    public static VmFiles OpenForRestore(VmConfig config, bool tapsHandedOver = false)
     {
         if (File.Exists(config.KernelPath) && (config.InitrdPath is null || File.Exists(config.InitrdPath)))
         {
             try
             {
-                return Open(config, withImages: true);
+                return Open(config, withImages: true, openTaps: !tapsHandedOver);
             }
             catch (VmConfigException)
             {
                 // An image that no longer loads only matters to a reboot; the disks are checked again below.
             }
         }
-        return Open(config, withImages: false);
+        return Open(config, withImages: false, openTaps: !tapsHandedOver);
     }
 
-    private static VmFiles Open(VmConfig config, bool withImages)
+    /// <summary>Takes <paramref name="tap"/> (handed over by the VMM before this one) as interface <paramref name="index"/>'s TAP.</summary>
+    public void AdoptTap(int index, FileDescriptor tap)
+    {
+        if ((uint)index >= (uint)_taps.Length || _taps[index] is not null)
+        {
+            tap.Dispose();
+            throw new VmConfigException($"net {index}: {((uint)index >= (uint)_taps.Length ? "there is no such interface" : "it has its TAP already")}");
+        }
+        _taps[index] = tap;
+    }
+
+    /// <summary>The TAP of interface <paramref name="index"/>, or -1 (to hand over to a successor on this host).</summary>
+    public int TapFd(int index) => (uint)index < (uint)_taps.Length && _taps[index] is { } t ? t.Fd : -1;
+
+    private static VmFiles Open(VmConfig config, bool withImages, bool openTaps = true)
     {
         if (withImages)
         {
@@ -94,7 +112,7 @@ public sealed class VmFiles : IDisposable
             }
             foreach (var net in config.Nets)
             {
-                taps.Add(net.Tap is null ? null : OpenTap(net.Tap));
+                taps.Add(net.Tap is null || !openTaps ? null : OpenTap(net.Tap));
             }
         }
         catch

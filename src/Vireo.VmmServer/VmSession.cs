@@ -23,6 +23,7 @@ internal sealed class VmSession(Action<byte> serialOut)
     private readonly List<NetworkInterface> _nets = [];
     private Api.Vsock? _vsock;
     private Machine? _current;
+    private VmFiles? _files; // the running VM's (a local migration hands its TAPs over)
     private string _state = VmState.NotStarted;
     private int _boots;
     private long _exitsOfEarlierBoots;
@@ -346,7 +347,7 @@ internal sealed class VmSession(Action<byte> serialOut)
             }
             machine = _current;
             sender = new MigrationSender(machine, url, new MigrationOptions(TimeSpan.FromMilliseconds(p.DowntimeMs), TimeSpan.FromSeconds(p.TimeoutS),
-                ForceOnTimeout: strategy == MigrationSendParams.Force, p.Local));
+                ForceOnTimeout: strategy == MigrationSendParams.Force, p.Local), _files is { } f ? f.TapFd : null);
             _migration = () => sender.Status;
         }
         try
@@ -423,6 +424,7 @@ internal sealed class VmSession(Action<byte> serialOut)
             _boot = new BootSource(config.KernelPath, config.InitrdPath, config.Cmdline);
             _machine = _machine with { VcpuCount = config.Vcpus, MemSizeMib = (long)(config.MemoryBytes >> 20), Acpi = config.Acpi, TrackDirtyPages = config.TrackDirtyPages, MemoryBacking = config.MemoryBacking.ToString() };
             _current = machine;
+            _files = files;
             _state = VmState.Running;
             _boots = 1;
         }
@@ -479,6 +481,7 @@ internal sealed class VmSession(Action<byte> serialOut)
         lock (_lock)
         {
             _current = machine;
+            _files = files;
             _state = VmState.Running;
             _boots = 1;
         }

@@ -155,6 +155,49 @@ public class MigrationTests
     }
 
     [KvmFact]
+    public void A_local_migration_hands_the_tap_over_with_the_memory()
+    {
+        // A TAP opens once: the destination on this host cannot open it while the source holds it.
+        string tap = $"vmg{Guid.NewGuid().ToString("n")[..8]}";
+        Assert.Equal(0, TestEnvironment.Run("ip", $"tuntap add dev {tap} mode tap vnet_hdr").ExitCode);
+        try
+        {
+            var url = UnixUrl();
+            var config = Config(MemoryBacking.Memfd) with { Nets = [Virtio.Net.NetConfig.Parse($"tap={tap}", 0)] };
+            var sourceFiles = VmFiles.Open(config);
+            using var source = new Running(o => MachineBuilder.Boot(config, sourceFiles, o)) { Files = sourceFiles };
+            source.WaitFor("snapshot: up");
+            source.Type("c\n");
+            source.WaitFor("count=1");
+            // Without the handover, the destination cannot have the TAP.
+            var busy = Assert.ThrowsAny<Exception>(() => VmFiles.OpenForRestore(config).Dispose());
+            Assert.Contains(tap, busy.Message);
+
+            VmFiles? received = null;
+            using var listener = url.Listen();
+            var destination = Task.Factory.StartNew(() => new Running(o =>
+            {
+                var (m, f) = new MigrationReceiver(o).Receive(listener);
+                received = f;
+                return m;
+            }), TaskCreationOptions.LongRunning);
+            new MigrationSender(source.Machine, url, Defaults with { Local = true }, sourceFiles.TapFd).Run();
+            source.Machine.RequestStop(new VmOutcome(StopReason.Migrated, Message: "test"));
+            source.Outcome.Wait();
+            using var target = destination.Result;
+            Assert.True(received!.TapFd(0) >= 0);
+            target.Type("c\n");
+            target.WaitFor("count=2");
+            target.Stop();
+            received.Dispose();
+        }
+        finally
+        {
+            TestEnvironment.Run("ip", $"link del {tap}");
+        }
+    }
+
+    [KvmFact]
     public void A_destination_that_refuses_the_state_leaves_the_source_running_and_a_timeout_cancels()
     {
         var url = UnixUrl();

@@ -67,6 +67,11 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
     {
         reader.Start();
         var (tag, length) = reader.Next();
+        bool local = tag == MigrationWire.Local;
+        if (local)
+        {
+            (tag, length) = reader.Next();
+        }
         if (tag != MigrationWire.Config)
         {
             throw new MigrationException($"byte {reader.Offset - MigrationWire.FrameHeaderSize}: the stream must begin with the VM's config (CONF), not {tag}");
@@ -77,7 +82,10 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         GuestMemory? memory = null;
         try
         {
-            files = VmFiles.OpenForRestore(config); // the disks both hosts reach, the TAP, /dev/kvm; it validates the config
+            // The disks both hosts reach, the TAPs, /dev/kvm; it validates the config. A local
+            // migration's TAPs come from the source, which holds them until it ends.
+            files = VmFiles.OpenForRestore(config, tapsHandedOver: local);
+            int nextTap = 0;
             writer.Frame(MigrationWire.Okay, []);
             _status = _status with { PagesTotal = (long)(config.MemoryBytes / 4096) };
             bool copied = false, handed = false;
@@ -88,15 +96,32 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                 switch (tag)
                 {
                     case MigrationWire.Pages:
-                        if (handed)
+                        if (handed || local)
                         {
-                            throw new MigrationException($"byte {at}: pages after the memory was handed over");
+                            throw new MigrationException($"byte {at}: pages in a local migration, whose memory is handed over");
                         }
                         memory ??= config.ResolvedMemoryBacking == MemoryBacking.Memfd ? GuestMemory.Create(config.MemoryBytes) : GuestMemory.CreateAnonymous(config.MemoryBytes);
                         copied = true;
                         ReadPages(reader, memory, length, at);
                         break;
+                    case MigrationWire.TapFd:
+                        while (nextTap < config.Nets.Count && config.Nets[nextTap].Tap is null)
+                        {
+                            nextTap++;
+                        }
+                        if (!local || !handed || length != 1 || nextTap >= config.Nets.Count)
+                        {
+                            throw new MigrationException($"byte {at}: a TAP handed over {(!local ? "in a migration that is not local" : !handed ? "before the memory" : length != 1 ? $"in a frame of {length} bytes" : "beyond the config's TAPs")}");
+                        }
+                        files.AdoptTap(nextTap, ReceiveTap(socket, reader, nextTap, at));
+                        nextTap++;
+                        writer.Frame(MigrationWire.Okay, []);
+                        break;
                     case MigrationWire.MemoryFd:
+                        if (!local)
+                        {
+                            throw new MigrationException($"byte {at}: the memory handed over in a migration that is not local");
+                        }
                         if (length != 1)
                         {
                             throw new MigrationException($"byte {at}: a MEMF frame of {length} bytes; it carries one byte with the descriptor");
@@ -110,6 +135,10 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                         writer.Frame(MigrationWire.Okay, []);
                         break;
                     case MigrationWire.State:
+                        if (local && (!handed || config.Nets.Skip(nextTap).Any(n => n.Tap is not null)))
+                        {
+                            throw new MigrationException($"byte {at}: the state came before the local migration handed over {(handed ? "every TAP" : "the memory")}");
+                        }
                         memory ??= config.ResolvedMemoryBacking == MemoryBacking.Memfd ? GuestMemory.Create(config.MemoryBytes) : GuestMemory.CreateAnonymous(config.MemoryBytes);
                         return Restore(reader, writer, config, configBytes, files, memory, length, at);
                     default:
@@ -141,6 +170,23 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         }
         reader.Read(span, "a run of pages");
         Interlocked.Add(ref _received, length);
+    }
+
+    private static FileDescriptor ReceiveTap(Socket socket, WireReader reader, int index, long at)
+    {
+        var (_, fd) = FdPassing.ReceiveFd((int)socket.Handle);
+        reader.Skipped(1);
+        if (fd < 0)
+        {
+            throw new MigrationException($"byte {at}: the TAP of net {index} came without a file descriptor");
+        }
+        var tap = new FileDescriptor(fd);
+        if (Libc.StatOf(fd).Kind != FileKind.CharacterDevice)
+        {
+            tap.Dispose();
+            throw new MigrationException($"byte {at}: what was handed over as the TAP of net {index} is not a TAP device");
+        }
+        return tap;
     }
 
     private GuestMemory ReceiveMemory(Socket socket, WireReader reader, VmConfig config, long at)

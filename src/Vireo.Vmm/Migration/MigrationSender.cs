@@ -38,7 +38,7 @@ public sealed record MigrationStatus(
 /// Local (a unix: destination on this host, RAM on a memfd): the memfd itself is handed over,
 /// nothing is copied, and only the state crosses.
 /// </summary>
-public sealed class MigrationSender(Machine machine, MigrationUrl url, MigrationOptions options)
+public sealed class MigrationSender(Machine machine, MigrationUrl url, MigrationOptions options, Func<int, int>? tapFd = null)
 {
     private const int Page = 4096;
     private readonly Stopwatch _clock = new();
@@ -68,6 +68,10 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
             var writer = new WireWriter(stream);
             var reader = new WireReader(stream);
             writer.Start();
+            if (options.Local)
+            {
+                writer.Frame(MigrationWire.Local, []);
+            }
             writer.Frame(MigrationWire.Config, JsonSerializer.SerializeToUtf8Bytes(machine.Config, SnapshotJson.Default.VmConfig));
             Expect(reader, "the config");
             if (options.Local)
@@ -75,6 +79,20 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
                 writer.FrameHeader(MigrationWire.MemoryFd, 1);
                 FdPassing.SendFd((int)socket.Handle, machine.Memory.Backing!.Fd, 0);
                 Expect(reader, "the guest's memory");
+                for (int i = 0; i < machine.Config.Nets.Count; i++)
+                {
+                    if (machine.Config.Nets[i].Tap is not null)
+                    {
+                        int fd = tapFd?.Invoke(i) ?? -1;
+                        if (fd < 0)
+                        {
+                            throw new MigrationException($"local: the TAP of net {i} is not open here to hand over");
+                        }
+                        writer.FrameHeader(MigrationWire.TapFd, 1);
+                        FdPassing.SendFd((int)socket.Handle, fd, (byte)i);
+                        Expect(reader, $"the TAP of net {i}");
+                    }
+                }
             }
             else
             {

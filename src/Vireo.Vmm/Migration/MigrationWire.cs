@@ -6,8 +6,9 @@ namespace Vireo.Vmm.Migration;
 /// <summary>
 /// The migration stream: "VIREOMIG", a u32 version, then frames of a 4-byte tag, a u32 length and
 /// that many bytes. The source sends CONF (the VM's config, JSON), then either PAGE frames (a
-/// u64 guest address and whole pages) in rounds, or MEMF (local: the memfd itself, passed with
-/// the frame's one byte), then STAT (the machine's state, in the snapshot file's format), and
+/// u64 guest address and whole pages) in rounds, or, in a local migration (announced by LOCL
+/// before CONF), MEMF (the memfd itself, passed with the frame's one byte) and a TAPF for each
+/// TAP the VM has, in the config's order (the TAP's descriptor, the same way), then STAT (the machine's state, in the snapshot file's format), and
 /// once the destination has said it is ready, CMIT. The destination answers CONF, MEMF and STAT
 /// with OKAY, or FAIL and its reason. Every length is bounded before a byte of its payload is read.
 /// </summary>
@@ -17,7 +18,7 @@ public static class MigrationWire
     public const uint Version = 1;
     public const int HeaderSize = 12, FrameHeaderSize = 8;
 
-    public const string Config = "CONF", MemoryFd = "MEMF", Pages = "PAGE", State = "STAT", Commit = "CMIT",
+    public const string Local = "LOCL", Config = "CONF", MemoryFd = "MEMF", TapFd = "TAPF", Pages = "PAGE", State = "STAT", Commit = "CMIT",
         Okay = "OKAY", Fail = "FAIL";
 
     public const int MaxConfig = 1 << 20, MaxPageBytes = 4 << 20, MaxText = 4096;
@@ -26,7 +27,8 @@ public static class MigrationWire
     public static long MaxPayload(string tag) => tag switch
     {
         Config => MaxConfig,
-        MemoryFd => 1,
+        MemoryFd or TapFd => 1,
+        Local => 0,
         Pages => 8 + MaxPageBytes,
         State => Snapshot.SnapshotFile.MaxSize,
         Commit or Okay => 0,
