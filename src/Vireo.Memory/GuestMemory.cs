@@ -254,6 +254,30 @@ public sealed class GuestMemory : IDisposable
     }
 
     /// <summary>
+    /// False when [offset, offset+length) of <paramref name="region"/> surely reads as zeros without
+    /// being read: no data in the backing file there, and (unless the RAM is the file itself) no page
+    /// of this process's mapping ever populated (pagemap: neither present nor swapped). A snapshot
+    /// and a migration skip such ranges, so their cost follows the RAM the guest used, not its size.
+    /// </summary>
+    public bool MayHoldData(GuestRegion region, ulong offset, ulong length)
+    {
+        if (_backing is { } file)
+        {
+            long at = (long)(region.FileOffset + offset);
+            long data = Libc.Lseek(file.Fd, at, Libc.SEEK_DATA);
+            if (data >= 0 && data < at + (long)length)
+            {
+                return true; // -1 (ENXIO): no data from here to the end
+            }
+            if (IsShared)
+            {
+                return false; // shared: whatever the guest wrote is in the file
+            }
+        }
+        return PageMap.AnyPopulated(region.HostAddress + (nint)offset, length);
+    }
+
+    /// <summary>
     /// <see cref="MarkDirty"/> for a range given by its host address (a vector handed to the
     /// kernel for an asynchronous read lands there). Host ranges outside guest RAM are ignored.
     /// </summary>

@@ -104,6 +104,44 @@ public class GuestMemoryTests
     }
 
     [Fact]
+    public void Only_ranges_that_were_written_may_hold_data_anonymous_shared_or_over_a_file()
+    {
+        using (var anon = GuestMemory.CreateAnonymous(64 * MiB))
+        {
+            var r = anon.Regions[0];
+            Assert.False(anon.MayHoldData(r, 0, 64 * MiB));
+            anon.Write(new GuestAddress(10 * MiB + 5), [1]);
+            Assert.True(anon.MayHoldData(r, 10 * MiB, 2 * MiB));
+            Assert.False(anon.MayHoldData(r, 12 * MiB, 2 * MiB));
+        }
+        using (var shared = GuestMemory.Create(64 * MiB))
+        {
+            var r = shared.Regions[0];
+            Assert.False(shared.MayHoldData(r, 0, 64 * MiB));
+            shared.Write(new GuestAddress(20 * MiB), [1]);
+            Assert.True(shared.MayHoldData(r, 20 * MiB, 2 * MiB));
+            Assert.False(shared.MayHoldData(r, 22 * MiB, 2 * MiB));
+        }
+        // Copy-on-write over a file (a restored VM): the file's data, and what the guest wrote
+        // into a hole since, which only this process's pages hold.
+        string path = Path.Combine(Directory.CreateTempSubdirectory("vireo-mem").FullName, "ram");
+        using (var f = File.Create(path))
+        {
+            f.SetLength((long)(64 * MiB));
+            f.Position = (long)(30 * MiB);
+            f.WriteByte(7);
+        }
+        int fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
+        using var restored = GuestMemory.FromFile(new FileDescriptor(fd), 64 * MiB, shared: false);
+        var region = restored.Regions[0];
+        Assert.True(restored.MayHoldData(region, 30 * MiB, 2 * MiB));
+        Assert.False(restored.MayHoldData(region, 40 * MiB, 2 * MiB));
+        restored.Write(new GuestAddress(40 * MiB + 4096), [9]);
+        Assert.True(restored.MayHoldData(region, 40 * MiB, 2 * MiB)); // a hole in the file, written here
+        Assert.Equal(7, restored.ReadObj<byte>(new GuestAddress(30 * MiB)));
+    }
+
+    [Fact]
     public void Anonymous_ram_has_the_file_offsets_a_memory_file_of_it_would_have()
     {
         // A snapshot writes each region at its FileOffset: two regions at 0 would overwrite each other.

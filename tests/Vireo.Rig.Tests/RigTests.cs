@@ -198,6 +198,32 @@ public class RigTests
     }
 
     [Fact]
+    public void Debians_kernel_live_migrates_between_two_namespaces_while_it_writes_its_disk_and_streams_over_its_network()
+    {
+        // migrate-linux.py: two vireo-vmm in two network namespaces joined by a bridge; the shell
+        // writes numbered lines to its disk and streams numbered lines over TCP while the VM is
+        // pre-copied from one to the other; the stream goes on in one connection without a gap,
+        // and the file is whole.
+        string dir = "", disk = "";
+        var r = Rig(() =>
+        {
+            (dir, disk) = FreshDisk();
+            return $"python3 tests/Vireo.Rig.Tests/migrate-linux.py {dir} {Images.Value}/vmlinuz";
+        });
+        string log = $"exit {r.ExitCode}\n{r.Output}\n{r.Error}";
+        Assert.True(r.ExitCode == 0, log);
+        Assert.Contains("migrate-linux: migrated in", r.Output);
+        Assert.Contains("source exited 0", r.Output);
+        Assert.Contains("\"connections\": 1, ", r.Output);
+        Assert.Contains("\"gaps\": 0", r.Output);
+        Assert.Contains("loop-ok-", r.Output);
+        Assert.Contains("reboot: Power down", r.Output);
+        Check(TestEnvironment.Run("/sbin/e2fsck", $"-fn {disk}"), "e2fsck");
+        var loop = System.Text.Encoding.ASCII.GetString(ReadFile(disk, "/loop.txt")).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(loop.Length > 0 && loop.Select(int.Parse).SequenceEqual(Enumerable.Range(0, loop.Length)), $"/loop.txt has {loop.Length} lines, not 0..N in order");
+    }
+
+    [Fact]
     public void An_initramfs_made_by_debians_mkinitramfs_finds_its_root_on_the_virtio_disk()
     {
         // Nobody in the project wrote this initramfs: initramfs-tools' stock configuration, udev

@@ -205,15 +205,15 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
     private void SendAll(WireWriter writer)
     {
         var memory = machine.Memory;
-        int backing = memory.Backing?.Fd ?? -1;
-        const ulong Chunk = MigrationWire.MaxPageBytes;
+        const ulong Chunk = 2UL << 20;
         foreach (var region in memory.Regions)
         {
             for (ulong at = 0; at < region.Size; at += Chunk)
             {
                 ulong length = Math.Min(Chunk, region.Size - at);
-                if (backing >= 0 && memory.IsShared && !HasData(backing, (long)(region.FileOffset + at), (long)length))
+                if (!memory.MayHoldData(region, at, length))
                 {
+                    _status = _status with { PagesLeft = _status.PagesLeft - (long)(length / Page) };
                     continue;
                 }
                 var span = memory.GetSpan(region.Start.Add(at), length);
@@ -234,12 +234,6 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
                 _status = _status with { PagesLeft = _status.PagesLeft - (long)(length / Page), BytesSent = writer.BytesWritten };
             }
         }
-    }
-
-    private static bool HasData(int fd, long offset, long length)
-    {
-        long data = Libc.Lseek(fd, offset, Libc.SEEK_DATA);
-        return data >= 0 && data < offset + length;
     }
 
     /// <summary>The pages <paramref name="dirty"/> marks, zero or not (the destination holds an older copy of each).</summary>

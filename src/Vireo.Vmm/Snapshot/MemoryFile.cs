@@ -26,15 +26,14 @@ public static class MemoryFile
         {
             Check.Io(Libc.Ftruncate(fd, (long)memory.Size), "ftruncate");
             long written = 0;
-            int backing = memory.Backing?.Fd ?? -1;
             foreach (var region in memory.Regions)
             {
                 for (ulong at = 0; at < region.Size; at += Chunk)
                 {
                     ulong length = Math.Min(Chunk, region.Size - at);
-                    if (backing >= 0 && !HasData(backing, (long)(region.FileOffset + at), (long)length))
+                    if (!memory.MayHoldData(region, at, length))
                     {
-                        continue; // a hole in the memfd: never touched
+                        continue; // never touched: zeros, and a hole in the file
                     }
                     var span = memory.GetSpan(region.Start.Add(at), length);
                     written += WriteNonZeroPages(fd, span, (long)(region.FileOffset + at));
@@ -131,12 +130,6 @@ public static class MemoryFile
                 : $"mem_backend {path} is {stat.Size} bytes; the snapshot's RAM is {ramBytes} bytes (is it the memory file of this snapshot?)");
         }
         return file;
-    }
-
-    private static bool HasData(int fd, long offset, long length)
-    {
-        long data = Libc.Lseek(fd, offset, Libc.SEEK_DATA);
-        return data >= 0 && data < offset + length; // -1 (ENXIO): no data from here to the end
     }
 
     private static long WriteNonZeroPages(int fd, Span<byte> span, long fileOffset)
