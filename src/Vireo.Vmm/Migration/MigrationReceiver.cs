@@ -72,19 +72,30 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         {
             (tag, length) = reader.Next();
         }
+        long configAt = reader.Offset - MigrationWire.FrameHeaderSize;
         if (tag != MigrationWire.Config)
         {
-            throw new MigrationException($"byte {reader.Offset - MigrationWire.FrameHeaderSize}: the stream must begin with the VM's config (CONF), not {tag}");
+            throw new MigrationException($"byte {configAt}: the stream must begin with the VM's config (CONF), not {tag}");
         }
         byte[] configBytes = reader.Payload(length, "the config");
-        var config = SnapshotFile.Json(configBytes, SnapshotJson.Default.VmConfig, "CONF");
+        VmConfig config;
         VmFiles? files = null;
         GuestMemory? memory = null;
         try
         {
+            config = configBytes.Length == 0 ? throw new SnapshotException("CONF: empty") : SnapshotFile.Json(configBytes, SnapshotJson.Default.VmConfig, "CONF");
             // The disks both hosts reach, the TAPs, /dev/kvm; it validates the config. A local
             // migration's TAPs come from the source, which holds them until it ends.
             files = VmFiles.OpenForRestore(config, tapsHandedOver: local);
+        }
+        catch (Exception e) when (e is SnapshotException or VmConfigException)
+        {
+            // Named by the frame's first byte, not the reader's place past its payload.
+            string reason = e.Message.StartsWith("CONF:", StringComparison.Ordinal) ? e.Message : $"CONF: {e.Message}";
+            throw new MigrationException($"byte {configAt}: {reason}");
+        }
+        try
+        {
             int nextTap = 0;
             writer.Frame(MigrationWire.Okay, []);
             _status = _status with { PagesTotal = (long)(config.MemoryBytes / 4096) };
@@ -128,7 +139,7 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                         }
                         if (memory is not null)
                         {
-                            throw new MigrationException($"byte {at}: the memory was handed over after {(copied ? "pages were sent" : "it was already")}");
+                            throw new MigrationException($"byte {at}: {(copied ? "the memory was handed over after pages were sent" : "a second MEMF frame: the memory was handed over already")}");
                         }
                         memory = ReceiveMemory(socket, reader, config, at);
                         handed = true;
@@ -191,7 +202,17 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
 
     private GuestMemory ReceiveMemory(Socket socket, WireReader reader, VmConfig config, long at)
     {
-        var (_, fd) = FdPassing.ReceiveFd((int)socket.Handle);
+        int fd;
+        try
+        {
+            (_, fd) = FdPassing.ReceiveFd((int)socket.Handle);
+        }
+        catch (SysError e)
+        {
+            throw new MigrationException(e.Errno == Libc.EPIPE
+                ? $"byte {reader.Offset}: the stream ended in the middle of the memory frame"
+                : $"byte {reader.Offset}: the connection failed while reading the memory frame: {Libc.StrError(e.Errno)}");
+        }
         if (fd < 0)
         {
             throw new MigrationException($"byte {at}: the memory frame came without a file descriptor (a local migration needs a unix: socket on this host)");
@@ -204,13 +225,36 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
             file.Dispose();
             throw new MigrationException($"byte {at}: the memory handed over is {(stat.Kind == FileKind.Regular ? $"{stat.Size} bytes" : stat.Described)}; the VM's RAM is {config.MemoryBytes} bytes");
         }
-        return GuestMemory.FromFile(file, config.MemoryBytes, shared: true);
+        try
+        {
+            return GuestMemory.FromFile(file, config.MemoryBytes, shared: true);
+        }
+        catch (Exception e) when (e is SysError or ArgumentException)
+        {
+            file.Dispose(); // the memory owns the descriptor only once it is made
+            throw new MigrationException($"byte {at}: the memory handed over cannot be mapped as the guest's RAM: {(e is SysError s ? Libc.StrError(s.Errno) : e.Message)}");
+        }
     }
 
     private (Machine, VmFiles) Restore(WireReader reader, WireWriter writer, VmConfig config, byte[] configBytes, VmFiles files, GuestMemory memory, int length, long at)
     {
-        var (state, layout) = SnapshotFile.Decode(reader.Payload(length, "the machine's state"));
-        if (layout.Kind != SnapshotKind.Full || layout.RamBytes != memory.Size)
+        var payload = reader.Payload(length, "the machine's state");
+        MachineState state;
+        SnapshotFile.Layout layout;
+        try
+        {
+            (state, layout) = SnapshotFile.Decode(payload);
+        }
+        catch (SnapshotException e)
+        {
+            // Named by the frame's first byte; the snapshot's own offsets count from the payload's.
+            throw new MigrationException($"byte {at}: the machine's state (STAT): {e.Message}");
+        }
+        if (layout.Kind != SnapshotKind.Full)
+        {
+            throw new MigrationException($"byte {at}: the state is a {layout.Kind.ToString().ToLowerInvariant()} snapshot's; a migration carries a full one");
+        }
+        if (layout.RamBytes != memory.Size)
         {
             throw new MigrationException($"byte {at}: the state describes {layout.RamBytes} bytes of RAM; the config said {memory.Size}");
         }
@@ -219,7 +263,15 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
             throw new MigrationException($"byte {at}: the state's config is not the config the stream began with");
         }
         // The restore owns the memory from here: it disposes it if it refuses.
-        var machine = MachineBuilder.Restore(state, files, memory, serialOut, resume: true);
+        Machine machine;
+        try
+        {
+            machine = MachineBuilder.Restore(state, files, memory, serialOut, resume: true);
+        }
+        catch (SnapshotException e)
+        {
+            throw new MigrationException($"byte {at}: the machine's state (STAT): {e.Message}");
+        }
         try
         {
             writer.Frame(MigrationWire.Okay, []);
