@@ -81,14 +81,15 @@ def dechunk(body):
 class VireoVmm:
     """A vireo-vmm process and its API socket (src/Vireo.VmmServer: Firecracker's API shape)."""
 
-    def __init__(self, name, work=None):
+    def __init__(self, name, work=None, wrap=()):
+        """`wrap`: a command to run vireo-vmm under (strace, perf), for a closer look at one run."""
         work = work or WORK
         os.makedirs(work, exist_ok=True)
         self.sock = os.path.join(work, f"{name}.sock")
         if os.path.exists(self.sock):
             os.remove(self.sock)
         self.started = now()
-        self.process = subprocess.Popen([os.path.join(BUILD, "vireo-vmm"), "--api-sock", self.sock],
+        self.process = subprocess.Popen([*wrap, os.path.join(BUILD, "vireo-vmm"), "--api-sock", self.sock],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.console = Console(self.process.stdout)
         self.listening = None
