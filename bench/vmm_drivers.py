@@ -2,7 +2,7 @@
 vireo-vmm over its API socket and a qemu-system-x86_64 -M microvm over QMP, each with its serial
 console read on a thread, started the way bench/run starts the kit's guests.
 """
-import json, os, select, socket, subprocess, sys, threading, time
+import json, os, select, signal, socket, subprocess, sys, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GUESTS = os.path.join(ROOT, "guests", "build")
@@ -93,6 +93,7 @@ class VireoVmm:
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.console = Console(self.process.stdout)
         self.listening = None
+        self.wrapped = bool(wrap)
 
     def wait_listening(self):
         """Seconds from process start until the API accepts a connection."""
@@ -157,7 +158,16 @@ class VireoVmm:
 
     def stop(self):
         if self.process.poll() is None:
-            self.process.terminate()
+            if self.wrapped:
+                # strace leaves its tracee running when it is told to stop: tell vireo-vmm itself.
+                try:
+                    with open(f"/proc/{self.process.pid}/task/{self.process.pid}/children") as f:
+                        for child in f.read().split():
+                            os.kill(int(child), signal.SIGTERM)
+                except (FileNotFoundError, ProcessLookupError):
+                    pass
+            else:
+                self.process.terminate()
         self.process.wait(timeout=30)
 
 
