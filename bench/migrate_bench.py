@@ -124,7 +124,8 @@ def vireo_migrate(case, wrap_source=(), wrap_destination=(), strict=True):
         except (OSError, ValueError, IndexError):
             info = {}
         result = {"total": total * 1000, "downtime": info.get("downtime_ms"), "rounds": info.get("round"),
-                  "bytes": info.get("bytes_sent"), "rate_before": rate, "converged": status == 204}
+                  "bytes": info.get("bytes_sent"), "rate_before": rate, "converged": status == 204,
+                  "rate_mib_s": info.get("rate_mib_s"), "expected_downtime_ms": info.get("expected_downtime_ms")}
         if status != 204:
             result["error"] = body
             return result
