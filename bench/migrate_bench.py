@@ -3,28 +3,29 @@
 
   bench/migrate_bench.py [--runs N]      (bench/run --only migrate includes it in bench/results/latest.md)
 
-Three cases, 1 vCPU each, runs interleaved (Vireo then QEMU, case by case) so drift hits both alike:
-  * idle: the `snapshot` guest (guests/snapshot.c: its vCPU spins at CPL3 reading its console and
-    the LAPIC timer ticks; it writes next to no RAM), 1 GiB, over tcp:127.0.0.1. Asked for `c` once
-    (count=1) before; the destination's guest is asked again as soon as the source says done and
-    must say count=2 (its RAM and vCPU came across).
+Cases, 1 vCPU each, interleaved run by run (Vireo then QEMU, case by case) so drift hits both alike:
+  * idle: the `idle` guest (halted for good), 1 GiB, over tcp:127.0.0.1.
+  * console: the `snapshot` guest (guests/snapshot.c: it spins at CPL3 polling its console, the
+    LAPIC timer ticks; it writes next to no RAM), 1 GiB, over tcp:. Asked for `c` once before
+    (count=1); at the destination it is asked again once it runs and must say count=2.
   * dirty: the `dirty` guest (guests/dirty.c: one byte in each 4 KiB page of a 64 MiB working
-    set, at most 25 pages a millisecond, about 100 MiB/s), 1 GiB, over tcp:, started once it has
-    gone round its working set (its second heartbeat); the destination must print a heartbeat.
-  * local live upgrade: the `snapshot` guest, 4 GiB. Vireo: RAM on a memfd (machine-config
-    memory_backing Memfd), `local: true` over unix:, so the memfd is handed over, not copied.
-    QEMU 7.2: RAM in a shared file in /dev/shm (memory-backend-file share=on, -machine
-    memory-backend) on both sides and the x-ignore-shared capability, over unix:. (A memfd
-    backend does not work for this on QEMU: each process has its own; `memfd_check` shows what
-    happens.)
+    set, at most 25 pages a millisecond, about 100 MiB/s), 1 GiB, over tcp:, from its second
+    heartbeat; the destination must print two heartbeats (the second, a whole second there).
+  * local live upgrade: the `idle` guest, 4 GiB, over unix:. Vireo: RAM on a memfd (machine-config
+    memory_backing Memfd) and `local: true`, so the memfd is handed over, not copied. QEMU 7.2:
+    RAM in a shared file in /dev/shm (memory-backend-file share=on, -machine memory-backend) on
+    both sides and the x-ignore-shared capability.
+Then the local cases once on the `snapshot` guest, which must say count=2 at the destination: Vireo,
+QEMU with the shared file, and QEMU with memory-backend-memfd share=on (each QEMU has a memfd of its
+own, so its RAM cannot come across; the report says what the guest said).
 Vireo: a fresh vireo-vmm told PUT /migration/receive, then the source's PUT /migration/send
-{downtime_ms 300, timeout_strategy cancel}; total = that request to its answer, and downtime_ms,
-round and bytes_sent from the source's GET /migration right after. QEMU: the destination started
-with `-incoming defer` and told migrate-incoming; on the source migrate-set-parameters
-downtime-limit 300 and max-bandwidth unlimited (QEMU's default is 32 MiB/s), `migrate`; total =
-the command to the MIGRATION event that says completed, and total-time, downtime, dirty-sync-count
-and ram.transferred from query-migrate. A migration that has not converged in TIMEOUT_S is
-cancelled and counted as not converged.
+{downtime_ms 300, timeout_strategy cancel}; total = that request to its answer; downtime_ms, round
+and bytes_sent from the source's GET /migration right after. QEMU: the destination started with
+`-incoming defer` and told migrate-incoming; on the source migrate-set-parameters downtime-limit
+300 and max-bandwidth unlimited (QEMU's default is 32 MiB/s), `migrate`; total = the command to the
+MIGRATION event that says completed; total-time, downtime, dirty-sync-count and ram.transferred
+from query-migrate. A migration not converged in TIMEOUT_S is cancelled and counted as not
+converged. Every run's figures go to .build/bench-migrate/runs.json.
 """
 import argparse, json, os, re, shutil, socket, statistics, sys, time
 
