@@ -19,226 +19,17 @@ once (count=1) and paused; a restored guest is asked again and must say count=2.
   * The files' sizes: apparent and allocated (Vireo's memory file is sparse).
 Runs are interleaved, Vireo then QEMU, so that the host's drift hits both alike.
 
-The pieces (a vireo-vmm driven over its API, a QEMU driven over QMP, each with its console) are
-what a live-migration section would use too; they are kept apart from the measurements.
+The pieces (a vireo-vmm driven over its API, a QEMU driven over QMP, each with its console) are in
+bench/vmm_drivers.py, shared with the live-migration section (bench/migrate_bench.py).
 """
-import argparse, json, os, select, shutil, socket, statistics, subprocess, sys, threading, time
+import argparse, os, shutil, statistics, sys, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GUESTS = os.path.join(ROOT, "guests", "build")
-BUILD = os.path.join(ROOT, ".build", "vireo")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# bench/vmm_drivers.py: VireoVmm over its API, Qemu over QMP, their consoles
+from vmm_drivers import ROOT, VireoVmm, Qemu, fail, now, qemu_version  # noqa: E402
+
 WORK = os.path.join(ROOT, ".build", "bench-snapshot")
 GUEST = "snapshot"
-
-
-def now():
-    return time.perf_counter()
-
-
-def fail(message):
-    sys.exit(f"snapshot_bench: {message}")
-
-
-class Console:
-    """A VMM's stdout (the guest's serial console), read on a thread so it never blocks the VMM."""
-
-    def __init__(self, stream):
-        self._data = bytearray()
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream):
-        while chunk := os.read(stream.fileno(), 65536):
-            with self._cond:
-                self._data += chunk
-                self._cond.notify_all()
-
-    def text(self):
-        with self._cond:
-            return self._data.decode(errors="replace")
-
-    def wait_for(self, text, timeout=20, what="the guest"):
-        """Waits until the console has said `text`; returns the time it was seen."""
-        deadline = now() + timeout
-        needle = text.encode()
-        with self._cond:
-            while needle not in self._data:
-                left = deadline - now()
-                if left <= 0:
-                    fail(f"{what}: no '{text}' on the console within {timeout} s; it said:\n{self._data.decode(errors='replace')}")
-                self._cond.wait(left)
-        return now()
-
-
-def connect_when_listening(path, process, timeout=20, what="VMM"):
-    """Connects to a Unix socket as soon as it accepts, polling every 0.2 ms (the wait is what is measured)."""
-    deadline = now() + timeout
-    while True:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(path)
-            return s
-        except (FileNotFoundError, ConnectionRefusedError):
-            s.close()
-        if process.poll() is not None:
-            fail(f"{what} exited ({process.returncode}) before it listened on {path}")
-        if now() > deadline:
-            fail(f"{what} did not listen on {path} within {timeout} s")
-        time.sleep(0.0002)
-
-
-class VireoVmm:
-    """A vireo-vmm process and its API socket (src/Vireo.VmmServer: Firecracker's API shape)."""
-
-    def __init__(self, name):
-        os.makedirs(WORK, exist_ok=True)
-        self.sock = os.path.join(WORK, f"{name}.sock")
-        if os.path.exists(self.sock):
-            os.remove(self.sock)
-        self.started = now()
-        self.process = subprocess.Popen([os.path.join(BUILD, "vireo-vmm"), "--api-sock", self.sock],
-                                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.console = Console(self.process.stdout)
-        self.listening = None
-
-    def wait_listening(self):
-        """Seconds from process start until the API accepts a connection."""
-        connect_when_listening(self.sock, self.process, what="vireo-vmm").close()
-        self.listening = now()
-        return self.listening - self.started
-
-    def call(self, method, path, body=None, raw=None):
-        """One request on its own connection; returns (status, body). The socket must be listening."""
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(self.sock)
-        data = raw if raw is not None else json.dumps(body).encode() if body is not None else b""
-        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: vm\r\nContent-Type: application/json\r\n"
-                  f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
-        reply = b""
-        while chunk := s.recv(65536):
-            reply += chunk
-        s.close()
-        head, _, payload = reply.partition(b"\r\n\r\n")
-        return int(head.split(b" ", 2)[1]), payload.decode(errors="replace")
-
-    def ok(self, method, path, body=None, raw=None):
-        status, payload = self.call(method, path, body, raw)
-        if status >= 300:
-            fail(f"vireo-vmm {method} /{path.lstrip('/')}: {status} {payload}")
-
-    def boot(self, mib):
-        self.wait_listening()
-        self.ok("PUT", "/boot-source", {"kernel_image_path": os.path.join(GUESTS, GUEST + ".elf")})
-        self.ok("PUT", "/machine-config", {"vcpu_count": 1, "mem_size_mib": mib})
-        self.ok("PUT", "/actions", {"action_type": "InstanceStart"})
-
-    def type(self, text):
-        self.ok("PUT", "/console/input", raw=text.encode())
-
-    def pause(self):
-        self.ok("PATCH", "/vm", {"state": "Paused"})
-
-    def save(self, state, memory):
-        self.ok("PUT", "/snapshot/create", {"snapshot_type": "Full", "snapshot_path": state, "mem_file_path": memory})
-
-    def load(self, state, memory, resume=True):
-        self.ok("PUT", "/snapshot/load", {"snapshot_path": state, "mem_backend": {"backend_type": "File", "backend_path": memory},
-                                          "resume_vm": resume})
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-        self.process.wait(timeout=30)
-
-
-class Qemu:
-    """qemu-system-x86_64 -M microvm (as bench/run starts it) with a QMP socket; its console on stdio."""
-
-    def __init__(self, name, mib, extra=()):
-        os.makedirs(WORK, exist_ok=True)
-        self.qmp_path = os.path.join(WORK, f"{name}.qmp")
-        if os.path.exists(self.qmp_path):
-            os.remove(self.qmp_path)
-        cmd = ["qemu-system-x86_64", "-M", "microvm,acpi=off,rtc=on", "-enable-kvm", "-cpu", "host,-arch-capabilities",
-               "-m", f"{mib}M", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-               "-kernel", os.path.join(GUESTS, GUEST + ".elf"),
-               "-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-global", "virtio-mmio.force-legacy=false",
-               "-qmp", f"unix:{self.qmp_path},server=on,wait=off", *extra]
-        self.started = now()
-        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        self.console = Console(self.process.stdout)
-        self.qmp = None
-        self._buffer = b""
-        self.events = []
-
-    def connect(self):
-        """Connects to QMP and leaves negotiation mode; returns seconds from process start to the monitor's greeting."""
-        self.qmp = connect_when_listening(self.qmp_path, self.process, what="QEMU")
-        self._message()  # the greeting
-        at = now()
-        self.execute("qmp_capabilities")
-        return at - self.started
-
-    def _message(self, timeout=60):
-        while b"\n" not in self._buffer:
-            ready, _, _ = select.select([self.qmp], [], [], timeout)
-            if not ready:
-                fail(f"QEMU: QMP said nothing for {timeout} s")
-            chunk = self.qmp.recv(65536)
-            if not chunk:
-                fail(f"QEMU: QMP closed; the console said:\n{self.console.text()}")
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return json.loads(line)
-
-    def execute(self, command, arguments=None, retry_while=None):
-        """Runs a QMP command and returns its result; events that arrive meanwhile are kept in self.events.
-        An error whose description contains `retry_while` is retried, every millisecond, for up to a second."""
-        for _ in range(1000):
-            result = self._execute(command, arguments)
-            if not (retry_while and isinstance(result, Exception) and retry_while in str(result)):
-                break
-            time.sleep(0.001)
-        if isinstance(result, Exception):
-            fail(f"QEMU: {command}: {result}")
-        return result
-
-    def _execute(self, command, arguments):
-        message = {"execute": command, **({"arguments": arguments} if arguments else {})}
-        self.qmp.sendall(json.dumps(message).encode() + b"\n")
-        while True:
-            m = self._message()
-            if "event" in m:
-                self.events.append((now(), m))
-            elif "error" in m:
-                return RuntimeError(m["error"])
-            elif "return" in m:
-                return m["return"]
-
-    def wait_event(self, name, accept=lambda data: True, timeout=60):
-        """The time at which an event named `name` whose data `accept`s arrived (an earlier one kept counts)."""
-        for i, (at, m) in enumerate(self.events):
-            if m["event"] == name and accept(m.get("data", {})):
-                del self.events[i]
-                return at
-        deadline = now() + timeout
-        while True:
-            m = self._message(max(0.001, deadline - now()))
-            at = now()
-            if "event" in m and m["event"] == name and accept(m.get("data", {})):
-                return at
-            if "event" in m:
-                self.events.append((at, m))
-
-    def type(self, text):
-        self.process.stdin.write(text.encode())
-        self.process.stdin.flush()
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.terminate()
-        self.process.wait(timeout=30)
 
 
 def sizes(path):
@@ -258,9 +49,9 @@ def vireo_create(mib, state, memory):
     """Boots the guest on a fresh vireo-vmm, counts once, pauses, saves, and saves again (to files of
     their own, then removed). Returns seconds for each PUT /snapshot/create: (first, again)."""
     fresh(state, memory)
-    vmm = VireoVmm("source")
+    vmm = VireoVmm("source", WORK)
     try:
-        vmm.boot(mib)
+        vmm.boot(mib, GUEST)
         vmm.console.wait_for("snapshot: up", what="vireo-vmm")
         vmm.type("c\n")
         vmm.console.wait_for("count=1", what="vireo-vmm")
@@ -283,7 +74,7 @@ def qemu_create(mib, stream):
     """The same on QEMU: stopped, then migrated to a file, and again. Returns seconds from `migrate` to
     its completion: (first, again)."""
     fresh(stream)
-    vm = Qemu("source", mib)
+    vm = Qemu("source", mib, guest=GUEST, work=WORK)
     try:
         vm.connect()
         vm.console.wait_for("snapshot: up", what="QEMU")
@@ -319,7 +110,7 @@ def vireo_restore(state, memory):
     """A fresh vireo-vmm loads and resumes the snapshot. Returns seconds from process start to the API
     listening, to PUT /snapshot/load answered, and to the restored guest's count=2 on its console
     (asked for over PUT /console/input at once)."""
-    vmm = VireoVmm("restore")
+    vmm = VireoVmm("restore", WORK)
     try:
         listening = vmm.wait_listening()
         vmm.load(state, memory, resume=True)
@@ -336,7 +127,7 @@ def qemu_restore(mib, stream):
     "exec:cat FILE") and, once that has completed, to `cont`: the source was stopped, so the VM
     arrives paused. Returns (process start to QMP's greeting, to query-status "running"), once the
     restored guest has answered count=2 (asked for on its stdin at once), and to that answer."""
-    vm = Qemu("restore", mib, ["-incoming", "defer"])
+    vm = Qemu("restore", mib, ["-incoming", "defer"], guest=GUEST, work=WORK)
     try:
         monitor = vm.connect()
         vm.execute("migrate-set-capabilities", {"capabilities": [{"capability": "events", "state": True}]})
@@ -423,11 +214,6 @@ def report(runs):
               f"{mib(s['memory'][1]):.2f} MiB allocated; sparse where the guest's RAM is zero) and the state file "
               f"({s['state'][0] / 1024:.1f} KiB). QEMU writes one migration stream (zero pages as a flag each, no holes)."]
     return lines
-
-
-def qemu_version():
-    out = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True).stdout
-    return out.split("version ", 1)[1].split()[0] if "version " in out else "?"
 
 
 if __name__ == "__main__":
