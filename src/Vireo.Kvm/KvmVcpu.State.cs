@@ -6,6 +6,12 @@ namespace Vireo.Kvm;
 public sealed unsafe partial class KvmVcpu
 {
     /// <summary>Everything KVM holds for this vCPU. Call it from the vCPU's thread, out of KVM_RUN.</summary>
+    /// <summary>
+    /// Finds the MSRs a save takes, once a process (a scratch VM's worth of work): called before a
+    /// migration pauses the guest, so that its downtime does not pay for it.
+    /// </summary>
+    public void PrepareToSave() => _ = _kvm.SaveableMsrs(HasLapic);
+
     public VcpuState SaveState()
     {
         // MP state first: reading it makes KVM accept a pending INIT or SIPI, which can rewrite

@@ -215,6 +215,15 @@ public sealed class Machine : IDisposable
     /// </summary>
     public void HandOver(Action<Snapshot.MachineState> send) => Capture(send, handOver: true);
 
+    /// <summary>What a save costs once a process, paid now and not while the guest waits paused.</summary>
+    public void PrepareToSave()
+    {
+        if (_vcpus.Count > 0)
+        {
+            _vcpus[0].PrepareToSave();
+        }
+    }
+
     private Snapshot.MachineState Capture(Action<Snapshot.MachineState>? whileQuiet, bool handOver)
     {
         lock (_pauseLock)

@@ -49,45 +49,119 @@ public static class MachineBuilder
     /// </summary>
     public static Machine Restore(Snapshot.MachineState state, VmFiles files, GuestMemory memory, Action<byte> serialOut, bool resume)
     {
+        if (state.Config is null)
+        {
+            memory.Dispose();
+            throw new Snapshot.SnapshotException("the config is missing");
+        }
+        return Prepare(state.Config, files, memory, serialOut).Apply(state, resume);
+    }
+
+    /// <summary>
+    /// The first half of a restore, from the config alone: the VM, its RAM registered, the
+    /// irqchip and PIT, every device where the map puts it and the vCPUs, nothing of the saved
+    /// state applied yet. A migration's destination prepares while the RAM arrives, so that
+    /// only <see cref="PreparedRestore.Apply"/> is left for the guest's pause. <paramref name="memory"/>
+    /// becomes the machine's (disposed here if this fails).
+    /// </summary>
+    public static PreparedRestore Prepare(VmConfig config, VmFiles files, GuestMemory memory, Action<byte> serialOut)
+    {
         DeviceManager devices;
         try
         {
-            CheckRestorable(state, files, memory);
-            devices = DeviceManager.Open(state.Config, files, serialOut);
+            try
+            {
+                config.ValidateSettings();
+            }
+            catch (VmConfigException e)
+            {
+                throw new Snapshot.SnapshotException($"config: {e.Message}");
+            }
+            if (memory.Size != config.MemoryBytes)
+            {
+                throw new Snapshot.SnapshotException($"memory: the snapshot's VM has {config.MemoryBytes >> 20} MiB, its memory file {memory.Size >> 20} MiB");
+            }
+            devices = DeviceManager.Open(config, files, serialOut);
         }
         catch
         {
             memory.Dispose();
             throw;
         }
-        var machine = Build(state.Config, files, devices, serialOut, () => memory, (machine, kvm) =>
+        var machine = Build(config, files, devices, serialOut, () => memory, (machine, kvm) =>
         {
-            foreach (var v in state.Vcpus)
+            for (int id = 0; id < config.Vcpus; id++)
             {
-                var vcpu = machine.Vm.CreateVcpu(v.Id);
-                machine.AddVcpu(vcpu);
+                machine.AddVcpu(machine.Vm.CreateVcpu(id));
+            }
+        });
+        return new PreparedRestore(machine, files);
+    }
+
+    /// <summary>A machine built for a saved state that has not been applied yet; disposing it before <see cref="Apply"/> throws it away.</summary>
+    public sealed class PreparedRestore(Machine machine, VmFiles files) : IDisposable
+    {
+        private bool _applied;
+
+        /// <summary>
+        /// Checks <paramref name="state"/> (untrusted) against this machine and applies it: the
+        /// vCPUs, the devices, then the VM's clock and irqchips. Throws
+        /// <see cref="Snapshot.SnapshotException"/> naming what does not fit; the machine is disposed then.
+        /// </summary>
+        public Machine Apply(Snapshot.MachineState state, bool resume)
+        {
+            ObjectDisposedException.ThrowIf(_applied, this);
+            _applied = true;
+            try
+            {
+                CheckRestorable(state, files, machine.Memory);
+                if (!machine.Config.Equals(state.Config) && !SameConfig(machine.Config, state.Config))
+                {
+                    throw new Snapshot.SnapshotException("config: the state is not of the machine that was prepared for it");
+                }
+                for (int i = 0; i < state.Vcpus.Length; i++)
+                {
+                    try
+                    {
+                        machine.Vcpus[i].RestoreState(state.Vcpus[i]);
+                    }
+                    catch (Exception e) when (e is SysError or InvalidOperationException or ArgumentException)
+                    {
+                        throw new Snapshot.SnapshotException($"vcpu {i}: KVM refused the saved state: {e.Message}");
+                    }
+                }
+                machine.Devices.Restore(state.Devices);
                 try
                 {
-                    vcpu.RestoreState(v);
+                    machine.Vm.RestoreState(state.Vm); // after the vCPUs: the clock and the irqchips' routes to them
                 }
                 catch (Exception e) when (e is SysError or InvalidOperationException or ArgumentException)
                 {
-                    throw new Snapshot.SnapshotException($"vcpu {v.Id}: KVM refused the saved state: {e.Message}");
+                    throw new Snapshot.SnapshotException($"vm: KVM refused the saved state: {e.Message}");
                 }
             }
-            machine.Devices.Restore(state.Devices);
-            try
+            catch
             {
-                machine.Vm.RestoreState(state.Vm); // after the vCPUs: the clock and the irqchips' routes to them
+                machine.Dispose();
+                throw;
             }
-            catch (Exception e) when (e is SysError or InvalidOperationException or ArgumentException)
+            machine.Restored = true;
+            machine.StartPaused = !resume;
+            return machine;
+        }
+
+        private static bool SameConfig(VmConfig a, VmConfig b) =>
+            System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(a, Snapshot.SnapshotJson.Default.VmConfig).AsSpan()
+                .SequenceEqual(System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(b, Snapshot.SnapshotJson.Default.VmConfig));
+
+        public void Dispose()
+        {
+            if (!_applied)
             {
-                throw new Snapshot.SnapshotException($"vm: KVM refused the saved state: {e.Message}");
+                _applied = true;
+                machine.Dispose();
             }
-        });
-        machine.Restored = true;
-        machine.StartPaused = !resume;
-        return machine;
+        }
     }
 
     private static void CheckRestorable(Snapshot.MachineState state, VmFiles files, GuestMemory memory)

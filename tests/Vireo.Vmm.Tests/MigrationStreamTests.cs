@@ -345,8 +345,7 @@ public class MigrationStreamTests(MigrationStreamFixture fixture, ITestOutputHel
         ["CONF a read-only disk that is a FIFO"] = t =>
         {
             string fifo = t.NewPath("fifo");
-            var mkfifo = TestEnvironment.Run("mkfifo", fifo);
-            Assert.True(mkfifo.ExitCode == 0, mkfifo.Error);
+            Assert.Equal(0, MakeFifo(fifo, 0x180)); // not a mkfifo process: its pipes would outlive the case until a GC
             return Refused(Start().Frame("CONF", t.Conf(c => c["Disks"] = JsonNode.Parse($"[{{\"Path\":\"{fifo}\",\"ReadOnly\":true}}]"))), 0, "byte 12", "disk", "FIFO");
         },
         // The kernel is in the RAM the stream brings: a destination without the file takes the config
@@ -531,6 +530,9 @@ public class MigrationStreamTests(MigrationStreamFixture fixture, ITestOutputHel
         return (kvm, memfds, maps);
     }
 
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "mkfifo", SetLastError = true)]
+    private static extern int MakeFifo(string path, uint mode);
+
     private static List<string> Descriptors()
     {
         var list = new List<string>();
@@ -538,7 +540,8 @@ public class MigrationStreamTests(MigrationStreamFixture fixture, ITestOutputHel
         {
             try
             {
-                if (new FileInfo(fd).LinkTarget is { } target)
+                // The runtime's assemblies and symbols are mapped once a process, when first needed: not the receiver's.
+                if (new FileInfo(fd).LinkTarget is { } target && !target.EndsWith(".dll", StringComparison.Ordinal) && !target.EndsWith(".pdb", StringComparison.Ordinal))
                 {
                     list.Add(target);
                 }
@@ -738,17 +741,40 @@ public class MigrationStreamTests(MigrationStreamFixture fixture, ITestOutputHel
         // A pass over the table must not leave one descriptor more than it found. A leaked handle
         // closes only when the GC finalizes it: what earlier tests left is finalized first, and none is
         // forced during the pass.
+        // Two passes, counted after each: what this process opens once (the runtime's signal
+        // pipe on a first machine's run, a debug symbols file for a first stack trace, a helper
+        // process's pipes until the GC finalizes it) is there after the first; a leak grows with
+        // every pass. None is forced closed during a pass.
+        int Pass()
+        {
+            foreach (var name in CaseTable.Keys)
+            {
+                var c = CaseTable[name](this);
+                var (received, _, _) = Feed(c.Wire, TempDirectory.Create("vireo-migcase"), _ => { });
+                Assert.False(received.IsCompletedSuccessfully, name);
+            }
+            ReceiveAndRun(WithPages(Configured()).Frame("STAT", fixture.StateBytes).Frame("CMIT", []));
+            return Descriptors().Count;
+        }
         GC.Collect();
         GC.WaitForPendingFinalizers();
-        int first = Descriptors().Count;
-        foreach (var name in CaseTable.Keys)
+        int first = Pass();
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        var before = Descriptors();
+        first = Math.Min(first, before.Count);
+        int second = Pass();
+        // What other threads close on their own (a scratch VM torn down off the save path) is given a moment.
+        for (int i = 0; i < 20 && second > first; i++)
         {
-            var c = CaseTable[name](this);
-            var (received, _, _) = Feed(c.Wire, TempDirectory.Create("vireo-migcase"), _ => { });
-            Assert.False(received.IsCompletedSuccessfully, name);
+            Thread.Sleep(100);
+            second = Descriptors().Count;
         }
-        ReceiveAndRun(WithPages(Configured()).Frame("STAT", fixture.StateBytes).Frame("CMIT", []));
-        int second = Descriptors().Count;
-        Assert.True(second <= first, $"{first} descriptors before a pass over the table, {second} after it:\n{string.Join("\n", Descriptors())}");
+        var after = Descriptors();
+        foreach (var d in before)
+        {
+            after.Remove(d);
+        }
+        Assert.True(second <= first, $"{first} descriptors after a pass over the table, {second} after another; new: {string.Join(", ", after)}");
     }
 }

@@ -80,26 +80,35 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         byte[] configBytes = reader.Payload(length, "the config");
         VmConfig config;
         VmFiles? files = null;
-        GuestMemory? memory = null;
+        GuestMemory? memory = null; // owned here until a prepared machine owns it
+        GuestMemory? ram = null;    // the guest's RAM, whoever owns it
+        MachineBuilder.PreparedRestore? prepared = null;
+        int nextTap = 0; // the next interface whose TAP a local migration hands over
+        bool copied = false, handed = false;
         try
         {
             config = configBytes.Length == 0 ? throw new SnapshotException("CONF: empty") : SnapshotFile.Json(configBytes, SnapshotJson.Default.VmConfig, "CONF");
             // The disks both hosts reach, the TAPs, /dev/kvm; it validates the config. A local
             // migration's TAPs come from the source, which holds them until it ends.
             files = VmFiles.OpenForRestore(config, tapsHandedOver: local);
+            if (!local)
+            {
+                // The VM is built now, while its RAM arrives: the guest's pause is left with applying the state.
+                ram = config.ResolvedMemoryBacking == MemoryBacking.Memfd ? GuestMemory.Create(config.MemoryBytes) : GuestMemory.CreateAnonymous(config.MemoryBytes);
+                prepared = MachineBuilder.Prepare(config, files, ram, serialOut);
+            }
         }
-        catch (Exception e) when (e is SnapshotException or VmConfigException)
+        catch (Exception e) when (e is SnapshotException or VmConfigException or ArgumentException or SysError or Kvm.KvmUnavailableException)
         {
+            files?.Dispose();
             // Named by the frame's first byte, not the reader's place past its payload.
             string reason = e.Message.StartsWith("CONF:", StringComparison.Ordinal) ? e.Message : $"CONF: {e.Message}";
             throw new MigrationException($"byte {configAt}: {reason}");
         }
         try
         {
-            int nextTap = 0;
             writer.Frame(MigrationWire.Okay, []);
             _status = _status with { PagesTotal = (long)(config.MemoryBytes / 4096) };
-            bool copied = false, handed = false;
             while (true)
             {
                 long at = reader.Offset;
@@ -111,9 +120,8 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                         {
                             throw new MigrationException($"byte {at}: pages in a local migration, whose memory is handed over");
                         }
-                        memory ??= config.ResolvedMemoryBacking == MemoryBacking.Memfd ? GuestMemory.Create(config.MemoryBytes) : GuestMemory.CreateAnonymous(config.MemoryBytes);
                         copied = true;
-                        ReadPages(reader, memory, length, at);
+                        ReadPages(reader, ram!, length, at);
                         break;
                     case MigrationWire.TapFd:
                         while (nextTap < config.Nets.Count && config.Nets[nextTap].Tap is null)
@@ -126,6 +134,7 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                         }
                         files.AdoptTap(nextTap, ReceiveTap(socket, reader, nextTap, at));
                         nextTap++;
+                        PrepareWhenHandedOver();
                         writer.Frame(MigrationWire.Okay, []);
                         break;
                     case MigrationWire.MemoryFd:
@@ -137,12 +146,13 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                         {
                             throw new MigrationException($"byte {at}: a MEMF frame of {length} bytes; it carries one byte with the descriptor");
                         }
-                        if (memory is not null)
+                        if (handed || copied)
                         {
                             throw new MigrationException($"byte {at}: {(copied ? "the memory was handed over after pages were sent" : "a second MEMF frame: the memory was handed over already")}");
                         }
-                        memory = ReceiveMemory(socket, reader, config, at);
+                        ram = memory = ReceiveMemory(socket, reader, config, at);
                         handed = true;
+                        PrepareWhenHandedOver();
                         writer.Frame(MigrationWire.Okay, []);
                         break;
                     case MigrationWire.State:
@@ -150,8 +160,9 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                         {
                             throw new MigrationException($"byte {at}: the state came before the local migration handed over {(handed ? "every TAP" : "the memory")}");
                         }
-                        memory ??= config.ResolvedMemoryBacking == MemoryBacking.Memfd ? GuestMemory.Create(config.MemoryBytes) : GuestMemory.CreateAnonymous(config.MemoryBytes);
-                        return Restore(reader, writer, config, configBytes, files, memory, length, at);
+                        var toApply = prepared!;
+                        prepared = null; // Restore owns it now, and disposes it if it refuses
+                        return Restore(reader, writer, configBytes, files, toApply, ram!, length, at);
                     default:
                         throw new MigrationException($"byte {at}: a {tag} frame where pages or the machine's state belong");
                 }
@@ -159,9 +170,26 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         }
         catch
         {
-            memory?.Dispose();
+            prepared?.Dispose(); // the machine, and the RAM it owns
+            memory?.Dispose();   // RAM no machine owns yet
             files?.Dispose();
             throw;
+        }
+
+        // A local migration's machine is built once its RAM and every TAP are in hand.
+        void PrepareWhenHandedOver()
+        {
+            if (handed && prepared is null && !config.Nets.Skip(nextTap).Any(n => n.Tap is not null))
+            {
+                try
+                {
+                    prepared = MachineBuilder.Prepare(config, files!, memory!, serialOut);
+                }
+                finally
+                {
+                    memory = null; // Prepare owns it, and disposed it if it failed
+                }
+            }
         }
     }
 
@@ -236,20 +264,49 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         }
     }
 
-    private (Machine, VmFiles) Restore(WireReader reader, WireWriter writer, VmConfig config, byte[] configBytes, VmFiles files, GuestMemory memory, int length, long at)
+    private (Machine, VmFiles) Restore(WireReader reader, WireWriter writer, byte[] configBytes, VmFiles files, MachineBuilder.PreparedRestore prepared, GuestMemory memory, int length, long at)
     {
-        var payload = reader.Payload(length, "the machine's state");
         MachineState state;
         SnapshotFile.Layout layout;
         try
         {
-            (state, layout) = SnapshotFile.Decode(payload);
+            (state, layout) = SnapshotFile.Decode(reader.Payload(length, "the machine's state"));
         }
         catch (SnapshotException e)
         {
+            prepared.Dispose();
             // Named by the frame's first byte; the snapshot's own offsets count from the payload's.
             throw new MigrationException($"byte {at}: the machine's state (STAT): {e.Message}");
         }
+        catch
+        {
+            prepared.Dispose();
+            throw;
+        }
+        try
+        {
+            CheckState(state, layout, configBytes, memory, at);
+        }
+        catch
+        {
+            prepared.Dispose();
+            throw;
+        }
+        // The restore owns the memory from here: it disposes it if it refuses.
+        Machine machine;
+        try
+        {
+            machine = prepared.Apply(state, resume: true);
+        }
+        catch (SnapshotException e)
+        {
+            throw new MigrationException($"byte {at}: the machine's state (STAT): {e.Message}");
+        }
+        return Commit(reader, writer, machine, files);
+    }
+
+    private static void CheckState(MachineState state, SnapshotFile.Layout layout, byte[] configBytes, GuestMemory memory, long at)
+    {
         if (layout.Kind != SnapshotKind.Full)
         {
             throw new MigrationException($"byte {at}: the state is a {layout.Kind.ToString().ToLowerInvariant()} snapshot's; a migration carries a full one");
@@ -262,16 +319,10 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         {
             throw new MigrationException($"byte {at}: the state's config is not the config the stream began with");
         }
-        // The restore owns the memory from here: it disposes it if it refuses.
-        Machine machine;
-        try
-        {
-            machine = MachineBuilder.Restore(state, files, memory, serialOut, resume: true);
-        }
-        catch (SnapshotException e)
-        {
-            throw new MigrationException($"byte {at}: the machine's state (STAT): {e.Message}");
-        }
+    }
+
+    private (Machine, VmFiles) Commit(WireReader reader, WireWriter writer, Machine machine, VmFiles files)
+    {
         try
         {
             writer.Frame(MigrationWire.Okay, []);

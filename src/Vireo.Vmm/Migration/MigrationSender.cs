@@ -46,6 +46,8 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
 
     public MigrationStatus Status => _status with { ElapsedMs = _clock.Elapsed.TotalMilliseconds };
 
+    private readonly Stopwatch _sending = new(); // time spent in the socket's writes: the rate is theirs, not the scan's
+
     /// <summary>Runs the migration to its end; throws <see cref="MigrationException"/> (the machine running here again) when it did not happen.</summary>
     public void Run()
     {
@@ -56,6 +58,7 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
                 ? "local: a local migration goes to a unix: destination on this host"
                 : "local: the VM's RAM is not on a memfd (memory backing Memfd), so it cannot be handed over; migrate without local"));
         }
+        machine.PrepareToSave();
         long pagesTotal = (long)(machine.Memory.Size / Page);
         _status = _status with { PagesTotal = pagesTotal, PagesLeft = pagesTotal };
         DirtyTracker? tracker = null;
@@ -67,70 +70,77 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
             using var stream = new NetworkStream(socket, ownsSocket: false);
             var writer = new WireWriter(stream);
             var reader = new WireReader(stream);
-            writer.Start();
-            if (options.Local)
+            try
             {
-                writer.Frame(MigrationWire.Local, []);
-            }
-            writer.Frame(MigrationWire.Config, JsonSerializer.SerializeToUtf8Bytes(machine.Config, SnapshotJson.Default.VmConfig));
-            Expect(reader, "the config");
-            if (options.Local)
-            {
-                writer.FrameHeader(MigrationWire.MemoryFd, 1);
-                FdPassing.SendFd((int)socket.Handle, machine.Memory.Backing!.Fd, 0);
-                Expect(reader, "the guest's memory");
-                for (int i = 0; i < machine.Config.Nets.Count; i++)
+                writer.Start();
+                if (options.Local)
                 {
-                    if (machine.Config.Nets[i].Tap is not null)
+                    writer.Frame(MigrationWire.Local, []);
+                }
+                writer.Frame(MigrationWire.Config, JsonSerializer.SerializeToUtf8Bytes(machine.Config, SnapshotJson.Default.VmConfig));
+                Expect(reader, "the config");
+                if (options.Local)
+                {
+                    writer.FrameHeader(MigrationWire.MemoryFd, 1);
+                    FdPassing.SendFd((int)socket.Handle, machine.Memory.Backing!.Fd, 0);
+                    Expect(reader, "the guest's memory");
+                    for (int i = 0; i < machine.Config.Nets.Count; i++)
                     {
-                        int fd = tapFd?.Invoke(i) ?? -1;
-                        if (fd < 0)
+                        if (machine.Config.Nets[i].Tap is not null)
                         {
-                            throw new MigrationException($"local: the TAP of net {i} is not open here to hand over");
+                            int fd = tapFd?.Invoke(i) ?? -1;
+                            if (fd < 0)
+                            {
+                                throw new MigrationException($"local: the TAP of net {i} is not open here to hand over");
+                            }
+                            writer.FrameHeader(MigrationWire.TapFd, 1);
+                            FdPassing.SendFd((int)socket.Handle, fd, (byte)i);
+                            Expect(reader, $"the TAP of net {i}");
                         }
-                        writer.FrameHeader(MigrationWire.TapFd, 1);
-                        FdPassing.SendFd((int)socket.Handle, fd, (byte)i);
-                        Expect(reader, $"the TAP of net {i}");
                     }
                 }
-            }
-            else
-            {
-                tracker = machine.TrackWrites(out ownTracker);
-                tracker.Collect(); // what was written before now is in the first pass
-                tracker.Commit();
-                _status = _status with { State = MigrationStatus.Copying, Round = 1 };
-                var round = Stopwatch.StartNew();
-                SendAll(writer);
-                double rate = Rate(writer.BytesWritten, round.Elapsed);
-                var deadline = options.Timeout;
-                while (true)
+                else
                 {
-                    var dirty = tracker.Collect();
-                    long left = (long)tracker.PendingPages;
-                    double expected = left * (double)Page / rate * 1000;
-                    _status = _status with { PagesLeft = left, ExpectedDowntimeMs = expected, RateMibS = rate / (1 << 20) };
-                    if (expected <= options.Downtime.TotalMilliseconds)
+                    tracker = machine.TrackWrites(out ownTracker);
+                    tracker.Collect(); // what was written before now is in the first pass
+                    tracker.Commit();
+                    _status = _status with { State = MigrationStatus.Copying, Round = 1 };
+                    SendAll(writer);
+                    double rate = Rate(writer.BytesWritten, _sending.Elapsed);
+                    var deadline = options.Timeout;
+                    while (true)
                     {
-                        break;
-                    }
-                    if (_clock.Elapsed > deadline)
-                    {
-                        if (options.ForceOnTimeout)
+                        var dirty = tracker.Collect();
+                        long left = (long)tracker.PendingPages;
+                        double expected = left * (double)Page / rate * 1000;
+                        _status = _status with { PagesLeft = left, ExpectedDowntimeMs = expected, RateMibS = rate / (1 << 20) };
+                        if (expected <= options.Downtime.TotalMilliseconds)
                         {
                             break;
                         }
-                        throw new MigrationException($"timeout_s: it did not converge in {options.Timeout.TotalSeconds:0} s ({left} pages still dirty, {expected:0} ms of downtime expected against downtime_ms {options.Downtime.TotalMilliseconds:0}); the VM goes on here (timeout_strategy cancel)");
+                        if (_clock.Elapsed > deadline)
+                        {
+                            if (options.ForceOnTimeout)
+                            {
+                                break;
+                            }
+                            throw new MigrationException($"timeout_s: it did not converge in {options.Timeout.TotalSeconds:0} s ({left} pages still dirty, {expected:0} ms of downtime expected against downtime_ms {options.Downtime.TotalMilliseconds:0}); the VM goes on here (timeout_strategy cancel)");
+                        }
+                        _status = _status with { Round = _status.Round + 1 };
+                        long before = writer.BytesWritten;
+                        var sendingBefore = _sending.Elapsed;
+                        SendDirty(writer, dirty);
+                        tracker.Commit();
+                        rate = Math.Max(Rate(writer.BytesWritten - before, _sending.Elapsed - sendingBefore), rate / 4);
                     }
-                    _status = _status with { Round = _status.Round + 1 };
-                    long before = writer.BytesWritten;
-                    round.Restart();
-                    SendDirty(writer, dirty);
-                    tracker.Commit();
-                    rate = Math.Max(Rate(writer.BytesWritten - before, round.Elapsed), rate / 4);
                 }
+                StopAndCopy(writer, reader, tracker);
             }
-            StopAndCopy(writer, reader, tracker);
+            catch (IOException) when (PeerReason(socket, reader) is { } refused)
+            {
+                throw refused; // the destination said why before it hung up on us
+            }
+            _clock.Stop();
             _status = _status with { State = MigrationStatus.Completed, PagesLeft = 0 };
         }
         catch (Exception e) when (e is MigrationException or IOException or SocketException or SysError or SnapshotException or ObjectDisposedException)
@@ -152,6 +162,7 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
 
     private MigrationException Failed(MigrationException e)
     {
+        _clock.Stop();
         _status = _status with { State = MigrationStatus.Failed, Error = e.Message };
         return e;
     }
@@ -184,6 +195,35 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
             machine.Resume(); // nothing was committed: the VM is still this one's
             throw;
         }
+    }
+
+    /// <summary>
+    /// After a write failed: the FAIL the destination sent before it closed, if it sent one (a
+    /// destination refuses as soon as it reads what is wrong, while the source may still be writing).
+    /// </summary>
+    private static MigrationException? PeerReason(Socket socket, WireReader reader)
+    {
+        try
+        {
+            socket.ReceiveTimeout = 1000;
+            for (int i = 0; i < 8; i++)
+            {
+                var (tag, length) = reader.Next();
+                if (tag == MigrationWire.Fail)
+                {
+                    return new MigrationException($"the destination refused the migration: {Encoding.UTF8.GetString(reader.Payload(length, "its reason"))}");
+                }
+                if (tag != MigrationWire.Okay)
+                {
+                    return null;
+                }
+            }
+        }
+        catch (Exception e) when (e is MigrationException or IOException or SocketException or ObjectDisposedException)
+        {
+            // nothing more to read: the write's own error stands
+        }
+        return null;
     }
 
     /// <summary>Waits for OKAY; a FAIL carries the destination's reason.</summary>
@@ -266,12 +306,14 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
         _status = _status with { BytesSent = writer.BytesWritten };
     }
 
-    private static void SendRun(WireWriter writer, GuestAddress start, ReadOnlySpan<byte> pages)
+    private void SendRun(WireWriter writer, GuestAddress start, ReadOnlySpan<byte> pages)
     {
         Span<byte> address = stackalloc byte[8];
         System.Buffers.Binary.BinaryPrimitives.WriteUInt64LittleEndian(address, start.Value);
+        _sending.Start();
         writer.FrameHeader(MigrationWire.Pages, 8 + pages.Length);
         writer.Write(address);
         writer.Write(pages);
+        _sending.Stop();
     }
 }
