@@ -222,19 +222,36 @@ internal static class DaemonApi
             {
                 return store.Get(name) is null ? NoSuchVm(name) : Fail(409, $"'{name}' is not running");
             }
-            Stream console;
-            try
-            {
-                console = await vmm.OpenConsole(context.RequestAborted);
-            }
-            catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException)
-            {
-                return Fail(409, $"'{name}': its console could not be opened: {e.Message}");
-            }
-            await using (console)
+            // vireo-vmm sends its answer's headers with the console's first bytes: a VMM with no output
+            // yet (a fresh restore: its history is empty) would hold the client's answer, and a client
+            // that types only once attached, until the guest wrote something. So the client's answer
+            // starts anyway after a moment.
+            var opening = vmm.OpenConsole(context.RequestAborted);
+            bool started = false;
+            if (await Task.WhenAny(opening, Task.Delay(ConsoleHeadersWait)) != opening)
             {
                 context.Response.ContentType = "application/octet-stream";
                 await context.Response.StartAsync(context.RequestAborted);
+                await context.Response.Body.FlushAsync(context.RequestAborted);
+                started = true;
+            }
+            Stream console;
+            try
+            {
+                console = await opening;
+            }
+            catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException)
+            {
+                return started ? Results.Empty : Fail(409, $"'{name}': its console could not be opened: {e.Message}");
+            }
+            await using (console)
+            {
+                if (!started)
+                {
+                    context.Response.ContentType = "application/octet-stream";
+                    await context.Response.StartAsync(context.RequestAborted);
+                    await context.Response.Body.FlushAsync(context.RequestAborted);
+                }
                 try
                 {
                     // Each chunk is flushed, so console bytes reach the client as the guest writes them.
@@ -350,6 +367,9 @@ internal static class DaemonApi
 
     /// <summary>What one console input request may carry: a paste, not a file transfer (the guest reads it a UART byte at a time).</summary>
     internal const int ConsoleInputLimit = 64 << 10;
+
+    /// <summary>How long the console's answer waits for the VMM's before it starts without it.</summary>
+    private static readonly TimeSpan ConsoleHeadersWait = TimeSpan.FromMilliseconds(300);
 
     /// <summary>A shutdown or rename body is a few bytes.</summary>
     private const int SmallBodyLimit = 64 << 10;

@@ -89,7 +89,23 @@ public class SaveTests
         var restored = await d.Ok(Post, "restore", Rig.Body(file));
         Assert.Equal(("keeper", DomainState.Running, null), (restored.Name, restored.State, restored.SavedTo));
         Assert.NotEqual(pid, restored.Pid);
-        await rig.Count("keeper", 3); // RAM came back: the counter goes on from 2
+        // The restored VMM has written nothing yet: its console still answers at once, so a client
+        // that types only once attached (vireo console) is not left waiting for output that never comes.
+        using (var cts = new CancellationTokenSource(TimeSpan.FromSeconds(10)))
+        using (var console = await d.Http.GetAsync("vms/keeper/console", HttpCompletionOption.ResponseHeadersRead, cts.Token))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.OK, console.StatusCode);
+            await using var stream = await console.Content.ReadAsStreamAsync(cts.Token);
+            await rig.Count("keeper", 3); // RAM came back: the counter goes on from 2
+            var seen = new StringBuilder();
+            var buffer = new byte[4096];
+            while (!seen.ToString().Contains("count=3"))
+            {
+                int n = await stream.ReadAsync(buffer, cts.Token);
+                Assert.True(n > 0, $"the console ended after: {seen}");
+                seen.Append(Encoding.ASCII.GetString(buffer, 0, n));
+            }
+        }
         Assert.True(File.Exists(file) && File.Exists(file + ".mem")); // a restore keeps the save
 
         var (status, body) = await d.Send(Post, "restore", Rig.Body(file));
