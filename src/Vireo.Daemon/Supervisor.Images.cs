@@ -76,13 +76,18 @@ internal sealed partial class Supervisor
         {
             return (null, new Refusal(400, $"file: '{file}' is not an absolute path"));
         }
+        if (Directory.Exists(file))
+        {
+            return (null, new Refusal(400, $"file: {file} is a directory, not a save"));
+        }
         if (!File.Exists(file))
         {
             return (null, new Refusal(400, $"file: {file}: no such file"));
         }
-        if (Sha256(file) is not { } sha)
+        var (sha, unreadable) = HashStateFile(file);
+        if (sha is null)
         {
-            return (null, new Refusal(400, $"file: {file} cannot be read"));
+            return (null, new Refusal(400, $"file: {file} {unreadable}"));
         }
         if (_store.FindSave(sha) is not { } save)
         {
@@ -317,16 +322,35 @@ internal sealed partial class Supervisor
         return null;
     }
 
-    private static string? Sha256(string path)
+    /// <summary>A save's state file is the VM's config, registers and device state: far below this.</summary>
+    private const long StateFileLimit = 64L << 20;
+
+    /// <summary>
+    /// The SHA-256 of a regular file no larger than <see cref="StateFileLimit"/>, checked on the opened
+    /// file (opened non-blocking: a FIFO would wait for a writer, /dev/zero never end); else why not.
+    /// </summary>
+    private static (string? Sha256, string? Why) HashStateFile(string path)
     {
         try
         {
-            using var stream = File.OpenRead(path);
-            return Convert.ToHexStringLower(SHA256.HashData(stream));
+            using var fd = FileDescriptor.Open(path, Libc.O_RDONLY | Libc.O_NONBLOCK | Libc.O_NOCTTY);
+            var stat = Libc.StatOf(fd.Fd);
+            if (stat.Kind != FileKind.Regular)
+            {
+                return (null, $"is {stat.Described}, not a save");
+            }
+            if (stat.Size > StateFileLimit)
+            {
+                return (null, $"is {stat.Size} bytes: no save's state file is larger than {StateFileLimit >> 20} MiB");
+            }
+            using var stream = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(fd.DangerousGetHandle(), ownsHandle: false), FileAccess.Read);
+            return (Convert.ToHexStringLower(SHA256.HashData(stream)), null);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or SysError)
         {
-            return null;
+            return (null, $"cannot be read: {e.Message}");
         }
     }
+
+    private static string? Sha256(string path) => HashStateFile(path).Sha256;
 }

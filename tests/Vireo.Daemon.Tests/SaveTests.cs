@@ -169,8 +169,9 @@ public class SaveTests
         var d = rig.D;
         await rig.Start("steady");
         await rig.Count("steady", 1);
-        string existing = Path.Combine(rig.Saves, "taken");
+        string existing = Path.Combine(rig.Saves, "taken"), fifo = Path.Combine(rig.Saves, "fifo");
         File.WriteAllText(existing, "mine");
+        Assert.Equal(0, TestEnvironment.Run("mkfifo", fifo).ExitCode);
         foreach (var (request, want) in new[]
         {
             (("vms/steady/snapshots", """{"name": "a/b"}"""), (400, "name: 'a/b' is not a snapshot name")),
@@ -187,6 +188,9 @@ public class SaveTests
             (("vms/steady/save", """{"path": "/tmp/x"}"""), (400, "file")),
             (("restore", Rig.Body(existing)), (400, $"file: {existing} is not a save this vireod made")),
             (("restore", Rig.Body(Path.Combine(rig.Saves, "none"))), (400, "no such file")),
+            (("restore", Rig.Body("/dev/zero")), (400, "file: /dev/zero is a character device, not a save")), // never read to its end
+            (("restore", Rig.Body(fifo)), (400, $"file: {fifo} is a FIFO, not a save")),                      // never waited on
+            (("restore", Rig.Body("/proc")), (400, "file: /proc is a directory, not a save")),
         })
         {
             var (status, body) = await d.Send(Post, request.Item1, request.Item2);
