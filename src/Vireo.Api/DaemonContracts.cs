@@ -48,7 +48,8 @@ public sealed record VmSummary(
     int? Pid,
     double? UptimeSeconds,
     string? LastExit,
-    VmDefinition Definition);
+    VmDefinition Definition,
+    string? SavedTo = null);
 
 /// <summary>
 /// One row of GET /vms and of `vireo list --json`: a stable, documented shape (docs/cli.md).
@@ -61,13 +62,38 @@ public sealed record VmListEntry(
     int Vcpus,
     long MemoryMib,
     double? UptimeSeconds,
-    int? Pid);
+    int? Pid,
+    string? SavedTo = null);
 
 /// <summary>POST /vms/{name}/shutdown: how long the guest gets to power off before it is destroyed.</summary>
 public sealed record ShutdownRequest(int TimeoutSeconds = 60);
 
 /// <summary>POST /vms/{name}/rename.</summary>
 public sealed record RenameRequest([property: JsonRequired] string NewName);
+
+/// <summary>
+/// POST /vms/{name}/save and POST /restore: a save file, an absolute path on the daemon's host. A save
+/// is two files: FILE, the VM's state (small), and FILE.mem beside it, its RAM (sparse: the guest's
+/// untouched pages take no space).
+/// </summary>
+public sealed record SaveRequest([property: JsonRequired] string File)
+{
+    /// <summary>Where a save's RAM goes: beside its state file.</summary>
+    public static string MemoryFileOf(string file) => file + ".mem";
+}
+
+/// <summary>POST /vms/{name}/snapshots: the snapshot's name (letters, digits, '.', '_', '-'); a UTC timestamp when left out.</summary>
+public sealed record SnapshotRequest(string? Name = null);
+
+/// <summary>One snapshot of GET /vms/{name}/snapshots and of `vireo snapshot list --json`: every field always present.</summary>
+public sealed record SnapshotInfo(string Name, DateTime CreatedAt, long SizeBytes, long MemoryMib);
+
+/// <summary>
+/// GET /vms/{name}/progress: the save or snapshot being written, if any (operation null when none).
+/// bytes_written is what the RAM file holds so far; bytes_total is the guest's RAM, an upper bound
+/// (pages the guest never wrote are not written), so a save can end below it.
+/// </summary>
+public sealed record OperationProgress(string? Operation, long BytesWritten, long BytesTotal);
 
 /// <summary>One lifecycle change, as GET /events streams it (server-sent events) and `vireo events` prints it.</summary>
 public sealed record LifecycleEvent(long Seq, DateTime Time, string Vm, string Event, string State, string? Detail = null);
@@ -76,6 +102,9 @@ public sealed record LifecycleEvent(long Seq, DateTime Time, string Vm, string E
 public static class DomainState
 {
     public const string ShutOff = "shut off", Running = "running", Paused = "paused", Crashed = "crashed";
+
+    /// <summary>Saved to a file (vireo save) and stopped: `vireo restore FILE` runs it again from there.</summary>
+    public const string Saved = "saved";
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
@@ -86,6 +115,11 @@ public static class DomainState
 [JsonSerializable(typeof(ShutdownRequest))]
 [JsonSerializable(typeof(RenameRequest))]
 [JsonSerializable(typeof(LifecycleEvent))]
+[JsonSerializable(typeof(SaveRequest))]
+[JsonSerializable(typeof(SnapshotRequest))]
+[JsonSerializable(typeof(SnapshotInfo))]
+[JsonSerializable(typeof(SnapshotInfo[]))]
+[JsonSerializable(typeof(OperationProgress))]
 [JsonSerializable(typeof(ApiError))]
 // The route and query parameters' types: the OpenAPI generator describes them from this context under Native AOT.
 [JsonSerializable(typeof(string))]

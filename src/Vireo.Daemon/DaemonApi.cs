@@ -157,25 +157,101 @@ internal static class DaemonApi
         .WithSummary("Rename a VM that is not running").Body<RenameRequest>("application/json")
         .Produces<VmSummary>().Produces<ApiError>(400).Produces<ApiError>(404).Produces<ApiError>(409);
 
+        app.MapPost("/vms/{name}/save", async (string name, HttpRequest request) =>
+        {
+            var (body, error) = await ReadOptional(request, DaemonJson.Default.SaveRequest, "save", null);
+            if (error is not null)
+            {
+                return error;
+            }
+            return supervisor.Save(name, body!.File) is { } refused ? Fail(refused.Status, refused.Why) : Answer(name, store, supervisor);
+        })
+        .WithSummary("Pause the VM, write its state to file and its RAM to file.mem beside it, and end its VMM (xl save); the VM is then 'saved'")
+        .Body<SaveRequest>("application/json")
+        .Produces<VmSummary>().Produces<ApiError>(400).Produces<ApiError>(404).Produces<ApiError>(409);
+
+        app.MapPost("/restore", async (HttpRequest request) =>
+        {
+            var (body, error) = await ReadOptional(request, DaemonJson.Default.SaveRequest, "restore", null);
+            if (error is not null)
+            {
+                return error;
+            }
+            var (name, refused) = supervisor.Restore(body!.File);
+            return refused is { } r ? Fail(r.Status, r.Why) : Answer(name!, store, supervisor);
+        })
+        .WithSummary("Run a saved VM again from its save file, in a fresh VMM, under its name (xl restore)")
+        .Body<SaveRequest>("application/json")
+        .Produces<VmSummary>().Produces<ApiError>(400).Produces<ApiError>(409);
+
+        app.MapGet("/vms/{name}/progress", (string name) => store.Get(name) is null ? NoSuchVm(name)
+                : Results.Json(supervisor.ProgressOf(name), DaemonJson.Default.OperationProgress))
+            .WithSummary("The save or snapshot being written (operation null when none): bytes of RAM written so far, of at most bytes_total")
+            .Produces<OperationProgress>().Produces<ApiError>(404);
+
+        app.MapGet("/vms/{name}/snapshots", (string name) => supervisor.ListSnapshots(name) is { } list
+                ? Results.Json(list, DaemonJson.Default.SnapshotInfoArray) : NoSuchVm(name))
+            .WithSummary("The VM's snapshots, oldest first").Produces<SnapshotInfo[]>().Produces<ApiError>(404);
+
+        app.MapPost("/vms/{name}/snapshots", async (string name, HttpRequest request) =>
+        {
+            var (body, error) = await ReadOptional(request, DaemonJson.Default.SnapshotRequest, "snapshot", new SnapshotRequest());
+            if (error is not null)
+            {
+                return error;
+            }
+            var (info, refused) = supervisor.CreateSnapshot(name, body!.Name);
+            return refused is { } r ? Fail(r.Status, r.Why) : Results.Json(info!, DaemonJson.Default.SnapshotInfo, statusCode: 201);
+        })
+        .WithSummary("Snapshot a running VM (paused while its RAM is written, then resumed); name defaults to a UTC timestamp")
+        .Body<SnapshotRequest>("application/json")
+        .Produces<SnapshotInfo>(201).Produces<ApiError>(400).Produces<ApiError>(404).Produces<ApiError>(409);
+
+        app.MapPost("/vms/{name}/snapshots/{snapshot}/revert", (string name, string snapshot) =>
+                supervisor.RevertSnapshot(name, snapshot) is { } r ? Fail(r.Status, r.Why) : Answer(name, store, supervisor))
+            .WithSummary("End the VM's VMM, if it runs, and run the snapshot in a fresh one (disks are not reverted)")
+            .Produces<VmSummary>().Produces<ApiError>(400).Produces<ApiError>(404).Produces<ApiError>(409);
+
+        app.MapDelete("/vms/{name}/snapshots/{snapshot}", (string name, string snapshot) =>
+                supervisor.DeleteSnapshot(name, snapshot) is { } r ? Fail(r.Status, r.Why) : Results.NoContent())
+            .WithSummary("Delete a snapshot and its files").Produces(204).Produces<ApiError>(400).Produces<ApiError>(404);
+
         app.MapGet("/vms/{name}/console", async (string name, HttpContext context) =>
         {
             if (supervisor.ApiOf(name) is not { } vmm)
             {
                 return store.Get(name) is null ? NoSuchVm(name) : Fail(409, $"'{name}' is not running");
             }
-            Stream console;
-            try
-            {
-                console = await vmm.OpenConsole(context.RequestAborted);
-            }
-            catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException)
-            {
-                return Fail(409, $"'{name}': its console could not be opened: {e.Message}");
-            }
-            await using (console)
+            // vireo-vmm sends its answer's headers with the console's first bytes: a VMM with no output
+            // yet (a fresh restore: its history is empty) would hold the client's answer, and a client
+            // that types only once attached, until the guest wrote something. So the client's answer
+            // starts anyway after a moment.
+            var opening = vmm.OpenConsole(context.RequestAborted);
+            bool started = false;
+            if (await Task.WhenAny(opening, Task.Delay(ConsoleHeadersWait)) != opening)
             {
                 context.Response.ContentType = "application/octet-stream";
                 await context.Response.StartAsync(context.RequestAborted);
+                await context.Response.Body.FlushAsync(context.RequestAborted);
+                started = true;
+            }
+            Stream console;
+            try
+            {
+                console = await opening;
+            }
+            catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException)
+            {
+                return started ? Results.Empty : Fail(409, $"'{name}': its console could not be opened: {e.Message}");
+            }
+            await using (console)
+            {
+                if (!started)
+                {
+                    context.Response.ContentType = "application/octet-stream";
+                    await context.Response.StartAsync(context.RequestAborted);
+                    await context.Response.Body.FlushAsync(context.RequestAborted);
+                }
                 try
                 {
                     // Each chunk is flushed, so console bytes reach the client as the guest writes them.
@@ -284,13 +360,16 @@ internal static class DaemonApi
                 : await context.GetOrCreateSchemaAsync(typeof(T), null, ct);
             operation.RequestBody = new OpenApiRequestBody
             {
-                Required = typeof(T) != typeof(ShutdownRequest),
+                Required = typeof(T) != typeof(ShutdownRequest) && typeof(T) != typeof(SnapshotRequest),
                 Content = contentTypes.ToDictionary(c => c, _ => new OpenApiMediaType { Schema = schema }),
             };
         });
 
     /// <summary>What one console input request may carry: a paste, not a file transfer (the guest reads it a UART byte at a time).</summary>
     internal const int ConsoleInputLimit = 64 << 10;
+
+    /// <summary>How long the console's answer waits for the VMM's before it starts without it.</summary>
+    private static readonly TimeSpan ConsoleHeadersWait = TimeSpan.FromMilliseconds(300);
 
     /// <summary>A shutdown or rename body is a few bytes.</summary>
     private const int SmallBodyLimit = 64 << 10;
@@ -319,10 +398,13 @@ internal static class DaemonApi
         store.Get(name) is { } vm ? Results.Json(Summary(vm, supervisor), DaemonJson.Default.VmSummary, statusCode: status) : NoSuchVm(name);
 
     private static VmSummary Summary(VmRecord vm, Supervisor supervisor) => new(vm.Name, vm.Id, vm.State, vm.Definition.Vcpus, vm.Definition.MemoryMib,
-        supervisor.PidOf(vm.Name), Uptime(vm), vm.LastExit, vm.Definition);
+        supervisor.PidOf(vm.Name), Uptime(vm), vm.LastExit, vm.Definition, SavedTo(vm, supervisor));
 
     private static VmListEntry ListEntry(VmRecord vm, Supervisor supervisor) =>
-        new(vm.Name, vm.Id, vm.State, vm.Definition.Vcpus, vm.Definition.MemoryMib, Uptime(vm), supervisor.PidOf(vm.Name));
+        new(vm.Name, vm.Id, vm.State, vm.Definition.Vcpus, vm.Definition.MemoryMib, Uptime(vm), supervisor.PidOf(vm.Name), SavedTo(vm, supervisor));
+
+    /// <summary>A saved VM's save file; null in every other state.</summary>
+    private static string? SavedTo(VmRecord vm, Supervisor supervisor) => vm.State == DomainState.Saved ? supervisor.LatestSave(vm.Id) : null;
 
     private static double? Uptime(VmRecord vm) => vm.StartedAt is { } t ? Math.Round((DateTime.UtcNow - t).TotalSeconds, 1) : null;
 

@@ -19,7 +19,7 @@ internal sealed partial class Supervisor : IDisposable
     private readonly List<string> _imageDirs;
     private readonly ConcurrentDictionary<string, Attached> _running = new();
     private readonly ConcurrentDictionary<string, Lock> _vmLocks = new();
-    private readonly ConcurrentDictionary<string, string> _destroying = new(); // ended by the operator (why): no policy applies
+    private readonly ConcurrentDictionary<string, (string Why, string State)> _destroying = new(); // ended by the operator (why, and the state it ends in): no policy applies
     // MiB each VM holds, from its admission to its end; one lock makes check-and-add atomic across concurrent starts.
     private readonly ConcurrentDictionary<string, long> _committed = new();
     private readonly Lock _admission = new();
@@ -97,7 +97,16 @@ internal sealed partial class Supervisor : IDisposable
     }
 
     // Called under the VM's lock, once admitted.
-    private string? Launch(string name, VmRecord vm)
+    private string? Launch(string name, VmRecord vm) =>
+        Launch(name, vm.Definition, pinned: null, (api, paths) => VmmLauncher.Configure(api, vm.Definition, paths), "started");
+
+    /// <summary>
+    /// A new VMM for the VM, made from <paramref name="def"/>'s images, then <paramref name="configure"/>d
+    /// (a boot, or a snapshot load: then <paramref name="pinned"/> holds the fd numbers the saved VMM had).
+    /// Null when it runs, else why not, with no VMM left. Called under the VM's lock, once admitted.
+    /// </summary>
+    private string? Launch(string name, VmDefinition def, IReadOnlyDictionary<string, int>? pinned,
+        Func<VmmClient, IReadOnlyDictionary<string, string>, string?> configure, string evt, string? detail = null)
     {
         string dir = VmDir(name);
         PrepareDir(dir);
@@ -107,15 +116,21 @@ internal sealed partial class Supervisor : IDisposable
         }
         // Opened now, as the kernel resolves them beneath the image directories: what the VMM gets is what was checked.
         // Spawn owns them from here and closes them, whatever happens.
-        var (images, refused) = ImagePolicy.OpenAll(vm.Definition, _imageDirs);
+        var (images, refused) = ImagePolicy.OpenAll(def, _imageDirs);
         if (refused is not null)
         {
             return refused.ToString();
         }
-        var paths = images!.ToDictionary(i => i.Field, VmmLauncher.InheritedPath);
-        int pid = VmmLauncher.Spawn(_vmmPath, dir, images!);
+        var fds = images!.ToDictionary(i => i.Field, i => pinned is null ? i.Fd.Fd : pinned.GetValueOrDefault(i.Field, -1));
+        if (fds.Values.Any(n => n < 3))
+        {
+            images!.ForEach(i => i.Dispose());
+            return "the saved VM's files are not all recorded (it was saved by an older vireod)";
+        }
+        var paths = fds.ToDictionary(f => f.Key, f => $"/proc/self/fd/{f.Value}");
+        int pid = VmmLauncher.Spawn(_vmmPath, dir, images!, pinned);
         long startTime = ProcessStat.StartTime(pid) ?? 0;
-        _store.SetSpawned(name, pid, startTime);
+        _store.SetSpawned(name, pid, startTime, new RunRecord(def, fds));
         var deadline = DateTime.UtcNow.AddSeconds(15);
         while (!UnixSocketHttp.Accepts(Path.Combine(dir, "api.sock"))) // the file appears at bind, a moment before listen
         {
@@ -128,11 +143,11 @@ internal sealed partial class Supervisor : IDisposable
             Thread.Sleep(10);
         }
         var attached = new Attached(pid, startTime, dir, new VmmClient(Path.Combine(dir, "api.sock")));
-        string? error = VmmLauncher.Configure(attached.Api, vm.Definition, paths);
+        string? error = configure(attached.Api, paths);
         if (error is not null)
         {
             // The VMM names the files by the fds it inherited; the operator knows them by their paths.
-            foreach (var (field, path, _, _) in ImagePolicy.Paths(vm.Definition).OrderByDescending(p => paths[p.Field].Length))
+            foreach (var (field, path, _, _) in ImagePolicy.Paths(def).OrderByDescending(p => paths[p.Field].Length))
             {
                 error = error.Replace(paths[field], path, StringComparison.Ordinal);
             }
@@ -143,7 +158,7 @@ internal sealed partial class Supervisor : IDisposable
         }
         _running[name] = attached;
         _store.SetRunning(name, pid, attached.StartTime);
-        _events.Publish(name, "started", DomainState.Running, $"pid {pid}");
+        _events.Publish(name, evt, DomainState.Running, detail is null ? $"pid {pid}" : $"pid {pid}, {detail}");
         return null;
     }
 
@@ -212,9 +227,9 @@ internal sealed partial class Supervisor : IDisposable
         return null;
     }
 
-    private void Destroy(string name, Attached a, string evt, string why)
+    private void Destroy(string name, Attached a, string evt, string why, string endState = DomainState.ShutOff)
     {
-        _destroying[name] = why;
+        _destroying[name] = (why, endState);
         if (a.Api.Put("actions", Action(InstanceAction.Stop)) is not null)
         {
             VmmLauncher.Kill(a.Pid); // an unresponsive VMM is destroyed anyway
@@ -289,7 +304,8 @@ internal sealed partial class Supervisor : IDisposable
                 return;
             }
             var status = VmmStatus.Read(Path.Combine(VmDir(name), "status"));
-            bool destroyed = _destroying.TryRemove(name, out string? why);
+            bool destroyed = _destroying.TryRemove(name, out var end);
+            string? why = destroyed ? end.Why : null;
             var (evt, policy) = status.Kind switch
             {
                 _ when destroyed => ("stopped", LifecyclePolicy.Destroy),
@@ -297,7 +313,7 @@ internal sealed partial class Supervisor : IDisposable
                 VmmStatus.EndKind.PowerOff => ("stopped", vm.Definition.OnPoweroff),
                 _ => ("crashed", vm.Definition.OnCrash),
             };
-            string state = policy == LifecyclePolicy.Preserve && evt == "crashed" ? DomainState.Crashed : DomainState.ShutOff;
+            string state = destroyed ? end.State : policy == LifecyclePolicy.Preserve && evt == "crashed" ? DomainState.Crashed : DomainState.ShutOff;
             _store.SetStopped(name, state, why ?? status.Text);
             string rule = destroyed ? why! : $"{(evt == "rebooted" ? "on_reboot" : evt == "crashed" ? "on_crash" : "on_poweroff")}={policy}";
             _events.Publish(name, evt, state, $"{status.Text}; {rule}");

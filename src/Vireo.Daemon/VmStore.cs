@@ -1,11 +1,35 @@
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Microsoft.Data.Sqlite;
 using Vireo.Api;
 
 namespace Vireo.Daemon;
 
 /// <summary>One row of the store: a VM's definition and where its VMM process is, if running.</summary>
-internal sealed record VmRecord(string Name, int Id, VmDefinition Definition, string State, int? Pid, long? PidStartTime, DateTime? StartedAt, string? LastExit);
+internal sealed record VmRecord(string Name, int Id, VmDefinition Definition, string State, int? Pid, long? PidStartTime, DateTime? StartedAt, string? LastExit,
+    RunRecord? Run = null);
+
+/// <summary>
+/// What a VMM was started with: the definition as it was then (it may be edited since) and the fd
+/// number each image has in the VMM (`/proc/self/fd/N`, the paths its VM config and so its snapshots
+/// hold). A restore gives a fresh VMM the same files on the same numbers.
+/// </summary>
+internal sealed record RunRecord(VmDefinition Definition, Dictionary<string, int> Fds);
+
+/// <summary>
+/// A save (kind "save": FILE and FILE.mem where the operator said) or a snapshot (kind "snapshot",
+/// in the VM's directory), with the SHA-256 of its state file: a file is known by its content, so a
+/// moved save is still recognised and a changed one is not. A save whose VM was undefined keeps its
+/// row with no VM id, so that restoring it says so.
+/// </summary>
+internal sealed record ImageRecord(long Id, string Kind, int? VmId, string VmName, string? Name, string Path, string Sha256, RunRecord Run, DateTime CreatedAt, long MemoryMib)
+{
+    public const string Save = "save", Snapshot = "snapshot";
+}
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+[JsonSerializable(typeof(RunRecord))]
+internal sealed partial class StoreJson : JsonSerializerContext;
 
 /// <summary>
 /// The daemon's state in SQLite (WAL): every defined VM and its running VMM process, so that a
@@ -32,6 +56,39 @@ internal sealed class VmStore : IDisposable
                 started_at TEXT,
                 last_exit TEXT)
             """);
+        if (!Columns("vms").Contains("run"))
+        {
+            Exec("ALTER TABLE vms ADD COLUMN run TEXT"); // a store made by a vireod before save and snapshots
+        }
+        Exec("""
+            CREATE TABLE IF NOT EXISTS images (
+                id INTEGER PRIMARY KEY,
+                kind TEXT NOT NULL,
+                vm_id INTEGER,
+                vm_name TEXT NOT NULL,
+                name TEXT,
+                path TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                run TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                memory_mib INTEGER NOT NULL)
+            """);
+    }
+
+    private HashSet<string> Columns(string table)
+    {
+        lock (_lock)
+        {
+            using var cmd = _db.CreateCommand();
+            cmd.CommandText = $"SELECT name FROM pragma_table_info('{table}')";
+            using var r = cmd.ExecuteReader();
+            var names = new HashSet<string>();
+            while (r.Read())
+            {
+                names.Add(r.GetString(0));
+            }
+            return names;
+        }
     }
 
     public IReadOnlyList<VmRecord> All() => Query("ORDER BY id");
@@ -43,7 +100,7 @@ internal sealed class VmStore : IDisposable
         lock (_lock)
         {
             using var cmd = _db.CreateCommand();
-            cmd.CommandText = $"SELECT name, id, definition, state, pid, pid_start_time, started_at, last_exit FROM vms {clause}";
+            cmd.CommandText = $"SELECT name, id, definition, state, pid, pid_start_time, started_at, last_exit, run FROM vms {clause}";
             foreach (var (n, v) in args)
             {
                 cmd.Parameters.AddWithValue(n, v);
@@ -56,7 +113,8 @@ internal sealed class VmStore : IDisposable
                     JsonSerializer.Deserialize(r.GetString(2), DaemonJson.Default.VmDefinition)!,
                     r.GetString(3), r.IsDBNull(4) ? null : r.GetInt32(4), r.IsDBNull(5) ? null : r.GetInt64(5),
                     r.IsDBNull(6) ? null : DateTime.Parse(r.GetString(6), null, System.Globalization.DateTimeStyles.RoundtripKind),
-                    r.IsDBNull(7) ? null : r.GetString(7)));
+                    r.IsDBNull(7) ? null : r.GetString(7),
+                    r.IsDBNull(8) ? null : JsonSerializer.Deserialize(r.GetString(8), StoreJson.Default.RunRecord)));
             }
             return list;
         }
@@ -96,7 +154,17 @@ internal sealed class VmStore : IDisposable
         }
     }
 
-    public bool Undefine(string name) => Exec("DELETE FROM vms WHERE name = $n", ("$n", name)) == 1;
+    /// <summary>Forgets a VM: its snapshots' rows go (their files go with its directory); its saves stay, known as a VM's that was undefined.</summary>
+    public bool Undefine(string name)
+    {
+        if (Get(name) is not { } vm)
+        {
+            return false;
+        }
+        Exec("DELETE FROM images WHERE vm_id = $id AND kind = $k", ("$id", vm.Id), ("$k", ImageRecord.Snapshot));
+        Exec("UPDATE images SET vm_id = NULL, vm_name = $n WHERE vm_id = $id", ("$n", name), ("$id", vm.Id));
+        return Exec("DELETE FROM vms WHERE name = $n", ("$n", name)) == 1;
+    }
 
     public void SetRunning(string name, int pid, long pidStartTime) =>
         Exec("UPDATE vms SET state = $s, pid = $p, pid_start_time = $t, started_at = $a WHERE name = $n",
@@ -106,8 +174,9 @@ internal sealed class VmStore : IDisposable
     /// A VMM spawned for the VM, not yet started (the state is unchanged): recorded before it is
     /// configured, so a daemon killed meanwhile finds it on restart and adopts or ends it.
     /// </summary>
-    public void SetSpawned(string name, int pid, long pidStartTime) =>
-        Exec("UPDATE vms SET pid = $p, pid_start_time = $t WHERE name = $n", ("$p", pid), ("$t", pidStartTime), ("$n", name));
+    public void SetSpawned(string name, int pid, long pidStartTime, RunRecord run) =>
+        Exec("UPDATE vms SET pid = $p, pid_start_time = $t, run = $r WHERE name = $n",
+            ("$p", pid), ("$t", pidStartTime), ("$r", JsonSerializer.Serialize(run, StoreJson.Default.RunRecord)), ("$n", name));
 
     /// <summary>The recorded VMM is gone (a start that failed, or one abandoned by a daemon that died); the state is unchanged.</summary>
     public void ClearPid(string name) => Exec("UPDATE vms SET pid = NULL, pid_start_time = NULL WHERE name = $n", ("$n", name));
@@ -117,6 +186,47 @@ internal sealed class VmStore : IDisposable
     public void SetStopped(string name, string state, string lastExit) =>
         Exec("UPDATE vms SET state = $s, pid = NULL, pid_start_time = NULL, started_at = NULL, last_exit = $e WHERE name = $n",
             ("$s", state), ("$e", lastExit), ("$n", name));
+
+    public void AddImage(string kind, VmRecord vm, string? name, string path, string sha256, RunRecord run, DateTime createdAt) =>
+        Exec("INSERT INTO images (kind, vm_id, vm_name, name, path, sha256, run, created_at, memory_mib) VALUES ($k, $id, $vn, $n, $p, $h, $r, $c, $m)",
+            ("$k", kind), ("$id", vm.Id), ("$vn", vm.Name), ("$n", (object?)name ?? DBNull.Value), ("$p", path), ("$h", sha256),
+            ("$r", JsonSerializer.Serialize(run, StoreJson.Default.RunRecord)), ("$c", createdAt.ToString("O")), ("$m", run.Definition.MemoryMib));
+
+    /// <summary>The save whose state file has this SHA-256, the latest if several.</summary>
+    public ImageRecord? FindSave(string sha256) => Images("WHERE kind = $k AND sha256 = $h ORDER BY id DESC LIMIT 1", ("$k", ImageRecord.Save), ("$h", sha256)).SingleOrDefault();
+
+    /// <summary>Where the VM was last saved, or null.</summary>
+    public string? LatestSave(int vmId) => Images("WHERE kind = $k AND vm_id = $id ORDER BY id DESC LIMIT 1", ("$k", ImageRecord.Save), ("$id", vmId)).SingleOrDefault()?.Path;
+
+    public IReadOnlyList<ImageRecord> Snapshots(int vmId) => Images("WHERE kind = $k AND vm_id = $id ORDER BY id", ("$k", ImageRecord.Snapshot), ("$id", vmId));
+
+    public ImageRecord? Snapshot(int vmId, string name) =>
+        Images("WHERE kind = $k AND vm_id = $id AND name = $n", ("$k", ImageRecord.Snapshot), ("$id", vmId), ("$n", name)).SingleOrDefault();
+
+    public bool DeleteImage(long id) => Exec("DELETE FROM images WHERE id = $id", ("$id", id)) == 1;
+
+    private List<ImageRecord> Images(string clause, params (string Name, object Value)[] args)
+    {
+        lock (_lock)
+        {
+            using var cmd = _db.CreateCommand();
+            cmd.CommandText = $"SELECT id, kind, vm_id, vm_name, name, path, sha256, run, created_at, memory_mib FROM images {clause}";
+            foreach (var (n, v) in args)
+            {
+                cmd.Parameters.AddWithValue(n, v);
+            }
+            using var r = cmd.ExecuteReader();
+            var list = new List<ImageRecord>();
+            while (r.Read())
+            {
+                list.Add(new ImageRecord(r.GetInt64(0), r.GetString(1), r.IsDBNull(2) ? null : r.GetInt32(2), r.GetString(3),
+                    r.IsDBNull(4) ? null : r.GetString(4), r.GetString(5), r.GetString(6),
+                    JsonSerializer.Deserialize(r.GetString(7), StoreJson.Default.RunRecord)!,
+                    DateTime.Parse(r.GetString(8), null, System.Globalization.DateTimeStyles.RoundtripKind), r.GetInt64(9)));
+            }
+            return list;
+        }
+    }
 
     private int Exec(string sql, params (string Name, object Value)[] args)
     {

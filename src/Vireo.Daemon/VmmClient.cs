@@ -17,7 +17,16 @@ internal sealed class VmmClient : IDisposable
     }
 
     /// <summary>One PUT of a JSON body; null on 2xx, else the VMM's fault message.</summary>
-    public string? Put(string path, string json) => Put(path, new StringContent(json, Encoding.UTF8, "application/json"));
+    public string? Put(string path, string json) => Send(_api, HttpMethod.Put, path, json);
+
+    /// <summary>PATCH /vm and the like: null on 2xx, else the VMM's fault message.</summary>
+    public string? Patch(string path, string json) => Send(_api, HttpMethod.Patch, path, json);
+
+    /// <summary>
+    /// A PUT that takes as long as the guest's RAM takes to write or map (snapshot/create, snapshot/load):
+    /// no time limit but the VMM's end, which closes the socket.
+    /// </summary>
+    public string? PutLong(string path, string json) => Send(_streams, HttpMethod.Put, path, json);
 
     /// <summary>GET /vm: the VMM's own account of its state; null when it does not answer within <paramref name="limit"/>.</summary>
     public VmInfo? Info(TimeSpan limit)
@@ -52,11 +61,12 @@ internal sealed class VmmClient : IDisposable
         }
     }
 
-    private string? Put(string path, HttpContent content)
+    private static string? Send(HttpClient client, HttpMethod method, string path, string json)
     {
         try
         {
-            using var r = _api.PutAsync(path, content).GetAwaiter().GetResult();
+            using var request = new HttpRequestMessage(method, path) { Content = new StringContent(json, Encoding.UTF8, "application/json") };
+            using var r = client.SendAsync(request).GetAwaiter().GetResult();
             return r.IsSuccessStatusCode ? null : Fault((int)r.StatusCode, r.Content.ReadAsStringAsync().GetAwaiter().GetResult());
         }
         catch (Exception e) when (e is HttpRequestException or IOException or TaskCanceledException)

@@ -18,40 +18,79 @@ internal static class VmmLauncher
     /// <summary>
     /// Starts vireo-vmm through setsid, its console and log appended to files in <paramref name="dir"/>;
     /// the child inherits <paramref name="images"/>, which are closed here once it has exec'd. Returns its pid.
+    /// With <paramref name="pinned"/> (a restore), each image is handed over on the fd number it had in the
+    /// VMM that was saved, which its snapshot names (`/proc/self/fd/N`): the shell between the two
+    /// (bash: dash takes one-digit fd numbers only) moves it there, in the child, so nothing of
+    /// vireod's own is touched.
     /// </summary>
-    public static int Spawn(string vmmPath, string dir, IReadOnlyList<ImagePolicy.Opened> images)
+    public static int Spawn(string vmmPath, string dir, IReadOnlyList<ImagePolicy.Opened> images, IReadOnlyDictionary<string, int>? pinned = null)
     {
-        var psi = new ProcessStartInfo("/bin/sh")
+        string script = "exec setsid \"$0\" --api-sock \"$1\" --status-file \"$2\" >> \"$3\" 2>> \"$4\" < /dev/null";
+        var owned = new List<FileDescriptor>();
+        try
         {
-            UseShellExecute = false,
-            ArgumentList =
+            if (pinned is not null)
             {
-                "-c", "exec setsid \"$0\" --api-sock \"$1\" --status-file \"$2\" >> \"$3\" 2>> \"$4\" < /dev/null",
-                vmmPath, Path.Combine(dir, "api.sock"), Path.Combine(dir, "status"), Path.Combine(dir, "console.log"), Path.Combine(dir, "vmm.log"),
-            },
-        };
-        lock (Spawning)
-        {
-            try
-            {
+                // Every source above every target, so that moving one never overwrites another still to be moved.
+                int above = pinned.Values.DefaultIfEmpty(2).Max() + 1;
                 foreach (var image in images)
                 {
-                    if (Libc.ClearCloseOnExec(image.Fd.Fd) != 0)
+                    if (!pinned.TryGetValue(image.Field, out int target) || target < 3)
                     {
-                        throw new SysError("fcntl(F_SETFD)", Libc.LastErrno);
+                        throw new InvalidOperationException($"{image.Field}: no fd number recorded for it");
                     }
+                    int moved = Libc.DupAtOrAbove(image.Fd.Fd, above);
+                    if (moved < 0)
+                    {
+                        throw new SysError("fcntl(F_DUPFD_CLOEXEC)", Libc.LastErrno);
+                    }
+                    owned.Add(new FileDescriptor(moved));
+                    script += $" {target}<&{moved} {moved}<&-";
                 }
-                // Process.Start returns once the child has exec'd (it waits on a CLOEXEC pipe), so the fds are the child's now.
-                using var process = Process.Start(psi)!;
-                return process.Id;
             }
-            finally
+            var psi = new ProcessStartInfo(pinned is null ? "/bin/sh" : "/bin/bash")
             {
-                foreach (var image in images)
+                UseShellExecute = false,
+                ArgumentList =
                 {
-                    image.Dispose();
+                    "-c", script,
+                    vmmPath, Path.Combine(dir, "api.sock"), Path.Combine(dir, "status"), Path.Combine(dir, "console.log"), Path.Combine(dir, "vmm.log"),
+                },
+            };
+            var inherited = pinned is null ? images.Select(i => i.Fd).ToList() : owned;
+            lock (Spawning)
+            {
+                try
+                {
+                    foreach (var fd in inherited)
+                    {
+                        if (Libc.ClearCloseOnExec(fd.Fd) != 0)
+                        {
+                            throw new SysError("fcntl(F_SETFD)", Libc.LastErrno);
+                        }
+                    }
+                    // Process.Start returns once the child has exec'd (it waits on a CLOEXEC pipe), so the fds are the child's now.
+                    using var process = Process.Start(psi)!;
+                    return process.Id;
+                }
+                finally
+                {
+                    CloseAll(owned, images); // inside the lock: no other child is started while they are inheritable
                 }
             }
+        }
+        finally
+        {
+            CloseAll(owned, images); // a refusal before the lock (closing twice is harmless: a SafeHandle closes once)
+        }
+    }
+
+    private static void CloseAll(List<FileDescriptor> owned, IReadOnlyList<ImagePolicy.Opened> images)
+    {
+        owned.ForEach(fd => fd.Dispose());
+        foreach (var image in images)
+        {
+            image.Dispose();
         }
     }
 
@@ -87,6 +126,11 @@ internal static class VmmLauncher
         }
         return null;
     }
+
+    /// <summary>PUT /snapshot/load into a fresh VMM: the save's state file and its RAM beside it, running at once.</summary>
+    public static string? Load(VmmClient api, string statePath, string memPath) =>
+        api.PutLong("snapshot/load", JsonSerializer.Serialize(
+            new SnapshotLoadParams(statePath, new MemoryBackend(MemoryBackend.File, memPath), ResumeVm: true), VmmJson.Default.SnapshotLoadParams));
 
     public static string Action(string type) => JsonSerializer.Serialize(new InstanceAction(type), VmmJson.Default.InstanceAction);
 

@@ -35,12 +35,18 @@ public readonly record struct FileStat(FileKind Kind, long Size)
 public static unsafe partial class Libc
 {
     public const int O_NOCTTY = 0x100;
-    public const int F_SETFD = 2, F_GETFL = 3, F_SETFL = 4;
+    public const int F_SETFD = 2, F_GETFL = 3, F_SETFL = 4, F_DUPFD_CLOEXEC = 1030;
     public const uint S_IFMT = 0xf000, S_IFSOCK = 0xc000, S_IFLNK = 0xa000, S_IFREG = 0x8000, S_IFBLK = 0x6000,
         S_IFDIR = 0x4000, S_IFCHR = 0x2000, S_IFIFO = 0x1000;
 
     /// <summary>Where st_size sits in struct stat on x86-64 glibc (checked by the ABI test).</summary>
     public const int StatSizeOffset = 48;
+
+    /// <summary>Where st_blocks (512-byte units allocated) sits in struct stat on x86-64 glibc (checked by the ABI test).</summary>
+    public const int StatBlocksOffset = 64;
+
+    [LibraryImport(Lib, EntryPoint = "stat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int Stat(string path, byte* buf);
 
     [LibraryImport(Lib, EntryPoint = "fstat", SetLastError = true)]
     private static partial int Fstat(int fd, byte* buf);
@@ -118,4 +124,18 @@ public static unsafe partial class Libc
 
     [LibraryImport(Lib, EntryPoint = "dup", SetLastError = true)]
     public static partial int Dup(int fd);
+
+    /// <summary>fcntl(F_DUPFD_CLOEXEC): a copy of <paramref name="fd"/> on the lowest free number at or above <paramref name="atLeast"/>, close-on-exec; -1 with errno on failure.</summary>
+    public static int DupAtOrAbove(int fd, int atLeast) => Fcntl(fd, F_DUPFD_CLOEXEC, atLeast);
+
+    /// <summary>
+    /// The bytes the file at <paramref name="path"/> has on disk (st_blocks × 512, following links): what a
+    /// sparse file being written holds so far, where its size says nothing. Null when there is no such file.
+    /// </summary>
+    public static long? AllocatedBytesAt(string path)
+    {
+        byte* buf = stackalloc byte[StatSize];
+        // SAFETY: stat fills StatSize bytes when it returns 0; st_blocks lies inside (checked by the ABI test).
+        return Stat(path, buf) == 0 ? *(long*)(buf + StatBlocksOffset) * 512 : null;
+    }
 }

@@ -38,7 +38,7 @@ public class ManageCommandTests
         // docs/cli.md: every key present, null when empty (last_exit before any run has ended).
         using (var doc = JsonDocument.Parse(infoJson))
         {
-            Assert.Equal(["name", "id", "state", "vcpus", "memory_mib", "pid", "uptime_seconds", "last_exit", "definition"],
+            Assert.Equal(["name", "id", "state", "vcpus", "memory_mib", "pid", "uptime_seconds", "last_exit", "definition", "saved_to"],
                 doc.RootElement.EnumerateObject().Select(p => p.Name));
             Assert.Equal(JsonValueKind.Null, doc.RootElement.GetProperty("last_exit").ValueKind);
         }
@@ -120,7 +120,7 @@ public class ManageCommandTests
         Assert.Equal(0, Vireo(d, $"create --no-start {DefinitionFile(d, "a")}").ExitCode);
         Assert.Equal(0, Vireo(d, $"create {DefinitionFile(d, "b")}").ExitCode);
         using var doc = JsonDocument.Parse(Vireo(d, "list --json").Output);
-        string[] documented = ["name", "id", "state", "vcpus", "memory_mib", "uptime_seconds", "pid"];
+        string[] documented = ["name", "id", "state", "vcpus", "memory_mib", "uptime_seconds", "pid", "saved_to"];
         Assert.All(doc.RootElement.EnumerateArray(), vm => Assert.Equal(documented, vm.EnumerateObject().Select(p => p.Name)));
         var a = doc.RootElement[0];
         Assert.Equal(("a", "shut off", JsonValueKind.Null, JsonValueKind.Null), (a.GetProperty("name").GetString(), a.GetProperty("state").GetString(),

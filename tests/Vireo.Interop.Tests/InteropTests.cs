@@ -70,4 +70,34 @@ public class InteropTests
         Assert.True(t.Join(2000), "the kicked thread stayed blocked");
         Assert.Equal(Libc.EINTR, errno);
     }
+    [Fact]
+    public void Allocated_bytes_count_what_a_sparse_file_holds_not_its_size()
+    {
+        string file = Path.Combine(Vireo.Tests.TempDirectory.Create("vireo-sparse"), "f");
+        using (var f = File.Create(file))
+        {
+            f.SetLength(64 << 20); // a hole: the size, and no blocks
+        }
+        Assert.True(Libc.AllocatedBytesAt(file) < 1 << 20);
+        using (var f = File.OpenWrite(file))
+        {
+            f.Seek(32 << 20, SeekOrigin.Begin);
+            f.Write(Enumerable.Repeat((byte)1, 1 << 20).ToArray());
+        }
+        Assert.InRange(Libc.AllocatedBytesAt(file)!.Value, 1 << 20, 3 << 20);
+        Assert.Null(Libc.AllocatedBytesAt(file + ".absent"));
+    }
+
+    [Fact]
+    public void Dup_at_or_above_gives_a_close_on_exec_copy_at_the_floor_or_higher()
+    {
+        using var e = new EventFd(nonBlocking: true);
+        int copy = Libc.DupAtOrAbove(e.Fd, 200);
+        Assert.True(copy >= 200, $"{copy}");
+        using var owned = new FileDescriptor(copy);
+        // fdinfo's flags are octal; O_CLOEXEC is 02000000.
+        string flags = File.ReadLines($"/proc/self/fdinfo/{copy}").First(l => l.StartsWith("flags:", StringComparison.Ordinal))[6..].Trim();
+        Assert.NotEqual(0, Convert.ToInt32(flags, 8) & 0x80000);
+        Assert.True(Libc.DupAtOrAbove(-1, 200) < 0);
+    }
 }

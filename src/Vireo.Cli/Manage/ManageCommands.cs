@@ -9,7 +9,8 @@ namespace Vireo.Cli.Manage;
 
 /// <summary>
 /// The operator's commands, each one request or a few to vireod: create, list, info, start,
-/// pause, resume, shutdown, reboot, destroy, undefine, rename, console, logs, edit, events.
+/// pause, resume, shutdown, reboot, destroy, undefine, rename, console, logs, edit, events, and
+/// save, restore and snapshot (SaveCommands).
 /// Read commands take --json for scripts; every command exits with an <see cref="ExitCodes"/> status.
 /// </summary>
 internal static class ManageCommands
@@ -172,6 +173,10 @@ internal static class ManageCommands
         yield return ConsoleCommand.Create(VmName());
         yield return EditCommand.Create(VmName());
         yield return EventsCommand.Create(json);
+        foreach (var command in SaveCommands.Create(json))
+        {
+            yield return command;
+        }
 
         var logsName = VmName();
         var tail = WholeNumber("--tail-bytes", "At most this many bytes from the end (default 1 MiB, at most 16 MiB)", 0, 16 << 20);
