@@ -83,6 +83,8 @@ app.MapGet("/console", async (HttpContext context) =>
     await context.Response.StartAsync(context.RequestAborted);
     try
     {
+        // The headers go now, not with the first output: a quiet VM (a restored one) must not keep a client waiting for them.
+        await context.Response.Body.FlushAsync(context.RequestAborted);
         await foreach (var chunk in console.Follow(context.RequestAborted))
         {
             await context.Response.Body.WriteAsync(chunk, context.RequestAborted);

@@ -110,6 +110,12 @@ public class SnapshotApiTests
         using var second = new VmmProcess();
         await second.Ok("snapshot/load", $$"""{"snapshot_path": "{{snap}}", "mem_file_path": "{{mem}}"}""");
         Assert.Equal("Paused", (await second.Info())!.State);
+        // A paused restore prints nothing: GET /console still answers with its headers at once.
+        using (var headers = new CancellationTokenSource(TimeSpan.FromSeconds(20)))
+        using (var console = await second.Http.GetAsync("console", HttpCompletionOption.ResponseHeadersRead, headers.Token))
+        {
+            Assert.Equal(200, (int)console.StatusCode);
+        }
         Assert.Equal(204, (await Patch(second, "vm", """{"state": "Resumed"}""")).Status);
         await Type(second, "c\n");
         await Seen(second, "count=1");
