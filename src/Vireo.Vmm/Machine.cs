@@ -305,8 +305,15 @@ public sealed class Machine : IDisposable
         _stopped.Set();
     }
 
+    private int _disposed;
+
+    /// <summary>Releases the VM, its devices and its RAM; a second call does nothing.</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
         Dirty?.Dispose();
         Devices.Dispose();
         foreach (var vcpu in _vcpus)
