@@ -114,11 +114,11 @@ public static class MachineBuilder
             _applied = true;
             try
             {
-                CheckRestorable(state, files, machine.Memory);
-                if (!machine.Config.Equals(state.Config) && !SameConfig(machine.Config, state.Config))
+                if (state.Config is null || (!machine.Config.Equals(state.Config) && !SameConfig(machine.Config, state.Config)))
                 {
-                    throw new Snapshot.SnapshotException("config: the state is not of the machine that was prepared for it");
+                    throw new Snapshot.SnapshotException(state.Config is null ? "the config is missing" : "config: the state is not of the machine that was prepared for it");
                 }
+                CheckRestorable(state, files);
                 for (int i = 0; i < state.Vcpus.Length; i++)
                 {
                     try
@@ -164,21 +164,10 @@ public static class MachineBuilder
         }
     }
 
-    private static void CheckRestorable(Snapshot.MachineState state, VmFiles files, GuestMemory memory)
+    /// <summary>The state's parts against its config (which <see cref="Prepare"/> checked, with the memory's size).</summary>
+    private static void CheckRestorable(Snapshot.MachineState state, VmFiles files)
     {
-        var config = state.Config ?? throw new Snapshot.SnapshotException("the config is missing");
-        try
-        {
-            config.ValidateSettings();
-        }
-        catch (VmConfigException e)
-        {
-            throw new Snapshot.SnapshotException($"config: {e.Message}");
-        }
-        if (memory.Size != config.MemoryBytes)
-        {
-            throw new Snapshot.SnapshotException($"memory: the snapshot's VM has {config.MemoryBytes >> 20} MiB, its memory file {memory.Size >> 20} MiB");
-        }
+        var config = state.Config;
         if (state.Vcpus is null || state.Vcpus.Length != config.Vcpus)
         {
             throw new Snapshot.SnapshotException($"vcpus: {state.Vcpus?.Length ?? 0} saved for a VM of {config.Vcpus}");

@@ -226,6 +226,20 @@ internal sealed class VmSession(Action<byte> serialOut)
         }
     }
 
+    private static string? ParseUrl(string field, string text, out MigrationUrl url)
+    {
+        try
+        {
+            url = MigrationUrl.Parse(field, text);
+            return null;
+        }
+        catch (MigrationException e)
+        {
+            url = null!;
+            return e.Message;
+        }
+    }
+
     /// <summary>GET /migration: the last migration's status (None when there was none).</summary>
     public MigrationInfo MigrationInfo()
     {
@@ -241,14 +255,9 @@ internal sealed class VmSession(Action<byte> serialOut)
     /// </summary>
     public string? ReceiveMigration(MigrationReceiveParams p)
     {
-        MigrationUrl url;
-        try
+        if (ParseUrl("receiver_url", p.ReceiverUrl, out var url) is { } bad)
         {
-            url = MigrationUrl.Parse("receiver_url", p.ReceiverUrl);
-        }
-        catch (MigrationException e)
-        {
-            return e.Message;
+            return bad;
         }
         System.Net.Sockets.Socket listener;
         var receiver = new MigrationReceiver(serialOut);
@@ -311,14 +320,9 @@ internal sealed class VmSession(Action<byte> serialOut)
     /// </summary>
     public string? SendMigration(MigrationSendParams p)
     {
-        MigrationUrl url;
-        try
+        if (ParseUrl("destination_url", p.DestinationUrl, out var url) is { } bad)
         {
-            url = MigrationUrl.Parse("destination_url", p.DestinationUrl);
-        }
-        catch (MigrationException e)
-        {
-            return e.Message;
+            return bad;
         }
         if (p.DowntimeMs is < 1 or > 3_600_000)
         {

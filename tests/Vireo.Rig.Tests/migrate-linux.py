@@ -10,10 +10,9 @@ over a unix: socket) to a vireo-vmm started in vireo-dst by PUT /migration/recei
 must end Migrated (exit 0); the destination's shell stops the loops, checks the file, unmounts
 and powers off. The server must have seen one connection whose numbers run on without a gap
 across the migration. Prints both consoles and the migration's progress; exits 0 when all held."""
-import http.client, json, os, socket, subprocess, sys, threading, time
+import json, os, socket, subprocess, sys, threading, time
 
 work, kernel = sys.argv[1], sys.argv[2]
-vmm = ".build/vireo/vireo-vmm"
 images = ".build/images"
 tap, ns = "vireo-mig0", "vireo-dst"
 
@@ -64,66 +63,17 @@ def lines():
     with seen_lock:
         return seen["lines"]
 
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=600)
-        self.path = path
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(600)
-        self.sock.connect(self.path)
-
-def call(sock, method, path, body=None):
-    c = UnixHTTP(sock)
-    data = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
-    c.request(method, path, body=data if method != "GET" else None, headers={"Content-Type": "application/json"})
-    r = c.getresponse()
-    text = r.read().decode(errors="replace")
-    if r.status not in (200, 204):
-        sys.exit(f"migrate-linux: {method} {path}: {r.status} {text}")
-    return json.loads(text) if text else None
-
-class Vmm:
-    def __init__(self, name, prefix=()):
-        self.sock = f"/tmp/{name}.sock"
-        self.out = bytearray()
-        self.lock = threading.Lock()
-        self.p = subprocess.Popen([*prefix, vmm, "--api-sock", self.sock], stdout=subprocess.PIPE)
-        threading.Thread(target=self.read, daemon=True).start()
-        for _ in range(500):
-            if os.path.exists(self.sock):
-                return
-            time.sleep(0.02)
-        sys.exit("migrate-linux: no API socket")
-    def read(self):
-        while True:
-            b = self.p.stdout.read1(4096)
-            if not b:
-                return
-            with self.lock:
-                self.out += b
-            sys.stdout.buffer.write(b)
-            sys.stdout.flush()
-    def text(self):
-        with self.lock:
-            return self.out.decode(errors="replace")
-    def wait_for(self, text, seconds=400):
-        deadline = time.time() + seconds
-        while text not in self.text():
-            if time.time() > deadline or self.p.poll() is not None:
-                sys.exit(f"migrate-linux: no '{text}' (vmm exit {self.p.poll()})")
-            time.sleep(0.1)
-    def type(self, line):
-        call(self.sock, "PUT", "/console/input", line.encode())
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vmm_api import Vmm
 
 disk = os.path.join(work, "disk.ext4")
-a = Vmm("vmm-a")
-call(a.sock, "PUT", "/boot-source", {"kernel_image_path": kernel, "initrd_path": f"{images}/initramfs.gz",
+a = Vmm("vmm-a", who="migrate-linux")
+a.call("PUT", "/boot-source", {"kernel_image_path": kernel, "initrd_path": f"{images}/initramfs.gz",
      "boot_args": "console=ttyS0 panic=1 script=shell"})
-call(a.sock, "PUT", "/machine-config", {"vcpu_count": 2, "mem_size_mib": 256})
-call(a.sock, "PUT", "/drives/rootfs", {"drive_id": "rootfs", "path_on_host": disk, "is_read_only": False})
-call(a.sock, "PUT", "/network-interfaces/eth0", {"iface_id": "eth0", "host_dev_name": tap, "guest_mac": "02:00:00:00:0a:02"})
-call(a.sock, "PUT", "/actions", {"action_type": "InstanceStart"})
+a.call("PUT", "/machine-config", {"vcpu_count": 2, "mem_size_mib": 256})
+a.call("PUT", "/drives/rootfs", {"drive_id": "rootfs", "path_on_host": disk, "is_read_only": False})
+a.call("PUT", "/network-interfaces/eth0", {"iface_id": "eth0", "host_dev_name": tap, "guest_mac": "02:00:00:00:0a:02"})
+a.call("PUT", "/actions", {"action_type": "InstanceStart"})
 a.wait_for("exit the shell to stop the VM")
 time.sleep(2)
 a.type("mkdir -p /mnt && mount /dev/vda /mnt && ifconfig eth0 10.0.2.2 netmask 255.255.255.0 up && echo net-up-$((1+1))\n")
@@ -138,22 +88,22 @@ while lines() < 20:
     time.sleep(0.2)
 before = lines()
 
-b = Vmm("vmm-b", prefix=("ip", "netns", "exec", ns))
-call(b.sock, "PUT", "/migration/receive", {"receiver_url": "unix:/tmp/migrate.sock"})
+b = Vmm("vmm-b", prefix=("ip", "netns", "exec", ns), who="migrate-linux")
+b.call("PUT", "/migration/receive", {"receiver_url": "unix:/tmp/migrate.sock"})
 progress = []
 def watch():
     while a.p.poll() is None:
         try:
-            progress.append(call(a.sock, "GET", "/migration"))
+            progress.append(a.call("GET", "/migration"))
         except Exception:
             return
         time.sleep(0.5)
 threading.Thread(target=watch, daemon=True).start()
 t = time.time()
-call(a.sock, "PUT", "/migration/send", {"destination_url": "unix:/tmp/migrate.sock", "downtime_ms": 300,
+a.call("PUT", "/migration/send", {"destination_url": "unix:/tmp/migrate.sock", "downtime_ms": 300,
      "timeout_s": 600, "timeout_strategy": "force"})
 took = time.time() - t
-final = call(a.sock, "GET", "/migration") if a.p.poll() is None else (progress[-1] if progress else {})
+final = a.call("GET", "/migration") if a.p.poll() is None else (progress[-1] if progress else {})
 status_a = a.p.wait(timeout=60)
 print(f"\nmigrate-linux: migrated in {took:.1f} s; source exited {status_a}; last progress {json.dumps(final)}", flush=True)
 for p in progress[-5:]:

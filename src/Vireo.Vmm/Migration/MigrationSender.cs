@@ -257,19 +257,10 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
                     continue;
                 }
                 var span = memory.GetSpan(region.Start.Add(at), length);
-                int run = -1;
-                for (int page = 0; page <= span.Length; page += Page)
+                int from = 0;
+                while (ZeroPages.NextNonZeroRun(span, ref from, out int start, out int run))
                 {
-                    bool zero = page == span.Length || !span.Slice(page, Page).ContainsAnyExcept((byte)0);
-                    if (!zero && run < 0)
-                    {
-                        run = page;
-                    }
-                    else if (zero && run >= 0)
-                    {
-                        SendRun(writer, region.Start.Add(at + (ulong)run), span[run..page]);
-                        run = -1;
-                    }
+                    SendRun(writer, region.Start.Add(at + (ulong)start), span.Slice(start, run));
                 }
                 _status = _status with { PagesLeft = _status.PagesLeft - (long)(length / Page), BytesSent = writer.BytesWritten };
             }

@@ -135,20 +135,11 @@ public static class MemoryFile
     private static long WriteNonZeroPages(int fd, Span<byte> span, long fileOffset)
     {
         long written = 0;
-        int run = -1;
-        for (int page = 0; page <= span.Length; page += Page)
+        int at = 0;
+        while (ZeroPages.NextNonZeroRun(span, ref at, out int start, out int length))
         {
-            bool zero = page == span.Length || !span.Slice(page, Page).ContainsAnyExcept((byte)0);
-            if (!zero && run < 0)
-            {
-                run = page;
-            }
-            else if (zero && run >= 0)
-            {
-                Libc.PwriteFully(fd, span[run..page], fileOffset + run);
-                written += page - run;
-                run = -1;
-            }
+            Libc.PwriteFully(fd, span.Slice(start, length), fileOffset + start);
+            written += length;
         }
         return written;
     }
