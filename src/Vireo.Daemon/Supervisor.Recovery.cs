@@ -44,6 +44,17 @@ internal sealed partial class Supervisor
                 VmmLauncher.KillAndWait(pid); // spawned but never started: the daemon died while configuring it
                 _events.Publish(vm.Name, "start-abandoned", vm.State, $"pid {pid} ({state ?? "not answering"}) ended: the daemon stopped while starting it");
             }
+            if (vm.State == DomainState.Incoming)
+            {
+                // Arriving when the daemon stopped, and not arrived (its VMM, if any, was ended above): the source's VM runs on there.
+                _store.Undefine(vm.Name);
+                if (Directory.Exists(VmDir(vm.Name)))
+                {
+                    Directory.Delete(VmDir(vm.Name), recursive: true);
+                }
+                _events.Publish(vm.Name, "migration-abandoned", DomainState.ShutOff, "the daemon stopped while it was arriving");
+                continue;
+            }
             if (vm.State is DomainState.Running or DomainState.Paused)
             {
                 Ended(vm.Name, seen: null); // it ended while the daemon was away
