@@ -64,7 +64,7 @@ public class MigrateCommandTests
         Assert.Equal("running", JsonSerializer.Deserialize(Vireo(a, "info web --json").Output, DaemonJson.Default.VmSummary)!.State);
 
         // On a terminal: a progress bar on stderr, then the total time and the downtime.
-        r = TestEnvironment.Run("script", $"-qefc '{VireoProcess.Program} migrate web --to unix:{b.Socket}' /dev/null", env: [("VIREO_CONNECT", a.Socket)]);
+        r = TestEnvironment.Run("script", $"-qefc \"{VireoProcess.Program} migrate web --to unix:{b.Socket}\" /dev/null", env: [("VIREO_CONNECT", a.Socket)]);
         Assert.True(r.ExitCode == 0, r.Output + r.Error);
         Assert.Contains("migrating web", r.Output);
         Assert.Contains("100%", r.Output);
