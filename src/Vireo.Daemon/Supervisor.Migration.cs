@@ -177,7 +177,7 @@ internal sealed partial class Supervisor
 
             // 3. It runs there: here, its VMM ends and it is undefined (xl's domain moves).
             WaitForEnd(name, TimeSpan.FromSeconds(10));
-            var arrived = Arrival(dest, name);
+            var (arrived, seen) = Arrival(dest, name);
             _store.Undefine(name);
             _committed.TryRemove(name, out _);
             if (Directory.Exists(VmDir(name)))
@@ -186,8 +186,8 @@ internal sealed partial class Supervisor
             }
             double? downtime = last?.DowntimeMs;
             _events.Publish(name, "migrated", DomainState.ShutOff,
-                $"to {socket} in {clock.Elapsed.TotalMilliseconds:0} ms{(downtime is { } d ? $", downtime {d:0.#} ms" : "")}{(arrived is null ? $"; {there} does not report it running yet" : "")}");
-            return (new MigrationResult(name, socket, arrived?.State ?? DomainState.Incoming, arrived?.Pid, Math.Round(clock.Elapsed.TotalMilliseconds, 1),
+                $"to {socket} in {clock.Elapsed.TotalMilliseconds:0} ms{(downtime is { } d ? $", downtime {d:0.#} ms" : "")}{(arrived is null ? $"; but {there} does not report it running (it is {seen} there)" : "")}");
+            return (new MigrationResult(name, socket, arrived?.State ?? seen, arrived?.Pid, Math.Round(clock.Elapsed.TotalMilliseconds, 1),
                 downtime is { } dt ? Math.Round(dt, 1) : null, last?.BytesSent ?? 0, last?.Round ?? 0), null);
         }
     }
@@ -205,13 +205,17 @@ internal sealed partial class Supervisor
         {
             return false;
         }
-        return Arrival(dest, name) is not null;
+        return Arrival(dest, name).Vm is not null;
     }
 
-    /// <summary>The VM as the destination reports it once running there; null if it does not within <see cref="ArrivalLimit"/>.</summary>
-    private static VmSummary? Arrival(HttpClient dest, string name)
+    /// <summary>
+    /// The VM as the destination reports it once running there, within <see cref="ArrivalLimit"/>;
+    /// else null, and the state it was last seen in there ("gone" when it has no such VM, "unknown" when it does not answer).
+    /// </summary>
+    private static (VmSummary? Vm, string Seen) Arrival(HttpClient dest, string name)
     {
         var deadline = DateTime.UtcNow + ArrivalLimit;
+        string seen = "unknown";
         while (true)
         {
             var (status, body) = Call(dest, HttpMethod.Get, $"vms/{Uri.EscapeDataString(name)}");
@@ -222,21 +226,22 @@ internal sealed partial class Supervisor
                     var vm = JsonSerializer.Deserialize(body, DaemonJson.Default.VmSummary)!;
                     if (vm.State is DomainState.Running or DomainState.Paused)
                     {
-                        return vm;
+                        return (vm, vm.State);
                     }
+                    seen = vm.State;
                 }
                 catch (JsonException)
                 {
-                    return null;
+                    return (null, "unknown");
                 }
             }
             else if (status is not null)
             {
-                return null; // dropped there: it did not arrive
+                return (null, "gone"); // dropped there: it did not arrive
             }
             if (DateTime.UtcNow > deadline)
             {
-                return null;
+                return (null, seen);
             }
             Thread.Sleep(100);
         }

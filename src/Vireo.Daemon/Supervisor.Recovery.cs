@@ -26,6 +26,17 @@ internal sealed partial class Supervisor
                 string? state = vm.State is DomainState.Running or DomainState.Paused
                     ? (vm.State == DomainState.Paused ? VmState.Paused : VmState.Running)
                     : info?.State;
+                if (vm.State == DomainState.Incoming && state is VmState.Receiving or null)
+                {
+                    // Still arriving (a busy receiver may not answer at once): it goes on, watched again (Supervisor.Migration.cs).
+                    var waiting = new Attached(pid, start, VmDir(vm.Name), api);
+                    _incoming[vm.Name] = waiting;
+                    _committed[vm.Name] = vm.Run?.Definition.MemoryMib ?? vm.Definition.MemoryMib;
+                    adopted.Add(pid);
+                    _events.Publish(vm.Name, "reattached", DomainState.Incoming, $"pid {pid}, still arriving");
+                    new Thread(() => WatchIncoming(vm.Name, waiting)) { IsBackground = true, Name = $"incoming {vm.Name}" }.Start();
+                    continue;
+                }
                 if (state is VmState.Running or VmState.Paused)
                 {
                     _running[vm.Name] = new Attached(pid, start, VmDir(vm.Name), api);
@@ -46,7 +57,7 @@ internal sealed partial class Supervisor
             }
             if (vm.State == DomainState.Incoming)
             {
-                // Arriving when the daemon stopped, and not arrived (its VMM, if any, was ended above): the source's VM runs on there.
+                // Arriving when the daemon stopped, and its VMM gone or no longer receiving (ended above): the source's VM runs on there.
                 _store.Undefine(vm.Name);
                 if (Directory.Exists(VmDir(vm.Name)))
                 {

@@ -73,6 +73,14 @@ internal sealed class DaemonProcess : IDisposable
         _process.WaitForExit();
     }
 
+    /// <summary>A new daemon on the same state, after <see cref="KillProcess"/>.</summary>
+    public void Relaunch()
+    {
+        Http.Dispose();
+        File.Delete(Socket);
+        Launch();
+    }
+
     public static string Definition(string name, string guest = "idle", string extra = "") =>
         $$"""{"name": "{{name}}", "kernel": "{{TestEnvironment.Guest(guest)}}", "memory_mib": 32{{extra}}}""";
 

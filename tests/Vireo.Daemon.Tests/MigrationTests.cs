@@ -251,9 +251,14 @@ public class MigrationTests
         (s, r) = await b.Send(HttpMethod.Delete, "migrations/incoming/called-off");
         Assert.Equal(404, s);
 
-        // A daemon restarted while one was arriving drops it (the source's VM runs on there).
+        // A daemon restarted while one is arriving watches its VMM again; one whose VMM is gone meanwhile is dropped.
         await Expect("orphan");
+        vmm = VmmOf(b, "orphan");
         b.KillAndRestart();
+        Assert.Equal((DomainState.Incoming, vmm), ((await b.Get("orphan")).State, VmmOf(b, "orphan")));
+        b.KillProcess();
+        Process.GetProcessById(vmm).Kill();
+        b.Relaunch();
         Assert.Empty(await b.List());
 
         // What does not fit is refused by field.
@@ -269,6 +274,87 @@ public class MigrationTests
         await Refused(Incoming("odd").Replace(TestEnvironment.Guest("idle"), "/etc/passwd"), "kernel");
         await Refused(Incoming("bad name"), "name:");
         Assert.Empty(await b.List());
+    }
+
+    /// <summary>
+    /// The kit's dirty guest keeps 1 GiB of its RAM written, so the copy takes a while; once the
+    /// destination's VMM waits for it, that VMM is stopped (SIGSTOP), so the migration cannot end
+    /// before the test has killed what it kills. Its VMM killed, or the whole destination (daemon
+    /// and VMM): the VM runs on here. The daemon alone killed and restarted: the restarted one
+    /// watches the VMM still receiving, and the migration (forced at its timeout) completes there.
+    /// </summary>
+    [KvmTheory]
+    [InlineData("vmm")]
+    [InlineData("destination")]
+    [InlineData("daemon")]
+    public async Task A_destination_killed_mid_way_leaves_exactly_one_vm_running(string killed)
+    {
+        using var pair = new Pair();
+        var (a, b) = (pair.A, pair.B);
+        await a.Ok(Post, "vms", DaemonProcess.Definition("busy", guest: "dirty", extra: """, "cmdline": "mib=1024 rate=400" """).Replace("\"memory_mib\": 32", "\"memory_mib\": 2048"));
+        await a.Ok(Post, "vms/busy/start");
+        int Beats(DaemonProcess d) => System.Text.RegularExpressions.Regex.Matches(Console(d, "busy"), @"dirty: beat \d+").Count;
+        await Eventually.Until(() => Task.FromResult(Beats(a) > 1), "the guest's second heartbeat (its working set all written)");
+        int pid = (await a.Get("busy")).Pid!.Value;
+
+        string limits = killed == "daemon" ? """, "downtime_ms": 1, "timeout_s": 8, "timeout_strategy": "force" """ : """, "downtime_ms": 1, "timeout_s": 120""";
+        var migrating = a.Send(Post, "vms/busy/migrate", Migrate(b.Socket, limits));
+        await Eventually.Until(async () => (await b.Send(HttpMethod.Get, "vms/busy")).Body.Contains("\"incoming\""), "the destination to wait for it");
+        int receiver = VmmOf(b, "busy");
+        Signal("STOP", receiver);
+        await Eventually.Until(async () =>
+        {
+            var p = JsonSerializer.Deserialize(await a.Http.GetStringAsync("vms/busy/progress"), DaemonJson.Default.OperationProgress)!;
+            // Connecting or Copying, as far as the stopped receiver let it get
+            return p is { Operation: "migrate", Migration.State: "Connecting" or "Copying" } && p.BytesTotal == 2048L << 20;
+        }, "the migration under way");
+        switch (killed)
+        {
+            case "vmm":
+                Process.GetProcessById(receiver).Kill();
+                break;
+            case "destination":
+                b.KillProcess();
+                Process.GetProcessById(receiver).Kill();
+                break;
+            case "daemon":
+                b.KillAndRestart(); // its VMM stopped: too busy to answer, and so watched again
+                Signal("CONT", receiver);
+                break;
+        }
+        var (status, body) = await migrating;
+        if (killed == "daemon")
+        {
+            // It moved: B, restarted, had the VMM receiving it still.
+            Assert.True(status == 200, body);
+            Assert.Equal(DomainState.Running, JsonSerializer.Deserialize(body, DaemonJson.Default.MigrationResult)!.State);
+            Assert.Empty(await a.List());
+            Assert.Equal((DomainState.Running, receiver), ((await b.Get("busy")).State, (await b.Get("busy")).Pid));
+            int there = Beats(b);
+            await Eventually.Until(() => Task.FromResult(Beats(b) > there + 1), "the guest's heartbeat going on there");
+            return;
+        }
+        Assert.True(status == 409, body);
+        Assert.Contains("'busy' was not migrated (it runs on here): migration/send:", Fault(body));
+        if (killed == "destination")
+        {
+            Assert.Contains("could not be told to drop it", Fault(body));
+            b.Relaunch(); // it finds the VM it was receiving gone, and drops it
+        }
+        Assert.Equal((DomainState.Running, pid), ((await a.Get("busy")).State, (await a.Get("busy")).Pid));
+        int beats = Beats(a);
+        await Eventually.Until(() => Task.FromResult(Beats(a) > beats + 1), "the guest's heartbeat going on here");
+        await Eventually.Until(async () => (await b.List()).Length == 0, "the destination to drop it");
+        Assert.DoesNotContain(Process.GetProcessesByName("vireo-vmm"), p => File.ReadAllText($"/proc/{p.Id}/cmdline").Contains(b.StateDir, StringComparison.Ordinal));
+        var progress = JsonSerializer.Deserialize(await a.Http.GetStringAsync("vms/busy/progress"), DaemonJson.Default.OperationProgress)!;
+        Assert.Equal((null, null), (progress.Operation, progress.Migration));
+    }
+
+    private static void Signal(string signal, int pid)
+    {
+        using var kill = Process.Start("kill", $"-{signal} {pid}")!;
+        kill.WaitForExit();
+        Assert.Equal(0, kill.ExitCode);
     }
 
     /// <summary>The VMM process waiting under the daemon's state directory for VM <paramref name="name"/>.</summary>

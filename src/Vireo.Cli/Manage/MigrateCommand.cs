@@ -47,9 +47,18 @@ internal static class MigrateCommand
                 p.GetValue(force) ? MigrationSendParams.Force : MigrationSendParams.Cancel);
             var result = WithProgress(client, n, p.GetValue(json), () => client.Send(HttpMethod.Post, $"vms/{Uri.EscapeDataString(n)}/migrate",
                 DaemonJson.Default.MigrationResult, JsonSerializer.Serialize(request, DaemonJson.Default.MigrateRequest)));
+            bool runs = result.State is DomainState.Running or DomainState.Paused;
             if (p.GetValue(json))
             {
                 Console.WriteLine(JsonSerializer.Serialize(result, DaemonJson.Default.MigrationResult));
+            }
+            if (!runs)
+            {
+                // Its VMM here sent it and ended: there is nothing to run on here. Say so, and fail.
+                throw new CliException(ExitCodes.Refused, $"'{result.Name}' was sent to {result.Destination} and has ended here, but the destination reports it {result.State}, not running: see `vireo events` there");
+            }
+            if (p.GetValue(json))
+            {
                 return;
             }
             string down = result.DowntimeMs is { } d ? $"downtime {d.ToString("0.#", CultureInfo.InvariantCulture)} ms" : "downtime not reported";
