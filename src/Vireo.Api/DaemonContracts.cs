@@ -89,11 +89,51 @@ public sealed record SnapshotRequest(string? Name = null);
 public sealed record SnapshotInfo(string Name, DateTime CreatedAt, long SizeBytes, long MemoryMib);
 
 /// <summary>
-/// GET /vms/{name}/progress: the save or snapshot being written, if any (operation null when none).
+/// GET /vms/{name}/progress: the save, snapshot or migration under way, if any (operation null when none).
 /// bytes_written is what the RAM file holds so far; bytes_total is the guest's RAM, an upper bound
 /// (pages the guest never wrote are not written), so a save can end below it.
+/// During a migration (operation "migrate"), bytes_written is what was sent so far (RAM pages sent
+/// again in later rounds count again), bytes_total the guest's RAM, and migration the source VMM's
+/// GET /migration; migration is null for a save or snapshot, and when there is no operation.
 /// </summary>
-public sealed record OperationProgress(string? Operation, long BytesWritten, long BytesTotal);
+public sealed record OperationProgress(string? Operation, long BytesWritten, long BytesTotal,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] MigrationInfo? Migration = null);
+
+/// <summary>
+/// POST /vms/{name}/migrate: move a running VM to another vireod (xl migrate). destination is that
+/// vireod's API socket on this host (unix:PATH, or a bare absolute path); downtime_ms, timeout_s and
+/// timeout_strategy are the VMM's migration/send's (cancel: the VM runs on here; force: it stops and copies what is left).
+/// </summary>
+public sealed record MigrateRequest(
+    [property: JsonRequired] string Destination,
+    long DowntimeMs = 300,
+    long TimeoutS = 3600,
+    string TimeoutStrategy = MigrationSendParams.Cancel);
+
+/// <summary>The answer to POST /vms/{name}/migrate once the VM runs on the destination (it is undefined here).</summary>
+public sealed record MigrationResult(
+    string Name,
+    string Destination,
+    string State,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] int? Pid,
+    double ElapsedMs,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] double? DowntimeMs,
+    long BytesSent,
+    int Rounds);
+
+/// <summary>
+/// POST /migrations/incoming, from one vireod to another: a VM about to arrive. definition is what it
+/// is defined as (its next start); running, what its VMM runs, with the fd number each of those
+/// files has in it (fds: field to number), since the VM's config names them /proc/self/fd/N.
+/// </summary>
+public sealed record IncomingMigration(
+    [property: JsonRequired] string Name,
+    [property: JsonRequired] VmDefinition Definition,
+    [property: JsonRequired] VmDefinition Running,
+    [property: JsonRequired] Dictionary<string, int> Fds);
+
+/// <summary>The answer to POST /migrations/incoming: where the source's VMM is to send the VM (a unix: socket in the destination's state directory).</summary>
+public sealed record IncomingMigrationAnswer(string Name, string ReceiverUrl);
 
 /// <summary>One lifecycle change, as GET /events streams it (server-sent events) and `vireo events` prints it.</summary>
 public sealed record LifecycleEvent(long Seq, DateTime Time, string Vm, string Event, string State, string? Detail = null);
@@ -105,6 +145,9 @@ public static class DomainState
 
     /// <summary>Saved to a file (vireo save) and stopped: `vireo restore FILE` runs it again from there.</summary>
     public const string Saved = "saved";
+
+    /// <summary>Arriving from another vireod (vireo migrate): its VMM waits for the VM's RAM and state; running once they are in.</summary>
+    public const string Incoming = "incoming";
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
@@ -120,6 +163,10 @@ public static class DomainState
 [JsonSerializable(typeof(SnapshotInfo))]
 [JsonSerializable(typeof(SnapshotInfo[]))]
 [JsonSerializable(typeof(OperationProgress))]
+[JsonSerializable(typeof(MigrateRequest))]
+[JsonSerializable(typeof(MigrationResult))]
+[JsonSerializable(typeof(IncomingMigration))]
+[JsonSerializable(typeof(IncomingMigrationAnswer))]
 [JsonSerializable(typeof(ApiError))]
 // The route and query parameters' types: the OpenAPI generator describes them from this context under Native AOT.
 [JsonSerializable(typeof(string))]

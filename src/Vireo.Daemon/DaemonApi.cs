@@ -186,8 +186,48 @@ internal static class DaemonApi
 
         app.MapGet("/vms/{name}/progress", (string name) => store.Get(name) is null ? NoSuchVm(name)
                 : Results.Json(supervisor.ProgressOf(name), DaemonJson.Default.OperationProgress))
-            .WithSummary("The save or snapshot being written (operation null when none): bytes of RAM written so far, of at most bytes_total")
+            .WithSummary("The save, snapshot or migration under way (operation null when none): bytes of RAM written or sent so far, of bytes_total; " +
+                "migration: the migrating VMM's GET /migration (null when not migrating)")
             .Produces<OperationProgress>().Produces<ApiError>(404);
+
+        app.MapPost("/vms/{name}/migrate", async (string name, HttpRequest request) =>
+        {
+            var (body, error) = await ReadOptional(request, DaemonJson.Default.MigrateRequest, "migrate", null);
+            if (error is not null)
+            {
+                return error;
+            }
+            var (result, refused) = supervisor.Migrate(name, body!);
+            return refused is { } r ? Fail(r.Status, r.Why) : Results.Json(result!, DaemonJson.Default.MigrationResult);
+        })
+        .WithSummary("Move a running VM to another vireod on this host (xl migrate): once it runs there it is undefined here; " +
+            "if it cannot be moved it runs on here. GET /vms/{name}/progress follows it meanwhile")
+        .Body<MigrateRequest>("application/json")
+        .Produces<MigrationResult>().Produces<ApiError>(400).Produces<ApiError>(404).Produces<ApiError>(409);
+
+        app.MapPost("/migrations/incoming", async (HttpRequest request) =>
+        {
+            var (body, error) = await ReadOptional(request, DaemonJson.Default.IncomingMigration, "incoming migration", null, limit: 4 * DefinitionReader.MaxLength);
+            if (error is not null)
+            {
+                return error;
+            }
+            var (answer, refused) = supervisor.Incoming(body!);
+            if (refused is { } r)
+            {
+                return Fail(r.Status, r.Why);
+            }
+            return Results.Json(answer!, DaemonJson.Default.IncomingMigrationAnswer, statusCode: 201);
+        })
+        .WithSummary("From another vireod (its POST /vms/{name}/migrate): define a VM that is about to arrive, and have a fresh VMM, " +
+            "with the VM's files on the fd numbers they have in the source's, wait for it; answers the receiver_url for the source's VMM")
+        .Body<IncomingMigration>("application/json")
+        .Produces<IncomingMigrationAnswer>(201).Produces<ApiError>(400).Produces<ApiError>(409);
+
+        app.MapDelete("/migrations/incoming/{name}", (string name) =>
+                supervisor.AbortIncoming(name) is { } r ? Fail(r.Status, r.Why) : Results.NoContent())
+            .WithSummary("From the source vireod: the migration failed; end the waiting VMM and drop the VM's definition")
+            .Produces(204).Produces<ApiError>(404).Produces<ApiError>(409);
 
         app.MapGet("/vms/{name}/snapshots", (string name) => supervisor.ListSnapshots(name) is { } list
                 ? Results.Json(list, DaemonJson.Default.SnapshotInfoArray) : NoSuchVm(name))
@@ -444,7 +484,8 @@ internal static class DaemonApi
     }
 
     /// <summary>A small JSON body that may be absent (then <paramref name="absent"/>).</summary>
-    private static async Task<(T? Value, IResult? Error)> ReadOptional<T>(HttpRequest request, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, string what, T? absent)
+    private static async Task<(T? Value, IResult? Error)> ReadOptional<T>(HttpRequest request, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, string what, T? absent,
+        int limit = SmallBodyLimit)
     {
         try
         {
@@ -452,8 +493,8 @@ internal static class DaemonApi
             {
                 return absent is null ? (default, Fail(400, "a JSON body is required")) : (absent, null);
             }
-            byte[]? body = await BodyReader.ReadBounded(request.Body, SmallBodyLimit, request.HttpContext.RequestAborted);
-            return body is null ? (default, Fail(413, $"body: larger than {SmallBodyLimit} bytes"))
+            byte[]? body = await BodyReader.ReadBounded(request.Body, limit, request.HttpContext.RequestAborted);
+            return body is null ? (default, Fail(413, $"body: larger than {limit} bytes"))
                 : BodyReader.TryRead(body, type, what, out var value) is { } error ? (default, Fail(400, error)) : (value, null);
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)

@@ -33,9 +33,9 @@ internal sealed partial class Supervisor
         lock (LockFor(first))
         lock (LockFor(second))
         {
-            if (_running.ContainsKey(name))
+            if (_running.ContainsKey(name) || _incoming.ContainsKey(name))
             {
-                return $"'{name}' is running: only a VM that is not running can be renamed";
+                return $"'{name}' is {(_incoming.ContainsKey(name) ? "arriving from another vireod" : "running")}: only a VM that is not running can be renamed";
             }
             if (_store.Get(newName) is not null)
             {
@@ -71,6 +71,10 @@ internal sealed partial class Supervisor
             if (_running.ContainsKey(name))
             {
                 return (409, $"'{name}' is running: destroy it first");
+            }
+            if (_incoming.ContainsKey(name))
+            {
+                return (409, $"'{name}' is arriving from another vireod (vireo migrate): wait until it runs, or stop the migration on the source");
             }
             if (!_store.Undefine(name))
             {

@@ -35,6 +35,10 @@ internal sealed partial class Supervisor
     /// <summary>The save or snapshot being written for the VM: bytes its RAM file holds so far (sparse: allocated blocks).</summary>
     public OperationProgress ProgressOf(string name)
     {
+        if (MigrationProgressOf(name) is { } migrating)
+        {
+            return migrating;
+        }
         if (!_jobs.TryGetValue(name, out var job))
         {
             return new OperationProgress(null, 0, 0);

@@ -26,6 +26,17 @@ internal sealed partial class Supervisor
                 string? state = vm.State is DomainState.Running or DomainState.Paused
                     ? (vm.State == DomainState.Paused ? VmState.Paused : VmState.Running)
                     : info?.State;
+                if (vm.State == DomainState.Incoming && state is VmState.Receiving or null)
+                {
+                    // Still arriving (a busy receiver may not answer at once): it goes on, watched again (Supervisor.Migration.cs).
+                    var waiting = new Attached(pid, start, VmDir(vm.Name), api);
+                    _incoming[vm.Name] = waiting;
+                    _committed[vm.Name] = vm.Run?.Definition.MemoryMib ?? vm.Definition.MemoryMib;
+                    adopted.Add(pid);
+                    _events.Publish(vm.Name, "reattached", DomainState.Incoming, $"pid {pid}, still arriving");
+                    new Thread(() => WatchIncoming(vm.Name, waiting)) { IsBackground = true, Name = $"incoming {vm.Name}" }.Start();
+                    continue;
+                }
                 if (state is VmState.Running or VmState.Paused)
                 {
                     _running[vm.Name] = new Attached(pid, start, VmDir(vm.Name), api);
@@ -43,6 +54,17 @@ internal sealed partial class Supervisor
                 api.Dispose();
                 VmmLauncher.KillAndWait(pid); // spawned but never started: the daemon died while configuring it
                 _events.Publish(vm.Name, "start-abandoned", vm.State, $"pid {pid} ({state ?? "not answering"}) ended: the daemon stopped while starting it");
+            }
+            if (vm.State == DomainState.Incoming)
+            {
+                // Arriving when the daemon stopped, and its VMM gone or no longer receiving (ended above): the source's VM runs on there.
+                _store.Undefine(vm.Name);
+                if (Directory.Exists(VmDir(vm.Name)))
+                {
+                    Directory.Delete(VmDir(vm.Name), recursive: true);
+                }
+                _events.Publish(vm.Name, "migration-abandoned", DomainState.ShutOff, "the daemon stopped while it was arriving");
+                continue;
             }
             if (vm.State is DomainState.Running or DomainState.Paused)
             {

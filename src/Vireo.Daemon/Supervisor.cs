@@ -70,6 +70,10 @@ internal sealed partial class Supervisor : IDisposable
             {
                 return $"'{name}' is already running";
             }
+            if (_incoming.ContainsKey(name))
+            {
+                return $"'{name}' is arriving from another vireod (vireo migrate): it runs once it is in";
+            }
             if (Admit(name, vm.Definition.MemoryMib) is { } refused)
             {
                 return refused;
@@ -106,7 +110,7 @@ internal sealed partial class Supervisor : IDisposable
     /// Null when it runs, else why not, with no VMM left. Called under the VM's lock, once admitted.
     /// </summary>
     private string? Launch(string name, VmDefinition def, IReadOnlyDictionary<string, int>? pinned,
-        Func<VmmClient, IReadOnlyDictionary<string, string>, string?> configure, string evt, string? detail = null)
+        Func<VmmClient, IReadOnlyDictionary<string, string>, string?> configure, string evt, string? detail = null, bool incoming = false)
     {
         string dir = VmDir(name);
         PrepareDir(dir);
@@ -155,6 +159,14 @@ internal sealed partial class Supervisor : IDisposable
             _store.ClearPid(name);
             attached.Api.Dispose();
             return error;
+        }
+        if (incoming)
+        {
+            // Waiting for a VM from another vireod: it is the VM's VMM once the VM is in (Supervisor.Migration.cs).
+            _incoming[name] = attached;
+            _store.SetState(name, DomainState.Incoming);
+            _events.Publish(name, evt, DomainState.Incoming, $"pid {pid}, {detail}");
+            return null;
         }
         _running[name] = attached;
         _store.SetRunning(name, pid, attached.StartTime);
@@ -337,7 +349,7 @@ internal sealed partial class Supervisor : IDisposable
     public void Dispose()
     {
         _disposed = true;
-        foreach (var a in _running.Values)
+        foreach (var a in _running.Values.Concat(_incoming.Values))
         {
             a.Api.Dispose();
         }

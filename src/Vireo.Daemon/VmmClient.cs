@@ -43,6 +43,21 @@ internal sealed class VmmClient : IDisposable
         }
     }
 
+    /// <summary>GET /migration: where the VMM's migration is; null when it does not answer within <paramref name="limit"/> (or has ended).</summary>
+    public MigrationInfo? Migration(TimeSpan limit)
+    {
+        try
+        {
+            using var cts = new CancellationTokenSource(limit);
+            using var r = _api.GetAsync("migration", cts.Token).GetAwaiter().GetResult();
+            return r.IsSuccessStatusCode ? JsonSerializer.Deserialize(r.Content.ReadAsStringAsync(cts.Token).GetAwaiter().GetResult(), VmmJson.Default.MigrationInfo) : null;
+        }
+        catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException or JsonException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>
     /// Keystrokes for the guest's console. The VMM answers once the guest has taken them all, which
     /// takes as long as the guest takes to read them: no time limit (a short one cut input off half

@@ -23,7 +23,8 @@ public class ApiSurfaceTests
         var errors = document.Validate(Microsoft.OpenApi.ValidationRuleSet.GetDefaultRuleSet())?.ToList() ?? [];
         Assert.True(errors.Count == 0, string.Join("\n", errors.Select(e => $"{e.Pointer}: {e.Message}")));
         foreach (var route in new[] { "/vms", "/vms/{name}", "/vms/{name}/start", "/vms/{name}/shutdown", "/vms/{name}/rename",
-            "/vms/{name}/console", "/vms/{name}/console/input", "/vms/{name}/logs", "/events", "/schemas/vm-definition" })
+            "/vms/{name}/console", "/vms/{name}/console/input", "/vms/{name}/logs", "/events", "/schemas/vm-definition",
+            "/vms/{name}/migrate", "/migrations/incoming", "/migrations/incoming/{name}" })
         {
             Assert.True(document.Paths.ContainsKey(route), $"{route} is not in the document");
         }

@@ -18,10 +18,13 @@ internal sealed class DaemonProcess : IDisposable
     public int Pid => _process.Id;
 
     private readonly string _extraArgs;
+    private readonly string? _netns;
 
-    public DaemonProcess(string? stateDir = null, string extraArgs = "")
+    /// <param name="netns">a network namespace (ip netns) to run vireod in, and so its VMMs</param>
+    public DaemonProcess(string? stateDir = null, string extraArgs = "", string? netns = null)
     {
         _extraArgs = extraArgs;
+        _netns = netns;
         _ = TestEnvironment.GuestDir;
         StateDir = stateDir ?? TempDirectory.Create("vireod");
         Socket = Path.Combine(StateDir, "vireod.sock");
@@ -30,8 +33,10 @@ internal sealed class DaemonProcess : IDisposable
 
     private void Launch()
     {
-        var psi = new ProcessStartInfo(TestEnvironment.Shipped("vireod"),
-            $"--socket {Socket} --state {StateDir} --image-dir {TestEnvironment.GuestDir} {_extraArgs}")
+        string args = $"--socket {Socket} --state {StateDir} --image-dir {TestEnvironment.GuestDir} {_extraArgs}";
+        // ip netns exec execs vireod once in the namespace: the process is still vireod's.
+        var psi = new ProcessStartInfo(_netns is null ? TestEnvironment.Shipped("vireod") : "ip",
+            _netns is null ? args : $"netns exec {_netns} {TestEnvironment.Shipped("vireod")} {args}")
         {
             RedirectStandardError = true,
             RedirectStandardOutput = true,
@@ -56,6 +61,21 @@ internal sealed class DaemonProcess : IDisposable
     {
         _process.Kill();
         _process.WaitForExit();
+        Http.Dispose();
+        File.Delete(Socket);
+        Launch();
+    }
+
+    /// <summary>SIGKILL, and no restart: its socket stays, with no one answering on it.</summary>
+    public void KillProcess()
+    {
+        _process.Kill();
+        _process.WaitForExit();
+    }
+
+    /// <summary>A new daemon on the same state, after <see cref="KillProcess"/>.</summary>
+    public void Relaunch()
+    {
         Http.Dispose();
         File.Delete(Socket);
         Launch();

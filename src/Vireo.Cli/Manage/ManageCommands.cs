@@ -10,7 +10,7 @@ namespace Vireo.Cli.Manage;
 /// <summary>
 /// The operator's commands, each one request or a few to vireod: create, list, info, start,
 /// pause, resume, shutdown, reboot, destroy, undefine, rename, console, logs, edit, events, and
-/// save, restore and snapshot (SaveCommands).
+/// save, restore and snapshot (SaveCommands), and migrate (MigrateCommand).
 /// Read commands take --json for scripts; every command exits with an <see cref="ExitCodes"/> status.
 /// </summary>
 internal static class ManageCommands
@@ -177,6 +177,7 @@ internal static class ManageCommands
         {
             yield return command;
         }
+        yield return MigrateCommand.Create(json);
 
         var logsName = VmName();
         var tail = WholeNumber("--tail-bytes", "At most this many bytes from the end (default 1 MiB, at most 16 MiB)", 0, 16 << 20);
