@@ -29,28 +29,18 @@ internal sealed class VmmClient : IDisposable
     public string? PutLong(string path, string json) => Send(_streams, HttpMethod.Put, path, json);
 
     /// <summary>GET /vm: the VMM's own account of its state; null when it does not answer within <paramref name="limit"/>.</summary>
-    public VmInfo? Info(TimeSpan limit)
-    {
-        try
-        {
-            using var cts = new CancellationTokenSource(limit);
-            using var r = _api.GetAsync("vm", cts.Token).GetAwaiter().GetResult();
-            return r.IsSuccessStatusCode ? JsonSerializer.Deserialize(r.Content.ReadAsStringAsync(cts.Token).GetAwaiter().GetResult(), VmmJson.Default.VmInfo) : null;
-        }
-        catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException or JsonException)
-        {
-            return null;
-        }
-    }
+    public VmInfo? Info(TimeSpan limit) => GetJson("vm", VmmJson.Default.VmInfo, limit);
 
     /// <summary>GET /migration: where the VMM's migration is; null when it does not answer within <paramref name="limit"/> (or has ended).</summary>
-    public MigrationInfo? Migration(TimeSpan limit)
+    public MigrationInfo? Migration(TimeSpan limit) => GetJson("migration", VmmJson.Default.MigrationInfo, limit);
+
+    private T? GetJson<T>(string path, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, TimeSpan limit) where T : class
     {
         try
         {
             using var cts = new CancellationTokenSource(limit);
-            using var r = _api.GetAsync("migration", cts.Token).GetAwaiter().GetResult();
-            return r.IsSuccessStatusCode ? JsonSerializer.Deserialize(r.Content.ReadAsStringAsync(cts.Token).GetAwaiter().GetResult(), VmmJson.Default.MigrationInfo) : null;
+            using var r = _api.GetAsync(path, cts.Token).GetAwaiter().GetResult();
+            return r.IsSuccessStatusCode ? JsonSerializer.Deserialize(r.Content.ReadAsStringAsync(cts.Token).GetAwaiter().GetResult(), type) : null;
         }
         catch (Exception e) when (e is HttpRequestException or IOException or OperationCanceledException or JsonException)
         {
