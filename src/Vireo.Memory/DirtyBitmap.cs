@@ -42,6 +42,42 @@ public sealed class DirtyBitmap
         }
     }
 
+    /// <summary>
+    /// The next run of set bits of <paramref name="bitmap"/> (one a page, <paramref name="pages"/>
+    /// of them) at or after <paramref name="from"/>, at most <paramref name="maxPages"/> long;
+    /// <paramref name="from"/> moves past it. False when there is none: what a diff snapshot
+    /// writes and a migration round sends, run by run.
+    /// </summary>
+    public static bool NextRun(ReadOnlySpan<ulong> bitmap, ulong pages, ref ulong from, ulong maxPages, out ulong first, out ulong count)
+    {
+        ulong page = from;
+        while (page < pages)
+        {
+            ulong word = bitmap[(int)(page >> 6)] >> (int)(page & 63);
+            if (word == 0)
+            {
+                page = (page | 63) + 1; // the rest of this word is clear
+                continue;
+            }
+            page += (ulong)System.Numerics.BitOperations.TrailingZeroCount(word);
+            if (page >= pages)
+            {
+                break;
+            }
+            first = page;
+            while (page < pages && page - first < maxPages && (bitmap[(int)(page >> 6)] & (1UL << (int)(page & 63))) != 0)
+            {
+                page++;
+            }
+            count = page - first;
+            from = page;
+            return true;
+        }
+        from = pages;
+        first = count = 0;
+        return false;
+    }
+
     /// <summary>ORs every marked page into <paramref name="bitmap"/> and clears the marks.</summary>
     public void TakeInto(Span<ulong> bitmap)
     {

@@ -104,6 +104,25 @@ public class GuestMemoryTests
     }
 
     [Fact]
+    public void Dirty_runs_are_found_across_words_cut_at_their_longest_and_stop_at_the_last_page()
+    {
+        var bits = new ulong[3];
+        foreach (int p in new[] { 0, 62, 63, 64, 65, 100, 129, 130, 131 })
+        {
+            bits[p >> 6] |= 1UL << (p & 63);
+        }
+        bits[2] |= 1UL << 63; // page 191: past the 140 pages the region has
+        var runs = new List<(ulong, ulong)>();
+        ulong from = 0;
+        while (DirtyBitmap.NextRun(bits, 140, ref from, 3, out ulong first, out ulong count))
+        {
+            runs.Add((first, count));
+        }
+        Assert.Equal([(0UL, 1UL), (62UL, 3UL), (65UL, 1UL), (100UL, 1UL), (129UL, 3UL)], runs);
+        Assert.Equal(140UL, from);
+    }
+
+    [Fact]
     public void Only_ranges_that_were_written_may_hold_data_anonymous_shared_or_over_a_file()
     {
         using (var anon = GuestMemory.CreateAnonymous(64 * MiB))

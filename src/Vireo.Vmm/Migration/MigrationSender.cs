@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net.Sockets;
-using System.Numerics;
 using System.Text;
 using System.Text.Json;
 using Vireo.Interop;
@@ -275,23 +274,11 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
         {
             var region = memory.Regions[i];
             var bits = dirty[i];
-            ulong pages = region.Size / Page, page = 0;
-            while (page < pages)
+            ulong page = 0;
+            while (DirtyBitmap.NextRun(bits, region.Size / Page, ref page, MigrationWire.MaxPageBytes / Page, out ulong run, out ulong count))
             {
-                ulong word = bits[page >> 6] >> (int)(page & 63);
-                if (word == 0)
-                {
-                    page = (page | 63) + 1;
-                    continue;
-                }
-                page += (ulong)BitOperations.TrailingZeroCount(word);
-                ulong run = page;
-                while (page < pages && (bits[page >> 6] & (1UL << (int)(page & 63))) != 0 && (page - run) * Page < MigrationWire.MaxPageBytes)
-                {
-                    page++;
-                }
-                ulong at = run * Page;
-                SendRun(writer, region.Start.Add(at), memory.GetSpan(region.Start.Add(at), (page - run) * Page));
+                var start = region.Start.Add(run * Page);
+                SendRun(writer, start, memory.GetSpan(start, count * Page));
             }
         }
         _status = _status with { BytesSent = writer.BytesWritten };

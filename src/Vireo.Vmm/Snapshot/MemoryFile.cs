@@ -85,21 +85,10 @@ public static class MemoryFile
             {
                 var region = memory.Regions[i];
                 var bits = dirty[i];
-                ulong pages = region.Size / Page;
                 ulong page = 0;
-                while (page < pages)
+                while (DirtyBitmap.NextRun(bits, region.Size / Page, ref page, Chunk / Page, out ulong run, out ulong count))
                 {
-                    if ((bits[page >> 6] & (1UL << (int)(page & 63))) == 0)
-                    {
-                        page++;
-                        continue;
-                    }
-                    ulong run = page;
-                    while (page < pages && (bits[page >> 6] & (1UL << (int)(page & 63))) != 0 && (page - run) * Page < Chunk)
-                    {
-                        page++;
-                    }
-                    ulong at = run * Page, length = (page - run) * Page;
+                    ulong at = run * Page, length = count * Page;
                     Libc.PwriteFully(fd, memory.GetSpan(region.Start.Add(at), length), (long)(region.FileOffset + at));
                     written += (long)length;
                 }
