@@ -73,45 +73,16 @@ internal static class MigrateCommand
     /// The migration, and on a terminal (not with --json) a bar of the guest's RAM sent in the
     /// current round, polled from the daemon, with the round and the rate.
     /// </summary>
-    private static T WithProgress<T>(DaemonClient client, string vm, bool json, Func<T> work)
-    {
-        if (json || Console.IsErrorRedirected)
+    private static T WithProgress<T>(DaemonClient client, string vm, bool json, Func<T> work) =>
+        ProgressBar.Run(client, vm, $"migrating {vm}", json, new ElapsedTimeColumn(), (now, bar) =>
         {
-            return work();
-        }
-        long ram = Math.Max(1, client.Get($"vms/{Uri.EscapeDataString(vm)}", DaemonJson.Default.VmSummary).MemoryMib << 20);
-        var running = Task.Run(work);
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        console.Progress().AutoClear(false)
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
-            .Start(ctx =>
+            if (now.Migration is { PagesTotal: > 0 } m)
             {
-                var bar = ctx.AddTask(Markup.Escape($"migrating {vm}"), maxValue: ram);
-                while (!running.Wait(200))
-                {
-                    try
-                    {
-                        var now = client.Get($"vms/{Uri.EscapeDataString(vm)}/progress", DaemonJson.Default.OperationProgress);
-                        if (now.Migration is { PagesTotal: > 0 } m)
-                        {
-                            bar.MaxValue = m.PagesTotal;
-                            bar.Value = m.PagesTotal - m.PagesLeft;
-                            string rate = m.RateMibS.ToString("0", CultureInfo.InvariantCulture);
-                            bar.Description = Markup.Escape(m.State == "StopAndCopy" ? $"migrating {vm}: stop and copy"
-                                : $"migrating {vm}: round {Math.Max(1, m.Round)}, {rate} MiB/s");
-                        }
-                    }
-                    catch (CliException)
-                    {
-                        // the answer to the request itself says what went wrong
-                    }
-                }
-                if (running.IsCompletedSuccessfully)
-                {
-                    bar.Value = bar.MaxValue;
-                    bar.Description = Markup.Escape($"migrating {vm}: done");
-                }
-            });
-        return running.GetAwaiter().GetResult();
-    }
+                bar.MaxValue = m.PagesTotal;
+                bar.Value = m.PagesTotal - m.PagesLeft;
+                string rate = m.RateMibS.ToString("0", CultureInfo.InvariantCulture);
+                bar.Description = Markup.Escape(m.State == "StopAndCopy" ? $"migrating {vm}: stop and copy"
+                    : $"migrating {vm}: round {Math.Max(1, m.Round)}, {rate} MiB/s");
+            }
+        }, work, done: $"migrating {vm}: done");
 }

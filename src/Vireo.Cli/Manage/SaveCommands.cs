@@ -136,42 +136,13 @@ internal static class SaveCommands
     /// polled from the daemon: bytes on disk of the memory file, of at most the guest's RAM (pages
     /// the guest never wrote are skipped, so the bar may jump to the end).
     /// </summary>
-    private static T WithProgress<T>(DaemonClient client, string vm, string what, bool json, Func<T> work)
-    {
-        if (json || Console.IsErrorRedirected)
+    private static T WithProgress<T>(DaemonClient client, string vm, string what, bool json, Func<T> work) =>
+        ProgressBar.Run(client, vm, what, json, new DownloadedColumn(), (now, bar) =>
         {
-            return work();
-        }
-        // The bar's length is the guest's RAM, from its definition until the daemon reports the running VM's.
-        long ram = Math.Max(1, client.Get($"vms/{Uri.EscapeDataString(vm)}", DaemonJson.Default.VmSummary).MemoryMib << 20);
-        var running = Task.Run(work);
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        console.Progress().AutoClear(false)
-            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new DownloadedColumn())
-            .Start(ctx =>
+            if (now.Operation is not null && now.BytesTotal > 0)
             {
-                var bar = ctx.AddTask(Markup.Escape(what), maxValue: ram);
-                while (!running.Wait(200))
-                {
-                    try
-                    {
-                        var now = client.Get($"vms/{Uri.EscapeDataString(vm)}/progress", DaemonJson.Default.OperationProgress);
-                        if (now.Operation is not null && now.BytesTotal > 0)
-                        {
-                            bar.MaxValue = now.BytesTotal;
-                            bar.Value = now.BytesWritten;
-                        }
-                    }
-                    catch (CliException)
-                    {
-                        // the answer to the request itself says what went wrong
-                    }
-                }
-                if (running.IsCompletedSuccessfully)
-                {
-                    bar.Value = bar.MaxValue;
-                }
-            });
-        return running.GetAwaiter().GetResult();
-    }
+                bar.MaxValue = now.BytesTotal;
+                bar.Value = now.BytesWritten;
+            }
+        }, work);
 }
