@@ -32,11 +32,18 @@ class Vmm:
         self.lock = threading.Lock()
         self.p = subprocess.Popen([*prefix, VMM, "--api-sock", self.sock], stdout=subprocess.PIPE)
         threading.Thread(target=self.read, daemon=True).start()
-        for _ in range(500):
-            if os.path.exists(self.sock):
+        # Until it accepts a connection: the socket's file appears at bind, a moment before listen
+        # (under the rig's emulated CPU a connect in between is refused).
+        for _ in range(1500):
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    probe.connect(self.sock)
                 return
-            time.sleep(0.02)
-        sys.exit(f"{who}: no API socket")
+            except (FileNotFoundError, ConnectionRefusedError):
+                if self.p.poll() is not None:
+                    break
+                time.sleep(0.02)
+        sys.exit(f"{who}: no API socket at {self.sock} (vmm exit {self.p.poll()})")
     def read(self):
         while True:
             b = self.p.stdout.read1(4096)
