@@ -60,6 +60,12 @@ session.Ended += code =>
     }
     stdout.Flush();
     console.Close();
+    if (session.LastReason == nameof(Vireo.Vmm.StopReason.Migrated))
+    {
+        // The VM went on elsewhere: its migration's last figures (the downtime) are read once
+        // before the API goes, or not at all after 2 s.
+        session.MigratedStatusRead.Wait(TimeSpan.FromSeconds(2));
+    }
     app.Lifetime.StopApplication();
 };
 

@@ -31,6 +31,12 @@ internal sealed class VmSession(Action<byte> serialOut)
     private Func<MigrationStatus>? _migration; // the sender's or receiver's status, while and after one runs
     private System.Net.Sockets.Socket? _listener;
 
+    /// <summary>
+    /// Set once GET /migration has answered Completed on a source: the process waits for it (a
+    /// moment at most) before it exits, so that whoever sent the VM away reads its downtime.
+    /// </summary>
+    public ManualResetEventSlim MigratedStatusRead { get; } = new();
+
     /// <summary>Raised once, from the VM's thread, when the VM has ended for good.</summary>
     public event Action<int>? Ended;
 
@@ -244,6 +250,10 @@ internal sealed class VmSession(Action<byte> serialOut)
     public MigrationInfo MigrationInfo()
     {
         var s = _migration?.Invoke() ?? MigrationStatus.Idle;
+        if (s.State == MigrationStatus.Completed && _state == VmState.Migrated)
+        {
+            MigratedStatusRead.Set();
+        }
         return new MigrationInfo(s.State, s.Url, s.Round, s.PagesTotal, s.PagesLeft, s.BytesSent, Math.Round(s.RateMibS, 1),
             Math.Round(s.ExpectedDowntimeMs, 1), s.DowntimeMs is { } d ? Math.Round(d, 2) : null, Math.Round(s.ElapsedMs, 1), s.Error);
     }
