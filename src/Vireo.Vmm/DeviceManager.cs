@@ -309,19 +309,26 @@ public sealed class DeviceManager : IDisposable
     public bool Quiesce(TimeSpan timeout)
     {
         var deadline = DateTime.UtcNow + timeout;
-        while (_ordered.Exists(d => d.HasWorkInFlight))
+        while (true)
         {
+            lock (_inputLock)
+            {
+                _quiet = true; // host input waits too: it would write the guest's RAM
+            }
+            _eventLoop?.Pause();
+            // Checked once all is parked: checked before, the loop could still take a notification
+            // the guest sent just before its vCPUs stopped and start a disk request nobody reaps.
+            if (!_ordered.Exists(d => d.HasWorkInFlight))
+            {
+                break;
+            }
+            Unquiesce(); // the loop reaps what the kernel finishes
             if (DateTime.UtcNow > deadline)
             {
                 return false;
             }
             Thread.Sleep(1);
         }
-        lock (_inputLock)
-        {
-            _quiet = true; // host input waits too: it would write the guest's RAM
-        }
-        _eventLoop?.Pause();
         foreach (var d in _ordered)
         {
             d.Settle();
