@@ -1,11 +1,16 @@
+using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using Vireo.Api;
 using Vireo.VmmServer;
+using Vireo.VmmServer.Http;
 
-// vireo-vmm --api-sock PATH: one VM, configured and driven over a REST API on a Unix socket, in
-// the manner of Firecracker. The guest's serial console is this process's stdout. The process
-// exits when the VM has ended, with the status `vireo run` would give (0: powered off or stopped).
+// vireo-vmm --api-sock PATH [--restore snapshot_path=FILE,mem_file_path=FILE[,resume_vm=on]]: one
+// VM, configured and driven over a REST API on a Unix socket, in the manner of Firecracker. The
+// guest's serial console is this process's stdout. The process exits when the VM has ended, with
+// the status `vireo run` would give (0: powered off or stopped).
+const string Usage = "usage: vireo-vmm --api-sock PATH [--status-file FILE] [--restore snapshot_path=FILE,mem_file_path=FILE[,resume_vm=on]]";
 string? socketPath = null, statusFile = null;
+SnapshotLoadParams? restore = null;
 for (int i = 0; i < args.Length; i++)
 {
     if (args[i] == "--api-sock" && i + 1 < args.Length)
@@ -16,15 +21,25 @@ for (int i = 0; i < args.Length; i++)
     {
         statusFile = args[++i]; // "STATUS REASON" is written there when the VM ends, for a supervisor that is not our parent
     }
+    else if (args[i] == "--restore" && i + 1 < args.Length)
+    {
+        // Cloud Hypervisor's --restore: the VM comes back from a snapshot before the API starts,
+        // so a restore costs the process's start and the load, not the API server's start too.
+        if (RestoreOption.Parse(args[++i], out restore) is { } wrong)
+        {
+            Console.Error.WriteLine($"vireo-vmm: --restore: {wrong}");
+            return 2;
+        }
+    }
     else
     {
-        Console.Error.WriteLine($"vireo-vmm: unknown argument '{args[i]}' (usage: vireo-vmm --api-sock PATH)");
+        Console.Error.WriteLine($"vireo-vmm: unknown argument '{args[i]}' ({Usage})");
         return 2;
     }
 }
 if (socketPath is null)
 {
-    Console.Error.WriteLine("vireo-vmm: usage: vireo-vmm --api-sock PATH");
+    Console.Error.WriteLine($"vireo-vmm: {Usage}");
     return 2;
 }
 if (SocketPathProblem(socketPath) is { } problem)
@@ -34,13 +49,6 @@ if (SocketPathProblem(socketPath) is { } problem)
 }
 Vireo.Interop.Libc.RemoveStaleSocket(socketPath); // a stale socket from an earlier process; nothing else is ever replaced
 
-// The least ASP.NET Core that serves the API: Kestrel and routing, no configuration files (and no
-// watcher thread for them), no logging, no HTTPS; every byte of it is resident in every VMM.
-var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
-builder.WebHost.UseKestrelCore().ConfigureKestrel(o => o.ListenUnixSocket(socketPath));
-builder.Services.AddRoutingCore();
-var app = builder.Build();
-
 using var stdout = Console.OpenStandardOutput();
 var console = new ConsoleLog();
 var session = new VmSession(b =>
@@ -49,6 +57,8 @@ var session = new VmSession(b =>
     console.Write(b);
 });
 int exitCode = 0;
+// The API: a small HTTP/1.1 server on the Unix socket (Http/HttpServer.cs), routes as Firecracker's.
+var api = new HttpServer(message => Error(message));
 session.Ended += code =>
 {
     exitCode = code;
@@ -66,103 +76,104 @@ session.Ended += code =>
         // before the API goes, or not at all after 2 s.
         session.MigratedStatusRead.Wait(TimeSpan.FromSeconds(2));
     }
-    app.Lifetime.StopApplication();
+    api.Stop();
 };
-
-app.MapPut("/boot-source", (HttpRequest r) => Put(r, VmmJson.Default.BootSource, "boot-source", session.SetBootSource));
-app.MapPut("/machine-config", (HttpRequest r) => Put(r, VmmJson.Default.MachineConfig, "machine-config", session.SetMachineConfig));
-app.MapPut("/drives/{id}", (HttpRequest r, string id) => Put(r, VmmJson.Default.Drive, "drive", d => session.PutDrive(id, d)));
-app.MapPut("/network-interfaces/{id}", (HttpRequest r, string id) => Put(r, VmmJson.Default.NetworkInterface, "network-interface", n => session.PutNetworkInterface(id, n)));
-app.MapPut("/vsock", (HttpRequest r) => Put(r, VmmJson.Default.Vsock, "vsock", session.SetVsock));
-app.MapPut("/actions", (HttpRequest r) => Put(r, VmmJson.Default.InstanceAction, "actions", a => session.Act(a.ActionType)));
-app.MapGet("/vm", () => Results.Json(session.Info(), VmmJson.Default.VmInfo));
-app.MapPatch("/vm", (HttpRequest r) => Put(r, VmmJson.Default.VmStatePatch, "vm", p => session.PatchState(p.State)));
-app.MapPut("/snapshot/create", (HttpRequest r) => Put(r, VmmJson.Default.SnapshotCreateParams, "snapshot/create", session.CreateSnapshot));
-app.MapPut("/snapshot/load", (HttpRequest r) => Put(r, VmmJson.Default.SnapshotLoadParams, "snapshot/load", session.LoadSnapshot));
-app.MapPut("/migration/receive", (HttpRequest r) => Put(r, VmmJson.Default.MigrationReceiveParams, "migration/receive", session.ReceiveMigration));
-app.MapPut("/migration/send", (HttpRequest r) => Put(r, VmmJson.Default.MigrationSendParams, "migration/send", session.SendMigration));
-app.MapGet("/migration", () => Results.Json(session.MigrationInfo(), VmmJson.Default.MigrationInfo));
-// The console: what the guest wrote so far (the last 64 KiB), then live until the VM ends.
-app.MapGet("/console", async (HttpContext context) =>
+if (restore is not null && session.LoadSnapshot(restore) is { } refused)
 {
-    context.Response.ContentType = "application/octet-stream";
-    await context.Response.StartAsync(context.RequestAborted);
-    try
+    Console.Error.WriteLine($"vireo-vmm: --restore: {refused}");
+    return 2;
+}
+
+api.Map("PUT", "/boot-source", x => Put(x, VmmJson.Default.BootSource, "boot-source", session.SetBootSource));
+api.Map("PUT", "/machine-config", x => Put(x, VmmJson.Default.MachineConfig, "machine-config", session.SetMachineConfig));
+api.Map("PUT", "/drives/{id}", x => Put(x, VmmJson.Default.Drive, "drive", d => session.PutDrive(x.RouteValues[0], d)));
+api.Map("PUT", "/network-interfaces/{id}", x => Put(x, VmmJson.Default.NetworkInterface, "network-interface", n => session.PutNetworkInterface(x.RouteValues[0], n)));
+api.Map("PUT", "/vsock", x => Put(x, VmmJson.Default.Vsock, "vsock", session.SetVsock));
+api.Map("PUT", "/actions", x => Put(x, VmmJson.Default.InstanceAction, "actions", a => session.Act(a.ActionType)));
+api.Map("GET", "/vm", x => x.Respond(200, JsonSerializer.SerializeToUtf8Bytes(session.Info(), VmmJson.Default.VmInfo)));
+api.Map("PATCH", "/vm", x => Put(x, VmmJson.Default.VmStatePatch, "vm", p => session.PatchState(p.State)));
+api.Map("PUT", "/snapshot/create", x => Put(x, VmmJson.Default.SnapshotCreateParams, "snapshot/create", session.CreateSnapshot));
+api.Map("PUT", "/snapshot/load", x => Put(x, VmmJson.Default.SnapshotLoadParams, "snapshot/load", session.LoadSnapshot));
+api.Map("PUT", "/migration/receive", x => Put(x, VmmJson.Default.MigrationReceiveParams, "migration/receive", session.ReceiveMigration));
+api.Map("PUT", "/migration/send", x => Put(x, VmmJson.Default.MigrationSendParams, "migration/send", session.SendMigration));
+api.Map("GET", "/migration", x => x.Respond(200, JsonSerializer.SerializeToUtf8Bytes(session.MigrationInfo(), VmmJson.Default.MigrationInfo)));
+// The console: what the guest wrote so far (the last 64 KiB), then live until the VM ends. The
+// headers go at once, not with the first output: a quiet VM (a restored one) must not keep a client waiting for them.
+api.Map("GET", "/console", async x =>
+{
+    await using var stream = await x.StartStream("application/octet-stream");
+    await foreach (var chunk in console.Follow(x.Aborted))
     {
-        // The headers go now, not with the first output: a quiet VM (a restored one) must not keep a client waiting for them.
-        await context.Response.Body.FlushAsync(context.RequestAborted);
-        await foreach (var chunk in console.Follow(context.RequestAborted))
-        {
-            await context.Response.Body.WriteAsync(chunk, context.RequestAborted);
-            await context.Response.Body.FlushAsync(context.RequestAborted);
-        }
-    }
-    catch (Exception e) when (e is OperationCanceledException or IOException)
-    {
-        // the client went away
+        await stream.WriteAsync(chunk, x.Aborted);
     }
 });
 // Keystrokes for the guest's console, as raw bytes: at most ConsoleInputLimit a request (vireod's
 // limit), all read and refused above it before a byte goes to the guest.
-app.MapPut("/console/input", async (HttpRequest request) =>
+api.Map("PUT", "/console/input", async x =>
 {
     string tooLarge = $"console input is limited to {ConsoleInputLimit} bytes a request: send more in several";
-    if (request.ContentLength > ConsoleInputLimit)
+    if (x.Head.ContentLength > ConsoleInputLimit)
     {
-        return Results.Json(new ApiError(tooLarge), VmmJson.Default.ApiError, statusCode: 413);
+        await x.Respond(413, Error(tooLarge));
+        return;
     }
     byte[]? body;
     try
     {
-        body = await BodyReader.ReadBounded(request.Body, ConsoleInputLimit, request.HttpContext.RequestAborted);
-        if (body is null)
-        {
-            return Results.Json(new ApiError(tooLarge), VmmJson.Default.ApiError, statusCode: 413);
-        }
+        body = await BodyReader.ReadBounded(x.Body, ConsoleInputLimit, x.Aborted);
     }
-    catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
+    catch (IOException e)
     {
-        return Results.Json(new ApiError($"the request body could not be read: {e.Message}"), VmmJson.Default.ApiError, statusCode: 400);
+        await x.Respond(400, Error($"the request body could not be read: {e.Message}"));
+        return;
     }
-    string? error = await session.SendConsoleInput(body, request.HttpContext.RequestAborted);
-    return error is null ? Results.NoContent() : Results.Json(new ApiError(error), VmmJson.Default.ApiError, statusCode: 400);
+    if (body is null)
+    {
+        await x.Respond(413, Error(tooLarge));
+        return;
+    }
+    string? error = await session.SendConsoleInput(body, x.Aborted);
+    await (error is null ? x.Respond(204) : x.Respond(400, Error(error)));
 });
-app.MapFallback(() => Results.Json(new ApiError("no such resource"), VmmJson.Default.ApiError, statusCode: 404));
 
 try
 {
-    await app.StartAsync();
+    api.Start(socketPath);
 }
 catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
 {
     // What the checks above cannot foresee (no permission in the directory, a race): one line, not a trace.
-    Console.Error.WriteLine($"vireo-vmm: --api-sock {socketPath}: cannot listen there: {(e.InnerException ?? e).Message.ReplaceLineEndings(" ")}");
+    Console.Error.WriteLine($"vireo-vmm: --api-sock {socketPath}: cannot listen there: {e.Message.ReplaceLineEndings(" ")}");
     return 2;
 }
-await app.WaitForShutdownAsync();
+await api.Stopped; // a restored VM that ended before this point has stopped it already
 File.Delete(socketPath);
 return exitCode;
 
 // Reads a JSON body into T (BodyReader: malformed, unknown, missing or mistyped fields are
 // refused in the API's own words), applies it, and answers 204, or 400 with the reason.
-static async Task<IResult> Put<T>(HttpRequest request, JsonTypeInfo<T> type, string what, Func<T, string?> apply)
+static async Task Put<T>(HttpExchange x, JsonTypeInfo<T> type, string what, Func<T, string?> apply)
 {
     byte[]? body;
     try
     {
-        body = await BodyReader.ReadBounded(request.Body, MaxBody, request.HttpContext.RequestAborted);
+        body = await BodyReader.ReadBounded(x.Body, MaxBody, x.Aborted);
     }
-    catch (Exception e) when (e is IOException or OperationCanceledException or BadHttpRequestException)
+    catch (IOException)
     {
-        return Results.Json(new ApiError("body: the request body could not be read"), VmmJson.Default.ApiError, statusCode: 400);
+        await x.Respond(400, Error("body: the request body could not be read"));
+        return;
     }
     if (body is null)
     {
-        return Results.Json(new ApiError($"body: larger than {MaxBody} bytes"), VmmJson.Default.ApiError, statusCode: 400);
+        await x.Respond(400, Error($"body: larger than {MaxBody} bytes"));
+        return;
     }
     string? error = BodyReader.TryRead(body, type, what, out var value) ?? apply(value!);
-    return error is null ? Results.NoContent() : Results.Json(new ApiError(error), VmmJson.Default.ApiError, statusCode: 400);
+    await (error is null ? x.Respond(204) : x.Respond(400, Error(error)));
 }
+
+static byte[] Error(string message) => JsonSerializer.SerializeToUtf8Bytes(new ApiError(message), VmmJson.Default.ApiError);
 
 partial class Program
 {

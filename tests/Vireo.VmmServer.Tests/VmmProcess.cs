@@ -16,11 +16,12 @@ internal sealed class VmmProcess : IDisposable
     public int Pid => _process.Id;
     public HttpClient Http { get; }
 
-    public VmmProcess(string? socket = null)
+    /// <param name="options">More of vireo-vmm's options (--restore ...), after --api-sock.</param>
+    public VmmProcess(string? socket = null, params string[] options)
     {
         _ = TestEnvironment.GuestDir; // the guest kit is built first
         Socket = socket ?? Path.Combine(TempDirectory.Create("vireo-vmm"), "api.sock");
-        var psi = new ProcessStartInfo(TestEnvironment.Shipped("vireo-vmm"), $"--api-sock {Socket}")
+        var psi = new ProcessStartInfo(TestEnvironment.Shipped("vireo-vmm"), ["--api-sock", Socket, .. options])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,

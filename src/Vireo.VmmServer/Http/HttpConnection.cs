@@ -1,0 +1,131 @@
+using System.Net.Sockets;
+using System.Text;
+
+namespace Vireo.VmmServer.Http;
+
+/// <summary>
+/// One client's connection: its requests one after another (keep-alive, pipelined ones too), each
+/// head read into one bounded buffer, each body read through <see cref="RequestBody"/>, and the
+/// responses written in order.
+/// </summary>
+internal sealed class HttpConnection(Socket socket) : IDisposable
+{
+    private readonly NetworkStream _stream = new(socket, ownsSocket: true);
+    private readonly byte[] _buffer = new byte[RequestHead.MaxSize + 4];
+    private int _start, _end; // the bytes read and not yet taken: _buffer[_start.._end]
+
+    public Socket Socket => socket;
+
+    /// <summary>
+    /// The next request's head: null at a clean end of the connection (nothing sent since the last
+    /// request), else the head or the reason it cannot be one. A client that goes quiet mid-head
+    /// holds only this connection's task.
+    /// </summary>
+    public async Task<(RequestHead? Head, int Status, string? Error)?> ReadHead(CancellationToken ct)
+    {
+        int scanned = 0; // how far past _start the blank line has been looked for (Fill moves the bytes, not this)
+        while (true)
+        {
+            int from = Math.Max(0, scanned - 3);
+            int at = _buffer.AsSpan(_start + from, _end - _start - from).IndexOf("\r\n\r\n"u8);
+            if (at >= 0)
+            {
+                var head = _buffer.AsSpan(_start, from + at);
+                _start += from + at + 4;
+                return RequestHead.TryParse(head, out var parsed) is { } error ? (null, 400, error) : (parsed, 0, null);
+            }
+            scanned = _end - _start;
+            if (scanned >= RequestHead.MaxSize)
+            {
+                return (null, 431, $"the request's line and headers are larger than {RequestHead.MaxSize / 1024} KiB");
+            }
+            if (await Fill(ct) == 0)
+            {
+                return scanned == 0 ? null : (null, 400, "the client closed the connection in the middle of a request's headers");
+            }
+        }
+    }
+
+    /// <summary>Up to <paramref name="into"/>'s length of the bytes after the head: what is buffered first, then the socket. 0 at the end of the connection.</summary>
+    public async ValueTask<int> Read(Memory<byte> into, CancellationToken ct)
+    {
+        if (_end > _start)
+        {
+            int n = Math.Min(into.Length, _end - _start);
+            _buffer.AsMemory(_start, n).CopyTo(into);
+            _start += n;
+            return n;
+        }
+        return await _stream.ReadAsync(into, ct);
+    }
+
+    /// <summary>One CRLF-ended line (a chunk's size line, a trailer), without the CRLF; null if the connection ends first or the line is longer than <paramref name="max"/>.</summary>
+    public async ValueTask<string?> ReadLine(int max, CancellationToken ct)
+    {
+        while (true)
+        {
+            int at = _buffer.AsSpan(_start, _end - _start).IndexOf("\r\n"u8);
+            if (at >= 0)
+            {
+                string line = Encoding.Latin1.GetString(_buffer, _start, at);
+                _start += at + 2;
+                return line;
+            }
+            if (_end - _start > max || await Fill(ct) == 0)
+            {
+                return null;
+            }
+        }
+    }
+
+    public async Task Write(ReadOnlyMemory<byte> bytes, CancellationToken ct)
+    {
+        await _stream.WriteAsync(bytes, ct);
+    }
+
+    /// <summary>Reads more into the buffer (moving what is kept to its front first); the count read, 0 at the end.</summary>
+    private async ValueTask<int> Fill(CancellationToken ct)
+    {
+        if (_start > 0)
+        {
+            Buffer.BlockCopy(_buffer, _start, _buffer, 0, _end - _start);
+            _end -= _start;
+            _start = 0;
+        }
+        if (_end == _buffer.Length)
+        {
+            return 0;
+        }
+        int n = await _stream.ReadAsync(_buffer.AsMemory(_end), ct);
+        _end += n;
+        return n;
+    }
+
+    /// <summary>
+    /// Ends a connection the server closes while the client may still be sending (a body refused
+    /// unread, a malformed request): the response is followed by our end of the stream, then what
+    /// the client sends is read and dropped until it closes too (64 MiB or 5 s at most). Closing at
+    /// once would reset the connection under the client, which then loses the response.
+    /// </summary>
+    public async Task CloseGracefully()
+    {
+        try
+        {
+            socket.Shutdown(SocketShutdown.Send);
+            using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            var sink = new byte[16384];
+            long dropped = 0;
+            int n;
+            while (dropped < 64L << 20 && (n = await _stream.ReadAsync(sink, limit.Token)) > 0)
+            {
+                dropped += n;
+            }
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+        {
+            // the client has gone, or takes too long: close anyway
+        }
+    }
+
+    public void Dispose() => _stream.Dispose();
+}
