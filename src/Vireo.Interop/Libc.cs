@@ -145,6 +145,10 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "setpriority", SetLastError = true)]
     public static partial int SetPriority(int which, int who, int nice);
 
+    /// <summary>getpriority(2) for one thread: its nice value (-20..19); -1 with errno set on failure.</summary>
+    [LibraryImport(Lib, EntryPoint = "getpriority", SetLastError = true)]
+    public static partial int GetPriority(int which, int who);
+
     /// <summary>Errno of the last call made with SetLastError.</summary>
     public static int LastErrno => Marshal.GetLastPInvokeError();
 

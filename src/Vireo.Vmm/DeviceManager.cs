@@ -300,6 +300,9 @@ public sealed class DeviceManager : IDisposable
 
     public void Start() => _eventLoop?.Start();
 
+    /// <summary>Starts the event loop parked, handling nothing until <see cref="Unquiesce"/>.</summary>
+    public void StartParked() => _eventLoop?.StartParked();
+
     /// <summary>
     /// Makes every device quiet enough to be saved, with the vCPUs already paused: waits (the
     /// event loop still running) until no device has work in flight, then parks the event loop and

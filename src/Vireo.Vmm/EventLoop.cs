@@ -125,6 +125,21 @@ internal sealed class EventLoop : IDisposable, Devices.IFdWatcher
         _thread.Start();
     }
 
+    /// <summary>
+    /// Makes the loop's thread now, parked before it handles anything, until <see cref="Resume"/>:
+    /// a migration's destination has its threads ready before the commit, and handles nothing before it.
+    /// </summary>
+    public void StartParked()
+    {
+        lock (_pauseLock)
+        {
+            _resume.Reset();
+            _parked.Reset();
+        }
+        Start();
+        _parked.Wait();
+    }
+
     /// <summary>The loop thread's nice value (0 when the process may not raise priority).</summary>
     public const int Nice = -5;
 
@@ -133,6 +148,11 @@ internal sealed class EventLoop : IDisposable, Devices.IFdWatcher
         // Best effort: without CAP_SYS_NICE the thread keeps the default priority.
         Libc.SetPriority(Libc.PRIO_PROCESS, Libc.GetTid(), Nice);
         Span<epoll_event> events = stackalloc epoll_event[16];
+        if (!_resume.IsSet)
+        {
+            _parked.Set(); // StartParked: nothing is handled before Resume
+            _resume.Wait();
+        }
         while (true)
         {
             int n = Epoll.Wait(_epoll.Fd, events, -1);

@@ -44,10 +44,14 @@ public sealed class Machine : IDisposable
     public bool IsPaused => _paused || (StartPaused && !_started);
 
     private bool _started; // Run has started the vCPUs (under _pauseLock)
+    private bool _vcpusParked; // StartVcpusParked made the vCPU threads before Run (under _pauseLock)
     private bool _handedOver; // HandOver gave the machine away: it never runs or wakes its devices again
 
     /// <summary>Exits to userspace so far, over all vCPUs.</summary>
     public long Exits => _runners.Sum(r => r.Exits);
+
+    /// <summary>The vCPU threads' ids (0 for one not started).</summary>
+    internal IEnumerable<int> VcpuThreadIds => _runners.Select(r => r.ThreadId);
 
     /// <summary>Managed bytes the vCPU threads allocated while running.</summary>
     internal long VcpuAllocatedBytes => _runners.Sum(r => r.AllocatedBytes);
@@ -118,7 +122,14 @@ public sealed class Machine : IDisposable
     public VmOutcome Run(TimeSpan? timeout = null)
     {
         _ = Signals.KickSignal; // install the kick handler before any vCPU thread exists
-        Devices.Start();
+        if (_vcpusParked)
+        {
+            Devices.Unquiesce(); // its loop was made parked
+        }
+        else
+        {
+            Devices.Start();
+        }
         if (Restored)
         {
             Devices.KickAll(); // what the guest queued while its notifications went to the old process
@@ -134,14 +145,26 @@ public sealed class Machine : IDisposable
                     runner.Send(VcpuRequest.Pause); // taken before the first KVM_RUN
                 }
             }
-            foreach (var runner in _runners)
+            if (_vcpusParked)
             {
-                runner.Start();
+                if (!StartPaused)
+                {
+                    Ask(VcpuRequest.Resume, VcpuResponse.Resumed); // made and parked already: only let go
+                }
+                _hurry?.Dispose();
+                _hurry = null;
             }
-            if (StartPaused)
+            else
             {
-                Collect(VcpuResponse.Paused);
-                _paused = !_stopping;
+                foreach (var runner in _runners)
+                {
+                    runner.Start();
+                }
+                if (StartPaused)
+                {
+                    Collect(VcpuResponse.Paused);
+                    _paused = !_stopping;
+                }
             }
         }
         if (!_stopped.Wait(timeout ?? Timeout.InfiniteTimeSpan))
@@ -176,6 +199,43 @@ public sealed class Machine : IDisposable
             Ask(VcpuRequest.Pause, VcpuResponse.Paused);
             _paused = !_stopping;
         }
+    }
+
+    /// <summary>
+    /// Makes the machine's threads now, the vCPUs each parked before its first KVM_RUN and the
+    /// event loop before it handles anything, so that <see cref="Run"/> only lets them go. A
+    /// migration's destination does this before the guest's pause: making a thread waits for the
+    /// scheduler to run it, and those waits were the longest part of the pause on a busy host.
+    /// </summary>
+    public void StartVcpusParked()
+    {
+        lock (_pauseLock)
+        {
+            if (_started || _vcpusParked)
+            {
+                return;
+            }
+            Devices.StartParked();
+            foreach (var runner in _runners)
+            {
+                runner.Send(VcpuRequest.Pause); // taken before the first KVM_RUN
+            }
+            foreach (var runner in _runners)
+            {
+                runner.Start();
+            }
+            Collect(VcpuResponse.Paused);
+            _vcpusParked = true;
+        }
+    }
+
+    private Migration.Urgency? _hurry; // raised threads, back to their priority once the vCPUs run
+
+    /// <summary>Raises <paramref name="thread"/> and the vCPU threads until <see cref="Run"/> has let the vCPUs go.</summary>
+    internal void Hurry(int thread)
+    {
+        _hurry?.Dispose();
+        _hurry = Migration.Urgency.Raise(VcpuThreadIds.Append(thread));
     }
 
     /// <summary>Lets the parked vCPUs run on, once each has answered that it does.</summary>
@@ -222,6 +282,7 @@ public sealed class Machine : IDisposable
         {
             _vcpus[0].PrepareToSave();
         }
+        Snapshot.SnapshotFile.WarmUp();
     }
 
     private Snapshot.MachineState Capture(Action<Snapshot.MachineState>? whileQuiet, bool handOver)
@@ -314,6 +375,17 @@ public sealed class Machine : IDisposable
         {
             return;
         }
+        if (_vcpusParked || _started)
+        {
+            // vCPU threads still there (parked ones of a migration that did not commit, or a run
+            // disposed from another thread) end before their vCPUs go: they would use them.
+            RequestStop(new VmOutcome(StopReason.HostRequest, Message: "the machine was released"));
+            foreach (var runner in _runners.Where(r => r.IsStarted))
+            {
+                runner.Join();
+            }
+        }
+        _hurry?.Dispose();
         Dirty?.Dispose();
         Devices.Dispose();
         foreach (var vcpu in _vcpus)

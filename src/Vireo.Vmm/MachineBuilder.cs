@@ -150,6 +150,12 @@ public static class MachineBuilder
             return machine;
         }
 
+        /// <summary>Makes the vCPU threads now, parked (<see cref="Machine.StartVcpusParked"/>), while the state is still to come.</summary>
+        public void StartVcpusParked() => machine.StartVcpusParked();
+
+        /// <summary>Raises this thread and the parked vCPUs (<see cref="Migration.Urgency"/>) until the machine runs.</summary>
+        internal void Hurry(int thisThread) => machine.Hurry(thisThread);
+
         private static bool SameConfig(VmConfig a, VmConfig b) =>
             System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(a, Snapshot.SnapshotJson.Default.VmConfig).AsSpan()
                 .SequenceEqual(System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(b, Snapshot.SnapshotJson.Default.VmConfig));

@@ -19,6 +19,7 @@ internal sealed class VcpuRunner
     private readonly Machine _machine;
     private readonly Thread _thread;
     private nuint _pthread;
+    private int _tid;
     private readonly ManualResetEventSlim _started = new();
     private readonly BlockingCollection<VcpuRequest> _requests = new();
     private readonly BlockingCollection<VcpuResponse> _responses = new();
@@ -48,6 +49,9 @@ internal sealed class VcpuRunner
         _thread.Start();
         _started.Wait();
     }
+
+    /// <summary>The thread's id once it runs, else 0.</summary>
+    public int ThreadId => Volatile.Read(ref _tid);
 
     /// <summary>True once the thread runs (it then answers every request it is sent).</summary>
     public bool IsStarted => _started.IsSet;
@@ -92,6 +96,7 @@ internal sealed class VcpuRunner
     private void Loop()
     {
         _pthread = Signals.PthreadSelf();
+        _tid = Libc.GetTid();
         _started.Set();
         long allocatedAtStart = GC.GetAllocatedBytesForCurrentThread();
         try

@@ -318,8 +318,8 @@ internal sealed class VmSession(Action<byte> serialOut)
                     _listener = null;
                 }
             }
-            Adopt(machine, files);
-        }) { Name = "migration", IsBackground = true }.Start();
+            Adopt(machine, files, onThisThread: true); // this thread runs the VM: no new one between the commit and the guest's next instruction
+        }) { Name = "vm", IsBackground = true }.Start();
         return null;
     }
 
@@ -430,7 +430,7 @@ internal sealed class VmSession(Action<byte> serialOut)
     }
 
     /// <summary>Takes a machine built from saved state (a snapshot, a migration) as this session's VM, and runs it.</summary>
-    private void Adopt(Machine machine, VmFiles files)
+    private void Adopt(Machine machine, VmFiles files, bool onThisThread = false)
     {
         var config = machine.Config;
         lock (_lock)
@@ -441,6 +441,11 @@ internal sealed class VmSession(Action<byte> serialOut)
             _files = files;
             _state = VmState.Running;
             _boots = 1;
+        }
+        if (onThisThread)
+        {
+            RunLoop(config, files, machine);
+            return;
         }
         new Thread(() => RunLoop(config, files, machine)) { Name = "vm", IsBackground = true }.Start();
     }

@@ -96,7 +96,10 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                 // The VM is built now, while its RAM arrives: the guest's pause is left with applying the state.
                 ram = config.ResolvedMemoryBacking == MemoryBacking.Memfd ? GuestMemory.Create(config.MemoryBytes) : GuestMemory.CreateAnonymous(config.MemoryBytes);
                 prepared = MachineBuilder.Prepare(config, files, ram, serialOut);
+                // Its vCPU threads too, parked: after the commit only a wake-up stands between the guest and its next instruction.
+                prepared.StartVcpusParked();
             }
+            SnapshotFile.WarmUp(); // the state's decoding is left with its bytes, not its metadata, during the guest's pause
         }
         catch (Exception e) when (e is SnapshotException or VmConfigException or ArgumentException or SysError or Kvm.KvmUnavailableException)
         {
@@ -162,6 +165,7 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                         }
                         var toApply = prepared!;
                         prepared = null; // Restore owns it now, and disposes it if it refuses
+                        toApply.Hurry(Libc.GetTid()); // the guest is paused from here until it runs here
                         return Restore(reader, writer, configBytes, files, toApply, ram!, length, at);
                     default:
                         throw new MigrationException($"byte {at}: a {tag} frame where pages or the machine's state belong");
@@ -189,6 +193,7 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                 {
                     memory = null; // Prepare owns it, and disposed it if it failed
                 }
+                prepared.StartVcpusParked();
             }
         }
     }

@@ -172,6 +172,7 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
     {
         _status = _status with { State = MigrationStatus.StopAndCopy };
         var downtime = Stopwatch.StartNew();
+        using var urgent = Urgency.Raise(machine.VcpuThreadIds.Append(Libc.GetTid()));
         machine.Pause();
         try
         {

@@ -43,6 +43,17 @@ public static class SnapshotFile
     public static Layout LayoutOf(GuestMemory memory, SnapshotKind kind) =>
         new(kind, memory.Size, [.. memory.Regions.Select(r => new Region(r.Start.Value, r.Size, r.FileOffset))]);
 
+    /// <summary>
+    /// Builds the JSON sections' serializer metadata now (System.Text.Json configures each type on
+    /// its first use, with reflection over its attributes: about 3 ms a process here). A migration
+    /// pays it before the guest's pause, at both ends, not during it.
+    /// </summary>
+    public static void WarmUp()
+    {
+        SnapshotJson.Default.Options.GetTypeInfo(typeof(VmConfig));
+        SnapshotJson.Default.Options.GetTypeInfo(typeof(DevicesState));
+    }
+
     public static byte[] Encode(MachineState state, Layout layout)
     {
         var sections = new List<(string Tag, byte[] Payload)>
