@@ -2,6 +2,8 @@
  * LAPIC timer running periodically (its ticks are interrupts), the TSC, and an echoing console:
  *   "c" prints count=N, N one more each time (RAM kept);
  *   "t" prints ticks=N tsc=T (the timer still ticks; the TSC never goes back);
+ *   "p" prints a '.' every millisecond until the next key (a heartbeat an outside timer can see:
+ *       bench/ takes a restored guest's first '.' as the moment it runs again);
  *   any other line is echoed; "q" quits.
  * Between lines it spins at CPL3, as a busy guest does. */
 #include "runtime/rt.h"
@@ -14,6 +16,8 @@ int main(void)
     irq_enable();
     lapic_timer_start(2000000, 1);
     u64 last_tsc = rdtsc();
+    u64 beat = 0, beat_at = 0;
+    int beating = 0;
     printf("snapshot: up\n> ");
     char line[128];
     int len = 0;
@@ -24,8 +28,13 @@ int main(void)
             return 1;
         }
         last_tsc = now;
+        if (beating && now >= beat_at) {
+            putc('.');
+            beat_at = now + beat;
+        }
         int c = serial_getc();
         if (c < 0) { cpu_relax(); continue; }
+        beating = 0;
         if (c == '\r' || c == '\n') {
             line[len] = 0;
             if (len == 1 && line[0] == 'c')
@@ -34,6 +43,14 @@ int main(void)
                 printf("\nticks=%lu tsc=%lu\n", timer_ticks[cpu], now);
             else if (len == 1 && line[0] == 'q')
                 return 0;
+            else if (len == 1 && line[0] == 'p') {
+                if (!beat) beat = tsc_hz() / 1000;   /* measured once, on the first "p": up to 2 s */
+                printf("\nbeating\n");
+                beating = 1;
+                beat_at = now;
+                len = 0;
+                continue;
+            }
             else
                 printf("\necho: %s\n", line);
             len = 0;
