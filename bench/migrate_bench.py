@@ -7,7 +7,10 @@ Cases, 1 vCPU each, interleaved run by run (Vireo then QEMU, case by case) so dr
   * idle: the `idle` guest (halted for good), 1 GiB, over tcp:127.0.0.1.
   * console: the `snapshot` guest (guests/snapshot.c: it spins at CPL3 polling its console, the
     LAPIC timer ticks; it writes next to no RAM), 1 GiB, over tcp:. Asked for `c` once before
-    (count=1); at the destination it is asked again once it runs and must say count=2.
+    (count=1), then for `p`: a '.' on its console each millisecond of its time. The pause the guest
+    saw is the host time from the source's last '.' to the destination's first (the same yardstick
+    for both VMMs, whatever each counts as its downtime; 1 ms of resolution). At the destination it
+    is asked for `c` once it runs and must say count=2.
   * dirty: the `dirty` guest (guests/dirty.c: one byte in each 4 KiB page of a 64 MiB working
     set, at most 25 pages a millisecond, about 100 MiB/s), 1 GiB, over tcp:, from its second
     heartbeat; the destination must print two heartbeats (the second, a whole second there).
@@ -71,6 +74,9 @@ def before(vm, guest, ready_text, what):
     if guest == "snapshot":
         vm.type("c\n")
         vm.console.wait_for("count=1", what=what)
+        vm.type("p\n")   # a heartbeat each millisecond, for the pause it sees
+        vm.console.wait_for("beating", timeout=30, what=what)
+        vm.console.wait_for("..", what=what)
     return dirty_rate(vm.console.text()) if guest == "dirty" else None
 
 
@@ -87,6 +93,15 @@ def after(result, guest, start, is_running, vm, what, strict=True):
     done = start + result["total"] / 1000
     result["running_ms"] = (now() - done) * 1000
     if guest == "snapshot":
+        try:
+            vm.console.wait_for(".", timeout=20 if strict else 3, what=what)
+            first = vm.console.arrival(".")   # when it was read, not when this thread woke to look
+        except SystemExit:
+            if strict:
+                raise
+            first = None
+        last = result.pop("source_last_beat", None)
+        result["seen_pause"] = (first - last) * 1000 if first and last else None
         seen = len(vm.console.text())
         vm.type("c\n")
         try:
@@ -130,6 +145,8 @@ def vireo_migrate(case, wrap_source=(), wrap_destination=(), strict=True):
         if status != 204:
             result["error"] = body
             return result
+        if guest == "snapshot":
+            result["source_last_beat"] = src.console.arrival(".", last=True)
         # The source answers once it has sent the commit; the destination says Running once it has read it.
         after(result, guest, start, lambda: dst.get("/vm")["state"] == "Running", dst, "vireo-vmm destination", strict)
         src.process.wait(timeout=30)
@@ -193,6 +210,8 @@ def qemu_migrate(case, backend="file", strict=True):
                     "bytes": ram.get("transferred"), "rate_before": rate, "converged": False, "error": json.dumps(q)}
         result = {"total": (done - start) * 1000, "qemu_total": q.get("total-time"), "downtime": q.get("downtime"),
                   "rounds": ram.get("dirty-sync-count"), "bytes": ram.get("transferred"), "rate_before": rate, "converged": True}
+        if guest == "snapshot":
+            result["source_last_beat"] = src.console.arrival(".", last=True)
         # Typed while the destination still loads, a line can be lost in its UART (one byte, no FIFO): wait for running.
         after(result, guest, start, lambda: dst.execute("query-status")["status"] == "running", dst, "QEMU destination", strict)
         return result
@@ -282,6 +301,7 @@ def report(runs):
         row("... sent (MiB)", "idle", "mib", fmt="{:.2f}"),
         row("snapshot guest (spins, polls its console), 1 GiB, over tcp: downtime (ms)", "console", "downtime"),
         row("... total (ms)", "console", "total"),
+        row("... the pause the guest saw: the source's last heartbeat to the destination's first (ms)", "console", "seen_pause", ratio_target=0.5),
         row("... the destination's guest answers `c` (count=2), after the source said done (ms)", "console", "answer_ms"),
         row(f"dirty guest ({DIRTY_ARGS}), 1 GiB, over tcp: downtime (ms)", "dirty", "downtime"),
         row("... total (ms)", "dirty", "total"),

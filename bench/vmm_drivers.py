@@ -19,10 +19,12 @@ def fail(message):
 
 
 class Console:
-    """A VMM's stdout (the guest's serial console), read on a thread so it never blocks the VMM."""
+    """A VMM's stdout (the guest's serial console), read on a thread so it never blocks the VMM; each
+    read's host time is kept, so that when a byte arrived can be asked afterwards."""
 
     def __init__(self, stream):
         self._data = bytearray()
+        self._arrivals = []   # (host time of a read, length of the data after it)
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._thread.start()
@@ -31,7 +33,16 @@ class Console:
         while chunk := os.read(stream.fileno(), 65536):
             with self._cond:
                 self._data += chunk
+                self._arrivals.append((now(), len(self._data)))
                 self._cond.notify_all()
+
+    def arrival(self, text, last=False):
+        """The host time the first (or last) `text` on the console was read, or None."""
+        with self._cond:
+            at = self._data.rfind(text.encode()) if last else self._data.find(text.encode())
+            if at < 0:
+                return None
+            return next(t for t, end in self._arrivals if end > at)
 
     def text(self):
         with self._cond:
@@ -81,15 +92,16 @@ def dechunk(body):
 class VireoVmm:
     """A vireo-vmm process and its API socket (src/Vireo.VmmServer: Firecracker's API shape)."""
 
-    def __init__(self, name, work=None, wrap=()):
-        """`wrap`: a command to run vireo-vmm under (strace, perf), for a closer look at one run."""
+    def __init__(self, name, work=None, wrap=(), args=()):
+        """`wrap`: a command to run vireo-vmm under (strace, perf), for a closer look at one run;
+        `args`: more of vireo-vmm's options (--restore)."""
         work = work or WORK
         os.makedirs(work, exist_ok=True)
         self.sock = os.path.join(work, f"{name}.sock")
         if os.path.exists(self.sock):
             os.remove(self.sock)
         self.started = now()
-        self.process = subprocess.Popen([*wrap, os.path.join(BUILD, "vireo-vmm"), "--api-sock", self.sock],
+        self.process = subprocess.Popen([*wrap, os.path.join(BUILD, "vireo-vmm"), "--api-sock", self.sock, *args],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self.console = Console(self.process.stdout)
         self.listening = None
