@@ -86,7 +86,47 @@ public static class SnapshotFile
     }
 
     /// <summary>Reads a snapshot from <paramref name="path"/>; throws <see cref="SnapshotException"/> naming what is wrong.</summary>
-    public static (MachineState State, Layout Layout) Read(string path)
+    public static (MachineState State, Layout Layout) Read(string path) => Decode(ReadBytes(path));
+
+    /// <summary>
+    /// <see cref="Read"/>, with the devices' section decoded on a thread of its own while the caller
+    /// goes on (a restore builds its VM meanwhile: the section's JSON costs about a millisecond in a
+    /// fresh process, most of it the serializer's metadata). The state comes back with no devices;
+    /// <c>Devices</c> waits for them, and throws the section's <see cref="SnapshotException"/> if it
+    /// is wrong. Everything else is checked before this returns, as by <see cref="Read"/>.
+    /// </summary>
+    public static (MachineState State, Layout Layout, Func<DevicesState> Devices) ReadWithDevicesAside(string path)
+    {
+        DevicesState? devices = null;
+        Exception? failed = null;
+        Thread? decoding = null;
+        var (state, layout) = Decode(ReadBytes(path), (payload, where) =>
+        {
+            decoding = new Thread(() =>
+            {
+                try
+                {
+                    devices = Json<DevicesState>(payload, SnapshotJson.Default.DevicesState, where);
+                }
+                catch (Exception e)
+                {
+                    failed = e;
+                }
+            }) { Name = "snapshot-devices", IsBackground = true };
+            decoding.Start();
+        });
+        return (state, layout, () =>
+        {
+            decoding!.Join();
+            if (failed is not null)
+            {
+                System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failed);
+            }
+            return devices!;
+        });
+    }
+
+    private static byte[] ReadBytes(string path)
     {
         // Opened O_NONBLOCK, as the memory file is: a FIFO put in a snapshot's place must not hang the open.
         int fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_CLOEXEC | Libc.O_NONBLOCK | Libc.O_NOCTTY, 0);
@@ -118,10 +158,13 @@ public static class SnapshotFile
                 throw new SnapshotException($"snapshot_path {path}: {e.Message}");
             }
         }
-        return Decode(data);
+        return data;
     }
 
-    public static (MachineState State, Layout Layout) Decode(ReadOnlySpan<byte> data)
+    public static (MachineState State, Layout Layout) Decode(ReadOnlySpan<byte> data) => Decode(data, devicesAside: null);
+
+    /// <param name="devicesAside">Given the DEVS section's payload (its CRC checked), decodes it elsewhere; the state then has no devices.</param>
+    private static (MachineState State, Layout Layout) Decode(ReadOnlySpan<byte> data, Action<byte[], string>? devicesAside)
     {
         if (data.Length < HeaderSize || !data[..8].SequenceEqual(Magic))
         {
@@ -196,7 +239,14 @@ public static class SnapshotFile
                     expect = "VCPU+";
                     break;
                 case "DEVS":
-                    devices = Json(payload, SnapshotJson.Default.DevicesState, where);
+                    if (devicesAside is null)
+                    {
+                        devices = Json(payload, SnapshotJson.Default.DevicesState, where);
+                    }
+                    else
+                    {
+                        devicesAside(payload.ToArray(), where);
+                    }
                     expect = "END ";
                     break;
                 case "END ":

@@ -64,7 +64,7 @@ public static class Snapshots
     /// </summary>
     public static (Machine Machine, VmFiles Files) Load(string snapshotPath, string memPath, Action<byte> serialOut, bool resume, bool? trackDirtyPages = null)
     {
-        var (state, layout) = SnapshotFile.Read(snapshotPath);
+        var (state, layout, devices) = SnapshotFile.ReadWithDevicesAside(snapshotPath);
         if (layout.Kind == SnapshotKind.Diff)
         {
             throw new SnapshotException($"snapshot_path {snapshotPath} is a Diff snapshot whose memory file holds only the pages written since the snapshot before it; load a Full one, or a Diff taken onto the previous snapshot's memory file");
@@ -81,7 +81,19 @@ public static class Snapshots
             files = VmFiles.OpenForRestore(state.Config);
             memory = GuestMemory.FromFile(memFile, layout.RamBytes, shared: false);
             memFile = null; // the memory owns it now, and the restore owns the memory (it disposes it if it fails)
-            var machine = MachineBuilder.Restore(state, files, memory, serialOut, resume);
+            // The VM is built while the devices' section is still being decoded (ReadWithDevicesAside).
+            var prepared = MachineBuilder.Prepare(state.Config, files, memory, serialOut);
+            DevicesState decoded;
+            try
+            {
+                decoded = devices();
+            }
+            catch
+            {
+                prepared.Dispose();
+                throw;
+            }
+            var machine = prepared.Apply(state with { Devices = decoded }, resume);
             return (machine, files);
         }
         catch (Exception e)
