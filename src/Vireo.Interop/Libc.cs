@@ -70,6 +70,13 @@ public static unsafe partial class Libc
 
     public const short POLLIN = 1, POLLHUP = 0x10, POLLERR = 0x8;
 
+    /// <summary>Whether <paramref name="fd"/>'s peer has closed both ways (POLLHUP) or the descriptor has failed; it does not wait.</summary>
+    public static bool HungUp(int fd)
+    {
+        var p = new PollFd { Fd = fd, Events = POLLIN };
+        return Poll(&p, 1, 0) < 0 || (p.Revents & (POLLHUP | POLLERR)) != 0;
+    }
+
     [LibraryImport(Lib, EntryPoint = "getrandom", SetLastError = true)]
     public static partial nint GetRandom(byte* buf, nuint length, uint flags);
 

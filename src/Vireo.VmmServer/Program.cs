@@ -154,19 +154,24 @@ return exitCode;
 // refused in the API's own words), applies it, and answers 204, or 400 with the reason.
 static async Task Put<T>(HttpExchange x, JsonTypeInfo<T> type, string what, Func<T, string?> apply)
 {
+    if (x.Head.ContentLength > MaxBody)
+    {
+        await x.Respond(413, Error($"body: larger than {MaxBody} bytes")); // by its length alone: never asked for, never read
+        return;
+    }
     byte[]? body;
     try
     {
         body = await BodyReader.ReadBounded(x.Body, MaxBody, x.Aborted);
     }
-    catch (IOException)
+    catch (IOException e)
     {
-        await x.Respond(400, Error("body: the request body could not be read"));
+        await x.Respond(400, Error($"body: the request body could not be read: {e.Message}"));
         return;
     }
     if (body is null)
     {
-        await x.Respond(400, Error($"body: larger than {MaxBody} bytes"));
+        await x.Respond(413, Error($"body: larger than {MaxBody} bytes"));
         return;
     }
     string? error = BodyReader.TryRead(body, type, what, out var value) ?? apply(value!);

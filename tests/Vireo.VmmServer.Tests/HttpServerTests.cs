@@ -160,10 +160,116 @@ public class HttpServerTests : IDisposable
     }
 
     [Fact]
-    public async Task Headers_larger_than_32_kib_are_a_431()
+    public async Task Headers_larger_than_32_kib_are_a_431_however_the_bytes_arrive()
     {
         string reply = await Exchange("GET /hello HTTP/1.1\r\nX-Big: " + new string('a', 40_000) + "\r\n\r\n");
         Assert.StartsWith("HTTP/1.1 431 ", reply);
+        string line = "GET /hello HTTP/1.1\r\nX: ";
+        foreach (var (size, status) in new[] { (RequestHead.MaxSize, 200), (RequestHead.MaxSize + 1, 431) })
+        {
+            using var s = await Connect();
+            await s.SendAsync(Encoding.ASCII.GetBytes(line + new string('a', size - line.Length)));
+            await Task.Delay(100);
+            await s.SendAsync("\r\n\r\n"u8.ToArray()); // the blank line on its own, later
+            Assert.StartsWith($"HTTP/1.1 {status} ", await ReadUntil(s, "\r\n\r\n"));
+        }
+    }
+
+    private static async Task<string> ReadUntil(Socket s, string end)
+    {
+        var seen = new StringBuilder();
+        var buffer = new byte[4096];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        while (!seen.ToString().Contains(end))
+        {
+            int n = await s.ReceiveAsync(buffer, timeout.Token);
+            if (n == 0)
+            {
+                break;
+            }
+            seen.Append(Encoding.ASCII.GetString(buffer, 0, n));
+        }
+        return seen.ToString();
+    }
+
+    [Fact]
+    public async Task Empty_lines_before_a_request_are_ignored()
+    {
+        Assert.Contains("\"hi\"", await Exchange("\r\n\r\nGET /hello HTTP/1.1\r\nConnection: close\r\n\r\n"));
+    }
+
+    [Fact]
+    public async Task A_quiet_connection_ends_and_a_head_that_never_ends_is_a_408()
+    {
+        string socket = Path.Combine(TempDirectory.Create("vireo-http"), "api.sock");
+        var server = new HttpServer(message => Encoding.UTF8.GetBytes(message))
+        {
+            IdleTimeout = TimeSpan.FromMilliseconds(300),
+            HeadTimeout = TimeSpan.FromMilliseconds(300),
+        };
+        server.Map("GET", "/hello", x => x.Respond(200, "\"hi\""u8.ToArray()));
+        server.Start(socket);
+        try
+        {
+            using (var idle = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+            {
+                await idle.ConnectAsync(new UnixDomainSocketEndPoint(socket));
+                Assert.Equal("", await ReadToClose(idle)); // nothing sent: closed, nothing said
+            }
+            using var slow = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            await slow.ConnectAsync(new UnixDomainSocketEndPoint(socket));
+            await slow.SendAsync("GET /hello HTTP/1.1\r\nX: "u8.ToArray());
+            Assert.StartsWith("HTTP/1.1 408 ", await ReadToClose(slow));
+        }
+        finally
+        {
+            server.Stop();
+        }
+    }
+
+    [Fact]
+    public async Task Connections_over_the_cap_are_closed_at_once_and_the_others_are_served()
+    {
+        string socket = Path.Combine(TempDirectory.Create("vireo-http"), "api.sock");
+        var server = new HttpServer(message => Encoding.UTF8.GetBytes(message)) { MaxConnections = 4 };
+        server.Map("GET", "/hello", x => x.Respond(200, "\"hi\""u8.ToArray()));
+        server.Start(socket);
+        var held = new List<Socket>();
+        try
+        {
+            for (int i = 0; i < 4; i++)
+            {
+                var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                await s.ConnectAsync(new UnixDomainSocketEndPoint(socket));
+                held.Add(s);
+            }
+            await Task.Delay(200);
+            using (var over = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+            {
+                await over.ConnectAsync(new UnixDomainSocketEndPoint(socket));
+                Assert.Equal("", await ReadToClose(over));
+            }
+            await held[0].SendAsync("GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n"u8.ToArray());
+            Assert.Contains("\"hi\"", await ReadToClose(held[0]));
+        }
+        finally
+        {
+            held.ForEach(s => s.Dispose());
+            server.Stop();
+        }
+    }
+
+    [Fact]
+    public async Task A_stream_goes_on_to_a_client_that_only_shut_its_sending_side()
+    {
+        using var s = await Connect();
+        await s.SendAsync("GET /stream HTTP/1.1\r\n\r\n"u8.ToArray());
+        s.Shutdown(SocketShutdown.Send); // as nc -N and socat do
+        Assert.Contains("3\r\none\r\n", await ReadUntil(s, "3\r\none\r\n"));
+        await Task.Delay(1200); // the hang-up check has run
+        Assert.False(_streamAborted.Task.IsCompleted);
+        _more.Release();
+        Assert.EndsWith("3\r\ntwo\r\n0\r\n\r\n", await ReadToClose(s));
     }
 
     [Fact]

@@ -18,31 +18,51 @@ internal sealed class HttpConnection(Socket socket) : IDisposable
 
     /// <summary>
     /// The next request's head: null at a clean end of the connection (nothing sent since the last
-    /// request), else the head or the reason it cannot be one. A client that goes quiet mid-head
-    /// holds only this connection's task.
+    /// request, or nothing within <paramref name="idle"/>), else the head or the reason it cannot
+    /// be one. Once its first byte has come, the rest of a head must come within <paramref name="head"/>.
     /// </summary>
-    public async Task<(RequestHead? Head, int Status, string? Error)?> ReadHead(CancellationToken ct)
+    public async Task<(RequestHead? Head, int Status, string? Error)?> ReadHead(TimeSpan idle, TimeSpan head, CancellationToken ct)
     {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        deadline.CancelAfter(idle);
+        bool started = false;
         int scanned = 0; // how far past _start the blank line has been looked for (Fill moves the bytes, not this)
-        while (true)
+        try
         {
-            int from = Math.Max(0, scanned - 3);
-            int at = _buffer.AsSpan(_start + from, _end - _start - from).IndexOf("\r\n\r\n"u8);
-            if (at >= 0)
+            while (true)
             {
-                var head = _buffer.AsSpan(_start, from + at);
-                _start += from + at + 4;
-                return RequestHead.TryParse(head, out var parsed) is { } error ? (null, 400, error) : (parsed, 0, null);
+                while (scanned == 0 && _end - _start >= 2 && _buffer[_start] == '\r' && _buffer[_start + 1] == '\n')
+                {
+                    _start += 2; // empty lines before a request line are ignored (RFC 9112 2.2)
+                }
+                if (!started && _end > _start)
+                {
+                    started = true;
+                    deadline.CancelAfter(head);
+                }
+                int from = Math.Max(0, scanned - 3);
+                int at = _buffer.AsSpan(_start + from, _end - _start - from).IndexOf("\r\n\r\n"u8);
+                if (at >= 0)
+                {
+                    var bytes = _buffer.AsSpan(_start, from + at);
+                    _start += from + at + 4;
+                    return RequestHead.TryParse(bytes, out var parsed) is { } error ? (null, 400, error) : (parsed, 0, null);
+                }
+                scanned = _end - _start;
+                if (scanned >= _buffer.Length)
+                {
+                    return (null, 431, $"the request's line and headers are larger than {RequestHead.MaxSize / 1024} KiB");
+                }
+                if (await Fill(deadline.Token) == 0)
+                {
+                    return scanned == 0 ? null : (null, 400, "the client closed the connection in the middle of a request's headers");
+                }
             }
-            scanned = _end - _start;
-            if (scanned >= RequestHead.MaxSize)
-            {
-                return (null, 431, $"the request's line and headers are larger than {RequestHead.MaxSize / 1024} KiB");
-            }
-            if (await Fill(ct) == 0)
-            {
-                return scanned == 0 ? null : (null, 400, "the client closed the connection in the middle of a request's headers");
-            }
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            // Quiet too long: between requests the connection just ends; in the middle of a head it is refused.
+            return started ? (null, 408, $"the request's headers did not all come within {head.TotalSeconds:0} s") : null;
         }
     }
 
@@ -77,6 +97,9 @@ internal sealed class HttpConnection(Socket socket) : IDisposable
             }
         }
     }
+
+    /// <summary>True once the client has closed both ways (POLLHUP), or the socket has failed.</summary>
+    public bool HungUp() => Vireo.Interop.Libc.HungUp((int)socket.Handle);
 
     public async Task Write(ReadOnlyMemory<byte> bytes, CancellationToken ct)
     {

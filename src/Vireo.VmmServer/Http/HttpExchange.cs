@@ -98,6 +98,12 @@ public sealed class HttpExchange
             while (await _connection.Read(sink, hangUp.Token) > 0)
             {
             }
+            // The end of what the client sends: it may only have shut its side (nc -N, socat) and
+            // still read. Gone for good is a hang-up on the socket, looked for twice a second.
+            while (!hangUp.IsCancellationRequested && !_connection.HungUp())
+            {
+                await Task.Delay(500, hangUp.Token);
+            }
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or System.Net.Sockets.SocketException)
         {
@@ -112,6 +118,7 @@ public sealed class HttpExchange
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",

@@ -16,6 +16,16 @@ public sealed class HttpServer
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Socket? _listener;
     private int _inFlight;
+    private int _connections;
+
+    /// <summary>The most connections served at once (console readers among them); one more is closed as soon as it is accepted.</summary>
+    public int MaxConnections { get; init; } = 128;
+
+    /// <summary>How long a connection may wait between requests (Kestrel's keep-alive timeout is 130 s).</summary>
+    public TimeSpan IdleTimeout { get; init; } = TimeSpan.FromSeconds(120);
+
+    /// <summary>How long a request's line and headers may take once their first byte came (Kestrel's is 30 s); then a 408.</summary>
+    public TimeSpan HeadTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <param name="errorBody">The body of a response the server makes itself (a malformed request, no such route), from its words.</param>
     public HttpServer(Func<string, byte[]> errorBody) => _errorBody = errorBody;
@@ -84,7 +94,16 @@ public sealed class HttpServer
                 {
                     return;
                 }
-                continue; // a client that went before it was accepted (ECONNABORTED), a lack of fds: the next one
+                // A client that went before it was accepted (ECONNABORTED), or no descriptor left
+                // (EMFILE, which fails at once and again): the next one, after a breath.
+                await Task.Delay(10);
+                continue;
+            }
+            if (Interlocked.Increment(ref _connections) > MaxConnections)
+            {
+                Interlocked.Decrement(ref _connections);
+                client.Dispose(); // over the cap: the client reads the end of the stream at once
+                continue;
             }
             _ = Serve(client);
         }
@@ -98,7 +117,7 @@ public sealed class HttpServer
         {
             while (!_stopping.IsCancellationRequested)
             {
-                var next = await connection.ReadHead(_stopping.Token);
+                var next = await connection.ReadHead(IdleTimeout, HeadTimeout, _stopping.Token);
                 if (next is not { } read)
                 {
                     return; // the client closed the connection between requests
@@ -162,6 +181,7 @@ public sealed class HttpServer
             {
                 await connection.CloseGracefully();
             }
+            Interlocked.Decrement(ref _connections);
         }
     }
 
