@@ -151,7 +151,7 @@ internal sealed partial class Supervisor
                 if (error is null)
                 {
                     _destroying[name] = ($"migrated to {socket}", DomainState.ShutOff); // its VMM ends now: no on_poweroff applies
-                    if (a.Api.Migration(TimeSpan.FromMilliseconds(500)) is { State: "Completed" } final)
+                    if (a.Api.Migration(TimeSpan.FromSeconds(2)) is { State: "Completed" } final) // the VMM waits 2 s for this read before it exits
                     {
                         last = final; // the downtime, if the VMM answers before it exits
                     }
