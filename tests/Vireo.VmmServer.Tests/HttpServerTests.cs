@@ -292,13 +292,9 @@ public class HttpServerTests : IDisposable
         using (var s = await Connect())
         {
             await s.SendAsync("GET /stream HTTP/1.1\r\n\r\n"u8.ToArray());
-            var buffer = new byte[4096];
-            var seen = new StringBuilder();
-            while (!seen.ToString().Contains("3\r\none\r\n"))
-            {
-                seen.Append(Encoding.ASCII.GetString(buffer, 0, await s.ReceiveAsync(buffer)));
-            }
-            Assert.Contains("Transfer-Encoding: chunked", seen.ToString());
+            string seen = await ReadUntil(s, "3\r\none\r\n");
+            Assert.Contains("3\r\none\r\n", seen);
+            Assert.Contains("Transfer-Encoding: chunked", seen);
         }
         // The client hung up while the handler waited for more: its token fired.
         Assert.Same(_streamAborted.Task, await Task.WhenAny(_streamAborted.Task, Task.Delay(10_000)));
