@@ -121,6 +121,36 @@ public sealed class Machine : IDisposable
     /// <summary>Runs the VM until it stops or <paramref name="timeout"/> passes, and says why it stopped.</summary>
     public VmOutcome Run(TimeSpan? timeout = null)
     {
+        Start();
+        if (!_stopped.Wait(timeout ?? Timeout.InfiniteTimeSpan))
+        {
+            RequestStop(new VmOutcome(StopReason.Timeout, Message: $"no exit within {timeout!.Value.TotalSeconds:0.#} s"));
+        }
+        foreach (var runner in _runners)
+        {
+            runner.Join();
+        }
+        if (_outcome!.Reason == StopReason.Timeout)
+        {
+            // A guest that never exits is usually stuck somewhere worth seeing.
+            _outcome = _outcome with { RegisterDump = string.Join(Environment.NewLine, _vcpus.Select(RegisterDump.Format)) };
+        }
+        return _outcome;
+    }
+
+    private int _launched; // Start ran (once)
+
+    /// <summary>
+    /// Lets the VM go, its devices and vCPUs, and returns without waiting for it to stop; <see
+    /// cref="Run"/> then only waits. A restored machine is started on the thread that restored it,
+    /// so that no thread's start stands between the restore and the guest's next instruction.
+    /// </summary>
+    public void Start()
+    {
+        if (Interlocked.Exchange(ref _launched, 1) != 0)
+        {
+            return;
+        }
         _ = Signals.KickSignal; // install the kick handler before any vCPU thread exists
         if (_vcpusParked)
         {
@@ -167,20 +197,6 @@ public sealed class Machine : IDisposable
                 }
             }
         }
-        if (!_stopped.Wait(timeout ?? Timeout.InfiniteTimeSpan))
-        {
-            RequestStop(new VmOutcome(StopReason.Timeout, Message: $"no exit within {timeout!.Value.TotalSeconds:0.#} s"));
-        }
-        foreach (var runner in _runners)
-        {
-            runner.Join();
-        }
-        if (_outcome!.Reason == StopReason.Timeout)
-        {
-            // A guest that never exits is usually stuck somewhere worth seeing.
-            _outcome = _outcome with { RegisterDump = string.Join(Environment.NewLine, _vcpus.Select(RegisterDump.Format)) };
-        }
-        return _outcome;
     }
 
     /// <summary>

@@ -49,11 +49,12 @@ if (SocketPathProblem(socketPath) is { } problem)
 }
 Vireo.Interop.Libc.RemoveStaleSocket(socketPath); // a stale socket from an earlier process; nothing else is ever replaced
 
-using var stdout = Console.OpenStandardOutput();
+// fd 1 is written with write(2), as `vireo run` writes it directly: .NET's Console stream would
+// set up the terminal (a signal thread, handlers, ioctls) at the guest's first byte, on the vCPU's thread.
 var console = new ConsoleLog();
 var session = new VmSession(b =>
 {
-    stdout.WriteByte(b);
+    StdoutByte(b);
     console.Write(b);
 });
 int exitCode = 0;
@@ -68,7 +69,6 @@ session.Ended += code =>
         File.WriteAllText(statusFile + ".tmp", $"{code} {session.LastReason} {session.Info().LastOutcome}\n");
         File.Move(statusFile + ".tmp", statusFile, overwrite: true);
     }
-    stdout.Flush();
     console.Close();
     if (session.LastReason == nameof(Vireo.Vmm.StopReason.Migrated))
     {
@@ -176,6 +176,24 @@ static async Task Put<T>(HttpExchange x, JsonTypeInfo<T> type, string what, Func
     }
     string? error = BodyReader.TryRead(body, type, what, out var value) ?? apply(value!);
     await (error is null ? x.Respond(204) : x.Respond(400, Error(error)));
+}
+
+// One byte of the guest's console to stdout; a reader that went away (EPIPE) loses it, as
+// .NET's console stream would, and the console log and GET /console go on.
+static void StdoutByte(byte b)
+{
+    while (Vireo.Interop.Libc.Write(1, new ReadOnlySpan<byte>(in b)) < 0)
+    {
+        int errno = Vireo.Interop.Libc.LastErrno;
+        if (errno == Vireo.Interop.Libc.EAGAIN)
+        {
+            Thread.Sleep(1); // a non-blocking stdout that is full: wait for its reader
+        }
+        else if (errno != Vireo.Interop.Libc.EINTR)
+        {
+            return;
+        }
+    }
 }
 
 static byte[] Error(string message) => JsonSerializer.SerializeToUtf8Bytes(new ApiError(message), VmmJson.Default.ApiError);

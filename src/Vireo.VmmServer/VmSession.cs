@@ -442,6 +442,8 @@ internal sealed class VmSession(Action<byte> serialOut)
             _state = VmState.Running;
             _boots = 1;
         }
+        // The guest goes on now, from this thread: the thread that waits for it to stop starts after.
+        machine.Start();
         if (onThisThread)
         {
             RunLoop(config, files, machine);

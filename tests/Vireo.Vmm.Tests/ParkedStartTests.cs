@@ -83,6 +83,27 @@ public class ParkedStartTests
         Assert.True(run.Result.IsClean, run.Result.ToString());
     }
 
+    [KvmFact]
+    public void Start_lets_the_guest_go_on_the_calling_thread_and_run_then_only_waits()
+    {
+        using var machine = Machine.Create(Console(1), _ => { });
+        machine.StartVcpusParked();
+        machine.Start(); // a restore's thread: no other thread between it and the guest
+        machine.Start(); // once only
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (machine.Exits < 1000 && DateTime.UtcNow < deadline)
+        {
+            Thread.Sleep(10);
+        }
+        Assert.True(machine.Exits >= 1000, "the guest did not run after Start, before any Run");
+        while (machine.EnqueueConsoleInput("q\n"u8) == 0 && DateTime.UtcNow < deadline)
+        {
+            Thread.Sleep(10);
+        }
+        var outcome = machine.Run(TimeSpan.FromSeconds(30));
+        Assert.True(outcome.IsClean, outcome.ToString());
+    }
+
     [Fact]
     public void The_pause_raises_its_threads_and_gives_them_their_priority_back()
     {

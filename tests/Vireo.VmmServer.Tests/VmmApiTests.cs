@@ -58,6 +58,15 @@ public class VmmApiTests
     }
 
     [KvmFact]
+    public async Task A_console_nobody_reads_loses_its_bytes_and_the_vm_goes_on()
+    {
+        using var vmm = VmmProcess.WithStdoutClosed(); // stdout is written with write(2): each byte fails with EPIPE
+        await vmm.Ok("boot-source", $$"""{"kernel_image_path": "{{Kernel("hello")}}"}""");
+        await vmm.Ok("actions", """{"action_type": "InstanceStart"}"""); // it prints and powers off through ACPI
+        Assert.Equal(0, vmm.WaitForExit());
+    }
+
+    [KvmFact]
     public async Task Shutdown_presses_the_acpi_power_button_and_the_guest_powers_off()
     {
         using var vmm = new VmmProcess();

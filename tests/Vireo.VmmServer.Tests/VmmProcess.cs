@@ -18,6 +18,14 @@ internal sealed class VmmProcess : IDisposable
 
     /// <param name="options">More of vireo-vmm's options (--restore ...), after --api-sock.</param>
     public VmmProcess(string? socket = null, params string[] options)
+        : this(readStdout: true, socket, options)
+    {
+    }
+
+    /// <summary>A vireo-vmm whose stdout nobody reads: the pipe's reading end is closed at once, so every write to it fails (EPIPE).</summary>
+    public static VmmProcess WithStdoutClosed() => new(readStdout: false, null, []);
+
+    private VmmProcess(bool readStdout, string? socket, string[] options)
     {
         _ = TestEnvironment.GuestDir; // the guest kit is built first
         Socket = socket ?? Path.Combine(TempDirectory.Create("vireo-vmm"), "api.sock");
@@ -28,8 +36,15 @@ internal sealed class VmmProcess : IDisposable
             UseShellExecute = false,
         };
         _process = Process.Start(psi)!;
-        _process.OutputDataReceived += (_, e) => { lock (_stdout) { _stdout.AppendLine(e.Data); } };
-        _process.BeginOutputReadLine();
+        if (readStdout)
+        {
+            _process.OutputDataReceived += (_, e) => { lock (_stdout) { _stdout.AppendLine(e.Data); } };
+            _process.BeginOutputReadLine();
+        }
+        else
+        {
+            _process.StandardOutput.Close();
+        }
         UnixHttp.WaitForSocket(Socket, () => _process.HasExited, () => _process.HasExited ? _process.StandardError.ReadToEnd() : "no socket yet");
         Http = UnixHttp.Client(Socket);
     }

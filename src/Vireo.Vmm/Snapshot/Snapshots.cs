@@ -86,6 +86,8 @@ public static class Snapshots
             DevicesState decoded;
             try
             {
+                // Its threads too, parked, while the devices' section may still be decoding: Run then only lets them go.
+                prepared.StartVcpusParked();
                 decoded = devices();
             }
             catch
