@@ -7,9 +7,9 @@ Cases, 1 vCPU each, interleaved run by run (Vireo then QEMU, case by case) so dr
   * idle: the `idle` guest (halted for good), 1 GiB, over tcp:127.0.0.1.
   * console: the `snapshot` guest (guests/snapshot.c: it spins at CPL3 polling its console, the
     LAPIC timer ticks; it writes next to no RAM), 1 GiB, over tcp:. Asked for `c` once before
-    (count=1), then for `p`: a '.' on its console each millisecond of its time. The pause the guest
+    (count=1), then for `p`: a '.' on its console each 100 µs of its time. The pause the guest
     saw is the host time from the source's last '.' to the destination's first (the same yardstick
-    for both VMMs, whatever each counts as its downtime; 1 ms of resolution). At the destination it
+    for both VMMs, whatever each counts as its downtime; 0.1 ms of resolution). At the destination it
     is asked for `c` once it runs and must say count=2.
   * dirty: the `dirty` guest (guests/dirty.c: one byte in each 4 KiB page of a 64 MiB working
     set, at most 25 pages a millisecond, about 100 MiB/s), 1 GiB, over tcp:, from its second
@@ -74,7 +74,7 @@ def before(vm, guest, ready_text, what):
     if guest == "snapshot":
         vm.type("c\n")
         vm.console.wait_for("count=1", what=what)
-        vm.type("p\n")   # a heartbeat each millisecond, for the pause it sees
+        vm.type("p\n")   # a heartbeat each 100 µs, for the pause it sees
         vm.console.wait_for("beating", timeout=30, what=what)
         vm.console.wait_for("..", what=what)
     return dirty_rate(vm.console.text()) if guest == "dirty" else None

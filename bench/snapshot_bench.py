@@ -4,7 +4,7 @@
   bench/snapshot_bench.py [--runs N]      (bench/run --only snapshot includes it in bench/results/latest.md)
 
 Both VMMs run the `snapshot` guest (guests/snapshot.c: a counter in RAM, the LAPIC timer ticking,
-a console that answers `c` with count=N, and `p` with a '.' each millisecond), 1 vCPU. Before
+a console that answers `c` with count=N, and `p` with a '.' each 100 µs), 1 vCPU. Before
 each save the guest is asked for `c` once (count=1), the 128 MiB one also for `p`, and paused; a
 restored guest's first '.' is the moment it runs again, and asked for `c` it must say count=2.
   * Full snapshot: Vireo's PUT /snapshot/create on a paused vireo-vmm, request to response;
