@@ -150,6 +150,27 @@ public static class MachineBuilder
             return machine;
         }
 
+        /// <summary>
+        /// Encodes this machine's own state, read and never applied, and decodes it again, so that the
+        /// code the real state goes through runs warm in the guest's pause: the first decoding in a
+        /// process cost a quarter to half a millisecond of it (code run for the first time, the
+        /// serializer's caches filled), against a few hundredths after. The vCPUs must be parked or
+        /// not started. Best effort: a machine whose state cannot be read is only colder.
+        /// </summary>
+        public void WarmUpDecoding()
+        {
+            try
+            {
+                var own = new Snapshot.MachineState(machine.Config, machine.Vm.SaveState(), [.. machine.Vcpus.Select(v => v.SaveState())], machine.Devices.SaveState());
+                var (decoded, _) = Snapshot.SnapshotFile.Decode(Snapshot.SnapshotFile.Encode(own, Snapshot.SnapshotFile.LayoutOf(machine.Memory, Snapshot.SnapshotKind.Full)));
+                _ = SameConfig(machine.Config, decoded.Config);
+            }
+            catch (Exception e) when (e is SysError or InvalidOperationException or Snapshot.SnapshotException)
+            {
+                // the real state is decoded all the same, only colder
+            }
+        }
+
         /// <summary>Makes the vCPU threads now, parked (<see cref="Machine.StartVcpusParked"/>), while the state is still to come.</summary>
         public void StartVcpusParked() => machine.StartVcpusParked();
 

@@ -276,8 +276,9 @@ public class MigrationStreamTests(MigrationStreamFixture fixture, ITestOutputHel
         ["a snapshot's magic"] = t => Refused(new Wire().Header("VIREOSNP"), 0, "byte 0", "not a Vireo migration stream"),
         ["zeros for a header"] = t => Refused(new Wire().Bytes(new byte[64]), 0, "byte 0", "not a Vireo migration stream"),
         ["HTTP for a header"] = t => Refused(new Wire().Bytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8), 0, "byte 0", "not a Vireo migration stream"),
-        ["version 0"] = t => Refused(new Wire().Header(version: 0), 0, "byte 8", "version 0", "reads version 1"),
-        ["version 2"] = t => Refused(new Wire().Header(version: 2), 0, "byte 8", "version 2"),
+        ["version 0"] = t => Refused(new Wire().Header(version: 0), 0, "byte 8", "version 0", "reads version 2"),
+        ["version 1 (a destination's last word unknown to it)"] = t => Refused(new Wire().Header(version: 1), 0, "byte 8", "version 1"),
+        ["version 3"] = t => Refused(new Wire().Header(version: 3), 0, "byte 8", "version 3"),
         ["version 2^32-1"] = t => Refused(new Wire().Header(version: uint.MaxValue), 0, "byte 8", "version 4294967295"),
         ["a header and nothing"] = t => Refused(Start(), 0, "byte 12", "ended in the middle of a frame header"),
         ["half a frame header"] = t => Refused(Start().Bytes("CONF"u8), 0, "byte 16", "ended in the middle of a frame header"),
@@ -385,6 +386,16 @@ public class MigrationStreamTests(MigrationStreamFixture fixture, ITestOutputHel
         ["STAT with a byte after END"] = t => { var w = t.Configured(); long at = w.Length; return Refused(w.Frame("STAT", [.. t.F.StateBytes, 0]), 1, $"byte {at}", "STAT", "follow the END section"); },
         ["STAT version 2"] = t => { var w = t.Configured(); long at = w.Length; var s = (byte[])t.F.StateBytes.Clone(); s[8] = 2; return Refused(w.Frame("STAT", s), 1, $"byte {at}", "STAT", "version 2"); },
         ["STAT longer than the stream"] = t => { var w = t.Configured(); long at = w.Length; return Refused(w.FrameHeader("STAT", (uint)t.F.StateBytes.Length + 1).Bytes(t.F.StateBytes), 1, $"byte {at + 8 + t.F.StateBytes.Length}", "ended in the middle of the machine's state"); },
+        // KVM refuses a state that decodes and fits (CR4 all ones): the STAT was answered OKAY before it
+        // was applied, so the refusal is the last word after the commit, and the source takes its VM back.
+        ["STAT that KVM refuses, committed"] = t =>
+        {
+            var w = t.WithPages(t.Configured());
+            long at = w.Length;
+            var v0 = t.F.State.Vcpus[0];
+            var refused = t.F.State with { Vcpus = [v0 with { Sregs = v0.Sregs with { cr4 = ulong.MaxValue } }, .. t.F.State.Vcpus[1..]] };
+            return Refused(w.Frame("STAT", t.Stat(refused, FullLayout(128 << 20))).Frame("CMIT", []), 2, $"byte {at}", "vcpu 0: KVM refused the saved state");
+        },
         ["STAT of 256 MiB for a CONF of 128 MiB"] = t =>
         {
             var w = t.Configured();
@@ -459,7 +470,7 @@ public class MigrationStreamTests(MigrationStreamFixture fixture, ITestOutputHel
         ["a descriptor on the stream's first byte"] = t =>
         {
             // Read as a plain byte, what came with it is dropped by the kernel, never kept.
-            var w = new Wire().Fd(FileOf(t.NewPath("stray"), 128 << 20), (byte)'V').Bytes("IREOMIG"u8).Bytes([1, 0, 0, 0]).Frame("CONF", t.F.ConfigBytes);
+            var w = new Wire().Fd(FileOf(t.NewPath("stray"), 128 << 20), (byte)'V').Bytes("IREOMIG"u8).Bytes([2, 0, 0, 0]).Frame("CONF", t.F.ConfigBytes);
             long at = w.Length;
             return Refused(w.Frame("????", []), 1, $"byte {at}", "unknown kind '????'");
         },

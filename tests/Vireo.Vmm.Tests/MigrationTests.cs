@@ -260,6 +260,54 @@ public class MigrationTests
     }
 
     [KvmFact]
+    public void A_destination_that_cannot_run_the_state_after_the_commit_gives_the_vm_back()
+    {
+        var url = UnixUrl();
+        using var source = new Running(o => Machine.Create(Config(), o));
+        source.WaitFor("snapshot: up");
+        // A destination that takes everything, the state with OKAY, then answers the commit with
+        // FAIL, as one whose KVM refused the state it had accepted: the source goes on.
+        using (var listener = url.Listen())
+        {
+            var destination = Task.Run(() =>
+            {
+                using var s = listener.Accept();
+                using var stream = new NetworkStream(s);
+                stream.ReadExactly(new byte[12]);
+                var head = new byte[8];
+                void Answer(string tag, ReadOnlySpan<byte> payload)
+                {
+                    var frame = new byte[8 + payload.Length];
+                    Encoding.ASCII.GetBytes(tag, frame);
+                    BinaryPrimitives.WriteUInt32LittleEndian(frame.AsSpan(4), (uint)payload.Length);
+                    payload.CopyTo(frame.AsSpan(8));
+                    stream.Write(frame);
+                }
+                while (true)
+                {
+                    stream.ReadExactly(head);
+                    string tag = Encoding.ASCII.GetString(head, 0, 4);
+                    stream.ReadExactly(new byte[BinaryPrimitives.ReadUInt32LittleEndian(head.AsSpan(4))]);
+                    if (tag is "CONF" or "STAT")
+                    {
+                        Answer("OKAY", []);
+                    }
+                    else if (tag == "CMIT")
+                    {
+                        Answer("FAIL", "KVM said no"u8);
+                        return;
+                    }
+                }
+            });
+            var e = Assert.Throws<MigrationException>(new MigrationSender(source.Machine, url, Defaults).Run);
+            Assert.Contains("after the commit: KVM said no", e.Message);
+            Assert.True(destination.Wait(TimeSpan.FromSeconds(30)));
+        }
+        source.Type("c\n");
+        source.WaitFor("count=1"); // it runs here again, as it was
+    }
+
+    [KvmFact]
     public void Nothing_listening_is_an_error_naming_the_url()
     {
         using var source = new Running(o => Machine.Create(Config(), o));

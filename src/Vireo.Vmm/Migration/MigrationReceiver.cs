@@ -18,6 +18,10 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
 {
     private volatile MigrationStatus _status = MigrationStatus.Idle with { State = MigrationStatus.Receiving };
     private long _received;
+    private NoCollection? _noCollection; // from the machine's preparation to the commit: the pause lies between
+
+    /// <summary>What a destination may allocate between its preparation and the commit without a collection: frame headers, status, the state.</summary>
+    private const long PrepareToCommitAllocation = 16 << 20;
 
     public MigrationStatus Status => _status with { BytesSent = Interlocked.Read(ref _received) };
 
@@ -60,6 +64,11 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                 }
                 throw new MigrationException(reason);
             }
+            finally
+            {
+                _noCollection?.Dispose(); // the pause is over, whichever way
+                _noCollection = null;
+            }
         }
     }
 
@@ -98,8 +107,13 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                 prepared = MachineBuilder.Prepare(config, files, ram, serialOut);
                 // Its vCPU threads too, parked: after the commit only a wake-up stands between the guest and its next instruction.
                 prepared.StartVcpusParked();
+                prepared.WarmUpDecoding();
             }
             SnapshotFile.WarmUp(); // the state's decoding is left with its bytes, not its metadata, during the guest's pause
+            if (!local)
+            {
+                _noCollection = NoCollection.Begin(PrepareToCommitAllocation); // and no collection in it: one may come now
+            }
         }
         catch (Exception e) when (e is SnapshotException or VmConfigException or ArgumentException or SysError or Kvm.KvmUnavailableException)
         {
@@ -166,7 +180,7 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                         var toApply = prepared!;
                         prepared = null; // Restore owns it now, and disposes it if it refuses
                         toApply.Hurry(Libc.GetTid()); // the guest is paused from here until it runs here
-                        return Restore(reader, writer, configBytes, files, toApply, ram!, length, at);
+                        return Restore(socket, reader, writer, configBytes, files, toApply, ram!, length, at);
                     default:
                         throw new MigrationException($"byte {at}: a {tag} frame where pages or the machine's state belong");
                 }
@@ -194,6 +208,8 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                     memory = null; // Prepare owns it, and disposed it if it failed
                 }
                 prepared.StartVcpusParked();
+                prepared.WarmUpDecoding();
+                _noCollection = NoCollection.Begin(PrepareToCommitAllocation);
             }
         }
     }
@@ -269,7 +285,7 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         }
     }
 
-    private (Machine, VmFiles) Restore(WireReader reader, WireWriter writer, byte[] configBytes, VmFiles files, MachineBuilder.PreparedRestore prepared, GuestMemory memory, int length, long at)
+    private (Machine, VmFiles) Restore(Socket socket, WireReader reader, WireWriter writer, byte[] configBytes, VmFiles files, MachineBuilder.PreparedRestore prepared, GuestMemory memory, int length, long at)
     {
         MachineState state;
         SnapshotFile.Layout layout;
@@ -297,17 +313,29 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
             prepared.Dispose();
             throw;
         }
+        // The state is whole and fits: the source may commit, and its commit travels while KVM takes the state.
+        try
+        {
+            writer.Frame(MigrationWire.Okay, []);
+            writer.Flush();
+        }
+        catch
+        {
+            prepared.Dispose();
+            throw;
+        }
         // The restore owns the memory from here: it disposes it if it refuses.
-        Machine machine;
+        Machine? machine = null;
+        string? refused = null;
         try
         {
             machine = prepared.Apply(state, resume: true);
         }
         catch (SnapshotException e)
         {
-            throw new MigrationException($"byte {at}: the machine's state (STAT): {e.Message}");
+            refused = $"byte {at}: the machine's state (STAT): {e.Message}"; // said after the commit, which the source then takes back
         }
-        return Commit(reader, writer, machine, files);
+        return Commit(socket, reader, writer, machine, refused, files);
     }
 
     private static void CheckState(MachineState state, SnapshotFile.Layout layout, byte[] configBytes, GuestMemory memory, long at)
@@ -326,24 +354,33 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         }
     }
 
-    private (Machine, VmFiles) Commit(WireReader reader, WireWriter writer, Machine machine, VmFiles files)
+    /// <summary>
+    /// Reads the source's commit and says the last word: OKAY, the VM is this one's now; or FAIL with
+    /// <paramref name="refused"/> when KVM did not take the state, and the VM goes on at the source.
+    /// </summary>
+    private (Machine, VmFiles) Commit(Socket socket, WireReader reader, WireWriter writer, Machine? machine, string? refused, VmFiles files)
     {
         try
         {
-            writer.Frame(MigrationWire.Okay, []);
-            writer.Flush();
+            PauseWait.UntilReadable(socket);
             long commitAt = reader.Offset;
             var (tag, _) = reader.Next();
             if (tag != MigrationWire.Commit)
             {
                 throw new MigrationException($"byte {commitAt}: a {tag} frame where the commit belongs");
             }
+            if (refused is not null)
+            {
+                throw new MigrationException(refused);
+            }
+            writer.Frame(MigrationWire.Okay, []);
+            writer.Flush();
             _status = _status with { State = MigrationStatus.Completed };
-            return (machine, files);
+            return (machine!, files);
         }
         catch
         {
-            machine.Dispose();
+            machine?.Dispose();
             throw;
         }
     }

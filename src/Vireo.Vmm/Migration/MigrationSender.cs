@@ -40,6 +40,9 @@ public sealed record MigrationStatus(
 public sealed class MigrationSender(Machine machine, MigrationUrl url, MigrationOptions options, Func<int, int>? tapFd = null)
 {
     private const int Page = 4096;
+
+    /// <summary>What the pause may allocate without a collection: the state, its encoding, the last dirty bitmaps (a few hundred KiB for 1 GiB).</summary>
+    private const long PauseAllocation = 4 << 20;
     private readonly Stopwatch _clock = new();
     private volatile MigrationStatus _status = MigrationStatus.Idle with { State = MigrationStatus.Connecting, Url = url.Text };
 
@@ -133,7 +136,7 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
                         rate = Math.Max(Rate(writer.BytesWritten - before, _sending.Elapsed - sendingBefore), rate / 4);
                     }
                 }
-                StopAndCopy(writer, reader, tracker);
+                StopAndCopy(socket, writer, reader, tracker);
             }
             catch (IOException) when (PeerReason(socket, reader) is { } refused)
             {
@@ -168,11 +171,12 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
 
     private static double Rate(long bytes, TimeSpan took) => Math.Max(bytes, Page) / Math.Max(took.TotalSeconds, 1e-4);
 
-    private void StopAndCopy(WireWriter writer, WireReader reader, DirtyTracker? tracker)
+    private void StopAndCopy(Socket socket, WireWriter writer, WireReader reader, DirtyTracker? tracker)
     {
         _status = _status with { State = MigrationStatus.StopAndCopy };
-        var downtime = Stopwatch.StartNew();
         using var urgent = Urgency.Raise(machine.VcpuThreadIds.Append(Libc.GetTid()));
+        using var noCollection = NoCollection.Begin(PauseAllocation); // any collection it needs is made now, with the guest still running
+        var downtime = Stopwatch.StartNew(); // the pause starts here
         machine.Pause();
         try
         {
@@ -184,10 +188,12 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
                 }
                 writer.Frame(MigrationWire.State, SnapshotFile.Encode(state, SnapshotFile.LayoutOf(machine.Memory, SnapshotKind.Full)));
                 writer.Flush();
+                PauseWait.UntilReadable(socket); // the answer is read as it comes: the guest waits for it
                 Expect(reader, "the machine's state");
                 writer.Frame(MigrationWire.Commit, []);
                 writer.Flush();
                 _status = _status with { DowntimeMs = downtime.Elapsed.TotalMilliseconds };
+                LastWord(socket, reader);
             });
         }
         catch
@@ -224,6 +230,40 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
             // nothing more to read: the write's own error stands
         }
         return null;
+    }
+
+    /// <summary>
+    /// After the commit, the destination's last word: OKAY, it runs the VM; FAIL, KVM refused the
+    /// state there, so the VM goes on here (the exception resumes it). No word at all (the
+    /// connection cut, the destination gone) leaves the VM the destination's: it may run there, and
+    /// two of it must never run.
+    /// </summary>
+    private static void LastWord(Socket socket, WireReader reader)
+    {
+        string tag;
+        int length;
+        try
+        {
+            socket.ReceiveTimeout = 5000;
+            (tag, length) = reader.Next();
+        }
+        catch (Exception e) when (e is MigrationException or IOException or SocketException or ObjectDisposedException)
+        {
+            return;
+        }
+        if (tag == MigrationWire.Fail)
+        {
+            string reason;
+            try
+            {
+                reason = Encoding.UTF8.GetString(reader.Payload(length, "its reason"));
+            }
+            catch (Exception e) when (e is MigrationException or IOException or SocketException or ObjectDisposedException)
+            {
+                reason = "(its reason was cut off)";
+            }
+            throw new MigrationException($"the destination could not run the machine after the commit: {reason}; the VM goes on here");
+        }
     }
 
     /// <summary>Waits for OKAY; a FAIL carries the destination's reason.</summary>

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Net.Sockets;
 using System.Text;
 
 namespace Vireo.Vmm.Migration;
@@ -8,14 +9,17 @@ namespace Vireo.Vmm.Migration;
 /// that many bytes. The source sends CONF (the VM's config, JSON), then either PAGE frames (a
 /// u64 guest address and whole pages) in rounds, or, in a local migration (announced by LOCL
 /// before CONF), MEMF (the memfd itself, passed with the frame's one byte) and a TAPF for each
-/// TAP the VM has, in the config's order (the TAP's descriptor, the same way), then STAT (the machine's state, in the snapshot file's format), and
-/// once the destination has said it is ready, CMIT. The destination answers CONF, MEMF and STAT
-/// with OKAY, or FAIL and its reason. Every length is bounded before a byte of its payload is read.
+/// TAP the VM has, in the config's order (the TAP's descriptor, the same way), then STAT (the
+/// machine's state, in the snapshot file's format), and once the destination has said the state is
+/// whole and fits, CMIT. The destination answers CONF, MEMF and STAT with OKAY, or FAIL and its
+/// reason; it answers STAT before it applies the state, which it does while the commit travels,
+/// and its last word, after CMIT, is OKAY (the VM runs there) or FAIL (KVM refused the state after
+/// all: the VM goes on at the source). Every length is bounded before a byte of its payload is read.
 /// </summary>
 public static class MigrationWire
 {
     public static ReadOnlySpan<byte> Magic => "VIREOMIG"u8;
-    public const uint Version = 1;
+    public const uint Version = 2; // 2: the destination answers STAT before it applies it, and says a last word after CMIT
     public const int HeaderSize = 12, FrameHeaderSize = 8;
 
     public const string Local = "LOCL", Config = "CONF", MemoryFd = "MEMF", TapFd = "TAPF", Pages = "PAGE", State = "STAT", Commit = "CMIT",
@@ -35,6 +39,35 @@ public static class MigrationWire
         Fail => MaxText,
         _ => -1,
     };
+}
+
+/// <summary>Waits in the guest's pause.</summary>
+internal static class PauseWait
+{
+    /// <summary>How long a thread in the pause spins for its peer's answer before it sleeps on the socket.</summary>
+    public static readonly TimeSpan Spin = TimeSpan.FromMilliseconds(2);
+
+    /// <summary>
+    /// Spins until <paramref name="socket"/> has bytes to read, or <see cref="Spin"/> has passed: an
+    /// answer in the guest's pause is then read as it arrives, not after the thread's wake-up (up to
+    /// half a millisecond on this host). The read that follows blocks as usual, and reports a
+    /// closed or failed socket.
+    /// </summary>
+    public static void UntilReadable(Socket socket)
+    {
+        long until = System.Diagnostics.Stopwatch.GetTimestamp() + (long)(Spin.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
+        try
+        {
+            while (socket.Available == 0 && System.Diagnostics.Stopwatch.GetTimestamp() < until)
+            {
+                Thread.Yield(); // a peer on this CPU (the other end, on a small host) runs first
+            }
+        }
+        catch (Exception e) when (e is SocketException or ObjectDisposedException)
+        {
+            // the read says what became of the connection
+        }
+    }
 }
 
 /// <summary>Writes frames to a stream.</summary>
