@@ -76,8 +76,17 @@ public sealed unsafe class Kvm : IDisposable
 
     public int VcpuMmapSize => Check.Io(Libc.Ioctl(_fd.Fd, KvmAbi.KVM_GET_VCPU_MMAP_SIZE, 0), "KVM_GET_VCPU_MMAP_SIZE");
 
-    /// <summary>KVM_GET_SUPPORTED_CPUID: every leaf the host and KVM can offer a guest.</summary>
-    public kvm_cpuid_entry2[] GetSupportedCpuid()
+    private kvm_cpuid_entry2[]? _supportedCpuid;
+
+    /// <summary>
+    /// KVM_GET_SUPPORTED_CPUID: every leaf the host and KVM can offer a guest. Asked once per
+    /// /dev/kvm descriptor (the answer is the module's and the CPU's, fixed while it is open) and
+    /// then copied: asking took 0.2-1 ms on this nested host (KVM runs CPUID for every leaf), which
+    /// a migration's destination paid in the guest's pause when it checked the saved CPU.
+    /// </summary>
+    public kvm_cpuid_entry2[] GetSupportedCpuid() => (kvm_cpuid_entry2[])(_supportedCpuid ??= AskSupportedCpuid()).Clone();
+
+    private kvm_cpuid_entry2[] AskSupportedCpuid()
     {
         for (int n = 256; ; n *= 2)
         {

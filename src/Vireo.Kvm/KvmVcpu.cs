@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Vireo.Interop;
 
 namespace Vireo.Kvm;
@@ -157,6 +158,10 @@ public sealed unsafe partial class KvmVcpu : IDisposable
     /// and which on some hosts names more features than were set.
     /// </summary>
     public kvm_cpuid_entry2[] CpuidSet => (kvm_cpuid_entry2[])_cpuid.Clone();
+
+    /// <summary>True when <paramref name="entries"/> are, byte for byte, what <see cref="SetCpuid"/> was last given.</summary>
+    public bool CpuidIs(ReadOnlySpan<kvm_cpuid_entry2> entries) =>
+        _cpuid.Length > 0 && MemoryMarshal.AsBytes(entries).SequenceEqual(MemoryMarshal.AsBytes(_cpuid.AsSpan()));
 
     public void SetCpuid(kvm_cpuid_entry2[] entries)
     {

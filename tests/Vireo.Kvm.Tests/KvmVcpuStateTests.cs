@@ -201,4 +201,43 @@ public class KvmVcpuStateTests
         Assert.NotEmpty(saved.Cpuid);
         Assert.Null(CpuFeatures.Missing(saved.Cpuid, vm.Kvm.GetSupportedCpuid()));
     }
+
+    [KvmFact]
+    public void The_supported_cpuid_is_asked_once_and_each_caller_gets_a_copy_of_its_own()
+    {
+        using var kvm = Kvm.Open();
+        var first = kvm.GetSupportedCpuid();
+        var second = kvm.GetSupportedCpuid();
+        Assert.NotSame(first, second);
+        Assert.Equal(StructBytes.OfArray(first), StructBytes.OfArray(second));
+        first[0].eax ^= 0xffff_ffff; // a caller's edit (CpuidTemplate edits its copy) reaches no other caller
+        Assert.Equal(StructBytes.OfArray(second), StructBytes.OfArray(kvm.GetSupportedCpuid()));
+    }
+
+    [KvmFact]
+    public void A_restore_sets_the_saved_cpuid_unless_the_vcpu_was_made_with_those_very_entries()
+    {
+        using var source = Source(out _);
+        var saved = source.Vcpu.SaveState();
+
+        // Made with the same entries (a migration's destination): the restore leaves them, and they are the saved ones.
+        using var same = new BareVm(Counter, irqchip: true);
+        same.Vcpu.SetCpuid(saved.Cpuid);
+        Assert.True(same.Vcpu.CpuidIs(saved.Cpuid));
+        same.Vcpu.RestoreState(saved);
+        Assert.Equal(StructBytes.OfArray(saved.Cpuid), StructBytes.OfArray(same.Vcpu.CpuidSet));
+        RunToOut(same, 4);
+
+        // Made with other entries: the saved ones replace them (a vCPU that has never run takes a second CPUID).
+        var other = (kvm_cpuid_entry2[])saved.Cpuid.Clone();
+        int leaf1 = Array.FindIndex(other, e => e.function == 1);
+        other[leaf1].ecx &= ~(1u << 24); // no TSC-deadline timer
+        using var different = new BareVm(Counter, irqchip: true);
+        different.Vcpu.SetCpuid(other);
+        Assert.False(different.Vcpu.CpuidIs(saved.Cpuid));
+        different.Vcpu.RestoreState(saved);
+        Assert.True(different.Vcpu.CpuidIs(saved.Cpuid));
+        Assert.NotEqual(0u, different.Vcpu.GetCpuid().First(e => e.function == 1).ecx & (1u << 24)); // KVM has the saved ones
+        RunToOut(different, 4);
+    }
 }

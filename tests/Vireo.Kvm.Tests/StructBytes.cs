@@ -6,4 +6,6 @@ namespace Vireo.Kvm.Tests;
 internal static class StructBytes
 {
     public static byte[] Of<T>(in T value) where T : unmanaged => MemoryMarshal.AsBytes(new ReadOnlySpan<T>(in value)).ToArray();
+
+    public static byte[] OfArray<T>(T[] values) where T : unmanaged => MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
 }
