@@ -230,6 +230,30 @@ public class SnapshotFileTests(SnapshotFileFixture fixture, ITestOutputHelper lo
     }
 
     [KvmFact]
+    public void A2_a_config_known_by_its_bytes_is_taken_as_it_is_and_any_other_is_decoded_and_checked()
+    {
+        var taken = fixture.Pci;
+        byte[] bytes = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(taken.State.Config, SnapshotJson.Default.VmConfig);
+        var known = new SnapshotFile.KnownConfig(taken.State.Config, bytes);
+
+        // Encoded with its bytes known: the same file as encoding it again.
+        Assert.Equal(SnapshotFile.Encode(taken.State, taken.Layout), SnapshotFile.Encode(taken.State, taken.Layout, known));
+        // A known config that is not the state's own object is not used for it.
+        var other = new SnapshotFile.KnownConfig(taken.State.Config with { Vcpus = 1 }, "{}"u8.ToArray());
+        Assert.Equal(SnapshotFile.Encode(taken.State, taken.Layout), SnapshotFile.Encode(taken.State, taken.Layout, other));
+
+        // Decoded: the same bytes give the known object back; other bytes are decoded, and still checked.
+        var (same, _) = SnapshotFile.Decode(taken.Bytes, known);
+        Assert.Same(taken.State.Config, same.Config);
+        var (decoded, _) = SnapshotFile.Decode(taken.Bytes, new SnapshotFile.KnownConfig(taken.State.Config, [.. bytes, (byte)' ']));
+        Assert.NotSame(taken.State.Config, decoded.Config);
+        Assert.Equal(bytes, System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(decoded.Config, SnapshotJson.Default.VmConfig));
+        var wrongMemory = taken.State with { Config = taken.State.Config with { MemoryBytes = 256 << 20 } };
+        var e = Assert.Throws<SnapshotException>(() => SnapshotFile.Decode(SnapshotFile.Encode(wrongMemory, taken.Layout), known));
+        Assert.Contains("the layout says", e.Message);
+    }
+
+    [KvmFact]
     public void B_a_wrong_magic_or_version_is_refused()
     {
         var file = (byte[])fixture.Pci.Bytes.Clone();

@@ -42,6 +42,10 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         }
         using (socket)
         {
+            if (socket.AddressFamily != System.Net.Sockets.AddressFamily.Unix)
+            {
+                socket.NoDelay = true; // as the source's: OKAY and the last word go out as they are written
+            }
             socket.ReceiveTimeout = socket.SendTimeout = 60_000; // a source that stalls mid-stream fails the migration
             using var stream = new NetworkStream(socket, ownsSocket: false);
             var reader = new WireReader(stream);
@@ -129,6 +133,7 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
             while (true)
             {
                 long at = reader.Offset;
+                PauseWait.UntilReadable(socket, PauseWait.FrameSpin); // the source may have paused the guest: read what comes as it comes
                 (tag, length) = reader.Next();
                 switch (tag)
                 {
@@ -180,7 +185,7 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                         var toApply = prepared!;
                         prepared = null; // Restore owns it now, and disposes it if it refuses
                         toApply.Hurry(Libc.GetTid()); // the guest is paused from here until it runs here
-                        return Restore(socket, reader, writer, configBytes, files, toApply, ram!, length, at);
+                        return Restore(socket, reader, writer, new SnapshotFile.KnownConfig(config, configBytes), files, toApply, ram!, length, at);
                     default:
                         throw new MigrationException($"byte {at}: a {tag} frame where pages or the machine's state belong");
                 }
@@ -285,13 +290,13 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         }
     }
 
-    private (Machine, VmFiles) Restore(Socket socket, WireReader reader, WireWriter writer, byte[] configBytes, VmFiles files, MachineBuilder.PreparedRestore prepared, GuestMemory memory, int length, long at)
+    private (Machine, VmFiles) Restore(Socket socket, WireReader reader, WireWriter writer, SnapshotFile.KnownConfig config, VmFiles files, MachineBuilder.PreparedRestore prepared, GuestMemory memory, int length, long at)
     {
         MachineState state;
         SnapshotFile.Layout layout;
         try
         {
-            (state, layout) = SnapshotFile.Decode(reader.Payload(length, "the machine's state"));
+            (state, layout) = SnapshotFile.Decode(reader.Payload(length, "the machine's state"), config); // the stream's config is not decoded again
         }
         catch (SnapshotException e)
         {
@@ -306,7 +311,7 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         }
         try
         {
-            CheckState(state, layout, configBytes, memory, at);
+            CheckState(state, layout, config, memory, at);
         }
         catch
         {
@@ -318,6 +323,9 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         {
             writer.Frame(MigrationWire.Okay, []);
             writer.Flush();
+            // The source spins for this answer; on a small host it may be on this very CPU, behind
+            // this thread, and the apply below would keep it from the answer until done (0.2 ms).
+            Thread.Yield();
         }
         catch
         {
@@ -338,7 +346,7 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         return Commit(socket, reader, writer, machine, refused, files);
     }
 
-    private static void CheckState(MachineState state, SnapshotFile.Layout layout, byte[] configBytes, GuestMemory memory, long at)
+    private static void CheckState(MachineState state, SnapshotFile.Layout layout, SnapshotFile.KnownConfig config, GuestMemory memory, long at)
     {
         if (layout.Kind != SnapshotKind.Full)
         {
@@ -348,7 +356,8 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         {
             throw new MigrationException($"byte {at}: the state describes {layout.RamBytes} bytes of RAM; the config said {memory.Size}");
         }
-        if (!JsonSerializer.SerializeToUtf8Bytes(state.Config, SnapshotJson.Default.VmConfig).AsSpan().SequenceEqual(configBytes))
+        // The decoder gave the stream's own config object back for the very same bytes: anything else differs.
+        if (!ReferenceEquals(state.Config, config.Config) && !JsonSerializer.SerializeToUtf8Bytes(state.Config, SnapshotJson.Default.VmConfig).AsSpan().SequenceEqual(config.Bytes))
         {
             throw new MigrationException($"byte {at}: the state's config is not the config the stream began with");
         }

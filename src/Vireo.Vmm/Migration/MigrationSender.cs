@@ -79,7 +79,8 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
                 {
                     writer.Frame(MigrationWire.Local, []);
                 }
-                writer.Frame(MigrationWire.Config, JsonSerializer.SerializeToUtf8Bytes(machine.Config, SnapshotJson.Default.VmConfig));
+                var config = new SnapshotFile.KnownConfig(machine.Config, JsonSerializer.SerializeToUtf8Bytes(machine.Config, SnapshotJson.Default.VmConfig));
+                writer.Frame(MigrationWire.Config, config.Bytes);
                 Expect(reader, "the config");
                 if (options.Local)
                 {
@@ -136,7 +137,7 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
                         rate = Math.Max(Rate(writer.BytesWritten - before, _sending.Elapsed - sendingBefore), rate / 4);
                     }
                 }
-                StopAndCopy(socket, writer, reader, tracker);
+                StopAndCopy(socket, writer, reader, tracker, config);
             }
             catch (IOException) when (PeerReason(socket, reader) is { } refused)
             {
@@ -171,7 +172,7 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
 
     private static double Rate(long bytes, TimeSpan took) => Math.Max(bytes, Page) / Math.Max(took.TotalSeconds, 1e-4);
 
-    private void StopAndCopy(Socket socket, WireWriter writer, WireReader reader, DirtyTracker? tracker)
+    private void StopAndCopy(Socket socket, WireWriter writer, WireReader reader, DirtyTracker? tracker, SnapshotFile.KnownConfig config)
     {
         _status = _status with { State = MigrationStatus.StopAndCopy };
         using var urgent = Urgency.Raise(machine.VcpuThreadIds.Append(Libc.GetTid()));
@@ -186,7 +187,7 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
                 {
                     SendDirty(writer, tracker.Collect()); // quiet now: the last pages, vCPUs' and devices' alike
                 }
-                writer.Frame(MigrationWire.State, SnapshotFile.Encode(state, SnapshotFile.LayoutOf(machine.Memory, SnapshotKind.Full)));
+                writer.Frame(MigrationWire.State, SnapshotFile.Encode(state, SnapshotFile.LayoutOf(machine.Memory, SnapshotKind.Full), config)); // the config as sent at the start, not encoded again
                 writer.Flush();
                 PauseWait.UntilReadable(socket); // the answer is read as it comes: the guest waits for it
                 Expect(reader, "the machine's state");

@@ -54,12 +54,21 @@ public static class SnapshotFile
         SnapshotJson.Default.Options.GetTypeInfo(typeof(DevicesState));
     }
 
-    public static byte[] Encode(MachineState state, Layout layout)
+    public static byte[] Encode(MachineState state, Layout layout) => Encode(state, layout, known: null);
+
+    /// <param name="known">
+    /// A config and its encoding, made before: when it is the state's config (the very object),
+    /// its bytes go in the CONF section unencoded again (a migration's source sent them at its
+    /// start, and encodes the state in the guest's pause).
+    /// </param>
+    public static byte[] Encode(MachineState state, Layout layout, KnownConfig? known)
     {
         var sections = new List<(string Tag, byte[] Payload)>
         {
             ("LAYO", EncodeLayout(layout)),
-            ("CONF", JsonSerializer.SerializeToUtf8Bytes(state.Config, SnapshotJson.Default.VmConfig)),
+            ("CONF", known is not null && ReferenceEquals(known.Config, state.Config)
+                ? known.Bytes
+                : JsonSerializer.SerializeToUtf8Bytes(state.Config, SnapshotJson.Default.VmConfig)),
             ("VMST", StateCodec.Encode(state.Vm)),
         };
         foreach (var v in state.Vcpus)
@@ -100,7 +109,7 @@ public static class SnapshotFile
         DevicesState? devices = null;
         Exception? failed = null;
         Thread? decoding = null;
-        var (state, layout) = Decode(ReadBytes(path), (payload, where) =>
+        var (state, layout) = Decode(ReadBytes(path), devicesAside: (payload, where) =>
         {
             decoding = new Thread(() =>
             {
@@ -114,7 +123,7 @@ public static class SnapshotFile
                 }
             }) { Name = "snapshot-devices", IsBackground = true };
             decoding.Start();
-        });
+        }, known: null);
         return (state, layout, () =>
         {
             decoding!.Join();
@@ -161,10 +170,21 @@ public static class SnapshotFile
         return data;
     }
 
-    public static (MachineState State, Layout Layout) Decode(ReadOnlySpan<byte> data) => Decode(data, devicesAside: null);
+    public static (MachineState State, Layout Layout) Decode(ReadOnlySpan<byte> data) => Decode(data, devicesAside: null, known: null);
+
+    /// <summary>
+    /// <see cref="Decode(ReadOnlySpan{byte})"/>, where a CONF section of exactly <paramref name="known"/>'s
+    /// bytes is taken to be its config, that very object, not decoded again (a migration's destination
+    /// decoded the stream's config at its start, and decodes the state in the guest's pause). It is
+    /// checked all the same.
+    /// </summary>
+    public static (MachineState State, Layout Layout) Decode(ReadOnlySpan<byte> data, KnownConfig known) => Decode(data, devicesAside: null, known);
+
+    /// <summary>A config and the CONF bytes it was decoded from, or encoded to.</summary>
+    public sealed record KnownConfig(VmConfig Config, byte[] Bytes);
 
     /// <param name="devicesAside">Given the DEVS section's payload (its CRC checked), decodes it elsewhere; the state then has no devices.</param>
-    private static (MachineState State, Layout Layout) Decode(ReadOnlySpan<byte> data, Action<byte[], string>? devicesAside)
+    private static (MachineState State, Layout Layout) Decode(ReadOnlySpan<byte> data, Action<byte[], string>? devicesAside, KnownConfig? known)
     {
         if (data.Length < HeaderSize || !data[..8].SequenceEqual(Magic))
         {
@@ -215,7 +235,7 @@ public static class SnapshotFile
                     expect = "CONF";
                     break;
                 case "CONF":
-                    config = Json(payload, SnapshotJson.Default.VmConfig, where);
+                    config = known is not null && payload.SequenceEqual(known.Bytes) ? known.Config : Json(payload, SnapshotJson.Default.VmConfig, where);
                     if (ConfigProblem(config) is { } problem)
                     {
                         throw new SnapshotException($"{where}: {problem}");
