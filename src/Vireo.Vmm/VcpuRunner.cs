@@ -83,6 +83,23 @@ internal sealed class VcpuRunner
     /// <summary>What the last Save request captured (read after its Saved answer), or why it could not.</summary>
     public (VcpuState? State, string? Error) LastSaved => (_saved, _saveError);
 
+    /// <summary>
+    /// A Save on the calling thread, without waking this vCPU's: only while its thread is parked
+    /// (it answered Pause and nothing has resumed it), when the vCPU is out of KVM_RUN with its
+    /// state all in KVM, which takes the ioctls from any thread. <see cref="LastSaved"/> has it after.
+    /// </summary>
+    public void SaveWhileParked()
+    {
+        try
+        {
+            (_saved, _saveError) = (_vcpu.SaveState(), null);
+        }
+        catch (Exception e) when (e is SysError or InvalidOperationException or ObjectDisposedException)
+        {
+            (_saved, _saveError) = (null, $"vCPU {Id}: {e.Message}");
+        }
+    }
+
     /// <summary>Brings the vCPU out of KVM_RUN: immediate_exit for the next entry, a signal for the current one.</summary>
     private void Kick()
     {
@@ -159,15 +176,7 @@ internal sealed class VcpuRunner
                     _responses.Add(VcpuResponse.Resumed);
                     break;
                 case VcpuRequest.Save:
-                    // Out of KVM_RUN, on the thread that owns the vCPU: its state is all in KVM.
-                    try
-                    {
-                        (_saved, _saveError) = (_vcpu.SaveState(), null);
-                    }
-                    catch (Exception e) when (e is SysError or InvalidOperationException)
-                    {
-                        (_saved, _saveError) = (null, $"vCPU {Id}: {e.Message}");
-                    }
+                    SaveWhileParked(); // out of KVM_RUN, and parked between requests: its state is all in KVM
                     _responses.Add(VcpuResponse.Saved);
                     break;
             }

@@ -276,9 +276,10 @@ public class MigrationStreamTests(MigrationStreamFixture fixture, ITestOutputHel
         ["a snapshot's magic"] = t => Refused(new Wire().Header("VIREOSNP"), 0, "byte 0", "not a Vireo migration stream"),
         ["zeros for a header"] = t => Refused(new Wire().Bytes(new byte[64]), 0, "byte 0", "not a Vireo migration stream"),
         ["HTTP for a header"] = t => Refused(new Wire().Bytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8), 0, "byte 0", "not a Vireo migration stream"),
-        ["version 0"] = t => Refused(new Wire().Header(version: 0), 0, "byte 8", "version 0", "reads version 2"),
+        ["version 0"] = t => Refused(new Wire().Header(version: 0), 0, "byte 8", "version 0", "reads version 3"),
         ["version 1 (a destination's last word unknown to it)"] = t => Refused(new Wire().Header(version: 1), 0, "byte 8", "version 1"),
-        ["version 3"] = t => Refused(new Wire().Header(version: 3), 0, "byte 8", "version 3"),
+        ["version 2 (no STOP)"] = t => Refused(new Wire().Header(version: 2), 0, "byte 8", "version 2"),
+        ["version 4"] = t => Refused(new Wire().Header(version: 4), 0, "byte 8", "version 4"),
         ["version 2^32-1"] = t => Refused(new Wire().Header(version: uint.MaxValue), 0, "byte 8", "version 4294967295"),
         ["a header and nothing"] = t => Refused(Start(), 0, "byte 12", "ended in the middle of a frame header"),
         ["half a frame header"] = t => Refused(Start().Bytes("CONF"u8), 0, "byte 16", "ended in the middle of a frame header"),
@@ -295,6 +296,9 @@ public class MigrationStreamTests(MigrationStreamFixture fixture, ITestOutputHel
         ["PAGE of 2^32-1"] = t => { var w = t.Configured(); long at = w.Length; return Refused(w.FrameHeader("PAGE", uint.MaxValue), 1, $"byte {at}", "PAGE frame of 4294967295 bytes"); },
         ["STAT past the snapshot limit"] = t => { var w = t.Configured(); long at = w.Length; return Refused(w.FrameHeader("STAT", (uint)SnapshotFile.MaxSize + 1), 1, $"byte {at}", $"STAT frame of {SnapshotFile.MaxSize + 1} bytes", $"at most {SnapshotFile.MaxSize}"); },
         ["STAT of 2^31"] = t => { var w = t.Configured(); long at = w.Length; return Refused(w.FrameHeader("STAT", 1u << 31), 1, $"byte {at}", "STAT frame of 2147483648 bytes"); },
+        ["STOP with a payload"] = t => { var w = t.Configured(); long at = w.Length; return Refused(w.Frame("STOP", [0]), 1, $"byte {at}", "STOP frame of 1 bytes", "at most 0"); },
+        ["STOP twice"] = t => { var w = t.Configured().Frame("STOP", []); long at = w.Length; return Refused(w.Frame("STOP", []), 2, $"byte {at}", "a second STOP"); },
+        ["STOP, answered, and then the connection cut"] = t => Refused(t.Configured().Frame("STOP", []), 2, "ended in the middle of a frame header"),
         ["OKAY with a payload"] = t => { var w = t.Configured(); long at = w.Length; return Refused(w.Frame("OKAY", [0]), 1, $"byte {at}", "OKAY frame of 1 bytes", "at most 0"); },
         ["CMIT with a payload"] = t => { var w = t.Configured(); long at = w.Length; return Refused(w.Frame("CMIT", "now"u8), 1, $"byte {at}", "CMIT frame of 3 bytes", "at most 0"); },
         ["FAIL of 4097 bytes"] = t => { var w = t.Configured(); long at = w.Length; return Refused(w.Frame("FAIL", new byte[4097]), 1, $"byte {at}", "FAIL frame of 4097 bytes", "at most 4096"); },
@@ -470,7 +474,7 @@ public class MigrationStreamTests(MigrationStreamFixture fixture, ITestOutputHel
         ["a descriptor on the stream's first byte"] = t =>
         {
             // Read as a plain byte, what came with it is dropped by the kernel, never kept.
-            var w = new Wire().Fd(FileOf(t.NewPath("stray"), 128 << 20), (byte)'V').Bytes("IREOMIG"u8).Bytes([2, 0, 0, 0]).Frame("CONF", t.F.ConfigBytes);
+            var w = new Wire().Fd(FileOf(t.NewPath("stray"), 128 << 20), (byte)'V').Bytes("IREOMIG"u8).Bytes([3, 0, 0, 0]).Frame("CONF", t.F.ConfigBytes);
             long at = w.Length;
             return Refused(w.Frame("????", []), 1, $"byte {at}", "unknown kind '????'");
         },

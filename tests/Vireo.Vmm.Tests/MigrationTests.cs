@@ -288,7 +288,7 @@ public class MigrationTests
                     stream.ReadExactly(head);
                     string tag = Encoding.ASCII.GetString(head, 0, 4);
                     stream.ReadExactly(new byte[BinaryPrimitives.ReadUInt32LittleEndian(head.AsSpan(4))]);
-                    if (tag is "CONF" or "STAT")
+                    if (tag is "CONF" or "STOP" or "STAT")
                     {
                         Answer("OKAY", []);
                     }

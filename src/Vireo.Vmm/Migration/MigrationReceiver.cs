@@ -97,7 +97,7 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
         GuestMemory? ram = null;    // the guest's RAM, whoever owns it
         MachineBuilder.PreparedRestore? prepared = null;
         int nextTap = 0; // the next interface whose TAP a local migration hands over
-        bool copied = false, handed = false;
+        bool copied = false, handed = false, stopping = false;
         try
         {
             config = configBytes.Length == 0 ? throw new SnapshotException("CONF: empty") : SnapshotFile.Json(configBytes, SnapshotJson.Default.VmConfig, "CONF");
@@ -133,7 +133,10 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
             while (true)
             {
                 long at = reader.Offset;
-                PauseWait.UntilReadable(socket, PauseWait.FrameSpin); // the source may have paused the guest: read what comes as it comes
+                if (stopping)
+                {
+                    PauseWait.UntilReadable(socket, PauseWait.StopSpin); // the guest is paused: read what comes as it comes
+                }
                 (tag, length) = reader.Next();
                 switch (tag)
                 {
@@ -176,6 +179,15 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
                         handed = true;
                         PrepareWhenHandedOver();
                         writer.Frame(MigrationWire.Okay, []);
+                        break;
+                    case MigrationWire.Stopping:
+                        if (stopping)
+                        {
+                            throw new MigrationException($"byte {at}: a second STOP");
+                        }
+                        stopping = true; // the source pauses the guest once it has this answer
+                        writer.Frame(MigrationWire.Okay, []);
+                        writer.Flush();
                         break;
                     case MigrationWire.State:
                         if (local && (!handed || config.Nets.Skip(nextTap).Any(n => n.Tap is not null)))

@@ -177,6 +177,11 @@ public sealed class MigrationSender(Machine machine, MigrationUrl url, Migration
         _status = _status with { State = MigrationStatus.StopAndCopy };
         using var urgent = Urgency.Raise(machine.VcpuThreadIds.Append(Libc.GetTid()));
         using var noCollection = NoCollection.Begin(PauseAllocation); // any collection it needs is made now, with the guest still running
+        // The destination watches for the pause's frames from its answer on, instead of sleeping on
+        // them: its wake-up, which this host made late by up to 16 ms, comes before the pause.
+        writer.Frame(MigrationWire.Stopping, []);
+        writer.Flush();
+        Expect(reader, "the stop");
         var downtime = Stopwatch.StartNew(); // the pause starts here
         machine.Pause();
         try

@@ -9,9 +9,10 @@ namespace Vireo.Vmm.Migration;
 /// that many bytes. The source sends CONF (the VM's config, JSON), then either PAGE frames (a
 /// u64 guest address and whole pages) in rounds, or, in a local migration (announced by LOCL
 /// before CONF), MEMF (the memfd itself, passed with the frame's one byte) and a TAPF for each
-/// TAP the VM has, in the config's order (the TAP's descriptor, the same way), then STAT (the
-/// machine's state, in the snapshot file's format), and once the destination has said the state is
-/// whole and fits, CMIT. The destination answers CONF, MEMF and STAT with OKAY, or FAIL and its
+/// TAP the VM has, in the config's order (the TAP's descriptor, the same way), then STOP, which
+/// the destination answers once it watches for the pause's frames (the source pauses the guest
+/// only then), the last pages, then STAT (the machine's state, in the snapshot file's format), and once the destination has said the state is
+/// whole and fits, CMIT. The destination answers CONF, MEMF, STOP and STAT with OKAY, or FAIL and its
 /// reason; it answers STAT before it applies the state, which it does while the commit travels,
 /// and its last word, after CMIT, is OKAY (the VM runs there) or FAIL (KVM refused the state after
 /// all: the VM goes on at the source). Every length is bounded before a byte of its payload is read.
@@ -19,10 +20,10 @@ namespace Vireo.Vmm.Migration;
 public static class MigrationWire
 {
     public static ReadOnlySpan<byte> Magic => "VIREOMIG"u8;
-    public const uint Version = 2; // 2: the destination answers STAT before it applies it, and says a last word after CMIT
+    public const uint Version = 3; // 2: the destination answers STAT before it applies it, and says a last word after CMIT; 3: STOP
     public const int HeaderSize = 12, FrameHeaderSize = 8;
 
-    public const string Local = "LOCL", Config = "CONF", MemoryFd = "MEMF", TapFd = "TAPF", Pages = "PAGE", State = "STAT", Commit = "CMIT",
+    public const string Local = "LOCL", Config = "CONF", MemoryFd = "MEMF", TapFd = "TAPF", Pages = "PAGE", Stopping = "STOP", State = "STAT", Commit = "CMIT",
         Okay = "OKAY", Fail = "FAIL";
 
     public const int MaxConfig = 1 << 20, MaxPageBytes = 4 << 20, MaxText = 4096;
@@ -32,7 +33,7 @@ public static class MigrationWire
     {
         Config => MaxConfig,
         MemoryFd or TapFd => 1,
-        Local => 0,
+        Local or Stopping => 0,
         Pages => 8 + MaxPageBytes,
         State => Snapshot.SnapshotFile.MaxSize,
         Commit or Okay => 0,
@@ -48,13 +49,13 @@ internal static class PauseWait
     public static readonly TimeSpan Spin = TimeSpan.FromMilliseconds(2);
 
     /// <summary>
-    /// How long a destination spins for its next frame before it sleeps on the socket. It cannot
-    /// know which frame the pause begins after, and a thread asleep then took its wake-up from this
-    /// host's scheduler: up to 16 ms when it woke on an idle CPU, in half the runs of one bench. 5 ms
-    /// covers an idle guest's whole stop-and-copy many times over; a longer gap (a pass over dirty
-    /// pages) is read by a sleeping thread, whose wake-up is then the lesser part of it.
+    /// How long a destination, once told STOP, spins for each next frame before it sleeps on the
+    /// socket: a thread asleep in the pause took its wake-up from this host's scheduler, up to 16 ms
+    /// when it woke on an idle CPU, in half the runs of one bench. 5 ms covers an idle guest's whole
+    /// stop-and-copy many times over; a longer gap is read by a sleeping thread, whose wake-up is
+    /// then the lesser part of it.
     /// </summary>
-    public static readonly TimeSpan FrameSpin = TimeSpan.FromMilliseconds(5);
+    public static readonly TimeSpan StopSpin = TimeSpan.FromMilliseconds(5);
 
     /// <summary>
     /// Spins until <paramref name="socket"/> has bytes to read, or <see cref="Spin"/> has passed: an
