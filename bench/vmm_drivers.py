@@ -210,7 +210,8 @@ class Qemu:
         self.console = Console(self.process.stdout)
         self.qmp = None
         self._buffer = b""
-        self.events = []
+        self.events = []       # (host time read, message) of each event not yet waited for
+        self.last_event = None  # the message wait_event last returned the time of
 
     def connect(self):
         """Connects to QMP and leaves negotiation mode; returns seconds from process start to the monitor's greeting."""
@@ -261,15 +262,23 @@ class Qemu:
         for i, (at, m) in enumerate(self.events):
             if m["event"] == name and accept(m.get("data", {})):
                 del self.events[i]
+                self.last_event = m
                 return at
         deadline = now() + timeout
         while True:
             m = self._message(max(0.001, deadline - now()))
             at = now()
             if "event" in m and m["event"] == name and accept(m.get("data", {})):
+                self.last_event = m
                 return at
             if "event" in m:
                 self.events.append((at, m))
+
+    @staticmethod
+    def event_time(message):
+        """An event's own timestamp (QEMU's wall clock, in microseconds), in seconds; None without one."""
+        ts = (message or {}).get("timestamp")
+        return ts["seconds"] + ts["microseconds"] / 1e6 if ts else None
 
     def type(self, text):
         self.process.stdin.write(text.encode())
