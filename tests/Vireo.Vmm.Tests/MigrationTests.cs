@@ -230,6 +230,16 @@ public class MigrationTests
         }
     }
 
+    /// <summary>A frame of the migration stream as a scripted destination writes it: tag, u32 length, payload.</summary>
+    private static byte[] WireFrame(string tag, ReadOnlySpan<byte> payload)
+    {
+        var frame = new byte[8 + payload.Length];
+        Encoding.ASCII.GetBytes(tag, frame);
+        BinaryPrimitives.WriteUInt32LittleEndian(frame.AsSpan(4), (uint)payload.Length);
+        payload.CopyTo(frame.AsSpan(8));
+        return frame;
+    }
+
     [KvmFact]
     public void A_destination_that_refuses_the_state_leaves_the_source_running_and_a_timeout_cancels()
     {
@@ -244,12 +254,7 @@ public class MigrationTests
                 using var s = listener.Accept();
                 var header = new byte[12 + 8];
                 s.Receive(header);
-                var reason = "no room here"u8.ToArray();
-                var frame = new byte[8 + reason.Length];
-                Encoding.ASCII.GetBytes("FAIL", frame);
-                BinaryPrimitives.WriteUInt32LittleEndian(frame.AsSpan(4), (uint)reason.Length);
-                reason.CopyTo(frame, 8);
-                s.Send(frame);
+                s.Send(WireFrame("FAIL", "no room here"u8));
             });
             var e = Assert.Throws<MigrationException>(new MigrationSender(source.Machine, url, Defaults).Run);
             Assert.Contains("no room here", e.Message);
@@ -275,14 +280,7 @@ public class MigrationTests
                 using var stream = new NetworkStream(s);
                 stream.ReadExactly(new byte[12]);
                 var head = new byte[8];
-                void Answer(string tag, ReadOnlySpan<byte> payload)
-                {
-                    var frame = new byte[8 + payload.Length];
-                    Encoding.ASCII.GetBytes(tag, frame);
-                    BinaryPrimitives.WriteUInt32LittleEndian(frame.AsSpan(4), (uint)payload.Length);
-                    payload.CopyTo(frame.AsSpan(8));
-                    stream.Write(frame);
-                }
+                void Answer(string tag, ReadOnlySpan<byte> payload) => stream.Write(WireFrame(tag, payload));
                 while (true)
                 {
                     stream.ReadExactly(head);

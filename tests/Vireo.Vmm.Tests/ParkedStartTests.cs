@@ -69,16 +69,7 @@ public class ParkedStartTests
         Thread.Sleep(100);
         Assert.Equal(0, machine.Exits);
         var run = Task.Factory.StartNew(() => machine.Run(TimeSpan.FromSeconds(60)), TaskCreationOptions.LongRunning);
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (machine.Exits < 1000 && DateTime.UtcNow < deadline)
-        {
-            Thread.Sleep(10);
-        }
-        Assert.True(machine.Exits >= 1000, "the guest did not run once let go");
-        while (machine.EnqueueConsoleInput("q\n"u8) == 0 && DateTime.UtcNow < deadline)
-        {
-            Thread.Sleep(10);
-        }
+        RunsThenIsToldToQuit(machine, "the guest did not run once let go");
         Assert.True(run.Wait(TimeSpan.FromSeconds(30)), "the guest did not stop");
         Assert.True(run.Result.IsClean, run.Result.ToString());
     }
@@ -90,18 +81,24 @@ public class ParkedStartTests
         machine.StartVcpusParked();
         machine.Start(); // a restore's thread: no other thread between it and the guest
         machine.Start(); // once only
+        RunsThenIsToldToQuit(machine, "the guest did not run after Start, before any Run");
+        var outcome = machine.Run(TimeSpan.FromSeconds(30));
+        Assert.True(outcome.IsClean, outcome.ToString());
+    }
+
+    /// <summary>Waits for the console guest's first thousand exits (it runs), then types q at it (it is to quit).</summary>
+    private static void RunsThenIsToldToQuit(Machine machine, string notRunning)
+    {
         var deadline = DateTime.UtcNow.AddSeconds(30);
         while (machine.Exits < 1000 && DateTime.UtcNow < deadline)
         {
             Thread.Sleep(10);
         }
-        Assert.True(machine.Exits >= 1000, "the guest did not run after Start, before any Run");
+        Assert.True(machine.Exits >= 1000, notRunning);
         while (machine.EnqueueConsoleInput("q\n"u8) == 0 && DateTime.UtcNow < deadline)
         {
             Thread.Sleep(10);
         }
-        var outcome = machine.Run(TimeSpan.FromSeconds(30));
-        Assert.True(outcome.IsClean, outcome.ToString());
     }
 
     [Fact]
