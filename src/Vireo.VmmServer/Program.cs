@@ -8,9 +8,10 @@ using Vireo.VmmServer.Http;
 // VM, configured and driven over a REST API on a Unix socket, in the manner of Firecracker. The
 // guest's serial console is this process's stdout. The process exits when the VM has ended, with
 // the status `vireo run` would give (0: powered off or stopped).
-const string Usage = "usage: vireo-vmm --api-sock PATH [--status-file FILE] [--restore snapshot_path=FILE,mem_file_path=FILE[,resume_vm=on]]";
+const string Usage = "usage: vireo-vmm [--jail uid=U,gid=G,nofile=N,nproc=N] --api-sock PATH [--status-file FILE] [--restore snapshot_path=FILE,mem_file_path=FILE[,resume_vm=on]]";
 string? socketPath = null, statusFile = null;
 SnapshotLoadParams? restore = null;
+Vireo.Sandbox.JailOption? jail = null;
 for (int i = 0; i < args.Length; i++)
 {
     if (args[i] == "--api-sock" && i + 1 < args.Length)
@@ -20,6 +21,17 @@ for (int i = 0; i < args.Length; i++)
     else if (args[i] == "--status-file" && i + 1 < args.Length)
     {
         statusFile = args[++i]; // "STATUS REASON" is written there when the VM ends, for a supervisor that is not our parent
+    }
+    else if (args[i] == "--jail" && i + 1 < args.Length)
+    {
+        // Started by Jail.Start inside its namespaces and root, still with root's privilege, which is
+        // spent below before anything else is read.
+        jail = Vireo.Sandbox.JailOption.Parse(args[++i], out string? wrong);
+        if (jail is null)
+        {
+            Console.Error.WriteLine($"vireo-vmm: --jail: {wrong}");
+            return 2;
+        }
     }
     else if (args[i] == "--restore" && i + 1 < args.Length)
     {
@@ -34,6 +46,18 @@ for (int i = 0; i < args.Length; i++)
     else
     {
         Console.Error.WriteLine($"vireo-vmm: unknown argument '{args[i]}' ({Usage})");
+        return 2;
+    }
+}
+if (jail is not null)
+{
+    try
+    {
+        jail.Enter();
+    }
+    catch (Vireo.Sandbox.SandboxException e)
+    {
+        Console.Error.WriteLine($"vireo-vmm: {e.Message}");
         return 2;
     }
 }

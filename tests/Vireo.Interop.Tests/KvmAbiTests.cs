@@ -50,6 +50,9 @@ public class KvmAbiTests
         (typeof(io_event), "struct io_event"),
         (typeof(iovec), "struct iovec"),
         (typeof(OpenAt2.open_how), "struct open_how"),
+        (typeof(Namespaces.rlimit), "struct rlimit"),
+        (typeof(Namespaces.__user_cap_header_struct), "struct __user_cap_header_struct"),
+        (typeof(Namespaces.__user_cap_data_struct), "struct __user_cap_data_struct"),
     ];
 
     /// <summary>The exit-union members of kvm_run, checked relative to the union.</summary>
@@ -126,7 +129,9 @@ public class KvmAbiTests
                      .Concat(typeof(Epoll).GetFields(BindingFlags.Static | BindingFlags.Public))
                      .Concat(typeof(Tun).GetFields(BindingFlags.Static | BindingFlags.Public))
                      .Concat(typeof(Aio).GetFields(BindingFlags.Static | BindingFlags.Public))
-                     .Concat(typeof(OpenAt2).GetFields(BindingFlags.Static | BindingFlags.Public)))
+                     .Concat(typeof(OpenAt2).GetFields(BindingFlags.Static | BindingFlags.Public))
+                     .Concat(typeof(Namespaces).GetFields(BindingFlags.Static | BindingFlags.Public))
+                     .Concat(typeof(Spawn).GetFields(BindingFlags.Static | BindingFlags.Public).Where(f => f.Name.StartsWith("POSIX_", StringComparison.Ordinal) || f.Name == "WNOHANG")))
         {
             ulong value = f.GetValue(null) switch
             {
@@ -136,11 +141,16 @@ public class KvmAbiTests
                 ulong l => l,
                 long l => (ulong)l,
                 byte b => b,
+                short sh => (ulong)sh,
                 ushort us => us,
                 var other => throw new InvalidOperationException($"{f.Name} has an unexpected type {other?.GetType()}"),
             };
             checks.Add(($"(unsigned long)({f.Name})", value));
         }
+        // glibc's opaque spawn types must fit the room Spawn gives them (the check is 1 when they do).
+        checks.Add(($"sizeof(posix_spawn_file_actions_t) <= {Spawn.FileActionsSize}", 1));
+        checks.Add(($"sizeof(posix_spawnattr_t) <= {Spawn.AttrSize}", 1));
+        checks.Add(($"sizeof(sigset_t) <= {Spawn.SigsetSize}", 1));
         return checks;
     }
 
@@ -151,7 +161,7 @@ public class KvmAbiTests
         Assert.True(checks.Count > 150, $"only {checks.Count} checks were generated");
         string dir = Vireo.Tests.TempDirectory.Create("vireo-abi");
         string source = Path.Combine(dir, "abi.c");
-        var lines = new List<string> { "#define _GNU_SOURCE", "#include <stdio.h>", "#include <errno.h>", "#include <fcntl.h>", "#include <sys/syscall.h>", "#include <linux/openat2.h>", "#include <stddef.h>", "#include <sys/epoll.h>", "#include <sys/stat.h>", "#include <linux/kvm.h>", "#include <linux/if_tun.h>", "#include <linux/aio_abi.h>", "#include <sys/uio.h>", "int main(void) {" };
+        var lines = new List<string> { "#define _GNU_SOURCE", "#include <stdio.h>", "#include <errno.h>", "#include <fcntl.h>", "#include <sys/syscall.h>", "#include <linux/openat2.h>", "#include <stddef.h>", "#include <sys/epoll.h>", "#include <sys/stat.h>", "#include <linux/kvm.h>", "#include <linux/if_tun.h>", "#include <linux/aio_abi.h>", "#include <sys/uio.h>", "#include <sched.h>", "#include <sys/mount.h>", "#include <sys/prctl.h>", "#include <sys/resource.h>", "#include <linux/capability.h>", "#include <spawn.h>", "#include <signal.h>", "#include <sys/wait.h>", "int main(void) {" };
         lines.AddRange(checks.Select((c, i) => $"    printf(\"{i} %lu\\n\", (unsigned long)({c.Expr}));"));
         lines.Add("    return 0;\n}");
         File.WriteAllLines(source, lines);
