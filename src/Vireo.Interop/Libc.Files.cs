@@ -88,6 +88,12 @@ public static unsafe partial class Libc
         _ => FileKind.Unknown,
     };
 
+    /// <summary>fcntl(F_GETFL): the fd's access mode and status flags, or -1 (EBADF: no such fd).</summary>
+    public static int StatusFlags(int fd) => Fcntl(fd, F_GETFL, 0);
+
+    /// <summary>fcntl(F_SETFL): O_DIRECT, O_NONBLOCK and O_APPEND can change; the access mode cannot.</summary>
+    public static int SetStatusFlags(int fd, int flags) => Fcntl(fd, F_SETFL, flags);
+
     /// <summary>Clears O_NONBLOCK on an fd that was opened with it only so that the open could not block.</summary>
     public static void ClearNonBlocking(int fd)
     {

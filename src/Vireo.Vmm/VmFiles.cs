@@ -188,6 +188,10 @@ public sealed class VmFiles : IDisposable
     /// </summary>
     private static SafeFileHandle OpenChecked(string path, string field, int flags, string expected)
     {
+        if (InheritedFd(path) is int inherited)
+        {
+            return TakeInherited(inherited, path, field, flags);
+        }
         int fd = Libc.Open(path, flags | Libc.O_CLOEXEC | Libc.O_NONBLOCK | Libc.O_NOCTTY, 0);
         if (fd < 0)
         {
@@ -201,6 +205,49 @@ public sealed class VmFiles : IDisposable
             });
         }
         return new SafeFileHandle(fd, ownsHandle: true);
+    }
+
+    /// <summary>N when <paramref name="path"/> is `/proc/self/fd/N`: a file this process was handed open (by vireod).</summary>
+    internal static int? InheritedFd(string path) =>
+        path.StartsWith(InheritedPrefix, StringComparison.Ordinal)
+        && int.TryParse(path.AsSpan(InheritedPrefix.Length), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int n)
+            ? n : null;
+
+    private const string InheritedPrefix = "/proc/self/fd/";
+
+    /// <summary>
+    /// A file handed over open is taken as it is (a dup), never opened again through /proc: the
+    /// rights it was opened with are what the VMM gets, and a sandboxed VMM, whose uid may not own
+    /// the file, needs no right to its path. It must allow what <paramref name="flags"/> asks.
+    /// </summary>
+    private static SafeFileHandle TakeInherited(int fd, string path, string field, int flags)
+    {
+        int status = Libc.StatusFlags(fd);
+        if (status < 0)
+        {
+            throw new VmConfigException($"{field}: {path}: no file was handed over on fd {fd}");
+        }
+        if ((flags & 3) == Libc.O_RDWR && (status & 3) != Libc.O_RDWR)
+        {
+            throw new VmConfigException($"{field}: {path} was handed over read-only, and it is to be written");
+        }
+        if ((flags & 3) == Libc.O_RDONLY && (status & 3) == Libc.O_WRONLY)
+        {
+            throw new VmConfigException($"{field}: {path} was handed over write-only, and it is to be read");
+        }
+        int dup = Libc.DupAtOrAbove(fd, 3);
+        if (dup < 0)
+        {
+            throw new VmConfigException($"{field}: cannot take {path}: {Libc.StrError(Libc.LastErrno)}");
+        }
+        var file = new SafeFileHandle(dup, ownsHandle: true);
+        if ((flags & Libc.O_DIRECT) != 0 && (status & Libc.O_DIRECT) == 0 && Libc.SetStatusFlags(dup, status | Libc.O_DIRECT) < 0)
+        {
+            int errno = Libc.LastErrno;
+            file.Dispose();
+            throw new VmConfigException($"{field}: {path} cannot be read with O_DIRECT: {Libc.StrError(errno)}");
+        }
+        return file;
     }
 
     private const int EISDIR = 21;

@@ -73,7 +73,11 @@ public sealed class JailTests
     [KvmFact]
     public async Task A_jailed_VMM_boots_its_guest_with_no_privilege_left()
     {
-        using var vmm = new Jailed(Uid, TestEnvironment.Guest("hello"));
+        // The kernel is root's and 0600: the VM's uid could not open it, and boots it from the fd it was handed.
+        string kernel = Path.Combine(TempDirectory.Create("vireo-kernel"), "hello.elf");
+        File.Copy(TestEnvironment.Guest("hello"), kernel);
+        File.SetUnixFileMode(kernel, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        using var vmm = new Jailed(Uid, kernel);
         // Its credentials: the VM's own uid and gid, no capability in any set, no_new_privs.
         Assert.Equal($"{Uid}\t{Uid}\t{Uid}\t{Uid}", vmm.Status("Uid"));
         Assert.Equal($"{Gid}\t{Gid}\t{Gid}\t{Gid}", vmm.Status("Gid"));

@@ -1,3 +1,4 @@
+using Vireo.Interop;
 using Vireo.Boot;
 using Vireo.Tests;
 
@@ -76,6 +77,27 @@ public class FailureTests
         {
             File.Delete(path);
         }
+    }
+
+    [Fact]
+    public void A_file_handed_over_open_is_taken_with_its_own_rights_and_never_reopened()
+    {
+        string dir = TempDirectory.Create("vireo-handed");
+        string disk = Path.Combine(dir, "disk.img");
+        File.WriteAllBytes(disk, new byte[4096]);
+        using var readOnly = new FileDescriptor(Libc.Open(disk, Libc.O_RDONLY | Libc.O_CLOEXEC, 0));
+        using var kernel = new FileDescriptor(Libc.Open(TestEnvironment.Guest("hello"), Libc.O_RDONLY | Libc.O_CLOEXEC, 0));
+        File.Delete(disk); // a reopen through /proc would still find it; what matters is the rights
+        var config = new VmConfig { KernelPath = $"/proc/self/fd/{kernel.Fd}", Disks = [new($"/proc/self/fd/{readOnly.Fd}")] };
+        Assert.Equal($"disk: /proc/self/fd/{readOnly.Fd} was handed over read-only, and it is to be written",
+            Assert.Throws<VmConfigException>(() => VmFiles.Open(config)).Message);
+        using (var files = VmFiles.Open(config with { Disks = [new($"/proc/self/fd/{readOnly.Fd}", ReadOnly: true)] }))
+        {
+            using var bytes = files.ReadKernel();
+            Assert.True(bytes.GetSpan().Length > 0);
+        }
+        Assert.Equal("kernel: no such file: /proc/self/fd/999",
+            Assert.Throws<VmConfigException>(() => VmFiles.Open(config with { KernelPath = "/proc/self/fd/999" })).Message);
     }
 
     [Theory]
