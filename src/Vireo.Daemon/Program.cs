@@ -120,7 +120,7 @@ if (token is not null)
 
 var events = app.Services.GetRequiredService<EventHub>();
 using var store = new VmStore(Path.Combine(options.StateDir, "vireo.db"));
-using var supervisor = new Supervisor(store, events, options.StateDir, Path.Combine(AppContext.BaseDirectory, "vireo-vmm"), options.ImageDirs);
+using var supervisor = new Supervisor(store, events, options.StateDir, Path.Combine(AppContext.BaseDirectory, "vireo-vmm"), options.ImageDirs, options.SandboxFirstUid);
 DaemonApi.Map(app, store, supervisor, events, options.ImageDirs);
 
 try
@@ -145,17 +145,23 @@ static bool Authorized(string header, byte[] token) =>
     && CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header["Bearer ".Length..].Trim()), token);
 
 /// <summary>vireod's command line.</summary>
-internal sealed record DaemonOptions(string Socket, string StateDir, List<string> ImageDirs, IPEndPoint? Listen, string? TokenFile)
+internal sealed record DaemonOptions(string Socket, string StateDir, List<string> ImageDirs, IPEndPoint? Listen, string? TokenFile, uint? SandboxFirstUid = null)
 {
     public const string Usage =
-        "usage: vireod [--socket PATH] [--state DIR] [--image-dir DIR]... [--listen ADDR:PORT --token-file FILE]\n" +
-        "  defaults: --socket /run/vireo/vireod.sock --state /var/lib/vireo --image-dir STATE/images";
+        "usage: vireod [--socket PATH] [--state DIR] [--image-dir DIR]... [--listen ADDR:PORT --token-file FILE] [--sandbox [--sandbox-uids FIRST]]\n" +
+        "  defaults: --socket /run/vireo/vireod.sock --state /var/lib/vireo --image-dir STATE/images --sandbox-uids 3000000\n" +
+        "  --sandbox: every VMM in its own namespaces and root, as uid and gid FIRST + the VM's id, with no capabilities";
+
+    /// <summary>The first of the 65536 uids (and gids) vireod gives its sandboxed VMMs, one per VM.</summary>
+    public const uint DefaultSandboxFirstUid = 3_000_000;
 
     public static DaemonOptions? Parse(string[] args, out string? error)
     {
         string socket = "/run/vireo/vireod.sock", state = "/var/lib/vireo";
         string? tokenFile = null;
         IPEndPoint? listen = null;
+        bool sandbox = false;
+        uint firstUid = DefaultSandboxFirstUid;
         var imageDirs = new List<string>();
         error = null;
         for (int i = 0; i < args.Length; i++)
@@ -167,6 +173,15 @@ internal sealed record DaemonOptions(string Socket, string StateDir, List<string
                 case "--state" when value is not null: state = Path.GetFullPath(value); i++; break;
                 case "--image-dir" when value is not null: imageDirs.Add(Path.GetFullPath(value).TrimEnd('/') + "/"); i++; break;
                 case "--token-file" when value is not null: tokenFile = value; i++; break;
+                case "--sandbox": sandbox = true; break;
+                case "--sandbox-uids" when value is not null:
+                    if (!uint.TryParse(value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out firstUid) || firstUid < 1000 || firstUid > uint.MaxValue - 65537)
+                    {
+                        error = $"--sandbox-uids {value}: expected the first uid of a free range of 65536, from 1000 to {uint.MaxValue - 65537}";
+                        return null;
+                    }
+                    i++;
+                    break;
                 case "--listen" when value is not null:
                     if (!IPEndPoint.TryParse(value, out listen) || listen.Port == 0)
                     {
@@ -189,6 +204,6 @@ internal sealed record DaemonOptions(string Socket, string StateDir, List<string
         {
             imageDirs.Add(Path.Combine(state, "images") + "/");
         }
-        return new DaemonOptions(socket, state, imageDirs, listen, tokenFile);
+        return new DaemonOptions(socket, state, imageDirs, listen, tokenFile, sandbox ? firstUid : null);
     }
 }

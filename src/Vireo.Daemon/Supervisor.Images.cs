@@ -50,6 +50,10 @@ internal sealed partial class Supervisor
     /// <summary>xl save: pauses the VM, writes FILE and FILE.mem, and ends its VMM; the VM is then "saved".</summary>
     public Refusal? Save(string name, string file)
     {
+        if (NotYetSandboxed("save") is { } notYet)
+        {
+            return notYet;
+        }
         if (CheckNewSave(file) is { } bad)
         {
             return new Refusal(400, bad);
@@ -76,6 +80,10 @@ internal sealed partial class Supervisor
     /// <summary>xl restore: a fresh VMM loads FILE (and FILE.mem) and runs the VM it belongs to. Returns that VM's name.</summary>
     public (string? Name, Refusal? Refused) Restore(string file)
     {
+        if (NotYetSandboxed("restore") is { } notYet)
+        {
+            return (null, notYet);
+        }
         if (!Path.IsPathFullyQualified(file))
         {
             return (null, new Refusal(400, $"file: '{file}' is not an absolute path"));
@@ -137,6 +145,7 @@ internal sealed partial class Supervisor
             }
             var (state, mem) = SnapshotFiles(name, snapshot);
             Directory.CreateDirectory(Path.GetDirectoryName(state)!, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            GiveToSandbox(name, Path.GetDirectoryName(state)!); // its VMM writes there
             File.Delete(state); // left by a snapshot whose row never was written (a daemon killed while taking it)
             File.Delete(mem);
             if (TakeSnapshot(name, _running[name], vm, "snapshot", state, mem, keepRunning: true) is { } error)

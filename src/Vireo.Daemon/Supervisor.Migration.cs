@@ -85,6 +85,10 @@ internal sealed partial class Supervisor
     /// </summary>
     public (MigrationResult? Result, Refusal? Refused) Migrate(string name, MigrateRequest r)
     {
+        if (NotYetSandboxed("migrate") is { } notYet)
+        {
+            return (null, notYet);
+        }
         if (CheckMigrate(r, out string socket) is { } bad)
         {
             return (null, new Refusal(400, bad));
@@ -284,6 +288,10 @@ internal sealed partial class Supervisor
     /// </summary>
     public (IncomingMigrationAnswer? Answer, Refusal? Refused) Incoming(IncomingMigration m)
     {
+        if (NotYetSandboxed("receive a migration") is { } notYet)
+        {
+            return (null, notYet);
+        }
         string name = m.Name;
         if (DefinitionReader.CheckName(name) is { } badName)
         {

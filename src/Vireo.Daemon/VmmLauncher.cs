@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using Vireo.Api;
 using Vireo.Interop;
+using Vireo.Sandbox;
 
 namespace Vireo.Daemon;
 
@@ -23,8 +24,12 @@ internal static class VmmLauncher
     /// (bash: dash takes one-digit fd numbers only) moves it there, in the child, so nothing of
     /// vireod's own is touched.
     /// </summary>
-    public static int Spawn(string vmmPath, string dir, IReadOnlyList<ImagePolicy.Opened> images, IReadOnlyDictionary<string, int>? pinned = null)
+    public static int Spawn(string vmmPath, string dir, IReadOnlyList<ImagePolicy.Opened> images, IReadOnlyDictionary<string, int>? pinned = null, JailSpec? jail = null)
     {
+        if (jail is not null)
+        {
+            return SpawnJailed(jail, dir, images, pinned);
+        }
         string script = "exec setsid \"$0\" --api-sock \"$1\" --status-file \"$2\" >> \"$3\" 2>> \"$4\" < /dev/null";
         var owned = new List<FileDescriptor>();
         try
@@ -82,6 +87,52 @@ internal static class VmmLauncher
         finally
         {
             CloseAll(owned, images); // a refusal before the lock (closing twice is harmless: a SafeHandle closes once)
+        }
+    }
+
+    /// <summary>
+    /// <see cref="Spawn"/> in a sandbox (<see cref="Jail.Start"/>): the VMM is vireod's child, in a
+    /// session of its own, with its logs, /dev/null and each image placed by posix_spawn's file
+    /// actions (on its own fd number, or the recorded one of a restore). The caller reaps it.
+    /// </summary>
+    private static int SpawnJailed(JailSpec jail, string dir, IReadOnlyList<ImagePolicy.Opened> images, IReadOnlyDictionary<string, int>? pinned)
+    {
+        const int Append = 0x400; // O_APPEND
+        var owned = new List<FileDescriptor>();
+        try
+        {
+            FileDescriptor OpenOwned(string path, int flags)
+            {
+                var fd = new FileDescriptor(Libc.Open(path, flags | Libc.O_CLOEXEC, 0x180 /* 0600 */));
+                owned.Add(fd);
+                return fd.IsInvalid ? throw new SysError($"open({path})", Libc.LastErrno) : fd;
+            }
+            var moves = new List<(int From, int To)>
+            {
+                (OpenOwned("/dev/null", Libc.O_RDONLY).Fd, 0),
+                (OpenOwned(Path.Combine(dir, "console.log"), Libc.O_WRONLY | Libc.O_CREAT | Append).Fd, 1),
+                (OpenOwned(Path.Combine(dir, "vmm.log"), Libc.O_WRONLY | Libc.O_CREAT | Append).Fd, 2),
+            };
+            // Every source above every target, so that placing one never overwrites another still to be placed.
+            int above = Math.Max(pinned?.Values.DefaultIfEmpty(2).Max() ?? 2, images.Select(i => i.Fd.Fd).DefaultIfEmpty(2).Max()) + 1;
+            foreach (var image in images)
+            {
+                int target = pinned is null ? image.Fd.Fd : pinned.TryGetValue(image.Field, out int t) && t >= 3 ? t
+                    : throw new InvalidOperationException($"{image.Field}: no fd number recorded for it");
+                int moved = Libc.DupAtOrAbove(image.Fd.Fd, above);
+                if (moved < 0)
+                {
+                    throw new SysError("fcntl(F_DUPFD_CLOEXEC)", Libc.LastErrno);
+                }
+                owned.Add(new FileDescriptor(moved));
+                moves.Add((moved, target));
+            }
+            string[] args = ["--api-sock", Path.Combine(dir, "api.sock"), "--status-file", Path.Combine(dir, "status")];
+            return Jail.Start(jail, args, moves);
+        }
+        finally
+        {
+            CloseAll(owned, images);
         }
     }
 

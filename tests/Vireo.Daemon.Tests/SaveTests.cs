@@ -23,10 +23,10 @@ public class SaveTests
         public string Images { get; } = TempDirectory.Create("vireo-save-images");
         public string Saves { get; } = TempDirectory.Create("vireo-saves");
 
-        public Rig()
+        public Rig(string extraArgs = "")
         {
             File.WriteAllBytes(Path.Combine(Images, "disk.img"), new byte[1 << 20]);
-            D = new DaemonProcess(extraArgs: $"--image-dir {Images}");
+            D = new DaemonProcess(extraArgs: $"--image-dir {Images} {extraArgs}");
         }
 
         public async Task Start(string name)

@@ -16,7 +16,8 @@ public class ShippedBinaryTests
     private static void AssertNative(int pid, string program)
     {
         string exe = new FileInfo($"/proc/{pid}/exe").LinkTarget!;
-        Assert.Equal(TestEnvironment.Shipped(program), exe);
+        // A sandboxed VMM's executable is the shipped one, bound at /vireo-vmm in its jail's root.
+        Assert.Contains(exe, new[] { TestEnvironment.Shipped(program), "/" + program });
         string maps = File.ReadAllText($"/proc/{pid}/maps");
         foreach (var library in RuntimeLibraries)
         {

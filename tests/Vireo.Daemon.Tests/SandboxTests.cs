@@ -1,0 +1,72 @@
+using System.Text.Json;
+using Vireo.Api;
+using Vireo.Tests;
+
+namespace Vireo.Daemon.Tests;
+
+/// <summary>vireod --sandbox: every VMM in its jail, as the VM's own uid; what works through it, and what is refused in words.</summary>
+public class SandboxTests
+{
+    private static readonly HttpMethod Post = HttpMethod.Post;
+    private const uint FirstUid = 3_100_000;
+
+    private static string Status(int pid, string key) =>
+        File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith(key + ":", StringComparison.Ordinal))[(key.Length + 1)..].Trim();
+
+    [KvmFact]
+    public async Task Each_vm_runs_as_its_own_uid_in_its_own_jail_and_snapshots_and_reverts_there()
+    {
+        using var rig = new SaveTests.Rig($"--sandbox --sandbox-uids {FirstUid}");
+        var d = rig.D;
+        await rig.Start("left");
+        await d.Ok(Post, "vms", DaemonProcess.Definition("right"));
+        await d.Ok(Post, "vms/right/start");
+        var left = await d.Get("left");
+        var right = await d.Get("right");
+        var ids = (await d.List()).ToDictionary(v => v.Name, v => v.Id);
+        foreach (var (vm, pid) in new[] { ("left", left.Pid!.Value), ("right", right.Pid!.Value) })
+        {
+            uint uid = FirstUid + (uint)ids[vm];
+            Assert.Equal($"{uid}\t{uid}\t{uid}\t{uid}", Status(pid, "Uid"));
+            Assert.Equal("0000000000000000", Status(pid, "CapEff"));
+            Assert.Equal("1", Status(pid, "NoNewPrivs"));
+            Assert.NotEqual(new FileInfo("/proc/self/ns/mnt").LinkTarget, new FileInfo($"/proc/{pid}/ns/mnt").LinkTarget);
+            string dir = Path.Combine(d.StateDir, "vms", vm);
+            Assert.Equal(uid.ToString(System.Globalization.CultureInfo.InvariantCulture), Owner(dir));
+            Assert.True(Directory.Exists($"/proc/{pid}/root{dir}"));
+        }
+        Assert.False(Directory.Exists($"/proc/{left.Pid}/root{Path.Combine(d.StateDir, "vms", "right")}"), "left sees nothing of right");
+        // Each VMM is in its own cgroup, its tasks bounded (64 + 2 per vCPU).
+        string cgroups = File.ReadAllText($"/proc/{left.Pid}/cgroup");
+        Assert.True(cgroups.Contains(":/vireo/left\n", StringComparison.Ordinal), cgroups);
+        string pidsMax = Vireo.Sandbox.VmCgroup.Unified ? "/sys/fs/cgroup/vireo/left/pids.max" : "/sys/fs/cgroup/pids/vireo/left/pids.max";
+        Assert.Equal("66", File.ReadAllText(pidsMax).Trim());
+
+        // The disk is vireod's, opened by it and handed over: the guest still uses it, and a snapshot
+        // (in the VM's own directory) and its revert work as unsandboxed.
+        await rig.Count("left", 1);
+        var (status, body) = await d.Send(Post, "vms/left/snapshots", """{"name": "one"}""");
+        Assert.True(status == 201, body);
+        await rig.Count("left", 2);
+        var reverted = await d.Ok(Post, "vms/left/snapshots/one/revert");
+        Assert.NotEqual(left.Pid, reverted.Pid);
+        Assert.Equal(FirstUid + (uint)ids["left"], uint.Parse(Status(reverted.Pid!.Value, "Uid").Split('\t')[0], System.Globalization.CultureInfo.InvariantCulture));
+        await rig.Count("left", 2);
+
+        // What the jail cannot reach yet is refused by name, and the VM runs on.
+        (status, body) = await d.Send(Post, "vms/left/save", SaveTests.Rig.Body(Path.Combine(rig.Saves, "s")));
+        Assert.Equal(409, status);
+        Assert.Contains("cannot save a sandboxed VM yet", JsonDocument.Parse(body).RootElement.GetProperty("fault_message").GetString());
+        await rig.Count("left", 3);
+
+        // A destroyed sandboxed VMM is reaped by vireod: no zombie is left.
+        int last = reverted.Pid!.Value;
+        await d.Ok(Post, "vms/left/destroy");
+        await Eventually.Until(() => Task.FromResult(!Directory.Exists($"/proc/{last}")), "the destroyed VMM to be reaped");
+        Assert.False(Directory.Exists(Path.GetDirectoryName(pidsMax)), "its cgroup goes with it");
+        await d.Ok(Post, "vms/right/destroy");
+    }
+
+    private static string Owner(string path) =>
+        TestEnvironment.Run("stat", $"-c %u {path}").Output.Trim();
+}
