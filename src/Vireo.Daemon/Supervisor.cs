@@ -27,7 +27,9 @@ internal sealed partial class Supervisor : IDisposable
     private readonly Lock _admission = new();
     private readonly Thread _poller;
     private readonly uint? _sandboxFirstUid; // null: VMMs run unsandboxed
-    private readonly ConcurrentDictionary<int, byte> _children = new(); // sandboxed VMMs, vireod's own children: reaped by the poller
+    // Sandboxed VMMs, vireod's own children, reaped by the poller; each with its mount namespace held
+    // open, so that the jail's mounts are taken down after the VM's end is settled, not in its exit.
+    private readonly ConcurrentDictionary<int, FileDescriptor?> _children = new();
     private volatile bool _disposed;
 
     internal sealed record Attached(int Pid, long StartTime, string Dir, VmmClient Api);
@@ -146,7 +148,8 @@ internal sealed partial class Supervisor : IDisposable
             pid = VmmLauncher.Spawn(_vmmPath, dir, images!, pinned, jail);
             if (cgroup is not null)
             {
-                _children[pid] = 0;
+                int ns = Libc.Open($"/proc/{pid}/ns/mnt", Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
+                _children[pid] = ns < 0 ? null : new FileDescriptor(ns);
                 try
                 {
                     cgroup.Join(pid); // it is still waiting for its configuration: nothing of the guest has run
@@ -349,18 +352,18 @@ internal sealed partial class Supervisor : IDisposable
     {
         while (!_disposed)
         {
-            foreach (var pid in _children.Keys)
-            {
-                if (Spawn.TryReap(pid))
-                {
-                    _children.TryRemove(pid, out _);
-                }
-            }
             foreach (var (name, a) in _running)
             {
                 if (!ProcessStat.IsAlive(a.Pid, a.StartTime))
                 {
                     Ended(name, a);
+                }
+            }
+            foreach (var pid in _children.Keys)
+            {
+                if (Spawn.TryReap(pid) && _children.TryRemove(pid, out var ns))
+                {
+                    ns?.Dispose(); // the jail's last reference: its mounts go now, off the VM's way
                 }
             }
             Thread.Sleep(100);
