@@ -132,6 +132,10 @@ internal sealed partial class Supervisor : IDisposable
         {
             return refused.ToString();
         }
+        if (_sandboxFirstUid is not null && OpenTaps(def, images!) is { } tapRefused)
+        {
+            return tapRefused;
+        }
         var fds = images!.ToDictionary(i => i.Field, i => pinned is null ? i.Fd.Fd : pinned.GetValueOrDefault(i.Field, -1));
         if (fds.Values.Any(n => n < 3))
         {
@@ -319,7 +323,7 @@ internal sealed partial class Supervisor : IDisposable
         uint uid = SandboxUid(name);
         string root = Path.Combine(dir, "root");
         Directory.CreateDirectory(root);
-        return new JailSpec(name, uid, uid, _vmmPath, root, dir, Tun: (def.Nets?.Length ?? 0) > 0, MaxProcesses: (ulong)(64 + (2 * def.Vcpus)));
+        return new JailSpec(name, uid, uid, _vmmPath, root, dir, MaxProcesses: (ulong)(64 + (2 * def.Vcpus)));
     }
 
     /// <summary>
@@ -329,6 +333,34 @@ internal sealed partial class Supervisor : IDisposable
     /// </summary>
     private Refusal? NotYetSandboxed(string what) => _sandboxFirstUid is null ? null
         : new Refusal(409, $"this vireod runs its VMMs sandboxed (--sandbox), and cannot {what} a sandboxed VM yet; vireo snapshot create and revert work");
+
+    /// <summary>
+    /// A sandboxed VMM has no CAP_NET_ADMIN and a network namespace of its own, where a TAP of the
+    /// host's cannot be opened by name: vireod opens each (TUNSETIFF, here, in the host's namespace)
+    /// and hands it over open as `nets[i].tap`, as it hands over the images. Null, or why not (then
+    /// every file opened so far is closed).
+    /// </summary>
+    private static string? OpenTaps(VmDefinition def, List<ImagePolicy.Opened> files)
+    {
+        var nets = def.Nets ?? [];
+        for (int i = 0; i < nets.Length; i++)
+        {
+            try
+            {
+                files.Add(new ImagePolicy.Opened(TapField(i), Tun.OpenTap(nets[i].Tap, TapHeaderSize)));
+            }
+            catch (Exception e) when (e is SysError or IOException or UnauthorizedAccessException or ArgumentException)
+            {
+                files.ForEach(f => f.Dispose());
+                return $"nets[{i}].tap: {e.Message}";
+            }
+        }
+        return null;
+    }
+
+    internal static string TapField(int index) => $"nets[{index}].tap";
+
+    private const int TapHeaderSize = 12; // virtio_net_hdr_v1's; the VMM sets its own again when it takes the TAP
 
     /// <summary>The VM's own uid and gid in the sandbox: the range's first plus the VM's id, which no other defined VM has.</summary>
     private uint SandboxUid(string name)

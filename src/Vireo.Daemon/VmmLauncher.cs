@@ -165,7 +165,8 @@ internal static class VmmLauncher
         var nets = d.Nets ?? [];
         for (int i = 0; i < nets.Length; i++)
         {
-            steps.Add(($"network-interfaces/net{i}", JsonSerializer.Serialize(new NetworkInterface($"net{i}", nets[i].Tap, nets[i].Mac), VmmJson.Default.NetworkInterface)));
+            string tap = paths.GetValueOrDefault(Supervisor.TapField(i), nets[i].Tap); // handed over open to a sandboxed VMM
+            steps.Add(($"network-interfaces/net{i}", JsonSerializer.Serialize(new NetworkInterface($"net{i}", tap, nets[i].Mac), VmmJson.Default.NetworkInterface)));
         }
         steps.Add(("actions", Action(InstanceAction.InstanceStart)));
         foreach (var (path, body) in steps)

@@ -36,6 +36,27 @@ public static unsafe class Tun
         }
     }
 
+    /// <summary>
+    /// A TAP handed over open (by vireod, to a sandboxed VMM that may not open one itself): a dup of
+    /// <paramref name="fd"/>, non-blocking, with the vnet header size set, which also proves it is a
+    /// TAP (the ioctl fails on anything else).
+    /// </summary>
+    public static FileDescriptor AdoptTap(int fd, int vnetHeaderSize)
+    {
+        var dup = new FileDescriptor(Check.Io(Libc.DupAtOrAbove(fd, 3), "fcntl(F_DUPFD_CLOEXEC)"));
+        try
+        {
+            Check.Io(Libc.SetStatusFlags(dup.Fd, Check.Io(Libc.StatusFlags(dup.Fd), "fcntl(F_GETFL)") | Libc.O_NONBLOCK), "fcntl(F_SETFL)");
+            Check.Io(Libc.Ioctl(dup.Fd, TUNSETVNETHDRSZ, &vnetHeaderSize), "TUNSETVNETHDRSZ");
+            return dup;
+        }
+        catch
+        {
+            dup.Dispose();
+            throw;
+        }
+    }
+
     public static void SetOffload(FileDescriptor tap, uint flags) =>
         Check.Io(Libc.Ioctl(tap.Fd, TUNSETOFFLOAD, (nuint)flags), "TUNSETOFFLOAD");
 }

@@ -7,7 +7,7 @@ namespace Vireo.Sandbox;
 /// Starts a VMM in a sandbox, in the manner of Firecracker's jailer. A throwaway thread of the
 /// launcher enters new mount, PID, IPC, UTS and network namespaces (unshare), builds the jail's
 /// root there (a tmpfs holding only /vireo-vmm, its libraries, /dev/kvm, /dev/urandom, /dev/null,
-/// /dev/net/tun with a TAP, /proc and the VM's own directory), pivots into it, and posix_spawns
+/// /proc and the VM's own directory), pivots into it, and posix_spawns
 /// the VMM, which is PID 1 of its namespace. The VMM then spends what privilege it was started
 /// with (<see cref="JailOption.Enter"/>): it mounts its /proc, sets its rlimits and drops to the
 /// VM's uid and gid with no capabilities and no_new_privs, before it reads a byte of its API.
@@ -15,15 +15,13 @@ namespace Vireo.Sandbox;
 /// </summary>
 public static class Jail
 {
-    // Device numbers fixed by Linux's devices.txt (misc 232 is KVM's, misc 200 the TUN/TAP clone device).
+    // Device numbers fixed by Linux's devices.txt (misc 232 is KVM's). No /dev/net/tun: a TAP is handed over open.
     private static readonly (string Path, uint Major, uint Minor, uint Mode, bool Owned)[] Devices =
     [
         ("/dev/kvm", 10, 232, 0x180 /* 0600 */, true),
         ("/dev/null", 1, 3, 0x1b6 /* 0666 */, false),
         ("/dev/urandom", 1, 9, 0x124 /* 0444 */, false),
     ];
-
-    private static readonly (string Path, uint Major, uint Minor, uint Mode, bool Owned) TunDevice = ("/dev/net/tun", 10, 200, 0x180 /* 0600 */, true);
 
     /// <summary>
     /// Starts <see cref="JailSpec.VmmInJail"/> with <paramref name="vmmArgs"/> after its `--jail`
@@ -79,7 +77,7 @@ public static class Jail
         {
             Directory.CreateDirectory(root + dir);
         }
-        foreach (var device in spec.Tun ? [.. Devices, TunDevice] : Devices)
+        foreach (var device in Devices)
         {
             MakeDevice(root, device.Path, device.Major, device.Minor, device.Mode, device.Owned ? spec : null);
         }

@@ -9,7 +9,6 @@ namespace Vireo.Sandbox;
 /// <param name="VmmPath">the vireo-vmm executable on the host; it is bound read-only at /vireo-vmm in the jail</param>
 /// <param name="RootMount">an empty host directory the jail's tmpfs root is mounted on (only inside the jail's mount namespace)</param>
 /// <param name="VmDir">the VM's directory on the host (API socket, status, snapshots), bound read-write at the same path in the jail and given to the VM's uid</param>
-/// <param name="Tun">/dev/net/tun is in the jail (the VM has a TAP)</param>
 /// <param name="MaxFiles">RLIMIT_NOFILE</param>
 /// <param name="MaxProcesses">RLIMIT_NPROC: threads count, since they are tasks of the VM's uid</param>
 public sealed record JailSpec(
@@ -19,7 +18,6 @@ public sealed record JailSpec(
     string VmmPath,
     string RootMount,
     string VmDir,
-    bool Tun = false,
     ulong MaxFiles = 1024,
     ulong MaxProcesses = 256)
 {

@@ -344,7 +344,9 @@ public sealed class VmFiles : IDisposable
     {
         try
         {
-            return Tun.OpenTap(name, Virtio.Net.VirtioNet.HeaderSize);
+            return InheritedFd(name) is int fd
+                ? Tun.AdoptTap(fd, Virtio.Net.VirtioNet.HeaderSize)
+                : Tun.OpenTap(name, Virtio.Net.VirtioNet.HeaderSize);
         }
         catch (Exception e) when (e is SysError or IOException or UnauthorizedAccessException or ArgumentException)
         {

@@ -29,8 +29,8 @@ public class PutValidationTests(SharedVmm process) : IClassFixture<SharedVmm>
     }
 
     [Theory]
-    [InlineData("""{"iface_id": "eth0", "host_dev_name": ""}""", "network-interface: host_dev_name '': a TAP name is 1 to 15 characters")]
-    [InlineData("""{"iface_id": "eth0", "host_dev_name": "a-name-of-16-chr"}""", "network-interface: host_dev_name 'a-name-of-16-chr': a TAP name is 1 to 15 characters")]
+    [InlineData("""{"iface_id": "eth0", "host_dev_name": ""}""", "network-interface: host_dev_name '': a TAP name is 1 to 15 characters (or /proc/self/fd/N, a TAP handed over open)")]
+    [InlineData("""{"iface_id": "eth0", "host_dev_name": "a-name-of-16-chr"}""", "network-interface: host_dev_name 'a-name-of-16-chr': a TAP name is 1 to 15 characters (or /proc/self/fd/N, a TAP handed over open)")]
     [InlineData("""{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "zz"}""", "network-interface: guest_mac 'zz' is not a MAC address (XX:XX:XX:XX:XX:XX)")]
     [InlineData("""{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "01:00:00:00:00:00"}""", "network-interface: guest_mac '01:00:00:00:00:00' is a multicast address; an interface needs a unicast MAC")]
     public async Task Network_interface_fields_are_checked_on_put(string json, string message)

@@ -70,7 +70,13 @@ public sealed record NetConfig(string? Tap, string? UnixPath, string? UnixPeer, 
 
     /// <summary>Why <paramref name="name"/> cannot name a TAP device, or null.</summary>
     private static string? TapNameProblem(string name) =>
-        name.Length is >= 1 and <= 15 && System.Text.Encoding.UTF8.GetByteCount(name) <= 15 ? null : "a TAP name is 1 to 15 characters";
+        name.Length is >= 1 and <= 15 && System.Text.Encoding.UTF8.GetByteCount(name) <= 15 ? null
+        : IsHandedOver(name) ? null
+        : "a TAP name is 1 to 15 characters (or /proc/self/fd/N, a TAP handed over open)";
+
+    /// <summary>`/proc/self/fd/N`: a TAP this process was handed open, which a sandboxed VMM could not open itself.</summary>
+    private static bool IsHandedOver(string name) =>
+        name.StartsWith("/proc/self/fd/", StringComparison.Ordinal) && name.Length is > 14 and <= 24 && name.AsSpan(14).IndexOfAnyExceptInRange('0', '9') < 0;
 
     private static byte[] ParseMac(string text) =>
         TryParseMac(text, out var mac, out string? problem) ? mac : throw new FormatException($"net: '{text}' {problem}");
