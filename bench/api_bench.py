@@ -62,23 +62,28 @@ def pss_kib(pid):
 rss_kib = footprint.rss_kib
 
 
+def start_vireod(build, state, sock, extra=()):
+    """A vireod on `state`, once its socket accepts (30 s at most)."""
+    daemon = subprocess.Popen([os.path.join(build, "vireod"), "--socket", sock, "--state", state, "--image-dir", GUESTS, *extra],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(sock)
+            s.close()
+            return daemon
+        except OSError:
+            if time.time() > deadline or daemon.poll() is not None:
+                sys.exit("bench: vireod did not start")
+            time.sleep(0.05)
+
+
 def vireo(started, defined, lists, build=BUILD):
     state = tempfile.mkdtemp(prefix="vireo-api-bench-")
     sock = os.path.join(state, "vireod.sock")
-    daemon = subprocess.Popen([os.path.join(build, "vireod"), "--socket", sock, "--state", state, "--image-dir", GUESTS],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = start_vireod(build, state, sock)
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(sock)
-                s.close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    sys.exit("api_bench: vireod did not start")
-                time.sleep(0.05)
         conn = UnixHTTP(sock)
         kernel = os.path.join(GUESTS, "idle.elf")
         create_start, create_only = [], []

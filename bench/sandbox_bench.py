@@ -12,11 +12,11 @@ polling /proc every 0.2 ms (vireod's own poller looks every 100 ms, which would 
 wait until the process is gone). Medians over the runs, and the sandboxed/unsandboxed ratio.
 Target (issue 15): start-up and exit cost within 5% (ratio <= 1.05).
 """
-import argparse, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, shutil, signal, statistics, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from api_bench import UnixHTTP, call, GUESTS, BUILD  # noqa: E402
+from api_bench import UnixHTTP, call, start_vireod, GUESTS, BUILD  # noqa: E402
 
 
 def exited(pid):
@@ -32,19 +32,7 @@ class Daemon:
     def __init__(self, sandbox):
         self.state = tempfile.mkdtemp(prefix="vireo-sandbox-bench-")
         self.sock = os.path.join(self.state, "vireod.sock")
-        args = [os.path.join(BUILD, "vireod"), "--socket", self.sock, "--state", self.state, "--image-dir", GUESTS]
-        self.proc = subprocess.Popen(args + (["--sandbox"] if sandbox else []), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 30
-        while True:
-            try:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect(self.sock)
-                s.close()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    sys.exit("sandbox_bench: vireod did not start")
-                time.sleep(0.05)
+        self.proc = start_vireod(BUILD, self.state, self.sock, ["--sandbox"] if sandbox else [])
         self.conn = UnixHTTP(self.sock)
         for name, guest in (("hello", "hello"), ("idle", "idle")):
             call(self.conn, "POST", "/vms", json.dumps({"name": name, "kernel": os.path.join(GUESTS, guest + ".elf"), "memory_mib": 32}))

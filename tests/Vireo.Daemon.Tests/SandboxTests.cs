@@ -73,47 +73,22 @@ public class SandboxTests
     [KvmFact]
     public async Task Two_sandboxed_vms_exchange_frames_through_taps_vireod_hands_them_on_a_bridge()
     {
-        string id = Guid.NewGuid().ToString("n")[..6];
-        string tapA = $"vsa{id}", tapB = $"vsb{id}", bridge = $"vsr{id}";
-        void Ip(string args)
-        {
-            var r = TestEnvironment.Run("ip", args);
-            Assert.True(r.ExitCode == 0, $"ip {args}: {r.Error}");
-        }
-        try
-        {
-            Ip($"link add name {bridge} type bridge");
-            foreach (var tap in new[] { tapA, tapB })
-            {
-                Ip($"tuntap add dev {tap} mode tap vnet_hdr");
-                TestEnvironment.Run("sysctl", $"-qw net.ipv6.conf.{tap}.disable_ipv6=1");
-                Ip($"link set {tap} master {bridge}");
-                Ip($"link set {tap} up");
-            }
-            TestEnvironment.Run("sysctl", $"-qw net.ipv6.conf.{bridge}.disable_ipv6=1");
-            Ip($"link set {bridge} up");
-            using var d = new DaemonProcess(extraArgs: $"--sandbox --sandbox-uids {FirstUid}");
-            await d.Ok(Post, "vms", DaemonProcess.Definition("echo", guest: "net", extra: $$""", "cmdline": "role=echo", "nets": [{"tap": "{{tapB}}"}]"""));
-            await d.Ok(Post, "vms", DaemonProcess.Definition("ping", guest: "net", extra: $$""", "cmdline": "frames=100", "nets": [{"tap": "{{tapA}}"}]"""));
-            await d.Ok(Post, "vms/echo/start");
-            string Console(string vm) => File.ReadAllText(Path.Combine(d.StateDir, "vms", vm, "console.log"));
-            await Eventually.Until(() => Task.FromResult(Console("echo").Contains("net:")), "the echo guest to come up");
-            int echoPid = (await d.Get("echo")).Pid!.Value;
-            // It holds its TAP, opened by vireod; its own network namespace has no TAP, and its root no /dev/net/tun.
-            Assert.Contains(Directory.EnumerateFiles($"/proc/{echoPid}/fdinfo").Select(File.ReadAllText), info => info.Contains($"iff:\t{tapB}", StringComparison.Ordinal));
-            Assert.False(File.Exists($"/proc/{echoPid}/root/dev/net/tun"));
-            Assert.Equal("0000000000000000", Status(echoPid, "CapEff"));
-            await d.Ok(Post, "vms/ping/start");
-            await Eventually.Until(() => Task.FromResult(Console("ping").Contains("all verified") || Console("ping").Contains("FAIL")), "the ping guest's verdict", seconds: 120);
-            Assert.Contains("net: 100 frames echoed", Console("ping"));
-            Assert.Contains("all verified", Console("ping"));
-        }
-        finally
-        {
-            foreach (var dev in new[] { tapA, tapB, bridge })
-            {
-                TestEnvironment.Run("ip", $"link del {dev}");
-            }
-        }
+        using var taps = new TapBridge("vs");
+        string tapA = taps.TapA, tapB = taps.TapB;
+        using var d = new DaemonProcess(extraArgs: $"--sandbox --sandbox-uids {FirstUid}");
+        await d.Ok(Post, "vms", DaemonProcess.Definition("echo", guest: "net", extra: $$""", "cmdline": "role=echo", "nets": [{"tap": "{{tapB}}"}]"""));
+        await d.Ok(Post, "vms", DaemonProcess.Definition("ping", guest: "net", extra: $$""", "cmdline": "frames=100", "nets": [{"tap": "{{tapA}}"}]"""));
+        await d.Ok(Post, "vms/echo/start");
+        string Console(string vm) => File.ReadAllText(Path.Combine(d.StateDir, "vms", vm, "console.log"));
+        await Eventually.Until(() => Task.FromResult(Console("echo").Contains("net:")), "the echo guest to come up");
+        int echoPid = (await d.Get("echo")).Pid!.Value;
+        // It holds its TAP, opened by vireod; its own network namespace has no TAP, and its root no /dev/net/tun.
+        Assert.Contains(Directory.EnumerateFiles($"/proc/{echoPid}/fdinfo").Select(File.ReadAllText), info => info.Contains($"iff:\t{tapB}", StringComparison.Ordinal));
+        Assert.False(File.Exists($"/proc/{echoPid}/root/dev/net/tun"));
+        Assert.Equal("0000000000000000", Status(echoPid, "CapEff"));
+        await d.Ok(Post, "vms/ping/start");
+        await Eventually.Until(() => Task.FromResult(Console("ping").Contains("all verified") || Console("ping").Contains("FAIL")), "the ping guest's verdict", seconds: 120);
+        Assert.Contains("net: 100 frames echoed", Console("ping"));
+        Assert.Contains("all verified", Console("ping"));
     }
 }

@@ -34,37 +34,11 @@ public class VirtioNetTests
     [KvmFact]
     public void Two_vms_exchange_frames_through_tap_devices_on_a_bridge()
     {
-        string id = Guid.NewGuid().ToString("n")[..6];
-        string tapA = $"vta{id}", tapB = $"vtb{id}", bridge = $"vbr{id}";
-        void Ip(string args)
-        {
-            var r = TestEnvironment.Run("ip", args);
-            Assert.True(r.ExitCode == 0, $"ip {args}: {r.Error}");
-        }
-        try
-        {
-            // Layer 2 only: no addresses anywhere, IPv6 off, frames with experimental ethertypes.
-            Ip($"link add name {bridge} type bridge");
-            foreach (var tap in new[] { tapA, tapB })
-            {
-                Ip($"tuntap add dev {tap} mode tap vnet_hdr");
-                TestEnvironment.Run("sysctl", $"-qw net.ipv6.conf.{tap}.disable_ipv6=1");
-                Ip($"link set {tap} master {bridge}");
-                Ip($"link set {tap} up");
-            }
-            TestEnvironment.Run("sysctl", $"-qw net.ipv6.conf.{bridge}.disable_ipv6=1");
-            Ip($"link set {bridge} up");
-            var (ping, echo) = PingEcho(NetConfig.Parse($"tap={tapA}", 0), NetConfig.Parse($"tap={tapB}", 1), 1, 300);
-            ping.ExitedWith(0);
-            echo.ExitedWith(0);
-            Assert.Contains("net: 300 frames echoed", ping.Output);
-        }
-        finally
-        {
-            TestEnvironment.Run("ip", $"link del {tapA}");
-            TestEnvironment.Run("ip", $"link del {tapB}");
-            TestEnvironment.Run("ip", $"link del {bridge}");
-        }
+        using var taps = new TapBridge("vt");
+        var (ping, echo) = PingEcho(NetConfig.Parse($"tap={taps.TapA}", 0), NetConfig.Parse($"tap={taps.TapB}", 1), 1, 300);
+        ping.ExitedWith(0);
+        echo.ExitedWith(0);
+        Assert.Contains("net: 300 frames echoed", ping.Output);
     }
 
     [Fact]
