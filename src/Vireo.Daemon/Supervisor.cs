@@ -29,7 +29,7 @@ internal sealed partial class Supervisor : IDisposable
     private readonly uint? _sandboxFirstUid; // null: VMMs run unsandboxed
     // Sandboxed VMMs, vireod's own children, reaped by the poller; each with its mount namespace held
     // open, so that the jail's mounts are taken down after the VM's end is settled, not in its exit.
-    private readonly ConcurrentDictionary<int, FileDescriptor?> _children = new();
+    private readonly ConcurrentDictionary<int, (FileDescriptor? MountNs, string Name)> _children = new();
     private volatile bool _disposed;
 
     internal sealed record Attached(int Pid, long StartTime, string Dir, VmmClient Api);
@@ -153,7 +153,7 @@ internal sealed partial class Supervisor : IDisposable
             if (cgroup is not null)
             {
                 int ns = Libc.Open($"/proc/{pid}/ns/mnt", Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
-                _children[pid] = ns < 0 ? null : new FileDescriptor(ns);
+                _children[pid] = (ns < 0 ? null : new FileDescriptor(ns), name);
                 try
                 {
                     cgroup.Join(pid); // it is still waiting for its configuration: nothing of the guest has run
@@ -380,6 +380,18 @@ internal sealed partial class Supervisor : IDisposable
         }
     }
 
+    /// <summary>Reaps sandboxed VMM <paramref name="pid"/> if it has ended, then lets its jail's mounts and its cgroup go.</summary>
+    private void Reap(int pid)
+    {
+        if (_children.ContainsKey(pid) && Spawn.TryReap(pid) && _children.TryRemove(pid, out var child))
+        {
+            child.MountNs?.Dispose(); // the jail's last reference: its mounts go now, off the VM's way
+            // A zombie stays in its cgroup until it is reaped (Linux 5.2 on); a VMM started since under the
+            // same name is in the group, which then stays.
+            VmCgroup.Remove(child.Name);
+        }
+    }
+
     private void Poll()
     {
         while (!_disposed)
@@ -393,10 +405,7 @@ internal sealed partial class Supervisor : IDisposable
             }
             foreach (var pid in _children.Keys)
             {
-                if (Spawn.TryReap(pid) && _children.TryRemove(pid, out var ns))
-                {
-                    ns?.Dispose(); // the jail's last reference: its mounts go now, off the VM's way
-                }
+                Reap(pid);
             }
             Thread.Sleep(100);
         }
@@ -420,10 +429,7 @@ internal sealed partial class Supervisor : IDisposable
                 }
                 seen.Api.Dispose();
                 _committed.TryRemove(name, out _);
-                if (_sandboxFirstUid is not null)
-                {
-                    VmCgroup.Remove(name); // its VMM has exited (a zombie is in no cgroup); a restart makes it again
-                }
+                Reap(seen.Pid); // a destroy's end too, at once: the VM's cgroup goes before the answer
             }
             var vm = _store.Get(name);
             if (vm is null)

@@ -90,5 +90,8 @@ public class SandboxTests
         await Eventually.Until(() => Task.FromResult(Console("ping").Contains("all verified") || Console("ping").Contains("FAIL")), "the ping guest's verdict", seconds: 120);
         Assert.Contains("net: 100 frames echoed", Console("ping"));
         Assert.Contains("all verified", Console("ping"));
+        // Each guest ends on its own once done: its VMM is reaped and its cgroup goes, as after a destroy.
+        string echoGroup = Vireo.Sandbox.VmCgroup.Unified ? "/sys/fs/cgroup/vireo/echo" : "/sys/fs/cgroup/pids/vireo/echo";
+        await Eventually.Until(async () => (await d.Get("echo")).State == DomainState.ShutOff && !Directory.Exists(echoGroup), "the echo VM's end and its cgroup's removal");
     }
 }
