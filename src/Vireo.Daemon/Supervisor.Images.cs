@@ -144,7 +144,7 @@ internal sealed partial class Supervisor
                 return (null, new Refusal(409, $"name: '{name}' already has a snapshot named '{snapshot}'"));
             }
             var (state, mem) = SnapshotFiles(name, snapshot);
-            Directory.CreateDirectory(Path.GetDirectoryName(state)!, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            VmDirEntries.Directory0700(Path.GetDirectoryName(state)!); // never a link a sandboxed VMM left in its directory
             GiveToSandbox(name, Path.GetDirectoryName(state)!); // its VMM writes there
             File.Delete(state); // left by a snapshot whose row never was written (a daemon killed while taking it)
             File.Delete(mem);

@@ -92,11 +92,7 @@ internal sealed partial class Supervisor
         File.SetUnixFileMode(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         foreach (var log in new[] { "console.log", "vmm.log" })
         {
-            string path = Path.Combine(dir, log);
-            using (File.Open(path, new FileStreamOptions { Mode = FileMode.Append, Access = FileAccess.Write, UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite }))
-            {
-            }
-            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite); // a log made by an earlier vireod, 0644
+            using var _ = VmDirEntries.OpenLog(Path.Combine(dir, log)); // made 0600, never through a link a sandboxed VMM left
         }
         foreach (var stale in new[] { "api.sock", "status" })
         {

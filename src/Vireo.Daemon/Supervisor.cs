@@ -120,11 +120,11 @@ internal sealed partial class Supervisor : IDisposable
         Func<VmmClient, IReadOnlyDictionary<string, string>, string?> configure, string evt, string? detail = null, bool incoming = false)
     {
         string dir = VmDir(name);
-        PrepareDir(dir);
         foreach (var (stray, _) in VmmLauncher.Running(Path.Combine(_stateDir, "vms")).Where(p => p.Socket == Path.Combine(dir, "api.sock")))
         {
             VmmLauncher.KillAndWait(stray); // never two VMMs for one VM (none should be left, whatever happened before)
         }
+        PrepareDir(dir); // after: no VMM of this VM is left to change its directory under vireod's feet
         // Opened now, as the kernel resolves them beneath the image directories: what the VMM gets is what was checked.
         // Spawn owns them from here and closes them, whatever happens.
         var (images, refused) = ImagePolicy.OpenAll(def, _imageDirs);
@@ -322,7 +322,7 @@ internal sealed partial class Supervisor : IDisposable
         }
         uint uid = SandboxUid(name);
         string root = Path.Combine(dir, "root");
-        Directory.CreateDirectory(root);
+        VmDirEntries.Directory0700(root); // the jail's mount point: a real directory, whatever the VM's last VMM left
         return new JailSpec(name, uid, uid, _vmmPath, root, dir, MaxProcesses: (ulong)(64 + (2 * def.Vcpus)));
     }
 
@@ -376,7 +376,7 @@ internal sealed partial class Supervisor : IDisposable
         if (_sandboxFirstUid is not null)
         {
             uint uid = SandboxUid(name);
-            Check.Io(Namespaces.Chown(path, uid, uid), $"chown({path})");
+            Check.Io(Namespaces.LChown(path, uid, uid), $"lchown({path})");
         }
     }
 

@@ -97,21 +97,20 @@ internal static class VmmLauncher
     /// </summary>
     private static int SpawnJailed(JailSpec jail, string dir, IReadOnlyList<ImagePolicy.Opened> images, IReadOnlyDictionary<string, int>? pinned)
     {
-        const int Append = 0x400; // O_APPEND
         var owned = new List<FileDescriptor>();
         try
         {
-            FileDescriptor OpenOwned(string path, int flags)
+            FileDescriptor Owned(FileDescriptor fd)
             {
-                var fd = new FileDescriptor(Libc.Open(path, flags | Libc.O_CLOEXEC, 0x180 /* 0600 */));
                 owned.Add(fd);
-                return fd.IsInvalid ? throw new SysError($"open({path})", Libc.LastErrno) : fd;
+                return fd;
             }
+            var devNull = Owned(new FileDescriptor(Check.Io(Libc.Open("/dev/null", Libc.O_RDONLY | Libc.O_CLOEXEC, 0), "open(/dev/null)")));
             var moves = new List<(int From, int To)>
             {
-                (OpenOwned("/dev/null", Libc.O_RDONLY).Fd, 0),
-                (OpenOwned(Path.Combine(dir, "console.log"), Libc.O_WRONLY | Libc.O_CREAT | Append).Fd, 1),
-                (OpenOwned(Path.Combine(dir, "vmm.log"), Libc.O_WRONLY | Libc.O_CREAT | Append).Fd, 2),
+                (devNull.Fd, 0),
+                (Owned(VmDirEntries.OpenLog(Path.Combine(dir, "console.log"))).Fd, 1),
+                (Owned(VmDirEntries.OpenLog(Path.Combine(dir, "vmm.log"))).Fd, 2),
             };
             // Every source above every target, so that placing one never overwrites another still to be placed.
             int above = Math.Max(pinned?.Values.DefaultIfEmpty(2).Max() ?? 2, images.Select(i => i.Fd.Fd).DefaultIfEmpty(2).Max()) + 1;

@@ -83,6 +83,9 @@ public static unsafe partial class Namespaces
     [LibraryImport(Lib, EntryPoint = "chmod", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial int Chmod(string path, uint mode);
 
+    [LibraryImport(Lib, EntryPoint = "fchmod", SetLastError = true)]
+    public static partial int Fchmod(int fd, uint mode);
+
     [LibraryImport(Lib, EntryPoint = "sethostname", SetLastError = true)]
     private static partial int SetHostname(byte* name, nuint length);
 

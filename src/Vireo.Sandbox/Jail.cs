@@ -130,9 +130,18 @@ public static class Jail
     {
         Check.Io(Chown(dir, uid, gid), $"chown({dir})");
         Check.Io(Chmod(dir, 0x1c0 /* 0700 */), $"chmod({dir})");
-        foreach (var entry in Directory.EnumerateFileSystemEntries(dir, "*", SearchOption.AllDirectories))
+        // Never through a link the VM's last VMM could have left: lchown, and no descent into a link to a directory.
+        var pending = new Stack<string>([dir]);
+        while (pending.TryPop(out var at))
         {
-            Check.Io(LChown(entry, uid, gid), $"lchown({entry})"); // never through a link the VM's last VMM could have left
+            foreach (var entry in Directory.EnumerateFileSystemEntries(at))
+            {
+                Check.Io(LChown(entry, uid, gid), $"lchown({entry})");
+                if (Libc.KindAt(entry) == FileKind.Directory)
+                {
+                    pending.Push(entry);
+                }
+            }
         }
     }
 }

@@ -94,4 +94,51 @@ public class SandboxTests
         string echoGroup = Vireo.Sandbox.VmCgroup.Unified ? "/sys/fs/cgroup/vireo/echo" : "/sys/fs/cgroup/pids/vireo/echo";
         await Eventually.Until(async () => (await d.Get("echo")).State == DomainState.ShutOff && !Directory.Exists(echoGroup), "the echo VM's end and its cgroup's removal");
     }
+
+    [KvmFact]
+    public async Task What_a_vms_uid_leaves_in_its_directory_is_never_followed_by_vireod()
+    {
+        using var rig = new SaveTests.Rig($"--sandbox --sandbox-uids {FirstUid}");
+        var d = rig.D;
+        await rig.Start("planted");
+        await d.Ok(Post, "vms/planted/destroy");
+        // What a compromised VMM, as the VM's uid, could leave in the directory it owns: links to host
+        // files and directories, and a FIFO, where vireod (root) will open, chmod, chown and write.
+        string host = TempDirectory.Create("vireo-host-files");
+        string secret = Path.Combine(host, "secret");
+        File.WriteAllText(secret, "root's\n");
+        File.SetUnixFileMode(secret, UnixFileMode.UserRead);
+        string hostDir = Directory.CreateDirectory(Path.Combine(host, "dir")).FullName;
+        string vmDir = Path.Combine(d.StateDir, "vms", "planted");
+        foreach (var (entry, target) in new[] { ("console.log", secret), ("snapshots", hostDir), ("root", hostDir) })
+        {
+            string path = Path.Combine(vmDir, entry);
+            if (Directory.Exists(path) && !File.Exists(path))
+            {
+                Directory.Delete(path, recursive: true);
+            }
+            File.Delete(path);
+            File.CreateSymbolicLink(path, target);
+        }
+        File.Delete(Path.Combine(vmDir, "vmm.log"));
+        Assert.Equal(0, TestEnvironment.Run("mkfifo", Path.Combine(vmDir, "vmm.log")).ExitCode);
+
+        await d.Ok(Post, "vms/planted/start");
+        await Eventually.Until(() => Task.FromResult(rig.Console("planted").Contains("snapshot: up")), "the guest to come up");
+        var (status, body) = await d.Send(Post, "vms/planted/snapshots", """{"name": "one"}""");
+        Assert.True(status == 201, body);
+        await rig.Count("planted", 1);
+        // The host's files are as they were: owner, mode and content; the VM's are its own, real ones.
+        Assert.Equal("0", Owner(secret));
+        Assert.Equal(UnixFileMode.UserRead, File.GetUnixFileMode(secret));
+        Assert.Equal("root's\n", File.ReadAllText(secret));
+        Assert.Equal("0", Owner(hostDir));
+        Assert.Empty(Directory.EnumerateFileSystemEntries(hostDir));
+        foreach (var entry in new[] { "console.log", "vmm.log", "snapshots", "root" })
+        {
+            Assert.Null(new FileInfo(Path.Combine(vmDir, entry)).LinkTarget);
+        }
+        Assert.True(File.Exists(Path.Combine(vmDir, "snapshots", "one.snap")));
+        await d.Ok(Post, "vms/planted/destroy");
+    }
 }

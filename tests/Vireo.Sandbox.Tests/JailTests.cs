@@ -26,7 +26,7 @@ public sealed class JailTests
             ConsoleFile = Path.Combine(top, "console.log");
             var spec = new JailSpec(name, uid, uid, TestEnvironment.Shipped("vireo-vmm"), root, VmDir);
             using var stdin = new FileDescriptor(Libc.Open("/dev/null", Libc.O_RDONLY | Libc.O_CLOEXEC, 0));
-            using var console = new FileDescriptor(Libc.Open(ConsoleFile, Libc.O_WRONLY | Libc.O_CREAT | 0x400 /* O_APPEND */ | Libc.O_CLOEXEC, 0x180));
+            using var console = new FileDescriptor(Libc.Open(ConsoleFile, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_APPEND | Libc.O_CLOEXEC, 0x180));
             using var image = new FileDescriptor(Libc.Open(kernel, Libc.O_RDONLY | Libc.O_CLOEXEC, 0));
             Pid = Jail.Start(spec, ["--api-sock", Socket], [(stdin.Fd, 0), (console.Fd, 1), (console.Fd, 2), (image.Fd, 3)]);
             UnixHttp.WaitForSocket(Socket, () => !Directory.Exists($"/proc/{Pid}") || State() == 'Z', () => File.ReadAllText(ConsoleFile));

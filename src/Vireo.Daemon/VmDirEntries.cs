@@ -1,0 +1,66 @@
+using Vireo.Interop;
+
+namespace Vireo.Daemon;
+
+/// <summary>
+/// What vireod (root) makes and opens in a VM's directory. Under --sandbox that directory belongs
+/// to the VM's uid, so a compromised VMM may have left anything there: a symbolic link to a host
+/// file, a FIFO, a directory. Nothing there is ever followed: an entry that is not what vireod would
+/// have made is removed first (lstat, then unlink or a recursive delete, which unlinks links), and
+/// a file is opened with O_NOFOLLOW and O_NONBLOCK and judged by fstat of what was opened.
+/// </summary>
+internal static class VmDirEntries
+{
+    private const uint Mode0600 = 0x180;
+
+    /// <summary>Removes whatever is at <paramref name="path"/> unless it is a <paramref name="kind"/> itself (not a link to one).</summary>
+    public static void RemoveUnless(string path, FileKind kind)
+    {
+        var found = Libc.KindAt(path);
+        if (found is null || found == kind)
+        {
+            return;
+        }
+        if (found == FileKind.Directory)
+        {
+            Directory.Delete(path, recursive: true);
+        }
+        else
+        {
+            File.Delete(path);
+        }
+    }
+
+    /// <summary>A real directory at <paramref name="path"/> (0700): anything else there is removed first.</summary>
+    public static void Directory0700(string path)
+    {
+        RemoveUnless(path, FileKind.Directory);
+        Directory.CreateDirectory(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+    }
+
+    /// <summary>A log file at <paramref name="path"/>, opened for appending, 0600; never through a link, never a FIFO.</summary>
+    public static FileDescriptor OpenLog(string path)
+    {
+        RemoveUnless(path, FileKind.Regular);
+        var fd = new FileDescriptor(Libc.Open(path, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_APPEND | OpenAt2.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC, (int)Mode0600));
+        try
+        {
+            if (fd.IsInvalid)
+            {
+                throw new SysError($"open({path})", Libc.LastErrno);
+            }
+            if (Libc.StatOf(fd.Fd).Kind != FileKind.Regular)
+            {
+                throw new IOException($"{path} is not a regular file"); // made between the lstat and the open
+            }
+            Check.Io(Namespaces.Fchmod(fd.Fd, Mode0600), $"fchmod({path})"); // a log made by an earlier vireod, 0644
+            Libc.ClearNonBlocking(fd.Fd);
+            return fd;
+        }
+        catch
+        {
+            fd.Dispose();
+            throw;
+        }
+    }
+}
