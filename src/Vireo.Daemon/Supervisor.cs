@@ -436,7 +436,7 @@ internal sealed partial class Supervisor : IDisposable
             {
                 return;
             }
-            var status = VmmStatus.Read(Path.Combine(VmDir(name), "status"));
+            var status = VmmStatus.Read(Path.Combine(VmDir(name), "status"), Path.Combine(VmDir(name), "vmm.log"));
             bool destroyed = _destroying.TryRemove(name, out var end);
             string? why = destroyed ? end.Why : null;
             var (evt, policy) = status.Kind switch

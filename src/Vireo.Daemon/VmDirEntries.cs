@@ -63,4 +63,27 @@ internal static class VmDirEntries
             throw;
         }
     }
+
+    /// <summary>
+    /// The last <paramref name="max"/> bytes of the regular file at <paramref name="path"/> as
+    /// text, or null if there is none: never read through a link or from a FIFO, which a
+    /// sandboxed VM's uid could leave there to have root read another file for it.
+    /// </summary>
+    public static string? ReadTail(string path, int max)
+    {
+        using var fd = new FileDescriptor(Libc.Open(path, Libc.O_RDONLY | OpenAt2.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC, 0));
+        if (fd.IsInvalid)
+        {
+            return null;
+        }
+        var stat = Libc.StatOf(fd.Fd);
+        if (stat.Kind != FileKind.Regular)
+        {
+            return null;
+        }
+        long from = Math.Max(0, stat.Size - max);
+        var buffer = new byte[(int)(stat.Size - from)];
+        int n = Libc.PreadFully(fd.Fd, buffer, from);
+        return n < 0 ? null : System.Text.Encoding.UTF8.GetString(buffer, 0, n);
+    }
 }

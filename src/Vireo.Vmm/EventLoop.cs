@@ -122,7 +122,7 @@ internal sealed class EventLoop : IDisposable, Devices.IFdWatcher
     public void Start()
     {
         _thread = new Thread(Loop) { Name = "vireo-io", IsBackground = true };
-        _thread.Start();
+        VmmThreads.Start(_thread);
     }
 
     /// <summary>
@@ -147,6 +147,11 @@ internal sealed class EventLoop : IDisposable, Devices.IFdWatcher
     {
         // Best effort: without CAP_SYS_NICE the thread keeps the default priority.
         Libc.SetPriority(Libc.PRIO_PROCESS, Libc.GetTid(), Nice);
+        if (VmmThreads.Started("io") is { } refused)
+        {
+            _onError(new InvalidOperationException($"the event loop cannot start: {refused}"));
+            return;
+        }
         Span<epoll_event> events = stackalloc epoll_event[16];
         if (!_resume.IsSet)
         {

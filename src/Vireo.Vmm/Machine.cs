@@ -303,6 +303,7 @@ public sealed class Machine : IDisposable
 
     private Snapshot.MachineState Capture(Action<Snapshot.MachineState>? whileQuiet, bool handOver)
     {
+        PrepareToSave(); // once a process, and on this thread, not on a vCPU's (whose seccomp list makes no VM)
         lock (_pauseLock)
         {
             if (!_paused || _stopping)

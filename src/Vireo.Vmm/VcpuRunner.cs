@@ -46,7 +46,7 @@ internal sealed class VcpuRunner
 
     public void Start()
     {
-        _thread.Start();
+        VmmThreads.Start(_thread);
         _started.Wait();
     }
 
@@ -114,10 +114,16 @@ internal sealed class VcpuRunner
     {
         _pthread = Signals.PthreadSelf();
         _tid = Libc.GetTid();
+        string? refused = VmmThreads.Started("vcpu"); // its seccomp list, in vireo-vmm
         _started.Set();
         long allocatedAtStart = GC.GetAllocatedBytesForCurrentThread();
         try
         {
+            if (refused is not null)
+            {
+                _machine.RequestStop(new VmOutcome(StopReason.HostError, Message: $"vCPU {Id} cannot start: {refused}"));
+                return;
+            }
             while (true)
             {
                 if (Volatile.Read(ref _pending) != 0 && !TakeRequests())

@@ -8,8 +8,9 @@ using Vireo.VmmServer.Http;
 // VM, configured and driven over a REST API on a Unix socket, in the manner of Firecracker. The
 // guest's serial console is this process's stdout. The process exits when the VM has ended, with
 // the status `vireo run` would give (0: powered off or stopped).
-const string Usage = "usage: vireo-vmm [--jail uid=U,gid=G,nofile=N,nproc=N] --api-sock PATH [--status-file FILE] [--restore snapshot_path=FILE,mem_file_path=FILE[,resume_vm=on]]";
-string? socketPath = null, statusFile = null;
+const string Usage = "usage: vireo-vmm [--jail uid=U,gid=G,nofile=N,nproc=N] --api-sock PATH [--status-file FILE] [--restore snapshot_path=FILE,mem_file_path=FILE[,resume_vm=on]] [--no-seccomp] [--seccomp-check api|vcpu|io]";
+string? socketPath = null, statusFile = null, seccompCheck = null;
+bool seccomp = true;
 SnapshotLoadParams? restore = null;
 Vireo.Sandbox.JailOption? jail = null;
 for (int i = 0; i < args.Length; i++)
@@ -30,6 +31,21 @@ for (int i = 0; i < args.Length; i++)
         if (jail is null)
         {
             Console.Error.WriteLine($"vireo-vmm: --jail: {wrong}");
+            return 2;
+        }
+    }
+    else if (args[i] == "--no-seccomp")
+    {
+        seccomp = false; // Firecracker's --no-seccomp: no system call filter on any thread
+    }
+    else if (args[i] == "--seccomp-check" && i + 1 < args.Length)
+    {
+        // A check of the filters in place: a thread of this kind calls getppid(2), which no list
+        // allows, once its filter is on, and the process must end by SIGSYS naming it.
+        seccompCheck = args[++i];
+        if (!Vireo.Sandbox.Seccomp.SeccompPolicy.Kinds.Contains(seccompCheck))
+        {
+            Console.Error.WriteLine($"vireo-vmm: --seccomp-check: '{seccompCheck}' is not a thread kind (api, vcpu or io)");
             return 2;
         }
     }
@@ -69,6 +85,18 @@ if (socketPath is null)
 if (SocketPathProblem(socketPath) is { } problem)
 {
     Console.Error.WriteLine($"vireo-vmm: --api-sock {socketPath} {problem}");
+    return 2;
+}
+if (seccompCheck is not null && !seccomp)
+{
+    Console.Error.WriteLine("vireo-vmm: --seccomp-check needs the filters that --no-seccomp leaves off");
+    return 2;
+}
+// The system call filters, on every thread before a request or a snapshot is read, and on the
+// vCPUs' and the event loop's threads as they start (src/Vireo.Sandbox/Seccomp).
+if (seccomp && Vireo.VmmServer.SeccompSetup.Enable(seccompCheck) is { } unfiltered)
+{
+    Console.Error.WriteLine($"vireo-vmm: {unfiltered}");
     return 2;
 }
 Vireo.Interop.Libc.RemoveStaleSocket(socketPath); // a stale socket from an earlier process; nothing else is ever replaced

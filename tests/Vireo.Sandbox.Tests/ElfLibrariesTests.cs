@@ -5,11 +5,11 @@ namespace Vireo.Sandbox.Tests;
 public sealed class ElfLibrariesTests
 {
     [Fact]
-    public void The_shipped_VMM_needs_the_loader_libc_and_libm_and_each_is_found()
+    public void The_shipped_VMM_needs_the_loader_libc_libm_and_libseccomp_and_each_is_found()
     {
         var files = ElfLibraries.Closure(TestEnvironment.Shipped("vireo-vmm"));
         Assert.Equal("/lib64/ld-linux-x86-64.so.2", files.Interpreter);
-        Assert.Equal(["ld-linux-x86-64.so.2", "libc.so.6", "libm.so.6"], files.Libraries.Select(p => Path.GetFileName(p)!).Order().ToArray());
+        Assert.Equal(["ld-linux-x86-64.so.2", "libc.so.6", "libm.so.6", "libseccomp.so.2"], files.Libraries.Select(p => Path.GetFileName(p)!).Order().ToArray());
         Assert.All(files.All, f => Assert.True(File.Exists(f), f));
     }
 

@@ -16,6 +16,9 @@ internal sealed class VmmProcess : IDisposable
     public int Pid => _process.Id;
     public HttpClient Http { get; }
 
+    /// <summary>Standard error so far, once the process has ended.</summary>
+    public string Errors => _process.HasExited ? _process.StandardError.ReadToEnd() : "";
+
     /// <param name="options">More of vireo-vmm's options (--restore ...), after --api-sock.</param>
     public VmmProcess(string? socket = null, params string[] options)
         : this(readStdout: true, socket, options)
@@ -23,18 +26,25 @@ internal sealed class VmmProcess : IDisposable
     }
 
     /// <summary>A vireo-vmm whose stdout nobody reads: the pipe's reading end is closed at once, so every write to it fails (EPIPE).</summary>
-    public static VmmProcess WithStdoutClosed() => new(readStdout: false, null, []);
+    public static VmmProcess WithStdoutClosed() => new(readStdout: false, null, [], null);
 
-    private VmmProcess(bool readStdout, string? socket, string[] options)
+    /// <summary>A vireo-vmm under strace, each of its threads' calls in a file <paramref name="traceDir"/>/t.TID.</summary>
+    public static VmmProcess Traced(string traceDir, params string[] options) => new(readStdout: true, null, options, traceDir);
+
+    private readonly bool _traced;
+
+    private VmmProcess(bool readStdout, string? socket, string[] options, string? traceDir = null)
     {
         _ = TestEnvironment.GuestDir; // the guest kit is built first
         Socket = socket ?? Path.Combine(TempDirectory.Create("vireo-vmm"), "api.sock");
-        var psi = new ProcessStartInfo(TestEnvironment.Shipped("vireo-vmm"), ["--api-sock", Socket, .. options])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
+        _traced = traceDir is not null;
+        string[] command = [TestEnvironment.Shipped("vireo-vmm"), "--api-sock", Socket, .. options];
+        var psi = traceDir is null
+            ? new ProcessStartInfo(command[0], command[1..])
+            : new ProcessStartInfo("strace", ["-f", "-ff", "-qq", "-o", Path.Combine(traceDir, "t"), .. command]);
+        psi.RedirectStandardOutput = true;
+        psi.RedirectStandardError = true;
+        psi.UseShellExecute = false;
         _process = Process.Start(psi)!;
         if (readStdout)
         {
@@ -94,6 +104,21 @@ internal sealed class VmmProcess : IDisposable
     public void Dispose()
     {
         Http.Dispose();
+        if (_traced && !_process.HasExited)
+        {
+            // strace's end would only detach vireo-vmm: the VMM goes first, then strace ends on its own.
+            foreach (string child in File.ReadAllText($"/proc/{_process.Id}/task/{_process.Id}/children").Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            {
+                try
+                {
+                    Process.GetProcessById(int.Parse(child)).Kill();
+                }
+                catch (ArgumentException)
+                {
+                }
+            }
+            _process.WaitForExit(10_000);
+        }
         if (!_process.HasExited)
         {
             _process.Kill();

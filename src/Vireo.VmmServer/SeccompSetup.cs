@@ -1,0 +1,107 @@
+using System.Runtime.InteropServices;
+using Vireo.Sandbox;
+using Vireo.Sandbox.Seccomp;
+using Vireo.Vmm;
+
+namespace Vireo.VmmServer;
+
+/// <summary>
+/// vireo-vmm's seccomp filters (src/Vireo.Sandbox/Seccomp, ThreadFilters says in what order):
+/// the SIGSYS handler (native/sigsys.c) first, then the union of the lists on every thread and
+/// the api list on this one, before the API or a restore reads a byte; the vcpu and io lists go
+/// on those threads as they start (<see cref="VmmThreads"/>). On unless --no-seccomp, as Firecracker's.
+/// </summary>
+internal static unsafe partial class SeccompSetup
+{
+    [LibraryImport("vireo_sigsys", EntryPoint = "vireo_sigsys_install")]
+    private static partial int InstallHandler();
+
+    [LibraryImport("vireo_sigsys", EntryPoint = "vireo_sigsys_thread_kind")]
+    private static partial void MarkThread(nint kind);
+
+    [LibraryImport("libc", EntryPoint = "getppid")]
+    private static partial int GetPpid();
+
+    /// <summary>Installs everything; null, or why the VMM must not go on.</summary>
+    /// <param name="check">a thread kind that calls getppid(2), which no list allows, once its filter is on (--seccomp-check)</param>
+    public static string? Enable(string? check)
+    {
+        ThreadFilters filters;
+        try
+        {
+            filters = ThreadFilters.Prepare();
+        }
+        catch (SandboxException e)
+        {
+            return e.Message;
+        }
+        if (InstallHandler() != 0)
+        {
+            return "seccomp: the SIGSYS handler could not be installed";
+        }
+        var kindNames = SeccompPolicy.Kinds.ToDictionary(k => k, Marshal.StringToCoTaskMemUTF8, StringComparer.Ordinal);
+        VmmThreads.OnStart = kind =>
+        {
+            try
+            {
+                filters.LoadOnThisThread(kind);
+            }
+            catch (SandboxException e)
+            {
+                return e.Message;
+            }
+            MarkThread(kindNames[kind]);
+            if (check == kind)
+            {
+                GetPpid();
+            }
+            return null;
+        };
+        try
+        {
+            filters.LoadOnAllThreads();
+        }
+        catch (SandboxException e)
+        {
+            return e.Message;
+        }
+        // The vCPUs' and the event loop's threads are made by this one, which keeps only the union
+        // of the lists (it was made after it), not the API's.
+        var requests = new System.Collections.Concurrent.BlockingCollection<(Thread Thread, TaskCompletionSource Done)>();
+        new Thread(() =>
+        {
+            foreach (var (thread, done) in requests.GetConsumingEnumerable())
+            {
+                try
+                {
+                    thread.Start();
+                    done.SetResult();
+                }
+                catch (Exception e)
+                {
+                    done.SetException(e);
+                }
+            }
+        }) { Name = "vireo-starter", IsBackground = true }.Start();
+        VmmThreads.Starter = thread =>
+        {
+            var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            requests.Add((thread, done));
+            done.Task.GetAwaiter().GetResult();
+        };
+        try
+        {
+            filters.LoadApi();
+        }
+        catch (SandboxException e)
+        {
+            return e.Message;
+        }
+        MarkThread(kindNames["api"]);
+        if (check == "api")
+        {
+            GetPpid();
+        }
+        return null;
+    }
+}
