@@ -42,6 +42,7 @@ internal static unsafe partial class SeccompSetup
         var kindNames = SeccompPolicy.Kinds.ToDictionary(k => k, Marshal.StringToCoTaskMemUTF8, StringComparer.Ordinal);
         VmmThreads.OnStart = kind =>
         {
+            MarkThread(kindNames[kind]); // first: a call refused right after the load is this kind's
             try
             {
                 filters.LoadOnThisThread(kind);
@@ -50,7 +51,6 @@ internal static unsafe partial class SeccompSetup
             {
                 return e.Message;
             }
-            MarkThread(kindNames[kind]);
             if (check == kind)
             {
                 GetPpid();
@@ -70,10 +70,23 @@ internal static unsafe partial class SeccompSetup
         var requests = new System.Collections.Concurrent.BlockingCollection<(Thread Thread, TaskCompletionSource Done)>();
         new Thread(() =>
         {
+            string? unbuilt = null;
+            try
+            {
+                filters.PrepareThreadLists(); // while the main thread goes on
+            }
+            catch (SandboxException e)
+            {
+                unbuilt = e.Message;
+            }
             foreach (var (thread, done) in requests.GetConsumingEnumerable())
             {
                 try
                 {
+                    if (unbuilt is not null)
+                    {
+                        throw new SandboxException(unbuilt);
+                    }
                     thread.Start();
                     done.SetResult();
                 }

@@ -15,29 +15,41 @@ namespace Vireo.Sandbox.Seccomp;
 /// </summary>
 public sealed class ThreadFilters : IDisposable
 {
-    private readonly Dictionary<string, SeccompFilter> _filters = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, SeccompFilter> _filters = new(StringComparer.Ordinal);
     private const string Union = "(every list)";
 
     private ThreadFilters() { }
 
+    private List<SeccompPolicy> _policies = [];
+
+    /// <summary>Reads every list and builds the union's filter and the api list's (the start's share).</summary>
     public static ThreadFilters Prepare()
     {
         var filters = new ThreadFilters();
         try
         {
-            var policies = SeccompPolicy.Kinds.Select(SeccompPolicy.Load).ToList();
+            filters._policies = SeccompPolicy.Kinds.Select(SeccompPolicy.Load).ToList();
             int pid = Environment.ProcessId;
-            filters._filters[Union] = SeccompFilter.Build(SeccompPolicy.UnionOf(Union, policies), pid, allThreads: true);
-            foreach (var policy in policies)
-            {
-                filters._filters[policy.Kind] = SeccompFilter.Build(policy, pid, allThreads: false);
-            }
+            filters._filters[Union] = SeccompFilter.Build(SeccompPolicy.UnionOf(Union, filters._policies), pid, allThreads: true);
+            filters._filters["api"] = SeccompFilter.Build(filters._policies[0], pid, allThreads: false);
             return filters;
         }
         catch
         {
             filters.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Builds the vcpu and io lists' filters: off the process's start, on the thread that will
+    /// make those threads (vireo-starter), before it makes the first of them.
+    /// </summary>
+    public void PrepareThreadLists()
+    {
+        foreach (var policy in _policies.Where(p => p.Kind != "api" && !_filters.ContainsKey(p.Kind)))
+        {
+            _filters[policy.Kind] = SeccompFilter.Build(policy, Environment.ProcessId, allThreads: false);
         }
     }
 
@@ -57,9 +69,13 @@ public sealed class ThreadFilters : IDisposable
     /// <summary>Step 3: a thread kind's own list, on the calling thread.</summary>
     public void LoadOnThisThread(string kind)
     {
-        if (kind == "api" || !_filters.TryGetValue(kind, out var filter))
+        if (kind == "api" || !SeccompPolicy.Kinds.Contains(kind))
         {
             throw new SandboxException($"seccomp: no thread list '{kind}' (known: {string.Join(", ", SeccompPolicy.Kinds.Skip(1))})");
+        }
+        if (!_filters.TryGetValue(kind, out var filter))
+        {
+            throw new SandboxException($"seccomp: the {kind} list was not built (PrepareThreadLists)");
         }
         filter.Load();
     }
