@@ -429,7 +429,22 @@ internal sealed partial class Supervisor : IDisposable
                 }
                 seen.Api.Dispose();
                 _committed.TryRemove(name, out _);
+                bool child = _children.ContainsKey(seen.Pid);
                 Reap(seen.Pid); // a destroy's end too, at once: the VM's cgroup goes before the answer
+                if (!child && _sandboxFirstUid is not null)
+                {
+                    // A sandboxed VMM an earlier vireod started (it was adopted at this one's start): its
+                    // parent is now init, which reaps it; its group goes once that is done. Under the VM's
+                    // lock, so no start of the same name makes the group again meanwhile.
+                    for (int i = 0; i < 40 && VmCgroup.Exists(name); i++)
+                    {
+                        VmCgroup.Remove(name);
+                        if (VmCgroup.Exists(name))
+                        {
+                            Thread.Sleep(25);
+                        }
+                    }
+                }
             }
             var vm = _store.Get(name);
             if (vm is null)

@@ -81,12 +81,16 @@ public sealed class VmCgroup
         }
     }
 
+    /// <summary>True while any of the VM's group's directories exists.</summary>
+    public static bool Exists(string name) => DirsOf(name).Any(Directory.Exists);
+
+    private static IEnumerable<string> DirsOf(string name) => Unified ? [Path.Combine(Mount, "vireo", name)]
+        : Controllers.Select(c => Path.Combine(Mount, c, "vireo", name));
+
     /// <summary>Removes the VM's group where it is empty (a VMM still in it keeps it); never throws.</summary>
     public static void Remove(string name)
     {
-        var dirs = Unified ? [Path.Combine(Mount, "vireo", name)]
-            : Controllers.Select(c => Path.Combine(Mount, c, "vireo", name));
-        foreach (var dir in dirs)
+        foreach (var dir in DirsOf(name))
         {
             try
             {

@@ -67,6 +67,33 @@ public class SandboxTests
         await d.Ok(Post, "vms/right/destroy");
     }
 
+    [KvmFact]
+    public async Task A_restarted_vireod_takes_its_sandboxed_vms_back_and_their_cgroups_still_go_at_their_end()
+    {
+        using var rig = new SaveTests.Rig($"--sandbox --sandbox-uids {FirstUid}");
+        var d = rig.D;
+        await rig.Start("kept");
+        await rig.Count("kept", 1);
+        int pid = (await d.Get("kept")).Pid!.Value;
+        string group = Vireo.Sandbox.VmCgroup.Unified ? "/sys/fs/cgroup/vireo/kept" : "/sys/fs/cgroup/pids/vireo/kept";
+        Assert.True(Directory.Exists(group));
+
+        d.KillAndRestart(); // the VMM, no longer vireod's child, runs on
+        var again = await d.Get("kept");
+        Assert.Equal(pid, again.Pid);
+        Assert.Equal("running", again.State);
+        await rig.Count("kept", 2);
+        Assert.Equal($"{FirstUid + (uint)again.Id}", Status(pid, "Uid").Split('\t')[0]);
+
+        await d.Ok(Post, "vms/kept/destroy");
+        Assert.False(Directory.Exists($"/proc/{pid}") && !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ", StringComparison.Ordinal), "the VMM is gone");
+        Assert.False(Directory.Exists(group), "its cgroup goes with it, though another vireod made it");
+        await d.Ok(Post, "vms/kept/start"); // and the name starts again in a group of its own
+        int next = (await d.Get("kept")).Pid!.Value;
+        Assert.Contains(":/vireo/kept\n", File.ReadAllText($"/proc/{next}/cgroup"), StringComparison.Ordinal);
+        await d.Ok(Post, "vms/kept/destroy");
+    }
+
     private static string Owner(string path) =>
         TestEnvironment.Run("stat", $"-c %u {path}").Output.Trim();
 

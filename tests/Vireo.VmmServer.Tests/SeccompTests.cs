@@ -127,7 +127,8 @@ public class SeccompTests
         foreach (string direct in new[] { "false", "true" })
         {
             using var vmm = VmmProcess.Traced(Trace(), "--no-seccomp");
-            await vmm.Ok("boot-source", $$"""{"kernel_image_path": "{{Kernel("blk")}}"}""");
+            // A relative path too, as the README's examples give: the VMM resolves it from its directory.
+            await vmm.Ok("boot-source", $$"""{"kernel_image_path": "{{Path.GetRelativePath(Environment.CurrentDirectory, Kernel("blk"))}}"}""");
             await vmm.Ok("machine-config", """{"vcpu_count": 2, "mem_size_mib": 64}""");
             await vmm.Ok("drives/root", $$"""{"drive_id": "root", "path_on_host": "{{Disk()}}", "direct": {{direct}}}""");
             await vmm.Ok("actions", """{"action_type": "InstanceStart"}""");
@@ -180,25 +181,31 @@ public class SeccompTests
         }
 
         // vsock the other way: the guest connects to a host program's port, sends a line, reads the
-        // reply and shuts down its sending side.
+        // reply and shuts the connection down.
         {
             string uds = Path.Combine(TempDirectory.Create("vireo-seccomp"), "v.sock");
             using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             listener.Bind(new UnixDomainSocketEndPoint(uds + "_7002"));
             listener.Listen();
             using var vmm = VmmProcess.Traced(Trace(), "--no-seccomp");
-            await vmm.Ok("boot-source", $$"""{"kernel_image_path": "{{Kernel("vsock")}}", "boot_args": "connect=7002 halfclose=1"}""");
+            await vmm.Ok("boot-source", $$"""{"kernel_image_path": "{{Kernel("vsock")}}", "boot_args": "connect=7002"}""");
             await vmm.Ok("machine-config", """{"vcpu_count": 1, "mem_size_mib": 64}""");
             await vmm.Ok("vsock", $$"""{"guest_cid": 3, "uds_path": "{{uds}}"}""");
             await vmm.Ok("actions", """{"action_type": "InstanceStart"}""");
             using var conn = await listener.AcceptAsync();
-            var line = new byte[64];
-            while (await conn.ReceiveAsync(line) > 0)
+            var buffer = new byte[64];
+            string line = "";
+            while (!line.Contains('\n'))
             {
-                // to the end of the stream: the guest's half-close
+                int n = await conn.ReceiveAsync(buffer);
+                Assert.True(n > 0, "the guest's line");
+                line += Encoding.ASCII.GetString(buffer, 0, n);
             }
             await conn.SendAsync(Encoding.ASCII.GetBytes("hello from the host\n"));
-            conn.Shutdown(SocketShutdown.Both);
+            while (await conn.ReceiveAsync(buffer) > 0)
+            {
+                // to the guest's shutdown
+            }
             Assert.Equal(0, vmm.WaitForExit(30_000));
             Assert.Contains("vsock: host replied: hello from the host", vmm.Output);
         }
