@@ -13,17 +13,14 @@ public static unsafe partial class Seccomp
     private const string Lib = "libseccomp.so.2";
 
     public const uint SCMP_ACT_KILL_PROCESS = 0x80000000, SCMP_ACT_TRAP = 0x00030000, SCMP_ACT_ALLOW = 0x7fff0000,
-        SCMP_ACT_LOG = 0x7ffc0000, SCMP_ACT_ERRNO = 0x00050000; // SCMP_ACT_ERRNO | errno
+        SCMP_ACT_ERRNO = 0x00050000; // SCMP_ACT_ERRNO | errno
 
     /// <summary>enum scmp_filter_attr.</summary>
-    public const int SCMP_FLTATR_ACT_DEFAULT = 1, SCMP_FLTATR_ACT_BADARCH = 2, SCMP_FLTATR_CTL_NNP = 3,
+    public const int SCMP_FLTATR_ACT_BADARCH = 2, SCMP_FLTATR_CTL_NNP = 3,
         SCMP_FLTATR_CTL_TSYNC = 4, SCMP_FLTATR_CTL_OPTIMIZE = 8;
 
     /// <summary>enum scmp_compare.</summary>
     public const int SCMP_CMP_EQ = 4, SCMP_CMP_MASKED_EQ = 7;
-
-    /// <summary>SCMP_ARCH_NATIVE: the architecture this process runs as.</summary>
-    public const uint SCMP_ARCH_NATIVE = 0;
 
 #pragma warning disable CS8981 // C's name
     /// <summary>struct scmp_arg_cmp: argument <c>arg</c> compared by <c>op</c> with datum_a (and datum_b).</summary>
@@ -55,26 +52,4 @@ public static unsafe partial class Seccomp
     /// <summary>A system call's number on this architecture, or a negative number if there is none by that name.</summary>
     [LibraryImport(Lib, EntryPoint = "seccomp_syscall_resolve_name", StringMarshalling = StringMarshalling.Utf8)]
     public static partial int ResolveName(string name);
-
-    /// <summary>A system call's name (malloc'd, the caller frees it), or null.</summary>
-    [LibraryImport(Lib, EntryPoint = "seccomp_syscall_resolve_num_arch")]
-    public static partial nint ResolveNumber(uint arch, int number);
-
-    /// <summary>The name of system call <paramref name="number"/> on this architecture, or null if libseccomp knows none.</summary>
-    public static string? NameOf(int number)
-    {
-        nint p = ResolveNumber(SCMP_ARCH_NATIVE, number);
-        if (p == 0)
-        {
-            return null;
-        }
-        try
-        {
-            return Marshal.PtrToStringUTF8(p);
-        }
-        finally
-        {
-            NativeMemory.Free((void*)p);
-        }
-    }
 }

@@ -11,7 +11,7 @@ namespace Vireo.VmmServer;
 /// the api list on this one, before the API or a restore reads a byte; the vcpu and io lists go
 /// on those threads as they start (<see cref="VmmThreads"/>). On unless --no-seccomp, as Firecracker's.
 /// </summary>
-internal static unsafe partial class SeccompSetup
+internal static partial class SeccompSetup
 {
     [LibraryImport("vireo_sigsys", EntryPoint = "vireo_sigsys_install")]
     private static partial int InstallHandler();

@@ -22,10 +22,9 @@ public sealed unsafe class SeccompFilter : IDisposable
     /// <param name="policy">the list</param>
     /// <param name="pid">the id that <c>self</c> stands for (this process's, in its PID namespace)</param>
     /// <param name="allThreads">load on every thread of the process (TSYNC), and set no_new_privs</param>
-    /// <param name="defaultAction">what a call not listed gets (SCMP_ACT_TRAP; a test may ask for SCMP_ACT_LOG)</param>
-    public static SeccompFilter Build(SeccompPolicy policy, int pid, bool allThreads, uint defaultAction = Lib.SCMP_ACT_TRAP)
+    public static SeccompFilter Build(SeccompPolicy policy, int pid, bool allThreads)
     {
-        nint ctx = Lib.Init(defaultAction);
+        nint ctx = Lib.Init(Lib.SCMP_ACT_TRAP);
         if (ctx == 0)
         {
             throw new SandboxException("seccomp: libseccomp could not make a filter");

@@ -53,17 +53,10 @@ public sealed class ThreadFilters : IDisposable
         }
     }
 
-    /// <summary>Steps 1 and 2: the union on every thread, then the api list on this one.</summary>
-    public void LoadOnAllThreadsThenApi()
-    {
-        _filters[Union].Load();
-        _filters["api"].Load();
-    }
-
-    /// <summary>Step 1 only, for a thread that holds the union (the maker of vCPU and event-loop threads).</summary>
+    /// <summary>Step 1: the union of every list, on every thread of the process (TSYNC).</summary>
     public void LoadOnAllThreads() => _filters[Union].Load();
 
-    /// <summary>Loads the api list on the calling thread.</summary>
+    /// <summary>Step 2: the api list, on the calling (main) thread.</summary>
     public void LoadApi() => _filters["api"].Load();
 
     /// <summary>Step 3: a thread kind's own list, on the calling thread.</summary>
