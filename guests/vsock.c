@@ -131,6 +131,9 @@ int main(void)
             fwd_cnt += h->len;                 /* consumed: the reply's header returns the credit */
             send(port, peer, OP_RW, d, h->len);
             echoed += h->len;
+        } else if ((h->op == OP_SHUTDOWN || h->op == OP_RST) && h->src_port != peer) {
+            /* an earlier connection the host gave up on (a newer request took its place) */
+            if (h->op == OP_SHUTDOWN) send(port, h->src_port, OP_RST, 0, 0);
         } else if (h->op == OP_SHUTDOWN || h->op == OP_RST) {
             if (h->op == OP_SHUTDOWN) send(port, peer, OP_RST, 0, 0);
             printf("vsock: connection closed, echoed %lu bytes\n", echoed);

@@ -325,7 +325,14 @@ public sealed class VirtioVsock : VirtioDevice, IDisposable
                 int available = c.Socket.Available;
                 if (available == 0)
                 {
-                    if (c.Socket.Poll(0, SelectMode.SelectRead))
+                    // Readable is asked first and Available again after: data that lands between
+                    // the two questions is not taken for the host's close.
+                    bool readable = c.Socket.Poll(0, SelectMode.SelectRead);
+                    if (readable && c.Socket.Available > 0)
+                    {
+                        continue;
+                    }
+                    if (readable)
                     {
                         // Readable with nothing to read: the host closed its end.
                         if (!TryDeliver(rx, c, OpShutdown, 3, ReadOnlySpan<byte>.Empty))
