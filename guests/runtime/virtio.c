@@ -209,6 +209,29 @@ int virtio_queue(struct virtio_dev *dev, int index, struct virtq *q, void *mem, 
     return 0;
 }
 
+u64 virtio_pci_size_bars(struct virtio_dev *dev)
+{
+    if (dev->transport != VIRTIO_PCI)
+        return 0;
+    int slot = dev->pci_slot;
+    u32 command = pci_read32(slot, 0x04);
+    pci_write32(slot, 0x04, command & ~0x2u);       /* memory decoding off while the BAR is sized */
+    u64 size = 0;
+    for (int b = 0; b < 6; b++) {
+        u32 lo = pci_read32(slot, 0x10 + 4 * b);
+        if (!lo || (lo & 1))
+            continue;
+        pci_write32(slot, 0x10 + 4 * b, 0xffffffffu);
+        u32 mask = pci_read32(slot, 0x10 + 4 * b) & ~0xfu;
+        pci_write32(slot, 0x10 + 4 * b, lo);
+        size += (u64)(~mask + 1u);
+        if ((lo & 0x6) == 0x4)
+            b++;                                    /* the upper half of a 64-bit BAR */
+    }
+    pci_write32(slot, 0x04, command);               /* and back on: the BAR is mapped again */
+    return size;
+}
+
 int virtio_pci_msix(struct virtio_dev *dev, int queue, int entry, u8 cpu_vector)
 {
     if (dev->transport != VIRTIO_PCI)

@@ -53,6 +53,9 @@ int virtio_start(struct virtio_dev *dev, u64 wanted);
 /* Sets up queue `index` of `size` entries in `mem` (8 KiB, 4 KiB-aligned, zeroed here). 0 on success. */
 int virtio_queue(struct virtio_dev *dev, int index, struct virtq *q, void *mem, u16 size);
 void virtio_driver_ok(struct virtio_dev *dev);
+/* What Linux's PCI probe does: memory decoding off, each memory BAR sized (all ones written, read
+ * back, restored), decoding on. Returns the sum of the sizes (0 on MMIO). */
+u64 virtio_pci_size_bars(struct virtio_dev *dev);
 /* PCI only, before virtio_driver_ok: queue `queue` interrupts through MSI-X table entry `entry`,
  * delivered to CPU 0 as `cpu_vector`. 0 when the device took it. */
 int virtio_pci_msix(struct virtio_dev *dev, int queue, int entry, u8 cpu_vector);

@@ -19,11 +19,30 @@ internal static partial class SeccompSetup
     [LibraryImport("vireo_sigsys", EntryPoint = "vireo_sigsys_thread_kind")]
     private static partial void MarkThread(nint kind);
 
+    [LibraryImport("vireo_sigsys", EntryPoint = "vireo_sigsys_ioctl_name")]
+    private static partial int NameIoctl(nuint request, nint name);
+
     [LibraryImport("libc", EntryPoint = "getppid")]
     private static partial int GetPpid();
 
+    [LibraryImport("libc", EntryPoint = "ioctl")]
+    private static partial int Ioctl(int fd, nuint request, nint arg);
+
+    /// <summary>--seccomp-check's call on a thread of this kind: getppid, or (KIND:ioctl) an ioctl its list does not name.</summary>
+    private static void Check(string? check, string kind)
+    {
+        if (check == kind)
+        {
+            GetPpid();
+        }
+        else if (check == kind + ":ioctl")
+        {
+            Ioctl(-1, kind == "vcpu" ? Vireo.Interop.KvmAbi.KVM_CREATE_VM : Vireo.Interop.KvmAbi.KVM_RUN, 0);
+        }
+    }
+
     /// <summary>Installs everything; null, or why the VMM must not go on.</summary>
-    /// <param name="check">a thread kind that calls getppid(2), which no list allows, once its filter is on (--seccomp-check)</param>
+    /// <param name="check">a thread kind that calls getppid(2), which no list allows, once its filter is on, or KIND:ioctl for an ioctl it does not list (--seccomp-check)</param>
     public static string? Enable(string? check)
     {
         ThreadFilters filters;
@@ -39,6 +58,10 @@ internal static partial class SeccompSetup
         {
             return "seccomp: the SIGSYS handler could not be installed";
         }
+        foreach (var (name, request) in SeccompNames.Ioctls)
+        {
+            NameIoctl((nuint)request, Marshal.StringToCoTaskMemUTF8(name)); // kept for the process's life
+        }
         var kindNames = SeccompPolicy.Kinds.ToDictionary(k => k, Marshal.StringToCoTaskMemUTF8, StringComparer.Ordinal);
         VmmThreads.OnStart = kind =>
         {
@@ -51,10 +74,7 @@ internal static partial class SeccompSetup
             {
                 return e.Message;
             }
-            if (check == kind)
-            {
-                GetPpid();
-            }
+            Check(check, kind);
             return null;
         };
         try
@@ -111,10 +131,7 @@ internal static partial class SeccompSetup
             return e.Message;
         }
         MarkThread(kindNames["api"]);
-        if (check == "api")
-        {
-            GetPpid();
-        }
+        Check(check, "api");
         return null;
     }
 }

@@ -16,6 +16,11 @@ public static class SeccompNames
     /// <summary>Every request a list may name, for the test that maps strace's names back.</summary>
     public static IReadOnlyDictionary<string, ulong> All => Values;
 
+    /// <summary>The ioctl requests among them, for the SIGSYS handler's line.</summary>
+    public static IEnumerable<KeyValuePair<string, ulong>> Ioctls => Values.Where(v => !Flags.Contains(v.Key));
+
+    private static readonly HashSet<string> Flags = ["PROT_EXEC", "PR_SET_NAME", "PR_GET_NAME", "SECCOMP_SET_MODE_FILTER", "AF_UNIX"];
+
     private static Dictionary<string, ulong> Build()
     {
         var v = new Dictionary<string, ulong>(StringComparer.Ordinal)
