@@ -49,7 +49,8 @@ public sealed record VmSummary(
     double? UptimeSeconds,
     string? LastExit,
     VmDefinition Definition,
-    string? SavedTo = null);
+    string? SavedTo = null,
+    string Tenant = Tenants.Default);
 
 /// <summary>
 /// One row of GET /vms and of `vireo list --json`: a stable, documented shape (docs/cli.md).
@@ -63,7 +64,8 @@ public sealed record VmListEntry(
     long MemoryMib,
     double? UptimeSeconds,
     int? Pid,
-    string? SavedTo = null);
+    string? SavedTo = null,
+    string Tenant = Tenants.Default);
 
 /// <summary>POST /vms/{name}/shutdown: how long the guest gets to power off before it is destroyed.</summary>
 public sealed record ShutdownRequest(int TimeoutSeconds = 60);
@@ -130,13 +132,54 @@ public sealed record IncomingMigration(
     [property: JsonRequired] string Name,
     [property: JsonRequired] VmDefinition Definition,
     [property: JsonRequired] VmDefinition Running,
-    [property: JsonRequired] Dictionary<string, int> Fds);
+    [property: JsonRequired] Dictionary<string, int> Fds,
+    string Tenant = Tenants.Default);
 
 /// <summary>The answer to POST /migrations/incoming: where the source's VMM is to send the VM (a unix: socket in the destination's state directory).</summary>
 public sealed record IncomingMigrationAnswer(string Name, string ReceiverUrl);
 
 /// <summary>One lifecycle change, as GET /events streams it (server-sent events) and `vireo events` prints it.</summary>
-public sealed record LifecycleEvent(long Seq, DateTime Time, string Vm, string Event, string State, string? Detail = null);
+public sealed record LifecycleEvent(long Seq, DateTime Time, string Vm, string Event, string State, string? Detail = null, string Tenant = Tenants.Default);
+
+/// <summary>
+/// vireod's callers: users, each of one tenant and with one role. A tenant owns VMs and image
+/// directories; its users see and touch only those. An admin sees every tenant's.
+/// </summary>
+public static class Tenants
+{
+    /// <summary>The tenant every VM defined before tenants existed belongs to; its image directories are vireod's --image-dir.</summary>
+    public const string Default = "default";
+}
+
+/// <summary>What a user may do: a viewer reads, an operator also changes its tenant's VMs, an admin does anything to any tenant's and manages users and tenants.</summary>
+public static class Roles
+{
+    public const string Viewer = "viewer", Operator = "operator", Admin = "admin";
+    public static readonly string[] All = [Viewer, Operator, Admin];
+
+    /// <summary>Whether a user of role <paramref name="role"/> holds <paramref name="needed"/>'s rights.</summary>
+    public static bool Holds(string role, string needed) => Array.IndexOf(All, role) >= Array.IndexOf(All, needed);
+}
+
+/// <summary>GET /whoami: who vireod takes the caller for, and how it knew (client: "unix uid N pid P", "token from ADDR:PORT", "certificate CN from ADDR:PORT").</summary>
+public sealed record WhoAmI(string User, string Tenant, string Role, string Client);
+
+/// <summary>POST /tenants: a tenant, and the directories its VMs' kernels, initrds, disks and saves must lie beneath (STATE/tenants/NAME/images when left out).</summary>
+public sealed record TenantRequest([property: JsonRequired] string Name, string[]? ImageDirs = null);
+
+/// <summary>One tenant of GET /tenants: every field always present.</summary>
+public sealed record TenantInfo(string Name, string[] ImageDirs, int Vms, int Users, DateTime? CreatedAt);
+
+/// <summary>POST /users: a user of a tenant, with a role; uid maps a local Unix user (its SO_PEERCRED uid on vireod's socket) to it.</summary>
+public sealed record UserRequest([property: JsonRequired] string Name, [property: JsonRequired] string Tenant, [property: JsonRequired] string Role, uint? Uid = null);
+
+/// <summary>
+/// One user of GET /users (token null: vireod keeps only its SHA-256), or the answer to POST /users
+/// and POST /users/{name}/token, the one time the token is shown.
+/// </summary>
+public sealed record UserInfo(string Name, string Tenant, string Role,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] uint? Uid, DateTime CreatedAt,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? Token = null);
 
 /// <summary>The states a VM is in, as virsh names them.</summary>
 public static class DomainState
@@ -168,6 +211,13 @@ public static class DomainState
 [JsonSerializable(typeof(IncomingMigration))]
 [JsonSerializable(typeof(IncomingMigrationAnswer))]
 [JsonSerializable(typeof(ApiError))]
+[JsonSerializable(typeof(WhoAmI))]
+[JsonSerializable(typeof(TenantRequest))]
+[JsonSerializable(typeof(TenantInfo))]
+[JsonSerializable(typeof(TenantInfo[]))]
+[JsonSerializable(typeof(UserRequest))]
+[JsonSerializable(typeof(UserInfo))]
+[JsonSerializable(typeof(UserInfo[]))]
 // The route and query parameters' types: the OpenAPI generator describes them from this context under Native AOT.
 [JsonSerializable(typeof(string))]
 [JsonSerializable(typeof(long?))]

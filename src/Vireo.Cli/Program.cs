@@ -12,6 +12,7 @@ if (args.Length == 0 || args[0] != "run")
 {
     root.Options.Add(ManageCommands.Connect);
     root.Options.Add(ManageCommands.TokenFile);
+    root.Options.Add(ManageCommands.CaFile);
     foreach (var command in ManageCommands.Create())
     {
         root.Subcommands.Add(command);

@@ -6,6 +6,7 @@ using Microsoft.Net.Http.Headers;
 using Microsoft.OpenApi;
 using Vireo.Api;
 using Vireo.Api.Definitions;
+using Vireo.Daemon.Access;
 
 namespace Vireo.Daemon;
 
@@ -36,30 +37,45 @@ internal static class DaemonApi
         }));
     }
 
-    public static void Map(WebApplication app, VmStore store, Supervisor supervisor, EventHub events, List<string> imageDirs)
+    public static void Map(WebApplication app, VmStore store, Supervisor supervisor, EventHub events, AccessStore access)
     {
-        app.MapOpenApi();
+        app.MapOpenApi().Needs(Roles.Viewer);
 
-        app.MapPost("/vms", async (HttpRequest request) =>
+        app.MapPost("/vms", async (HttpContext context, string? tenant) =>
         {
-            var (def, error) = await ReadDefinition(request, imageDirs);
+            var caller = Caller.Of(context);
+            if (tenant is not null && tenant != caller.Tenant && !caller.IsAdmin)
+            {
+                return Fail(403, $"tenant: {caller.User} defines VMs in its own tenant, '{caller.Tenant}', only");
+            }
+            tenant ??= caller.Tenant;
+            if (access.Tenant(tenant) is null)
+            {
+                return Fail(400, $"tenant: no tenant named '{tenant}'");
+            }
+            var (def, error) = await ReadDefinition(context.Request, access.ImageDirsOf(tenant));
             if (error is not null)
             {
                 return error;
             }
-            if (!supervisor.Define(def!))
+            if (!supervisor.Define(def!, tenant))
             {
                 return Fail(409, $"name: a VM named '{def!.Name}' is already defined");
             }
-            events.Publish(def!.Name, "defined", DomainState.ShutOff);
+            events.Publish(def!.Name, "defined", DomainState.ShutOff, tenant: tenant);
             return Answer(def.Name, store, supervisor, 201);
         })
-        .WithSummary("Define a VM from a JSON or YAML definition (schema: GET /schemas/vm-definition)")
+        .WithSummary("Define a VM from a JSON or YAML definition (schema: GET /schemas/vm-definition), in the caller's tenant " +
+            "(an admin may name another: ?tenant=NAME); its files must lie in that tenant's image directories")
         .Body<VmDefinition>("application/json", "application/yaml")
-        .Produces<VmSummary>(201).Produces<ApiError>(400).Produces<ApiError>(409);
+        .Produces<VmSummary>(201).Produces<ApiError>(400).Produces<ApiError>(403).Produces<ApiError>(409);
 
-        app.MapGet("/vms", () => Results.Json(store.All().Select(vm => ListEntry(vm, supervisor)).ToArray(), DaemonJson.Default.VmListEntryArray))
-            .WithSummary("Every defined VM, in id order").Produces<VmListEntry[]>();
+        app.MapGet("/vms", (HttpContext context) =>
+            {
+                var caller = Caller.Of(context);
+                return Results.Json(store.All().Where(vm => caller.Sees(vm.Tenant)).Select(vm => ListEntry(vm, supervisor)).ToArray(), DaemonJson.Default.VmListEntryArray);
+            })
+            .WithSummary("Every defined VM the caller's tenant owns (an admin: every tenant's), in id order").Produces<VmListEntry[]>();
 
         app.MapGet("/vms/{name}", (string name) => store.Get(name) is { } vm
                 ? Results.Json(Summary(vm, supervisor), DaemonJson.Default.VmSummary) : NoSuchVm(name))
@@ -67,11 +83,11 @@ internal static class DaemonApi
 
         app.MapPut("/vms/{name}", async (string name, HttpRequest request) =>
         {
-            if (store.Get(name) is null)
+            if (store.Get(name) is not { } vm)
             {
                 return NoSuchVm(name);
             }
-            var (def, error) = await ReadDefinition(request, imageDirs);
+            var (def, error) = await ReadDefinition(request, access.ImageDirsOf(vm.Tenant));
             if (error is not null)
             {
                 return error;
@@ -93,11 +109,12 @@ internal static class DaemonApi
 
         app.MapDelete("/vms/{name}", (string name) =>
         {
+            string? tenant = store.Get(name)?.Tenant;
             if (supervisor.Undefine(name) is { } refused)
             {
                 return Fail(refused.Status, refused.Why);
             }
-            events.Publish(name, "undefined", DomainState.ShutOff);
+            events.Publish(name, "undefined", DomainState.ShutOff, tenant: tenant);
             return Results.NoContent();
         })
         .WithSummary("Undefine a VM that is not running").Produces(204).Produces<ApiError>(404).Produces<ApiError>(409);
@@ -157,12 +174,17 @@ internal static class DaemonApi
         .WithSummary("Rename a VM that is not running").Body<RenameRequest>("application/json")
         .Produces<VmSummary>().Produces<ApiError>(400).Produces<ApiError>(404).Produces<ApiError>(409);
 
-        app.MapPost("/vms/{name}/save", async (string name, HttpRequest request) =>
+        app.MapPost("/vms/{name}/save", async (string name, HttpContext context) =>
         {
-            var (body, error) = await ReadOptional(request, DaemonJson.Default.SaveRequest, "save", null);
+            var (body, error) = await ReadOptional(context.Request, DaemonJson.Default.SaveRequest, "save", null);
             if (error is not null)
             {
                 return error;
+            }
+            if (store.Get(name) is { } vm && !Caller.Of(context).IsAdmin
+                && ImagePolicy.CheckPlace("file", body!.File, access.ImageDirsOf(vm.Tenant), existing: false) is { } outside)
+            {
+                return Fail(400, outside);
             }
             return supervisor.Save(name, body!.File) is { } refused ? Fail(refused.Status, refused.Why) : Answer(name, store, supervisor);
         })
@@ -170,14 +192,19 @@ internal static class DaemonApi
         .Body<SaveRequest>("application/json")
         .Produces<VmSummary>().Produces<ApiError>(400).Produces<ApiError>(404).Produces<ApiError>(409);
 
-        app.MapPost("/restore", async (HttpRequest request) =>
+        app.MapPost("/restore", async (HttpContext context) =>
         {
-            var (body, error) = await ReadOptional(request, DaemonJson.Default.SaveRequest, "restore", null);
+            var (body, error) = await ReadOptional(context.Request, DaemonJson.Default.SaveRequest, "restore", null);
             if (error is not null)
             {
                 return error;
             }
-            var (name, refused) = supervisor.Restore(body!.File);
+            var caller = Caller.Of(context);
+            if (!caller.IsAdmin && ImagePolicy.CheckPlace("file", body!.File, access.ImageDirsOf(caller.Tenant), existing: true) is { } outside)
+            {
+                return Fail(400, outside);
+            }
+            var (name, refused) = supervisor.Restore(body!.File, caller.IsAdmin ? null : caller.Tenant);
             return refused is { } r ? Fail(r.Status, r.Why) : Answer(name!, store, supervisor);
         })
         .WithSummary("Run a saved VM again from its save file, in a fresh VMM, under its name (xl restore)")
@@ -201,7 +228,8 @@ internal static class DaemonApi
             return refused is { } r ? Fail(r.Status, r.Why) : Results.Json(result!, DaemonJson.Default.MigrationResult);
         })
         .WithSummary("Move a running VM to another vireod on this host (xl migrate): once it runs there it is undefined here; " +
-            "if it cannot be moved it runs on here. GET /vms/{name}/progress follows it meanwhile")
+            "if it cannot be moved it runs on here. GET /vms/{name}/progress follows it meanwhile. Admins only")
+        .Needs(Roles.Admin)
         .Body<MigrateRequest>("application/json")
         .Produces<MigrationResult>().Produces<ApiError>(400).Produces<ApiError>(404).Produces<ApiError>(409);
 
@@ -220,13 +248,15 @@ internal static class DaemonApi
             return Results.Json(answer!, DaemonJson.Default.IncomingMigrationAnswer, statusCode: 201);
         })
         .WithSummary("From another vireod (its POST /vms/{name}/migrate): define a VM that is about to arrive, and have a fresh VMM, " +
-            "with the VM's files on the fd numbers they have in the source's, wait for it; answers the receiver_url for the source's VMM")
+            "with the VM's files on the fd numbers they have in the source's, wait for it; answers the receiver_url for the source's VMM. Admins only")
+        .Needs(Roles.Admin)
         .Body<IncomingMigration>("application/json")
         .Produces<IncomingMigrationAnswer>(201).Produces<ApiError>(400).Produces<ApiError>(409);
 
         app.MapDelete("/migrations/incoming/{name}", (string name) =>
                 supervisor.AbortIncoming(name) is { } r ? Fail(r.Status, r.Why) : Results.NoContent())
-            .WithSummary("From the source vireod: the migration failed; end the waiting VMM and drop the VM's definition")
+            .WithSummary("From the source vireod: the migration failed; end the waiting VMM and drop the VM's definition. Admins only")
+            .Needs(Roles.Admin)
             .Produces(204).Produces<ApiError>(404).Produces<ApiError>(409);
 
         app.MapGet("/vms/{name}/snapshots", (string name) => supervisor.ListSnapshots(name) is { } list
@@ -372,28 +402,31 @@ internal static class DaemonApi
             await context.Response.Body.FlushAsync(context.RequestAborted); // headers now, not at the first event
             try
             {
-                await SseFormatter.WriteAsync(Stream(events.Follow(from, context.RequestAborted)), context.Response.Body, context.RequestAborted);
+                var caller = Caller.Of(context);
+                await SseFormatter.WriteAsync(Stream(events.Follow(from, e => caller.Sees(e.Tenant), context.RequestAborted)), context.Response.Body, context.RequestAborted);
             }
             catch (Exception e) when (e is OperationCanceledException or IOException)
             {
                 // the client left
             }
         })
-        .WithSummary("Lifecycle events as server-sent events (event: lifecycle, data: a LifecycleEvent). " +
+        .WithSummary("Lifecycle events of the caller's tenant's VMs (an admin: every tenant's) as server-sent events (event: lifecycle, data: a LifecycleEvent). " +
             "Last-Event-ID or ?after=SEQ replays the kept events after that one.")
         .Produces<LifecycleEvent>(200, "text/event-stream");
 
         app.MapGet("/schemas/vm-definition", () => Results.Text(DefinitionReader.SchemaText, "application/schema+json"))
             .WithSummary("The JSON Schema of a VM definition").Produces(200, contentType: "application/schema+json");
 
-        app.MapFallback(() => Fail(404, "no such resource (the API is described at GET /openapi/v1.json)"));
+        AccessApi.Map(app, store, access);
+
+        app.MapFallback(() => Fail(404, "no such resource (the API is described at GET /openapi/v1.json)")).Needs(Roles.Viewer);
     }
 
     /// <summary>
     /// Describes the request body in the OpenAPI document. (Accepts&lt;T&gt; would also make routing
     /// refuse other content types; the daemon reads YAML and JSON whatever the client calls them.)
     /// </summary>
-    private static RouteHandlerBuilder Body<T>(this RouteHandlerBuilder endpoint, params string[] contentTypes) =>
+    internal static RouteHandlerBuilder Body<T>(this RouteHandlerBuilder endpoint, params string[] contentTypes) =>
         endpoint.AddOpenApiOperationTransformer(async (operation, context, ct) =>
         {
             var schema = typeof(T) == typeof(byte[]) ? new OpenApiSchema { Type = JsonSchemaType.String, Format = "binary" }
@@ -438,10 +471,10 @@ internal static class DaemonApi
         store.Get(name) is { } vm ? Results.Json(Summary(vm, supervisor), DaemonJson.Default.VmSummary, statusCode: status) : NoSuchVm(name);
 
     private static VmSummary Summary(VmRecord vm, Supervisor supervisor) => new(vm.Name, vm.Id, vm.State, vm.Definition.Vcpus, vm.Definition.MemoryMib,
-        supervisor.PidOf(vm.Name), Uptime(vm), vm.LastExit, vm.Definition, SavedTo(vm, supervisor));
+        supervisor.PidOf(vm.Name), Uptime(vm), vm.LastExit, vm.Definition, SavedTo(vm, supervisor), vm.Tenant);
 
     private static VmListEntry ListEntry(VmRecord vm, Supervisor supervisor) =>
-        new(vm.Name, vm.Id, vm.State, vm.Definition.Vcpus, vm.Definition.MemoryMib, Uptime(vm), supervisor.PidOf(vm.Name), SavedTo(vm, supervisor));
+        new(vm.Name, vm.Id, vm.State, vm.Definition.Vcpus, vm.Definition.MemoryMib, Uptime(vm), supervisor.PidOf(vm.Name), SavedTo(vm, supervisor), vm.Tenant);
 
     /// <summary>A saved VM's save file; null in every other state.</summary>
     private static string? SavedTo(VmRecord vm, Supervisor supervisor) => vm.State == DomainState.Saved ? supervisor.LatestSave(vm.Id) : null;
@@ -450,7 +483,7 @@ internal static class DaemonApi
 
     private static IResult NoSuchVm(string name) => Fail(404, $"no VM named '{name}'");
 
-    private static IResult Fail(int status, string message, SchemaError[]? errors = null) =>
+    internal static IResult Fail(int status, string message, SchemaError[]? errors = null) =>
         Results.Json(new ApiError(message, errors), DaemonJson.Default.ApiError, statusCode: status);
 
     /// <summary>A definition from the body (YAML or JSON), checked against the schema, then against the image directories.</summary>
@@ -484,7 +517,7 @@ internal static class DaemonApi
     }
 
     /// <summary>A small JSON body that may be absent (then <paramref name="absent"/>).</summary>
-    private static async Task<(T? Value, IResult? Error)> ReadOptional<T>(HttpRequest request, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, string what, T? absent,
+    internal static async Task<(T? Value, IResult? Error)> ReadOptional<T>(HttpRequest request, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, string what, T? absent,
         int limit = SmallBodyLimit)
     {
         try

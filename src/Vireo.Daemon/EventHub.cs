@@ -15,13 +15,27 @@ internal sealed class EventHub(ILogger<EventHub> log)
     private readonly Queue<LifecycleEvent> _recent = new();
     private readonly List<Channel<LifecycleEvent>> _subscribers = [];
     private readonly Lock _lock = new();
+    private readonly Dictionary<string, string> _tenants = []; // the last tenant each VM was seen with: an undefined VM's events still go to its own
     private long _seq;
 
-    public void Publish(string vm, string evt, string state, string? detail = null)
+    /// <summary>The tenant a defined VM belongs to (null once it is undefined); set once the store is open.</summary>
+    public Func<string, string?>? TenantOf { get; set; }
+
+    /// <summary>Publishes an event of <paramref name="vm"/>, its <paramref name="tenant"/>'s (looked up when not given).</summary>
+    public void Publish(string vm, string evt, string state, string? detail = null, string? tenant = null)
     {
+        tenant ??= TenantOf?.Invoke(vm);
         lock (_lock)
         {
-            var e = new LifecycleEvent(++_seq, DateTime.UtcNow, vm, evt, state, detail);
+            if (tenant is not null)
+            {
+                _tenants[vm] = tenant;
+            }
+            else
+            {
+                tenant = _tenants.GetValueOrDefault(vm, Tenants.Default);
+            }
+            var e = new LifecycleEvent(++_seq, DateTime.UtcNow, vm, evt, state, detail, tenant);
             _recent.Enqueue(e);
             if (_recent.Count > Kept)
             {
@@ -35,8 +49,8 @@ internal sealed class EventHub(ILogger<EventHub> log)
         }
     }
 
-    /// <summary>Events after <paramref name="afterSeq"/> that are still kept, then every new one, until cancelled.</summary>
-    public async IAsyncEnumerable<LifecycleEvent> Follow(long afterSeq, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+    /// <summary>Events after <paramref name="afterSeq"/> that are still kept, then every new one, until cancelled; only those <paramref name="sees"/> lets through.</summary>
+    public async IAsyncEnumerable<LifecycleEvent> Follow(long afterSeq, Func<LifecycleEvent, bool> sees, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
     {
         var channel = Channel.CreateBounded<LifecycleEvent>(new BoundedChannelOptions(Kept) { FullMode = BoundedChannelFullMode.DropOldest });
         LifecycleEvent[] backlog;
@@ -47,7 +61,7 @@ internal sealed class EventHub(ILogger<EventHub> log)
         }
         try
         {
-            foreach (var e in backlog)
+            foreach (var e in backlog.Where(sees))
             {
                 yield return e;
             }
@@ -55,7 +69,10 @@ internal sealed class EventHub(ILogger<EventHub> log)
             {
                 while (channel.Reader.TryRead(out var e))
                 {
-                    yield return e;
+                    if (sees(e))
+                    {
+                        yield return e;
+                    }
                 }
             }
         }

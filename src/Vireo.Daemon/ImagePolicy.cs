@@ -54,6 +54,33 @@ internal static class ImagePolicy
         return (files, null);
     }
 
+    /// <summary>
+    /// A tenant's save or restore file: an existing regular file beneath its image directories
+    /// (<paramref name="existing"/>), or, for a new one, a directory beneath them (or one of them) to
+    /// hold it. Resolved as the images are, so no link leads out.
+    /// </summary>
+    public static string? CheckPlace(string field, string path, List<string> imageDirs, bool existing)
+    {
+        if (existing)
+        {
+            var (fd, error) = Open(field, path, disk: false, OpenAt2.O_PATH, imageDirs, walk: false);
+            fd?.Dispose();
+            return error?.ToString();
+        }
+        if (!Path.IsPathFullyQualified(path))
+        {
+            return null; // the save's own check names this
+        }
+        string parent = Path.GetDirectoryName(Path.GetFullPath(path))!.TrimEnd('/') + "/";
+        if (imageDirs.Contains(parent))
+        {
+            return null;
+        }
+        var (dirFd, refused) = Open(field, parent.TrimEnd('/'), disk: false, OpenAt2.O_PATH, imageDirs, walk: false, directory: true);
+        dirFd?.Dispose();
+        return refused is null ? null : $"{field}: {path} is not in one of your image directories ({string.Join(", ", imageDirs)}): {refused.Message}";
+    }
+
     internal static IEnumerable<(string Field, string Path, bool Disk, bool Writable)> Paths(VmDefinition d)
     {
         yield return ("kernel", d.Kernel, false, false);
@@ -68,7 +95,7 @@ internal static class ImagePolicy
         }
     }
 
-    private static (FileDescriptor? Fd, SchemaError? Error) Open(string field, string path, bool disk, int access, List<string> imageDirs, bool walk)
+    private static (FileDescriptor? Fd, SchemaError? Error) Open(string field, string path, bool disk, int access, List<string> imageDirs, bool walk, bool directory = false)
     {
         SchemaError Refuse(string why) => new(field, why);
         if (path.Contains('\0', StringComparison.Ordinal))
@@ -117,10 +144,10 @@ internal static class ImagePolicy
         }
         var handle = new FileDescriptor(fd);
         var stat = Libc.StatOf(fd);
-        if (stat.Kind != FileKind.Regular && !(disk && stat.Kind == FileKind.BlockDevice))
+        if (directory ? stat.Kind != FileKind.Directory : stat.Kind != FileKind.Regular && !(disk && stat.Kind == FileKind.BlockDevice))
         {
             handle.Dispose();
-            return (null, Refuse($"{path} is {stat.Described}, not a regular file{(disk ? " or a block device" : "")}"));
+            return (null, Refuse($"{path} is {stat.Described}, not a {(directory ? "directory" : "regular file")}{(disk ? " or a block device" : "")}"));
         }
         return (handle, null);
     }

@@ -1,10 +1,11 @@
 using System.Net;
-using System.Security.Cryptography;
-using System.Text;
+using System.Threading.RateLimiting;
 using Vireo.Daemon;
+using Vireo.Daemon.Access;
 
 // vireod: many VMs per host, each in its own vireo-vmm process that the daemon spawns and
-// supervises; state in STATE/vireo.db (SQLite). REST on a Unix socket, and on TCP only with a token.
+// supervises; state in STATE/vireo.db (SQLite). REST on a Unix socket (callers known by their uid),
+// and on TCP to holders of a token; each caller is a user of a tenant, with a role (Access/).
 if (args is ["--help"] or ["-h"])
 {
     Console.WriteLine(DaemonOptions.Usage);
@@ -16,7 +17,7 @@ if (options is null)
     Console.Error.WriteLine($"vireod: {usageError}\n{DaemonOptions.Usage}");
     return 2;
 }
-byte[]? token = null;
+byte[]? adminTokenHash = null; // the host admin's token on TCP, from --token-file; users have their own
 if (options.TokenFile is not null)
 {
     string text = File.Exists(options.TokenFile) ? File.ReadAllText(options.TokenFile).Trim() : "";
@@ -25,7 +26,40 @@ if (options.TokenFile is not null)
         Console.Error.WriteLine($"vireod: --token-file {options.TokenFile}: missing, or a token shorter than 16 characters");
         return 2;
     }
-    token = Encoding.UTF8.GetBytes(text);
+    adminTokenHash = AccessStore.Hash(text);
+}
+// The group the socket is given to, looked up before anything is started.
+uint? socketGid = null;
+if (options.SocketGroup is not null && (socketGid = Vireo.Interop.Libc.GroupId(options.SocketGroup)) is null)
+{
+    Console.Error.WriteLine($"vireod: --socket-group {options.SocketGroup}: no such group (name or gid)");
+    return 2;
+}
+// TLS on TCP: the certificate and its key (PEM), and the CA that client certificates are checked against, if any.
+System.Security.Cryptography.X509Certificates.X509Certificate2? serverCertificate = null;
+System.Security.Cryptography.X509Certificates.X509Certificate2Collection? clientCa = null;
+if (options.TlsCert is not null)
+{
+    try
+    {
+        serverCertificate = System.Security.Cryptography.X509Certificates.X509Certificate2.CreateFromPemFile(options.TlsCert, options.TlsKey);
+        if (options.TlsClientCa is not null)
+        {
+            clientCa = [];
+            clientCa.ImportFromPemFile(options.TlsClientCa);
+            if (clientCa.Count == 0)
+            {
+                Console.Error.WriteLine($"vireod: --tls-client-ca {options.TlsClientCa}: no PEM certificate in it");
+                return 2;
+            }
+        }
+    }
+    catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException or ArgumentException)
+    {
+        Console.Error.WriteLine($"vireod: --tls-cert {options.TlsCert} --tls-key {options.TlsKey}{(options.TlsClientCa is null ? "" : $" --tls-client-ca {options.TlsClientCa}")}: " +
+            $"cannot load them as PEM: {e.Message.ReplaceLineEndings(" ")}");
+        return 2;
+    }
 }
 // Bad paths are one line each, as a bad --listen is; only a stale socket is ever replaced.
 if (Vireo.Interop.UnixSocket.BindProblem(options.Socket) is { } socketProblem)
@@ -76,13 +110,46 @@ builder.WebHost.ConfigureKestrel(o =>
     o.ListenUnixSocket(options.Socket);
     if (options.Listen is { } endpoint)
     {
-        o.Listen(endpoint);
+        // TLS only: a client speaking plain HTTP there fails the handshake and is sent nothing.
+        o.Listen(endpoint, listen => listen.UseHttps(new Microsoft.AspNetCore.Server.Kestrel.Https.HttpsConnectionAdapterOptions
+        {
+            ServerCertificate = serverCertificate,
+            ClientCertificateMode = clientCa is null ? Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.NoCertificate
+                : Microsoft.AspNetCore.Server.Kestrel.Https.ClientCertificateMode.AllowCertificate,
+            ClientCertificateValidation = (certificate, _, _) => ClientCertificate.Trusted(certificate, clientCa),
+        }));
     }
     o.Limits.MaxRequestBodySize = 1 << 20;
 });
 DaemonApi.AddServices(builder.Services);
 builder.Services.AddSingleton<EventHub>();
+// A token bucket per TCP client address: --rate-limit requests a second, twice that in a burst; the Unix socket is not limited.
+builder.Services.AddRateLimiter(o =>
+{
+    o.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, string>(context =>
+        context.Connection.RemoteIpAddress is { } ip && options.RateLimit > 0
+            ? RateLimitPartition.GetTokenBucketLimiter(ip.ToString(), _ => new TokenBucketRateLimiterOptions
+            {
+                TokenLimit = 2 * options.RateLimit,
+                TokensPerPeriod = options.RateLimit,
+                ReplenishmentPeriod = TimeSpan.FromSeconds(1),
+                QueueLimit = 0,
+                AutoReplenishment = true,
+            })
+            : RateLimitPartition.GetNoLimiter("unix"));
+    o.OnRejected = async (rejected, ct) =>
+    {
+        rejected.HttpContext.Response.StatusCode = 429;
+        rejected.HttpContext.Response.Headers.RetryAfter = "1";
+        await rejected.HttpContext.Response.WriteAsJsonAsync(new Vireo.Api.ApiError(
+            $"too many requests from {rejected.HttpContext.Connection.RemoteIpAddress}: at most {options.RateLimit} a second (vireod --rate-limit)"),
+            Vireo.Api.DaemonJson.Default.ApiError, contentType: null, ct);
+    };
+});
 var app = builder.Build();
+using var store = new VmStore(Path.Combine(options.StateDir, "vireo.db"));
+using var access = new AccessStore(Path.Combine(options.StateDir, "vireo.db"), options.StateDir, options.ImageDirs);
+using var audit = new AuditLog(Path.Combine(options.StateDir, "audit.log"));
 
 // A fault in a handler is a 500 with a reason, logged, and the daemon goes on serving.
 app.Use(async (context, next) =>
@@ -101,27 +168,17 @@ app.Use(async (context, next) =>
         }
     }
 });
-if (token is not null)
-{
-    // TCP clients must present the token; the Unix socket is guarded by its file mode instead.
-    app.Use(async (context, next) =>
-    {
-        if (context.Connection.RemoteIpAddress is not null && !Authorized(context.Request.Headers.Authorization.ToString(), token))
-        {
-            context.Response.StatusCode = 401;
-            context.Response.Headers.WWWAuthenticate = "Bearer";
-            await context.Response.WriteAsJsonAsync(new Vireo.Api.ApiError("a bearer token is required on TCP (Authorization: Bearer TOKEN)"),
-                Vireo.Api.DaemonJson.Default.ApiError);
-            return;
-        }
-        await next(context);
-    });
-}
+app.UseRateLimiter();
+// Every change is audited, refused ones too; then who the caller is, then what it may do (Access/).
+app.Use(audit.Invoke);
+app.Use(new Authentication(access, adminTokenHash).Invoke);
+app.Use(new Vireo.Daemon.Access.Authorization(store).Invoke);
 
 var events = app.Services.GetRequiredService<EventHub>();
-using var store = new VmStore(Path.Combine(options.StateDir, "vireo.db"));
-using var supervisor = new Supervisor(store, events, options.StateDir, Path.Combine(AppContext.BaseDirectory, "vireo-vmm"), options.ImageDirs, options.SandboxFirstUid);
-DaemonApi.Map(app, store, supervisor, events, options.ImageDirs);
+events.TenantOf = name => store.Get(name)?.Tenant;
+using var supervisor = new Supervisor(store, events, options.StateDir, Path.Combine(AppContext.BaseDirectory, "vireo-vmm"),
+    tenant => access.ImageDirsOf(tenant), options.SandboxFirstUid);
+DaemonApi.Map(app, store, supervisor, events, access);
 
 try
 {
@@ -134,34 +191,44 @@ catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException
     return 2;
 }
 File.SetUnixFileMode(options.Socket, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite);
+if (socketGid is { } gid && Vireo.Interop.Libc.ChangeGroup(options.Socket, gid) is { } errno)
+{
+    Console.Error.WriteLine($"vireod: --socket-group {options.SocketGroup}: cannot give {options.Socket} to gid {gid} (errno {errno})");
+    await app.StopAsync();
+    return 2;
+}
 app.Logger.LogInformation("vireod listening on {Socket}{Tcp}; state in {State}; images from {Images}", options.Socket,
-    options.Listen is null ? "" : $" and {options.Listen} (token required)", options.StateDir, string.Join(", ", options.ImageDirs));
+    options.Listen is null ? "" : $" and https://{options.Listen} (a token{(clientCa is null ? "" : " or a client certificate")} required)", options.StateDir, string.Join(", ", options.ImageDirs));
 await app.WaitForShutdownAsync();
 File.Delete(options.Socket);
 return 0;
 
-static bool Authorized(string header, byte[] token) =>
-    header.StartsWith("Bearer ", StringComparison.Ordinal)
-    && CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header["Bearer ".Length..].Trim()), token);
-
 /// <summary>vireod's command line.</summary>
-internal sealed record DaemonOptions(string Socket, string StateDir, List<string> ImageDirs, IPEndPoint? Listen, string? TokenFile, uint? SandboxFirstUid = null)
+internal sealed record DaemonOptions(string Socket, string StateDir, List<string> ImageDirs, IPEndPoint? Listen, string? TokenFile, uint? SandboxFirstUid = null,
+    int RateLimit = DaemonOptions.DefaultRateLimit, string? TlsCert = null, string? TlsKey = null, string? TlsClientCa = null,
+    string? SocketGroup = null)
 {
     public const string Usage =
-        "usage: vireod [--socket PATH] [--state DIR] [--image-dir DIR]... [--listen ADDR:PORT --token-file FILE] [--sandbox [--sandbox-uids FIRST]]\n" +
+        "usage: vireod [--socket PATH] [--state DIR] [--image-dir DIR]... [--listen ADDR:PORT --tls-cert PEM --tls-key PEM [--tls-client-ca PEM]\n" +
+        "              [--token-file FILE] [--rate-limit N]] [--socket-group GROUP] [--sandbox [--sandbox-uids FIRST]]\n" +
         "  defaults: --socket /run/vireo/vireod.sock --state /var/lib/vireo --image-dir STATE/images --sandbox-uids 3000000\n" +
+        "  --socket-group: the socket is GROUP's too (mode 0660), so its members' uids may connect; a uid that is no vireod user's is refused\n" +
         "  --sandbox: every VMM in its own namespaces and root, as uid and gid FIRST + the VM's id, with no capabilities";
 
     /// <summary>The first of the 65536 uids (and gids) vireod gives its sandboxed VMMs, one per VM.</summary>
     public const uint DefaultSandboxFirstUid = 3_000_000;
 
+    /// <summary>Requests a second one TCP client may send (twice that in a burst).</summary>
+    public const int DefaultRateLimit = 20;
+
     public static DaemonOptions? Parse(string[] args, out string? error)
     {
         string socket = "/run/vireo/vireod.sock", state = "/var/lib/vireo";
-        string? tokenFile = null;
+        string? tokenFile = null, socketGroup = null, tlsCert = null, tlsKey = null, tlsClientCa = null;
         IPEndPoint? listen = null;
         bool sandbox = false;
         uint firstUid = DefaultSandboxFirstUid;
+        int rateLimit = DefaultRateLimit;
         var imageDirs = new List<string>();
         error = null;
         for (int i = 0; i < args.Length; i++)
@@ -173,11 +240,23 @@ internal sealed record DaemonOptions(string Socket, string StateDir, List<string
                 case "--state" when value is not null: state = Path.GetFullPath(value); i++; break;
                 case "--image-dir" when value is not null: imageDirs.Add(Path.GetFullPath(value).TrimEnd('/') + "/"); i++; break;
                 case "--token-file" when value is not null: tokenFile = value; i++; break;
+                case "--socket-group" when value is not null: socketGroup = value; i++; break;
+                case "--tls-cert" when value is not null: tlsCert = value; i++; break;
+                case "--tls-key" when value is not null: tlsKey = value; i++; break;
+                case "--tls-client-ca" when value is not null: tlsClientCa = value; i++; break;
                 case "--sandbox": sandbox = true; break;
                 case "--sandbox-uids" when value is not null:
                     if (!uint.TryParse(value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out firstUid) || firstUid < 1000 || firstUid > uint.MaxValue - 65537)
                     {
                         error = $"--sandbox-uids {value}: expected the first uid of a free range of 65536, from 1000 to {uint.MaxValue - 65537}";
+                        return null;
+                    }
+                    i++;
+                    break;
+                case "--rate-limit" when value is not null:
+                    if (!int.TryParse(value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out rateLimit) || rateLimit > 100_000)
+                    {
+                        error = $"--rate-limit {value}: expected requests a second per TCP client, 0 (no limit) to 100000";
                         return null;
                     }
                     i++;
@@ -195,15 +274,20 @@ internal sealed record DaemonOptions(string Socket, string StateDir, List<string
                     return null;
             }
         }
-        if (listen is not null && tokenFile is null)
+        if (listen is not null && (tlsCert is null || tlsKey is null))
         {
-            error = "--listen needs --token-file: the API is only served on TCP to clients holding the token";
+            error = "--listen needs --tls-cert and --tls-key: the API is only served on TCP over TLS";
+            return null;
+        }
+        if (listen is null && (tlsCert ?? tlsKey ?? tlsClientCa ?? tokenFile) is not null)
+        {
+            error = "--tls-cert, --tls-key, --tls-client-ca and --token-file are for the TCP listener: give --listen ADDR:PORT too";
             return null;
         }
         if (imageDirs.Count == 0)
         {
             imageDirs.Add(Path.Combine(state, "images") + "/");
         }
-        return new DaemonOptions(socket, state, imageDirs, listen, tokenFile, sandbox ? firstUid : null);
+        return new DaemonOptions(socket, state, imageDirs, listen, tokenFile, sandbox ? firstUid : null, rateLimit, tlsCert, tlsKey, tlsClientCa, socketGroup);
     }
 }

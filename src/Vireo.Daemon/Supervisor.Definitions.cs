@@ -9,11 +9,11 @@ internal sealed partial class Supervisor
     /// Defines a VM; false when the name is taken. A directory left under its name (by a vireod
     /// that did not remove it at undefine) is removed, so the new VM shows none of an old one's output.
     /// </summary>
-    public bool Define(VmDefinition def)
+    public bool Define(VmDefinition def, string tenant)
     {
         lock (LockFor(def.Name))
         {
-            if (!_store.Define(def))
+            if (!_store.Define(def, tenant))
             {
                 return false;
             }

@@ -78,7 +78,8 @@ internal sealed partial class Supervisor
     }
 
     /// <summary>xl restore: a fresh VMM loads FILE (and FILE.mem) and runs the VM it belongs to. Returns that VM's name.</summary>
-    public (string? Name, Refusal? Refused) Restore(string file)
+    /// <param name="tenant">the caller's tenant, when it is not an admin: a save of another tenant's VM is refused as a file vireod does not know</param>
+    public (string? Name, Refusal? Refused) Restore(string file, string? tenant = null)
     {
         if (NotYetSandboxed("restore") is { } notYet)
         {
@@ -101,7 +102,7 @@ internal sealed partial class Supervisor
         {
             return (null, new Refusal(400, $"file: {file} {unreadable}"));
         }
-        if (_store.FindSave(sha) is not { } save)
+        if (_store.FindSave(sha) is not { } save || (tenant is not null && _store.All().FirstOrDefault(v => v.Id == save.VmId)?.Tenant != tenant))
         {
             return (null, new Refusal(400, $"file: {file} is not a save this vireod made, or it has been changed since (a save is known by its content)"));
         }

@@ -109,7 +109,7 @@ internal sealed partial class Supervisor
             string there = $"the vireod at {socket}";
 
             // 1. The destination defines the VM and has a VMM wait for it.
-            var incoming = new IncomingMigration(name, vm.Definition, vm.Run!.Definition, vm.Run.Fds);
+            var incoming = new IncomingMigration(name, vm.Definition, vm.Run!.Definition, vm.Run.Fds, vm.Tenant);
             var (status, body) = Call(dest, HttpMethod.Post, "migrations/incoming", JsonSerializer.Serialize(incoming, DaemonJson.Default.IncomingMigration));
             if (status is null)
             {
@@ -297,6 +297,10 @@ internal sealed partial class Supervisor
         {
             return (null, new Refusal(400, $"name: {badName}"));
         }
+        if (_imageDirsOf(m.Tenant).Count == 0)
+        {
+            return (null, new Refusal(409, $"tenant: '{m.Tenant}' is no tenant of this vireod (vireo tenant add {m.Tenant})"));
+        }
         foreach (var (field, def) in new[] { ("definition", m.Definition), ("running", m.Running) })
         {
             if (def.Name != name)
@@ -308,7 +312,7 @@ internal sealed partial class Supervisor
             {
                 return (null, new Refusal(400, $"{field}: invalid definition: {parsed.ErrorText}"));
             }
-            if (ImagePolicy.Check(def, _imageDirs) is { } refusedImage)
+            if (ImagePolicy.Check(def, _imageDirsOf(m.Tenant)) is { } refusedImage)
             {
                 return (null, new Refusal(400, $"{field}: {refusedImage} (on this vireod)"));
             }
@@ -324,7 +328,7 @@ internal sealed partial class Supervisor
         }
         lock (LockFor(name))
         {
-            if (!_store.Define(m.Definition))
+            if (!_store.Define(m.Definition, m.Tenant))
             {
                 return (null, new Refusal(409, $"name: a VM named '{name}' is already defined here"));
             }

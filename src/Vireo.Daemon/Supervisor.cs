@@ -18,7 +18,7 @@ internal sealed partial class Supervisor : IDisposable
     private readonly EventHub _events;
     private readonly string _stateDir;
     private readonly string _vmmPath;
-    private readonly List<string> _imageDirs;
+    private readonly Func<string, List<string>> _imageDirsOf; // a tenant's image directories
     private readonly ConcurrentDictionary<string, Attached> _running = new();
     private readonly ConcurrentDictionary<string, Lock> _vmLocks = new();
     private readonly ConcurrentDictionary<string, (string Why, string State)> _destroying = new(); // ended by the operator (why, and the state it ends in): no policy applies
@@ -34,10 +34,10 @@ internal sealed partial class Supervisor : IDisposable
 
     internal sealed record Attached(int Pid, long StartTime, string Dir, VmmClient Api);
 
-    public Supervisor(VmStore store, EventHub events, string stateDir, string vmmPath, List<string> imageDirs, uint? sandboxFirstUid = null)
+    public Supervisor(VmStore store, EventHub events, string stateDir, string vmmPath, Func<string, List<string>> imageDirsOf, uint? sandboxFirstUid = null)
     {
         _sandboxFirstUid = sandboxFirstUid;
-        _imageDirs = imageDirs;
+        _imageDirsOf = imageDirsOf;
         _store = store;
         _events = events;
         _stateDir = stateDir;
@@ -127,7 +127,7 @@ internal sealed partial class Supervisor : IDisposable
         PrepareDir(dir); // after: no VMM of this VM is left to change its directory under vireod's feet
         // Opened now, as the kernel resolves them beneath the image directories: what the VMM gets is what was checked.
         // Spawn owns them from here and closes them, whatever happens.
-        var (images, refused) = ImagePolicy.OpenAll(def, _imageDirs);
+        var (images, refused) = ImagePolicy.OpenAll(def, _imageDirsOf(_store.Get(name)?.Tenant ?? Tenants.Default));
         if (refused is not null)
         {
             return refused.ToString();

@@ -7,7 +7,7 @@ namespace Vireo.Daemon;
 
 /// <summary>One row of the store: a VM's definition and where its VMM process is, if running.</summary>
 internal sealed record VmRecord(string Name, int Id, VmDefinition Definition, string State, int? Pid, long? PidStartTime, DateTime? StartedAt, string? LastExit,
-    RunRecord? Run = null);
+    RunRecord? Run = null, string Tenant = Tenants.Default);
 
 /// <summary>
 /// What a VMM was started with: the definition as it was then (it may be edited since) and the fd
@@ -60,6 +60,11 @@ internal sealed class VmStore : IDisposable
         {
             Exec("ALTER TABLE vms ADD COLUMN run TEXT"); // a store made by a vireod before save and snapshots
         }
+        if (!Columns("vms").Contains("tenant"))
+        {
+            // A store made by a vireod before tenants: its VMs are the default tenant's.
+            Exec($"ALTER TABLE vms ADD COLUMN tenant TEXT NOT NULL DEFAULT '{Tenants.Default}'");
+        }
         Exec("""
             CREATE TABLE IF NOT EXISTS images (
                 id INTEGER PRIMARY KEY,
@@ -95,12 +100,15 @@ internal sealed class VmStore : IDisposable
 
     public VmRecord? Get(string name) => Query("WHERE name = $n", ("$n", name)).SingleOrDefault();
 
+    /// <summary>How many VMs the tenant owns.</summary>
+    public int CountOf(string tenant) => Query("WHERE tenant = $t", ("$t", tenant)).Count;
+
     private List<VmRecord> Query(string clause, params (string Name, object Value)[] args)
     {
         lock (_lock)
         {
             using var cmd = _db.CreateCommand();
-            cmd.CommandText = $"SELECT name, id, definition, state, pid, pid_start_time, started_at, last_exit, run FROM vms {clause}";
+            cmd.CommandText = $"SELECT name, id, definition, state, pid, pid_start_time, started_at, last_exit, run, tenant FROM vms {clause}";
             foreach (var (n, v) in args)
             {
                 cmd.Parameters.AddWithValue(n, v);
@@ -114,20 +122,21 @@ internal sealed class VmStore : IDisposable
                     r.GetString(3), r.IsDBNull(4) ? null : r.GetInt32(4), r.IsDBNull(5) ? null : r.GetInt64(5),
                     r.IsDBNull(6) ? null : DateTime.Parse(r.GetString(6), null, System.Globalization.DateTimeStyles.RoundtripKind),
                     r.IsDBNull(7) ? null : r.GetString(7),
-                    r.IsDBNull(8) ? null : JsonSerializer.Deserialize(r.GetString(8), StoreJson.Default.RunRecord)));
+                    r.IsDBNull(8) ? null : JsonSerializer.Deserialize(r.GetString(8), StoreJson.Default.RunRecord), r.GetString(9)));
             }
             return list;
         }
     }
 
-    /// <summary>Adds a definition; false when the name is taken.</summary>
-    public bool Define(VmDefinition def)
+    /// <summary>Adds a definition, the tenant's; false when the name is taken.</summary>
+    public bool Define(VmDefinition def, string tenant)
     {
         lock (_lock)
         {
             using var cmd = _db.CreateCommand();
-            cmd.CommandText = "INSERT OR IGNORE INTO vms (name, id, definition, state) VALUES ($n, (SELECT COALESCE(MAX(id), 0) + 1 FROM vms), $d, $s)";
+            cmd.CommandText = "INSERT OR IGNORE INTO vms (name, id, definition, state, tenant) VALUES ($n, (SELECT COALESCE(MAX(id), 0) + 1 FROM vms), $d, $s, $t)";
             cmd.Parameters.AddWithValue("$n", def.Name);
+            cmd.Parameters.AddWithValue("$t", tenant);
             cmd.Parameters.AddWithValue("$d", JsonSerializer.Serialize(def, DaemonJson.Default.VmDefinition));
             cmd.Parameters.AddWithValue("$s", DomainState.ShutOff);
             return cmd.ExecuteNonQuery() == 1;

@@ -18,8 +18,33 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     public static partial int Open(string path, int flags, int mode);
 
+    /// <summary>The process's effective uid (vireod takes its own user, as root, for the host's admin).</summary>
+    [LibraryImport(Lib, EntryPoint = "geteuid")]
+    public static partial uint GetEuid();
+
     [LibraryImport(Lib, EntryPoint = "close", SetLastError = true)]
     public static partial int Close(int fd);
+
+    [LibraryImport(Lib, EntryPoint = "chown", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int Chown(string path, uint owner, uint group);
+
+    [LibraryImport(Lib, EntryPoint = "getgrnam", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial nint GetGrNam(string name);
+
+    /// <summary>A group's gid, by its number or its name (through NSS, as ls and chgrp look it up); null when there is none.</summary>
+    public static uint? GroupId(string group)
+    {
+        if (uint.TryParse(group, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out uint gid))
+        {
+            return gid;
+        }
+        nint entry = GetGrNam(group);
+        // struct group { char *gr_name; char *gr_passwd; gid_t gr_gid; char **gr_mem; }: gr_gid at 16.
+        return entry == 0 ? null : (uint)Marshal.ReadInt32(entry, 16);
+    }
+
+    /// <summary>Gives a file to a group, its owner kept; the errno when it cannot.</summary>
+    public static int? ChangeGroup(string path, uint gid) => Chown(path, uint.MaxValue, gid) == 0 ? null : Marshal.GetLastPInvokeError();
 
     [LibraryImport(Lib, EntryPoint = "read", SetLastError = true)]
     public static partial nint Read(int fd, byte* buf, nuint count);

@@ -38,7 +38,7 @@ public class ManageCommandTests
         // docs/cli.md: every key present, null when empty (last_exit before any run has ended).
         using (var doc = JsonDocument.Parse(infoJson))
         {
-            Assert.Equal(["name", "id", "state", "vcpus", "memory_mib", "pid", "uptime_seconds", "last_exit", "definition", "saved_to"],
+            Assert.Equal(["name", "id", "state", "vcpus", "memory_mib", "pid", "uptime_seconds", "last_exit", "definition", "saved_to", "tenant"],
                 doc.RootElement.EnumerateObject().Select(p => p.Name));
             Assert.Equal(JsonValueKind.Null, doc.RootElement.GetProperty("last_exit").ValueKind);
         }
@@ -120,7 +120,7 @@ public class ManageCommandTests
         Assert.Equal(0, Vireo(d, $"create --no-start {DefinitionFile(d, "a")}").ExitCode);
         Assert.Equal(0, Vireo(d, $"create {DefinitionFile(d, "b")}").ExitCode);
         using var doc = JsonDocument.Parse(Vireo(d, "list --json").Output);
-        string[] documented = ["name", "id", "state", "vcpus", "memory_mib", "uptime_seconds", "pid", "saved_to"];
+        string[] documented = ["name", "id", "state", "vcpus", "memory_mib", "uptime_seconds", "pid", "saved_to", "tenant"];
         Assert.All(doc.RootElement.EnumerateArray(), vm => Assert.Equal(documented, vm.EnumerateObject().Select(p => p.Name)));
         var a = doc.RootElement[0];
         Assert.Equal(("a", "shut off", JsonValueKind.Null, JsonValueKind.Null), (a.GetProperty("name").GetString(), a.GetProperty("state").GetString(),
@@ -253,6 +253,9 @@ public class ManageCommandTests
         using var d = new DaemonProcess();
         Vireo(d, $"create {DefinitionFile(d, "brief", guest: "hello")}");
         await Eventually.Until(() => Task.FromResult(Vireo(d, "logs brief").Output.Contains("Hello from a Vireo test guest!")), "the guest's greeting in its log");
+        // The guest writes on after its greeting: the log is read once it has powered off and is whole.
+        await Eventually.Until(() => Task.FromResult(JsonSerializer.Deserialize(Vireo(d, "info brief --json").Output, DaemonJson.Default.VmSummary)!.State == DomainState.ShutOff),
+            "the guest's power-off");
         string all = Vireo(d, "logs brief").Output;
         var tail = Vireo(d, "logs brief --tail-bytes 10");
         Assert.True(tail.ExitCode == 0, tail.Error);

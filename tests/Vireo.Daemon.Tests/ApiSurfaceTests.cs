@@ -67,23 +67,30 @@ public class ApiSurfaceTests
     }
 
     [Fact]
-    public void Tcp_without_a_token_file_is_refused_at_start()
+    public void Tcp_without_tls_is_refused_at_start()
     {
-        var r = TestEnvironment.Run(TestEnvironment.Shipped("vireod"), $"--socket /tmp/x.sock --state {TempDirectory.Create("vireod-notoken")} --listen 127.0.0.1:7099");
+        var r = TestEnvironment.Run(TestEnvironment.Shipped("vireod"), $"--socket /tmp/x.sock --state {TempDirectory.Create("vireod-notls")} --listen 127.0.0.1:7099");
         Assert.Equal(2, r.ExitCode);
-        Assert.Contains("--listen needs --token-file", r.Error);
+        Assert.Contains("--listen needs --tls-cert and --tls-key", r.Error);
+        string dir = TempDirectory.Create("vireod-badpem");
+        File.WriteAllText(Path.Combine(dir, "c.pem"), "not a certificate");
+        r = TestEnvironment.Run(TestEnvironment.Shipped("vireod"), $"--socket {dir}/s.sock --state {dir} --listen 127.0.0.1:7099 --tls-cert {dir}/c.pem --tls-key {dir}/c.pem");
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains($"--tls-cert {dir}/c.pem", r.Error);
+        Assert.DoesNotContain("   at ", r.Error);
     }
 
     [Fact]
-    public async Task Tcp_answers_only_a_client_with_the_token_and_the_unix_socket_needs_none()
+    public async Task Tcp_is_tls_only_and_answers_only_a_client_with_the_token_and_the_unix_socket_needs_none()
     {
         string dir = TempDirectory.Create("vireod-tcp");
+        var pki = new TestPki(dir);
         string tokenFile = Path.Combine(dir, "token");
         string token = Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16));
         File.WriteAllText(tokenFile, token + "\n");
         int port = FreePort();
-        using var d = new DaemonProcess(extraArgs: $"--listen 127.0.0.1:{port} --token-file {tokenFile}");
-        using var tcp = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}/") };
+        using var d = new DaemonProcess(extraArgs: $"--listen 127.0.0.1:{port} --tls-cert {pki.CertFile} --tls-key {pki.KeyFile} --token-file {tokenFile}");
+        using var tcp = pki.Client(port);
         await Eventually.Until(async () =>
         {
             try
@@ -108,9 +115,118 @@ public class ApiSurfaceTests
         }
         tcp.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
         Assert.Equal("[]", await tcp.GetStringAsync("vms"));
+        Assert.Contains("\"user\":\"root\"", await tcp.GetStringAsync("whoami"));
         Assert.Equal("[]", await d.Http.GetStringAsync("vms"));
+        // Plain HTTP on the TLS port gets no answer, not even with the token.
+        using (var plain = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}/"), Timeout = TimeSpan.FromSeconds(10) })
+        {
+            plain.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+            await Assert.ThrowsAsync<HttpRequestException>(() => plain.GetStringAsync("vms"));
+        }
         var mode = File.GetUnixFileMode(d.Socket);
         Assert.False(mode.HasFlag(UnixFileMode.OtherWrite), $"the socket is {mode}");
+    }
+
+    [Fact]
+    public async Task A_tcp_client_past_its_rate_gets_429_with_retry_after_and_the_unix_socket_is_not_limited()
+    {
+        string dir = TempDirectory.Create("vireod-rate");
+        var pki = new TestPki(dir);
+        string tokenFile = Path.Combine(dir, "token");
+        File.WriteAllText(tokenFile, Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(16)));
+        int port = FreePort();
+        using var d = new DaemonProcess(extraArgs: $"--listen 127.0.0.1:{port} --tls-cert {pki.CertFile} --tls-key {pki.KeyFile} --token-file {tokenFile} --rate-limit 2");
+        using var tcp = pki.Client(port);
+        tcp.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", File.ReadAllText(tokenFile));
+        await Eventually.Until(async () =>
+        {
+            try
+            {
+                using var r = await tcp.GetAsync("whoami");
+                return true;
+            }
+            catch (HttpRequestException)
+            {
+                return false;
+            }
+        }, "the TCP listener");
+        // A burst of 2 x 2 tokens, refilled at 2 a second: 20 at once cannot all pass.
+        var statuses = new List<HttpStatusCode>();
+        string? retryAfter = null, refusal = null;
+        for (int i = 0; i < 20; i++)
+        {
+            using var r = await tcp.GetAsync("vms");
+            statuses.Add(r.StatusCode);
+            if (r.StatusCode == HttpStatusCode.TooManyRequests)
+            {
+                retryAfter = r.Headers.RetryAfter?.ToString();
+                refusal = await r.Content.ReadAsStringAsync();
+            }
+        }
+        Assert.Contains(HttpStatusCode.OK, statuses);
+        Assert.True(statuses.Count(s => s == HttpStatusCode.TooManyRequests) >= 10, string.Join(",", statuses));
+        Assert.Equal("1", retryAfter);
+        Assert.Contains("at most 2 a second (vireod --rate-limit)", refusal);
+        for (int i = 0; i < 30; i++)
+        {
+            using var r = await d.Http.GetAsync("vms");
+            Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        }
+        await Task.Delay(1500);
+        Assert.Equal(HttpStatusCode.OK, (await tcp.GetAsync("vms")).StatusCode); // refilled
+    }
+
+    [Fact]
+    public async Task A_client_certificate_from_the_ca_stands_for_the_user_its_cn_names()
+    {
+        string dir = TempDirectory.Create("vireod-mtls");
+        var pki = new TestPki(dir);
+        var stranger = new TestPki(TempDirectory.Create("vireod-other-ca"));
+        int port = FreePort();
+        using var d = new DaemonProcess(extraArgs: $"--listen 127.0.0.1:{port} --tls-cert {pki.CertFile} --tls-key {pki.KeyFile} --tls-client-ca {pki.CaFile}");
+        using (var r = await d.Http.PostAsync("users", new StringContent("""{"name": "carol", "tenant": "default", "role": "viewer"}""", System.Text.Encoding.UTF8, "application/json")))
+        {
+            Assert.Equal(HttpStatusCode.Created, r.StatusCode);
+        }
+        using var carol = pki.Client(port, pki.Issue("CN=carol", serverAuth: false).Certificate);
+        await Eventually.Until(async () =>
+        {
+            try
+            {
+                using var r = await carol.GetAsync("whoami");
+                return true;
+            }
+            catch (HttpRequestException)
+            {
+                return false;
+            }
+        }, "the TCP listener");
+        string whoami = await carol.GetStringAsync("whoami");
+        Assert.Contains("\"user\":\"carol\"", whoami);
+        Assert.Contains("\"client\":\"certificate carol from 127.0.0.1", whoami);
+        using (var r = await carol.PostAsync("vms", new StringContent("{}", System.Text.Encoding.UTF8, "application/json")))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, r.StatusCode); // a viewer, by its certificate as by a token
+        }
+        // A CN that is no user's, and a certificate another CA signed, stand for no one.
+        using (var nobody = pki.Client(port, pki.Issue("CN=mallory", serverAuth: false).Certificate))
+        using (var r = await nobody.GetAsync("whoami"))
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, r.StatusCode);
+            Assert.Contains("mallory", await r.Content.ReadAsStringAsync());
+        }
+        using var forged = pki.Client(port, stranger.Issue("CN=carol", serverAuth: false, stranger.Ca).Certificate);
+        bool refused;
+        try
+        {
+            using var r = await forged.GetAsync("whoami");
+            refused = r.StatusCode == HttpStatusCode.Unauthorized;
+        }
+        catch (HttpRequestException)
+        {
+            refused = true; // the handshake itself refused it
+        }
+        Assert.True(refused, "a certificate another CA signed was taken for carol's");
     }
 
     [Fact]

@@ -79,7 +79,7 @@ public class SaveTests
         Assert.Equal((DomainState.Saved, file), (listed.State, listed.SavedTo));
         using (var doc = JsonDocument.Parse(await d.Http.GetStringAsync("vms")))
         {
-            Assert.Equal(["name", "id", "state", "vcpus", "memory_mib", "uptime_seconds", "pid", "saved_to"], doc.RootElement[0].EnumerateObject().Select(p => p.Name));
+            Assert.Equal(["name", "id", "state", "vcpus", "memory_mib", "uptime_seconds", "pid", "saved_to", "tenant"], doc.RootElement[0].EnumerateObject().Select(p => p.Name));
         }
         Assert.Contains("saved to", (await d.Get("keeper")).LastExit);
 

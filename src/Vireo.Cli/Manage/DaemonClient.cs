@@ -33,7 +33,7 @@ internal static class ExitCodes
 
 /// <summary>
 /// The CLI's side of vireod's API: a Unix socket path (default /run/vireo/vireod.sock) or an
-/// http://HOST:PORT address with a bearer token read from a file. Errors become <see cref="CliException"/>s.
+/// https://HOST:PORT address; a bearer token read from a file on either. Errors become <see cref="CliException"/>s.
 /// </summary>
 internal sealed class DaemonClient : IDisposable
 {
@@ -41,20 +41,25 @@ internal sealed class DaemonClient : IDisposable
     private readonly HttpClient _http;
     private readonly string _where;
 
-    public DaemonClient(string? connect, string? tokenFile)
+    public DaemonClient(string? connect, string? tokenFile, string? caFile = null)
     {
         connect ??= Environment.GetEnvironmentVariable("VIREO_CONNECT") ?? DefaultSocket;
         tokenFile ??= Environment.GetEnvironmentVariable("VIREO_TOKEN_FILE");
+        caFile ??= Environment.GetEnvironmentVariable("VIREO_CA_FILE");
         _where = connect;
-        if (connect.StartsWith("http://", StringComparison.Ordinal) || connect.StartsWith("https://", StringComparison.Ordinal))
+        string? token = null;
+        if (tokenFile is not null)
         {
-            _http = new HttpClient { BaseAddress = new Uri(connect.TrimEnd('/') + "/"), Timeout = Timeout.InfiniteTimeSpan };
-            if (tokenFile is not null)
-            {
-                string token = File.Exists(tokenFile) ? File.ReadAllText(tokenFile).Trim()
-                    : throw new CliException(ExitCodes.BadInput, $"--token-file {tokenFile}: no such file");
-                _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
-            }
+            token = File.Exists(tokenFile) ? File.ReadAllText(tokenFile).Trim()
+                : throw new CliException(ExitCodes.BadInput, $"--token-file {tokenFile}: no such file");
+        }
+        if (connect.StartsWith("http://", StringComparison.Ordinal))
+        {
+            throw new CliException(ExitCodes.BadInput, $"--connect {connect}: vireod serves TCP over TLS only: https://{connect["http://".Length..]}");
+        }
+        if (connect.StartsWith("https://", StringComparison.Ordinal))
+        {
+            _http = new HttpClient(TlsHandler(caFile)) { BaseAddress = new Uri(connect.TrimEnd('/') + "/"), Timeout = Timeout.InfiniteTimeSpan };
         }
         else
         {
@@ -65,6 +70,44 @@ internal sealed class DaemonClient : IDisposable
             }
             _http = UnixSocketHttp.Client(socket, Timeout.InfiniteTimeSpan);
         }
+        if (token is not null)
+        {
+            _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        }
+    }
+
+    /// <summary>TLS to vireod: its certificate checked against --ca-file's when given (a self-signed certificate may be its own CA), else the host's trust store.</summary>
+    private static SocketsHttpHandler TlsHandler(string? caFile)
+    {
+        var handler = new SocketsHttpHandler();
+        if (caFile is null)
+        {
+            return handler;
+        }
+        var ca = new System.Security.Cryptography.X509Certificates.X509Certificate2Collection();
+        try
+        {
+            ca.ImportFromPemFile(caFile);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
+        {
+            throw new CliException(ExitCodes.BadInput, $"--ca-file {caFile}: cannot read a PEM certificate from it: {e.Message}");
+        }
+        handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
+        {
+            if (certificate is null)
+            {
+                return false;
+            }
+            using var chain = new System.Security.Cryptography.X509Certificates.X509Chain();
+            chain.ChainPolicy.TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust;
+            chain.ChainPolicy.CustomTrustStore.AddRange(ca);
+            chain.ChainPolicy.RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck;
+            // The chain must hold, and the name must match (a name mismatch is the only error the chain does not see).
+            return chain.Build(new System.Security.Cryptography.X509Certificates.X509Certificate2(certificate))
+                && (errors & System.Net.Security.SslPolicyErrors.RemoteCertificateNameMismatch) == 0;
+        };
+        return handler;
     }
 
     public T Get<T>(string path, JsonTypeInfo<T> type) => Parse(Send(HttpMethod.Get, path), type);

@@ -17,13 +17,19 @@ internal static class ManageCommands
 {
     public static readonly Option<string?> Connect = new("--connect")
     {
-        Description = $"vireod's address: a Unix socket path (default {DaemonClient.DefaultSocket}, or $VIREO_CONNECT) or http://HOST:PORT",
+        Description = $"vireod's address: a Unix socket path (default {DaemonClient.DefaultSocket}, or $VIREO_CONNECT) or https://HOST:PORT",
         Recursive = true,
     };
 
     public static readonly Option<string?> TokenFile = new("--token-file")
     {
-        Description = "A file holding the bearer token, for vireod on TCP (or $VIREO_TOKEN_FILE)",
+        Description = "A file holding your vireod user's token (or $VIREO_TOKEN_FILE): needed on TCP; on the Unix socket a uid an admin mapped is enough",
+        Recursive = true,
+    };
+
+    public static readonly Option<string?> CaFile = new("--ca-file")
+    {
+        Description = "The PEM certificate (or its CA's) that vireod's TLS certificate must chain to, for https:// (or $VIREO_CA_FILE; else the host's trust store)",
         Recursive = true,
     };
 
@@ -33,12 +39,14 @@ internal static class ManageCommands
 
         var file = new Argument<string>("file") { Description = "A VM definition in YAML or JSON ('-' for standard input)" };
         var noStart = new Option<bool>("--no-start") { Description = "Define the VM only (virsh define); by default it is started too (xl create)" };
-        var create = new Command("create", "Define a VM from a YAML or JSON file and start it") { file, noStart, json };
+        var tenant = new Option<string?>("--tenant") { Description = "The tenant the VM is for (admins only; by default the caller's own)" };
+        var create = new Command("create", "Define a VM from a YAML or JSON file and start it") { file, noStart, tenant, json };
         create.SetAction(p => Run(p, client =>
         {
             string path = p.GetValue(file)!;
             string text = TextFile.Read(path);
-            var vm = client.Send(HttpMethod.Post, "vms", DaemonJson.Default.VmSummary, text, "application/yaml");
+            string route = p.GetValue(tenant) is { } t ? $"vms?tenant={Uri.EscapeDataString(t)}" : "vms";
+            var vm = client.Send(HttpMethod.Post, route, DaemonJson.Default.VmSummary, text, "application/yaml");
             if (!p.GetValue(noStart))
             {
                 vm = Slow($"starting {vm.Name}", () => client.Send(HttpMethod.Post, $"vms/{vm.Name}/start", DaemonJson.Default.VmSummary));
@@ -178,6 +186,10 @@ internal static class ManageCommands
             yield return command;
         }
         yield return MigrateCommand.Create(json);
+        foreach (var command in AccessCommands.Create(json))
+        {
+            yield return command;
+        }
 
         var logsName = VmName();
         var tail = WholeNumber("--tail-bytes", "At most this many bytes from the end (default 1 MiB, at most 16 MiB)", 0, 16 << 20);
@@ -216,7 +228,7 @@ internal static class ManageCommands
         {
             try
             {
-                using var client = new DaemonClient(context.ParseResult.GetValue(Connect), context.ParseResult.GetValue(TokenFile));
+                using var client = new DaemonClient(context.ParseResult.GetValue(Connect), context.ParseResult.GetValue(TokenFile), context.ParseResult.GetValue(CaFile));
                 return client.Get("vms", DaemonJson.Default.VmListEntryArray).Select(v => new CompletionItem(v.Name));
             }
             catch (CliException)
@@ -232,7 +244,7 @@ internal static class ManageCommands
     {
         try
         {
-            using var client = new DaemonClient(parse.GetValue(Connect), parse.GetValue(TokenFile));
+            using var client = new DaemonClient(parse.GetValue(Connect), parse.GetValue(TokenFile), parse.GetValue(CaFile));
             body(client);
             return ExitCodes.Ok;
         }

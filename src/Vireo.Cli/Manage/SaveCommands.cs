@@ -117,7 +117,7 @@ internal static class SaveCommands
         {
             try
             {
-                using var client = new DaemonClient(context.ParseResult.GetValue(ManageCommands.Connect), context.ParseResult.GetValue(ManageCommands.TokenFile));
+                using var client = new DaemonClient(context.ParseResult.GetValue(ManageCommands.Connect), context.ParseResult.GetValue(ManageCommands.TokenFile), context.ParseResult.GetValue(ManageCommands.CaFile));
                 return client.Get($"vms/{Uri.EscapeDataString(context.ParseResult.GetValue(vmName) ?? "")}/snapshots", DaemonJson.Default.SnapshotInfoArray)
                     .Select(s => new CompletionItem(s.Name));
             }
