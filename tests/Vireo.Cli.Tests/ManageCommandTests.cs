@@ -98,18 +98,25 @@ public class ManageCommandTests
         listener.Start();
         int port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
         listener.Stop();
-        using var d = new DaemonProcess(extraArgs: $"--listen 127.0.0.1:{port} --token-file {tokenFile}");
-        string url = $"http://127.0.0.1:{port}";
+        var pki = new TestPki(dir);
+        using var d = new DaemonProcess(extraArgs: $"--listen 127.0.0.1:{port} --tls-cert {pki.CertFile} --tls-key {pki.KeyFile} --token-file {tokenFile}");
+        string url = $"https://127.0.0.1:{port}";
         TestEnvironment.ProcessResult ok = null!;
-        for (int i = 0; i < 50 && (ok = VireoProcess.Run($"--connect {url} --token-file {tokenFile} list --json")).ExitCode == 4; i++)
+        for (int i = 0; i < 50 && (ok = VireoProcess.Run($"--connect {url} --ca-file {pki.CaFile} --token-file {tokenFile} list --json")).ExitCode == 4; i++)
         {
             Thread.Sleep(100); // the TCP listener comes up a moment after the socket
         }
         Assert.True(ok.ExitCode == 0, ok.Error);
         Assert.Equal("[]", ok.Output.Trim());
-        var refused = VireoProcess.Run($"--connect {url} list");
+        var refused = VireoProcess.Run($"--connect {url} --ca-file {pki.CaFile} list");
         Assert.Equal(5, refused.ExitCode);
         Assert.Contains("bearer token is required", refused.Error);
+        // The certificate is checked: without the CA that signed it, nothing is sent.
+        var untrusted = VireoProcess.Run($"--connect {url} --token-file {tokenFile} list");
+        Assert.True(untrusted.ExitCode == 4 && untrusted.Error.Contains("its TLS certificate is not trusted here (give the certificate, or the CA that signed it, with --ca-file"), untrusted.Error);
+        // Plain HTTP is refused by the CLI itself, with what to use instead.
+        var plain = VireoProcess.Run($"--connect http://127.0.0.1:{port} --token-file {tokenFile} list");
+        Assert.True(plain.ExitCode == 2 && plain.Error.Contains("https://"), plain.Error);
     }
 
     /// <summary>docs/cli.md documents this shape: these keys, in this order, always present.</summary>
@@ -216,7 +223,7 @@ public class ManageCommandTests
         Assert.Equal([1L, 2, 3, 4], events.Select(e => e.Seq));
         // docs/cli.md: every key, null when empty ("defined" has no detail).
         using var first = JsonDocument.Parse(r.Output.Split('\n')[0]);
-        Assert.Equal(["seq", "time", "vm", "event", "state", "detail"], first.RootElement.EnumerateObject().Select(p => p.Name));
+        Assert.Equal(["seq", "time", "vm", "event", "state", "detail", "tenant"], first.RootElement.EnumerateObject().Select(p => p.Name));
         Assert.Equal(JsonValueKind.Null, first.RootElement.GetProperty("detail").ValueKind);
     }
 

@@ -20,7 +20,7 @@ internal sealed class TestPki
         var caRequest = new CertificateRequest("CN=vireo test CA", caKey, HashAlgorithmName.SHA256);
         caRequest.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
         caRequest.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign, true));
-        Ca = caRequest.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+        Ca = caRequest.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-10), DateTimeOffset.UtcNow.AddDays(2)); // outlives what it signs
         File.WriteAllText(CaFile, Ca.ExportCertificatePem());
         var (server, serverKey) = Issue("CN=127.0.0.1", serverAuth: true);
         File.WriteAllText(CertFile, server.ExportCertificatePem());

@@ -165,6 +165,12 @@ internal sealed class DaemonClient : IDisposable
         {
             return _http.Send(request, HttpCompletionOption.ResponseHeadersRead, ct);
         }
+        catch (HttpRequestException e) when (e.InnerException is System.Security.Authentication.AuthenticationException)
+        {
+            // The handshake failed: most often a certificate this host does not trust (a self-signed one).
+            throw new CliException(ExitCodes.Unreachable,
+                $"cannot reach vireod at {_where}: its TLS certificate is not trusted here (give the certificate, or the CA that signed it, with --ca-file or $VIREO_CA_FILE)");
+        }
         catch (HttpRequestException e)
         {
             throw new CliException(ExitCodes.Unreachable,
