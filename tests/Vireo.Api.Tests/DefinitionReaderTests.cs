@@ -61,6 +61,7 @@ public class DefinitionReaderTests
     [InlineData("- a\n- b", "expected an object, got an array")]
     [InlineData("name: a\nname: b\nkernel: k", "line 2: malformed YAML: 'name' appears twice")]
     [InlineData("name: a\nkernel: k\n---\nname: b\nkernel: k", "several YAML documents")]
+    [InlineData("name: [!!!]", "malformed YAML: Global tags must be valid URIs")] // found by fuzz/run definition
     public void Malformed_documents_are_refused_with_a_reason(string text, string reason)
     {
         var r = DefinitionReader.Parse(text);

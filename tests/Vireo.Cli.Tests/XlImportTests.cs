@@ -68,6 +68,7 @@ public class XlImportTests
     [Theory]
     [InlineData("name = \"x\"\nmemory = [1", "line 2: expected ',', found the end of the file")]
     [InlineData("name = \"x\nkernel = \"k\"", "line 1: a string is not closed")]
+    [InlineData("name = \"x\"\nkernel = \"vm\0linuz\"", "line 2: a string holds a NUL character")] // found by fuzz/run xl-cfg
     [InlineData("name = \"x\" kernel = \"k\"", "line 1: expected the end of the line after the value")]
     [InlineData("= 3", "line 1: expected a setting name")]
     [InlineData("memory = 512\nkernel = \"/k\"", "name: required, and not set")]

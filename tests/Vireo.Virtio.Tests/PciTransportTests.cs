@@ -55,6 +55,25 @@ public class PciTransportTests : IDisposable
         return BinaryPrimitives.ReadUInt32LittleEndian(b);
     }
 
+    [Fact]
+    public void One_write_across_queue_select_and_a_queues_fields_applies_to_the_queue_it_selects()
+    {
+        // Found by fuzz/run pci: an 8-byte write at 0x14 (status, queue_select, queue_size,
+        // queue_msix_vector) indexed the vectors with the select it had just made out of range.
+        var wide = new byte[8];
+        BinaryPrimitives.WriteUInt16LittleEndian(wide.AsSpan(2), 5); // queue_select 5: rng has one queue
+        BinaryPrimitives.WriteUInt16LittleEndian(wide.AsSpan(6), 0); // queue_msix_vector 0
+        _t.Write(0x14, wide);
+        Assert.Equal(5u, BarRead(0x16, 2));
+        Assert.Equal(0u, BarRead(0x18, 2)); // a queue that is not there reads as size 0
+        // Selecting queue 0 in the same write as its size sets queue 0's size.
+        BinaryPrimitives.WriteUInt16LittleEndian(wide.AsSpan(2), 0);
+        BinaryPrimitives.WriteUInt16LittleEndian(wide.AsSpan(4), 4);
+        BinaryPrimitives.WriteUInt16LittleEndian(wide.AsSpan(6), 0xffff);
+        _t.Write(0x14, wide);
+        Assert.Equal(4u, BarRead(0x18, 2));
+    }
+
     /// <summary>What a driver does through the common config: negotiate VERSION_1, set up queue 0 at the ring, go.</summary>
     private void StartDriverWithQueue0(ushort? vector)
     {

@@ -76,6 +76,11 @@ public static partial class DefinitionReader
             // YamlDotNet's scanner sometimes fails this way on malformed input instead of with a YamlException.
             return Fail(new SchemaError("", "malformed YAML: the text cannot be read as YAML"));
         }
+        catch (ArgumentException e) when (lines is not null && e.Source == "YamlDotNet")
+        {
+            // And this way on a tag that is no URI (`!<...>` or a %TAG prefix: found by fuzz/run definition).
+            return Fail(new SchemaError("", $"malformed YAML: {e.Message.Split(" (Parameter", 2)[0]}"));
+        }
         catch (YamlRefusal e)
         {
             return Fail(new SchemaError("", $"malformed YAML: {e.Message}", e.Line));

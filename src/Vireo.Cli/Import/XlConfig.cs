@@ -171,6 +171,10 @@ internal static class XlConfig
                 {
                     return sb.ToString();
                 }
+                if (c == '\0' || c == '\\' && !AtEnd && text[_at] == '\0')
+                {
+                    throw Error("a string holds a NUL character"); // no name or path can (the fuzzer's: Path.GetFullPath threw on one)
+                }
                 if (c == '\\' && !AtEnd)
                 {
                     char e = text[_at++];

@@ -415,10 +415,6 @@ public sealed class PciTransport : IPciFunction, IBusDevice
         data[..Math.Min(data.Length, 0x40 - offset)].CopyTo(c[offset..]);
         int end = offset + data.Length;
         bool Touches(int field, int size) => offset < field + size && end > field;
-        bool configurable = (_status & VirtioConstants.StatusDriverOk) == 0;
-        bool valid = _queueSelect < _queues.Length;
-        ref var q = ref _queues[valid ? _queueSelect : 0];
-
         if (Touches(0x00, 4)) { _deviceFeatureSelect = BinaryPrimitives.ReadUInt32LittleEndian(c); }
         if (Touches(0x08, 4)) { _driverFeatureSelect = BinaryPrimitives.ReadUInt32LittleEndian(c[0x08..]); }
         if (Touches(0x0c, 4) && (_status & VirtioConstants.StatusFeaturesOk) == 0 && _driverFeatureSelect < 2)
@@ -429,6 +425,12 @@ public sealed class PciTransport : IPciFunction, IBusDevice
         if (Touches(0x10, 2)) { _configVector = ValidVector(BinaryPrimitives.ReadUInt16LittleEndian(c[0x10..])); }
         if (Touches(0x14, 1)) { WriteStatus(c[0x14]); }
         if (Touches(0x16, 2)) { _queueSelect = BinaryPrimitives.ReadUInt16LittleEndian(c[0x16..]); }
+        // The queue's fields are the queue this write selects, when one write spans queue_select
+        // and them (the fuzzer's 8-byte write at 0x14 indexed the vectors with a select it had just
+        // made out of range).
+        bool configurable = (_status & VirtioConstants.StatusDriverOk) == 0;
+        bool valid = _queueSelect < _queues.Length;
+        ref var q = ref _queues[valid ? _queueSelect : 0];
         if (!valid || !configurable)
         {
             return;
