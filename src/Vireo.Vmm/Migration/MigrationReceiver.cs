@@ -233,6 +233,13 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
 
     private void ReadPages(WireReader reader, GuestMemory memory, int length, long at)
     {
+        ReadPagesInto(reader, memory, length, at);
+        Interlocked.Add(ref _received, length);
+    }
+
+    /// <summary>A PAGE frame's payload (a guest address, then whole pages) into guest memory; refused when it lies outside it.</summary>
+    internal static void ReadPagesInto(WireReader reader, GuestMemory memory, int length, long at)
+    {
         if (length < 8 + 4096 || (length - 8) % 4096 != 0)
         {
             throw new MigrationException($"byte {at}: a PAGE frame of {length} bytes; it holds a guest address and whole 4 KiB pages");
@@ -246,7 +253,6 @@ public sealed class MigrationReceiver(Action<byte> serialOut)
             throw new MigrationException($"byte {at}: pages at 0x{gpa:x} (+0x{bytes:x}) are not within the guest's {memory.Size >> 20} MiB of RAM");
         }
         reader.Read(span, "a run of pages");
-        Interlocked.Add(ref _received, length);
     }
 
     private static FileDescriptor ReceiveTap(Socket socket, WireReader reader, int index, long at)
