@@ -353,7 +353,33 @@ public abstract class VirtioDevice
         }
         _failed = true;
         FailureReason = reason;
-        Log?.Invoke($"virtio device {DeviceType}: {reason}; device needs reset");
+        Failures++;
+        // A guest that resets and fails its device in a loop must not fill the host's logs: the
+        // first failures are logged, then one line a minute says how many more there were.
+        if (Failures <= LoggedFailures)
+        {
+            Log?.Invoke($"virtio device {DeviceType}: {reason}; device needs reset" +
+                (Failures == LoggedFailures ? $" (failure {LoggedFailures}: further ones are counted, and logged once a minute)" : ""));
+        }
+        else
+        {
+            _unlogged++;
+            long now = Environment.TickCount64;
+            if (now - _lastSummary >= 60_000)
+            {
+                Log?.Invoke($"virtio device {DeviceType}: {_unlogged} more failure(s) since, the last: {reason}; device needs reset");
+                _unlogged = 0;
+                _lastSummary = now;
+            }
+        }
         _signalNeedsReset?.Invoke();
     }
+
+    /// <summary>How many failures are logged one by one before they are only counted.</summary>
+    public const int LoggedFailures = 16;
+
+    /// <summary>Every time the device went to NEEDS_RESET, resets notwithstanding.</summary>
+    public long Failures { get; private set; }
+
+    private long _unlogged, _lastSummary = Environment.TickCount64;
 }
