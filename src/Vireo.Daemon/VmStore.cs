@@ -241,13 +241,7 @@ internal sealed class VmStore : IDisposable
     {
         lock (_lock)
         {
-            using var cmd = _db.CreateCommand();
-            cmd.CommandText = sql;
-            foreach (var (n, v) in args)
-            {
-                cmd.Parameters.AddWithValue(n, v);
-            }
-            return cmd.ExecuteNonQuery();
+            return _db.Exec(sql, args);
         }
     }
 

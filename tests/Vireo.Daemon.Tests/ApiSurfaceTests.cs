@@ -80,6 +80,20 @@ public class ApiSurfaceTests
         Assert.DoesNotContain("   at ", r.Error);
     }
 
+    /// <summary>Waits until vireod's TCP listener answers (it comes up a moment after the socket).</summary>
+    private static Task TcpListening(HttpClient client, string path) => Eventually.Until(async () =>
+    {
+        try
+        {
+            using var r = await client.GetAsync(path);
+            return true;
+        }
+        catch (HttpRequestException)
+        {
+            return false;
+        }
+    }, "the TCP listener");
+
     [Fact]
     public async Task Tcp_is_tls_only_and_answers_only_a_client_with_the_token_and_the_unix_socket_needs_none()
     {
@@ -91,18 +105,7 @@ public class ApiSurfaceTests
         int port = FreePort();
         using var d = new DaemonProcess(extraArgs: $"--listen 127.0.0.1:{port} --tls-cert {pki.CertFile} --tls-key {pki.KeyFile} --token-file {tokenFile}");
         using var tcp = pki.Client(port);
-        await Eventually.Until(async () =>
-        {
-            try
-            {
-                using var r = await tcp.GetAsync("vms");
-                return true;
-            }
-            catch (HttpRequestException)
-            {
-                return false;
-            }
-        }, "the TCP listener");
+        await TcpListening(tcp, "vms");
         using (var anonymous = await tcp.GetAsync("vms"))
         {
             Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
@@ -138,18 +141,7 @@ public class ApiSurfaceTests
         using var d = new DaemonProcess(extraArgs: $"--listen 127.0.0.1:{port} --tls-cert {pki.CertFile} --tls-key {pki.KeyFile} --token-file {tokenFile} --rate-limit 2");
         using var tcp = pki.Client(port);
         tcp.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", File.ReadAllText(tokenFile));
-        await Eventually.Until(async () =>
-        {
-            try
-            {
-                using var r = await tcp.GetAsync("whoami");
-                return true;
-            }
-            catch (HttpRequestException)
-            {
-                return false;
-            }
-        }, "the TCP listener");
+        await TcpListening(tcp, "whoami");
         // A burst of 2 x 2 tokens, refilled at 2 a second: 20 at once cannot all pass.
         var statuses = new List<HttpStatusCode>();
         string? retryAfter = null, refusal = null;
@@ -189,18 +181,7 @@ public class ApiSurfaceTests
             Assert.Equal(HttpStatusCode.Created, r.StatusCode);
         }
         using var carol = pki.Client(port, pki.Issue("CN=carol", serverAuth: false).Certificate);
-        await Eventually.Until(async () =>
-        {
-            try
-            {
-                using var r = await carol.GetAsync("whoami");
-                return true;
-            }
-            catch (HttpRequestException)
-            {
-                return false;
-            }
-        }, "the TCP listener");
+        await TcpListening(carol, "whoami");
         string whoami = await carol.GetStringAsync("whoami");
         Assert.Contains("\"user\":\"carol\"", whoami);
         Assert.Contains("\"client\":\"certificate carol from 127.0.0.1", whoami);

@@ -161,102 +161,66 @@ internal sealed class XlTarget : FuzzTarget
     }
 }
 
-/// <summary>vireo-vmm's request bodies (Firecracker's shapes): the first byte picks the body's type.</summary>
-internal sealed class VmmBodyTarget : FuzzTarget
+/// <summary>Request bodies: the input's first byte picks the body's type, the rest is the body.</summary>
+internal abstract class BodyTarget : FuzzTarget
 {
-    private static readonly Func<byte[], string?>[] Readers =
+    /// <summary>Each type's reader, as the API's handler calls it, and a valid body of that type.</summary>
+    protected abstract (Func<byte[], string?> Read, string Example)[] Bodies { get; }
+
+    public override void Run(ReadOnlySpan<byte> input)
+    {
+        if (input.Length > 0)
+        {
+            var bodies = Bodies;
+            bodies[input[0] % bodies.Length].Read(input[1..].ToArray());
+        }
+    }
+
+    public override IEnumerable<(string, byte[])> Seeds() =>
+        Bodies.Select((b, i) => ($"body-{i}", (byte[])[(byte)i, .. Encoding.UTF8.GetBytes(b.Example)]));
+}
+
+/// <summary>vireo-vmm's request bodies (Firecracker's shapes).</summary>
+internal sealed class VmmBodyTarget : BodyTarget
+{
+    private static readonly (Func<byte[], string?>, string)[] Known =
     [
-        b => BodyReader.TryRead(b, VmmJson.Default.BootSource, "boot-source", out _),
-        b => BodyReader.TryRead(b, VmmJson.Default.MachineConfig, "machine-config", out _),
-        b => BodyReader.TryRead(b, VmmJson.Default.Drive, "drive", out _),
-        b => BodyReader.TryRead(b, VmmJson.Default.NetworkInterface, "network-interface", out _),
-        b => BodyReader.TryRead(b, VmmJson.Default.Vsock, "vsock", out _),
-        b => BodyReader.TryRead(b, VmmJson.Default.InstanceAction, "actions", out _),
-        b => BodyReader.TryRead(b, VmmJson.Default.VmStatePatch, "vm", out _),
-        b => BodyReader.TryRead(b, VmmJson.Default.SnapshotCreateParams, "snapshot/create", out _),
-        b => BodyReader.TryRead(b, VmmJson.Default.SnapshotLoadParams, "snapshot/load", out _),
-        b => BodyReader.TryRead(b, VmmJson.Default.MigrationReceiveParams, "migration/receive", out _),
-        b => BodyReader.TryRead(b, VmmJson.Default.MigrationSendParams, "migration/send", out _),
+        (b => BodyReader.TryRead(b, VmmJson.Default.BootSource, "boot-source", out _), """{"kernel_image_path": "/images/vmlinux", "boot_args": "console=ttyS0", "initrd_path": null}"""),
+        (b => BodyReader.TryRead(b, VmmJson.Default.MachineConfig, "machine-config", out _), """{"vcpu_count": 2, "mem_size_mib": 256, "smt": false}"""),
+        (b => BodyReader.TryRead(b, VmmJson.Default.Drive, "drive", out _), """{"drive_id": "rootfs", "path_on_host": "/images/disk.ext4", "is_read_only": false, "direct": false}"""),
+        (b => BodyReader.TryRead(b, VmmJson.Default.NetworkInterface, "network-interface", out _), """{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "02:00:00:00:00:01"}"""),
+        (b => BodyReader.TryRead(b, VmmJson.Default.Vsock, "vsock", out _), """{"guest_cid": 3, "uds_path": "/tmp/v.sock"}"""),
+        (b => BodyReader.TryRead(b, VmmJson.Default.InstanceAction, "actions", out _), """{"action_type": "InstanceStart"}"""),
+        (b => BodyReader.TryRead(b, VmmJson.Default.VmStatePatch, "vm", out _), """{"state": "Paused"}"""),
+        (b => BodyReader.TryRead(b, VmmJson.Default.SnapshotCreateParams, "snapshot/create", out _), """{"snapshot_type": "Full", "snapshot_path": "/tmp/vm.snap", "mem_file_path": "/tmp/vm.mem"}"""),
+        (b => BodyReader.TryRead(b, VmmJson.Default.SnapshotLoadParams, "snapshot/load", out _), """{"snapshot_path": "/tmp/vm.snap", "mem_backend": {"backend_type": "File", "backend_path": "/tmp/vm.mem"}, "resume_vm": true}"""),
+        (b => BodyReader.TryRead(b, VmmJson.Default.MigrationReceiveParams, "migration/receive", out _), """{"receiver_url": "unix:/tmp/mig.sock"}"""),
+        (b => BodyReader.TryRead(b, VmmJson.Default.MigrationSendParams, "migration/send", out _), """{"destination_url": "unix:/tmp/mig.sock", "downtime_ms": 300}"""),
     ];
 
     public override string Name => "vmm-api";
     public override string Covers => "vireo-vmm's API bodies: boot-source, machine-config, drives, network, vsock, actions, snapshots, migration";
-
-    public override void Run(ReadOnlySpan<byte> input)
-    {
-        if (input.Length > 0)
-        {
-            Readers[input[0] % Readers.Length](input[1..].ToArray());
-        }
-    }
-
-    public override IEnumerable<(string, byte[])> Seeds()
-    {
-        string[] bodies =
-        [
-            """{"kernel_image_path": "/images/vmlinux", "boot_args": "console=ttyS0", "initrd_path": null}""",
-            """{"vcpu_count": 2, "mem_size_mib": 256, "smt": false}""",
-            """{"drive_id": "rootfs", "path_on_host": "/images/disk.ext4", "is_read_only": false, "direct": false}""",
-            """{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "02:00:00:00:00:01"}""",
-            """{"guest_cid": 3, "uds_path": "/tmp/v.sock"}""",
-            """{"action_type": "InstanceStart"}""",
-            """{"state": "Paused"}""",
-            """{"snapshot_type": "Full", "snapshot_path": "/tmp/vm.snap", "mem_file_path": "/tmp/vm.mem"}""",
-            """{"snapshot_path": "/tmp/vm.snap", "mem_backend": {"backend_type": "File", "backend_path": "/tmp/vm.mem"}, "resume_vm": true}""",
-            """{"receiver_url": "unix:/tmp/mig.sock"}""",
-            """{"destination_url": "unix:/tmp/mig.sock", "downtime_ms": 300}""",
-        ];
-        for (int i = 0; i < bodies.Length; i++)
-        {
-            yield return ($"body-{i}", [(byte)i, .. Encoding.UTF8.GetBytes(bodies[i])]);
-        }
-    }
+    protected override (Func<byte[], string?> Read, string Example)[] Bodies => Known;
 }
 
-/// <summary>vireod's request bodies (all but a definition, which <see cref="DefinitionTarget"/> covers): the first byte picks the type.</summary>
-internal sealed class DaemonBodyTarget : FuzzTarget
+/// <summary>vireod's request bodies (all but a definition, which <see cref="DefinitionTarget"/> covers).</summary>
+internal sealed class DaemonBodyTarget : BodyTarget
 {
-    private static readonly Func<byte[], string?>[] Readers =
+    private static readonly (Func<byte[], string?>, string)[] Known =
     [
-        b => BodyReader.TryRead(b, DaemonJson.Default.ShutdownRequest, "shutdown", out _),
-        b => BodyReader.TryRead(b, DaemonJson.Default.RenameRequest, "rename", out _),
-        b => BodyReader.TryRead(b, DaemonJson.Default.SaveRequest, "save", out _),
-        b => BodyReader.TryRead(b, DaemonJson.Default.SnapshotRequest, "snapshot", out _),
-        b => BodyReader.TryRead(b, DaemonJson.Default.MigrateRequest, "migrate", out _),
-        b => BodyReader.TryRead(b, DaemonJson.Default.IncomingMigration, "migrations/incoming", out _),
-        b => BodyReader.TryRead(b, DaemonJson.Default.TenantRequest, "tenants", out _),
-        b => BodyReader.TryRead(b, DaemonJson.Default.UserRequest, "users", out _),
+        (b => BodyReader.TryRead(b, DaemonJson.Default.ShutdownRequest, "shutdown", out _), """{"timeout_seconds": 30}"""),
+        (b => BodyReader.TryRead(b, DaemonJson.Default.RenameRequest, "rename", out _), """{"new_name": "web2"}"""),
+        (b => BodyReader.TryRead(b, DaemonJson.Default.SaveRequest, "save", out _), """{"file": "/var/lib/vireo/images/web.save"}"""),
+        (b => BodyReader.TryRead(b, DaemonJson.Default.SnapshotRequest, "snapshot", out _), """{"name": "before-upgrade"}"""),
+        (b => BodyReader.TryRead(b, DaemonJson.Default.MigrateRequest, "migrate", out _), """{"destination": "unix:/run/vireo-b/vireod.sock", "downtime_ms": 300, "timeout_seconds": 60, "force": false}"""),
+        (b => BodyReader.TryRead(b, DaemonJson.Default.IncomingMigration, "migrations/incoming", out _), """{"definition": {"name": "web", "kernel": "/k", "memory_mib": 64}, "tenant": "acme"}"""),
+        (b => BodyReader.TryRead(b, DaemonJson.Default.TenantRequest, "tenants", out _), """{"name": "acme", "image_dirs": ["/srv/acme/images"]}"""),
+        (b => BodyReader.TryRead(b, DaemonJson.Default.UserRequest, "users", out _), """{"name": "alice", "tenant": "acme", "role": "operator", "uid": 1001}"""),
     ];
 
     public override string Name => "daemon-api";
     public override string Covers => "vireod's API bodies: shutdown, rename, save, snapshot, migrate, incoming migration, tenants, users";
-
-    public override void Run(ReadOnlySpan<byte> input)
-    {
-        if (input.Length > 0)
-        {
-            Readers[input[0] % Readers.Length](input[1..].ToArray());
-        }
-    }
-
-    public override IEnumerable<(string, byte[])> Seeds()
-    {
-        string[] bodies =
-        [
-            """{"timeout_seconds": 30}""",
-            """{"new_name": "web2"}""",
-            """{"file": "/var/lib/vireo/images/web.save"}""",
-            """{"name": "before-upgrade"}""",
-            """{"destination": "unix:/run/vireo-b/vireod.sock", "downtime_ms": 300, "timeout_seconds": 60, "force": false}""",
-            """{"definition": {"name": "web", "kernel": "/k", "memory_mib": 64}, "tenant": "acme"}""",
-            """{"name": "acme", "image_dirs": ["/srv/acme/images"]}""",
-            """{"name": "alice", "tenant": "acme", "role": "operator", "uid": 1001}""",
-        ];
-        for (int i = 0; i < bodies.Length; i++)
-        {
-            yield return ($"body-{i}", [(byte)i, .. Encoding.UTF8.GetBytes(bodies[i])]);
-        }
-    }
+    protected override (Func<byte[], string?> Read, string Example)[] Bodies => Known;
 }
 
 /// <summary>The device options of `vireo run` and `vireo-vmm`: --disk, --net, --vsock, sizes.</summary>

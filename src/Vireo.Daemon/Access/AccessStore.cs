@@ -143,12 +143,7 @@ internal sealed class AccessStore : IDisposable
     {
         lock (_lock)
         {
-            using var cmd = _db.CreateCommand();
-            cmd.CommandText = $"SELECT name, tenant, role, uid, token_sha256, created_at FROM users {clause}";
-            foreach (var (n, v) in args)
-            {
-                cmd.Parameters.AddWithValue(n, v);
-            }
+            using var cmd = _db.Command($"SELECT name, tenant, role, uid, token_sha256, created_at FROM users {clause}", args);
             using var r = cmd.ExecuteReader();
             var list = new List<UserRecord>();
             while (r.Read())
@@ -166,13 +161,7 @@ internal sealed class AccessStore : IDisposable
     {
         lock (_lock)
         {
-            using var cmd = _db.CreateCommand();
-            cmd.CommandText = sql;
-            foreach (var (n, v) in args)
-            {
-                cmd.Parameters.AddWithValue(n, v);
-            }
-            return cmd.ExecuteNonQuery();
+            return _db.Exec(sql, args);
         }
     }
 
