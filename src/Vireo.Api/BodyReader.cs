@@ -146,6 +146,8 @@ public static class BodyReader
             : type == typeof(int) ? v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out _)
             : type == typeof(long) ? v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out _)
             : type == typeof(ulong) ? v.ValueKind == JsonValueKind.Number && v.TryGetUInt64(out _)
+            : type == typeof(uint) ? v.ValueKind == JsonValueKind.Number && v.TryGetUInt32(out _)
+            : type == typeof(string[]) ? v.ValueKind == JsonValueKind.Array && v.EnumerateArray().All(e => e.ValueKind == JsonValueKind.String)
             : true; // a kind this API does not use: left to the deserializer
         return ok ? null : Expected(type);
     }
@@ -155,6 +157,8 @@ public static class BodyReader
         : type == typeof(bool) ? "true or false"
         : type == typeof(int) || type == typeof(long) ? "a whole number"
         : type == typeof(ulong) ? "a whole number, 0 or more"
+        : type == typeof(uint) ? "a whole number from 0 to 4294967295"
+        : type == typeof(string[]) ? "an array of strings"
         : "a value of another kind";
 
     /// <summary>A value as the client wrote it, shortened: "two" with its quotes, 1.5, null, an object.</summary>

@@ -35,6 +35,10 @@ internal sealed class EventHub(ILogger<EventHub> log)
             {
                 tenant = _tenants.GetValueOrDefault(vm, Tenants.Default);
             }
+            if (evt is "undefined" or "migrated")
+            {
+                _tenants.Remove(vm); // its last event here: the name may be another tenant's next
+            }
             var e = new LifecycleEvent(++_seq, DateTime.UtcNow, vm, evt, state, detail, tenant);
             _recent.Enqueue(e);
             if (_recent.Count > Kept)

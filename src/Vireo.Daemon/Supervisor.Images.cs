@@ -102,7 +102,7 @@ internal sealed partial class Supervisor
         {
             return (null, new Refusal(400, $"file: {file} {unreadable}"));
         }
-        if (_store.FindSave(sha) is not { } save || (tenant is not null && _store.All().FirstOrDefault(v => v.Id == save.VmId)?.Tenant != tenant))
+        if (_store.FindSave(sha) is not { } save || (tenant is not null && (save.VmId is not { } vmId || _store.ById(vmId)?.Tenant != tenant)))
         {
             return (null, new Refusal(400, $"file: {file} is not a save this vireod made, or it has been changed since (a save is known by its content)"));
         }

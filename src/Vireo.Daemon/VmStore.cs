@@ -100,19 +100,24 @@ internal sealed class VmStore : IDisposable
 
     public VmRecord? Get(string name) => Query("WHERE name = $n", ("$n", name)).SingleOrDefault();
 
+    /// <summary>The VM with this id, if it is still defined (a save names its VM by id).</summary>
+    public VmRecord? ById(int id) => Query("WHERE id = $id", ("$id", id)).SingleOrDefault();
+
     /// <summary>How many VMs the tenant owns.</summary>
-    public int CountOf(string tenant) => Query("WHERE tenant = $t", ("$t", tenant)).Count;
+    public int CountOf(string tenant)
+    {
+        lock (_lock)
+        {
+            using var cmd = _db.Command("SELECT COUNT(*) FROM vms WHERE tenant = $t", ("$t", tenant));
+            return Convert.ToInt32(cmd.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
+        }
+    }
 
     private List<VmRecord> Query(string clause, params (string Name, object Value)[] args)
     {
         lock (_lock)
         {
-            using var cmd = _db.CreateCommand();
-            cmd.CommandText = $"SELECT name, id, definition, state, pid, pid_start_time, started_at, last_exit, run, tenant FROM vms {clause}";
-            foreach (var (n, v) in args)
-            {
-                cmd.Parameters.AddWithValue(n, v);
-            }
+            using var cmd = _db.Command($"SELECT name, id, definition, state, pid, pid_start_time, started_at, last_exit, run, tenant FROM vms {clause}", args);
             using var r = cmd.ExecuteReader();
             var list = new List<VmRecord>();
             while (r.Read())
@@ -129,19 +134,9 @@ internal sealed class VmStore : IDisposable
     }
 
     /// <summary>Adds a definition, the tenant's; false when the name is taken.</summary>
-    public bool Define(VmDefinition def, string tenant)
-    {
-        lock (_lock)
-        {
-            using var cmd = _db.CreateCommand();
-            cmd.CommandText = "INSERT OR IGNORE INTO vms (name, id, definition, state, tenant) VALUES ($n, (SELECT COALESCE(MAX(id), 0) + 1 FROM vms), $d, $s, $t)";
-            cmd.Parameters.AddWithValue("$n", def.Name);
-            cmd.Parameters.AddWithValue("$t", tenant);
-            cmd.Parameters.AddWithValue("$d", JsonSerializer.Serialize(def, DaemonJson.Default.VmDefinition));
-            cmd.Parameters.AddWithValue("$s", DomainState.ShutOff);
-            return cmd.ExecuteNonQuery() == 1;
-        }
-    }
+    public bool Define(VmDefinition def, string tenant) =>
+        Exec("INSERT OR IGNORE INTO vms (name, id, definition, state, tenant) VALUES ($n, (SELECT COALESCE(MAX(id), 0) + 1 FROM vms), $d, $s, $t)",
+            ("$n", def.Name), ("$d", JsonSerializer.Serialize(def, DaemonJson.Default.VmDefinition)), ("$s", DomainState.ShutOff), ("$t", tenant)) == 1;
 
     /// <summary>Replaces a definition (same name); it takes effect at the VM's next start.</summary>
     public bool Redefine(VmDefinition def) =>

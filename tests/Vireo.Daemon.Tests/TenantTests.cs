@@ -196,6 +196,11 @@ public class TenantTests
         // vireod keeps no token, only its hash.
         Assert.DoesNotContain(renewed.Token!, Encoding.Latin1.GetString(File.ReadAllBytes(Path.Combine(d.StateDir, "vireo.db"))));
         Assert.Contains("\"token\":null", await d.Http.GetStringAsync("users"));
+        // A field of the wrong kind is named, with what it takes.
+        (status, body) = await Call(d.Http, HttpMethod.Post, "users", """{"name": "neg", "tenant": "acme", "role": "viewer", "uid": -1}""");
+        Assert.True(status == 400 && body.Contains("user: uid must be a whole number from 0 to 4294967295, got -1"), body);
+        (status, body) = await Call(d.Http, HttpMethod.Post, "tenants", """{"name": "nested", "image_dirs": [["/srv"]]}""");
+        Assert.True(status == 400 && body.Contains("tenant: image_dirs must be an array of strings, got an array"), body);
         (status, body) = await Call(d.Http, HttpMethod.Delete, "tenants/acme");
         Assert.True(status == 409 && body.Contains("still has 1 VM(s) and 2 user(s)"), body);
 

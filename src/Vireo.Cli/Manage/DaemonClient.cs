@@ -93,20 +93,10 @@ internal sealed class DaemonClient : IDisposable
         {
             throw new CliException(ExitCodes.BadInput, $"--ca-file {caFile}: cannot read a PEM certificate from it: {e.Message}");
         }
+        // The chain must hold, and the name must match (a name mismatch is the only error the chain does not see).
         handler.SslOptions.RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
-        {
-            if (certificate is null)
-            {
-                return false;
-            }
-            using var chain = new System.Security.Cryptography.X509Certificates.X509Chain();
-            chain.ChainPolicy.TrustMode = System.Security.Cryptography.X509Certificates.X509ChainTrustMode.CustomRootTrust;
-            chain.ChainPolicy.CustomTrustStore.AddRange(ca);
-            chain.ChainPolicy.RevocationMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck;
-            // The chain must hold, and the name must match (a name mismatch is the only error the chain does not see).
-            return chain.Build(new System.Security.Cryptography.X509Certificates.X509Certificate2(certificate))
-                && (errors & System.Net.Security.SslPolicyErrors.RemoteCertificateNameMismatch) == 0;
-        };
+            certificate is not null && CertificateTrust.ChainsTo(new System.Security.Cryptography.X509Certificates.X509Certificate2(certificate), ca)
+            && (errors & System.Net.Security.SslPolicyErrors.RemoteCertificateNameMismatch) == 0;
         return handler;
     }
 

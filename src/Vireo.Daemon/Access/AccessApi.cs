@@ -44,8 +44,7 @@ internal static class AccessApi
             }
             if (dirs.Count == 0)
             {
-                string own = access.DefaultImageDirOf(body.Name);
-                dirs.Add(own);
+                dirs.Add(access.DefaultImageDirOf(body.Name));
             }
             if (access.Tenant(body.Name) is not null || !access.AddTenant(body.Name, [.. dirs]))
             {
@@ -125,9 +124,9 @@ internal static class AccessApi
         .Needs(Roles.Admin).Body<UserRequest>("application/json")
         .Produces<UserInfo>(201).Produces<ApiError>(400).Produces<ApiError>(409);
 
-        app.MapPost("/users/{name}/token", (string name) => access.User(name) is null || access.NewTokenFor(name) is not { } token
-                ? DaemonApi.Fail(404, $"no user named '{name}'")
-                : Results.Json(access.User(name)!.Info(token), DaemonJson.Default.UserInfo))
+        app.MapPost("/users/{name}/token", (string name) => access.NewTokenFor(name) is { } token && access.User(name) is { } user
+                ? Results.Json(user.Info(token), DaemonJson.Default.UserInfo)
+                : DaemonApi.Fail(404, $"no user named '{name}'"))
             .WithSummary("Give a user a new token (the old one stops working at once); shown this once. Admins only")
             .Needs(Roles.Admin).Produces<UserInfo>().Produces<ApiError>(404);
 

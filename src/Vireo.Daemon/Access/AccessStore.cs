@@ -116,12 +116,11 @@ internal sealed class AccessStore : IDisposable
     public bool RemoveUser(string name) => Exec("DELETE FROM users WHERE name = $n", ("$n", name)) == 1;
 
     /// <summary>
-    /// The user whose token this is, or null. Every user's hash is compared, each in constant time,
+    /// The user whose token has this SHA-256 (<see cref="Hash"/>), or null. Every user's hash is compared, each in constant time,
     /// so neither the answer's time nor its path says how much of a token was right, or whose it was.
     /// </summary>
-    public UserRecord? UserByToken(string token)
+    public UserRecord? UserByTokenHash(byte[] hash)
     {
-        byte[] hash = Hash(token);
         UserRecord? found = null;
         foreach (var u in Users())
         {

@@ -49,10 +49,10 @@ internal sealed class Authentication(AccessStore access, byte[]? adminTokenHash)
             {
                 return (null, 401, "Authorization: only a bearer token is taken (Authorization: Bearer TOKEN)");
             }
-            string token = header["Bearer ".Length..].Trim();
+            byte[] hash = AccessStore.Hash(header["Bearer ".Length..].Trim());
             // Both checks always run, so the time taken says nothing of which one matched.
-            var user = access.UserByToken(token);
-            bool admin = adminTokenHash is not null && CryptographicOperations.FixedTimeEquals(AccessStore.Hash(token), adminTokenHash);
+            var user = access.UserByTokenHash(hash);
+            bool admin = adminTokenHash is not null && CryptographicOperations.FixedTimeEquals(hash, adminTokenHash);
             if (admin)
             {
                 return (new Caller(Caller.HostAdmin, Tenants.Default, Roles.Admin, $"token from {where}"), 0, null);
@@ -74,11 +74,10 @@ internal sealed class Authentication(AccessStore access, byte[]? adminTokenHash)
             }
             return (null, 401, "a bearer token is required on TCP (Authorization: Bearer TOKEN)");
         }
-        if (PeerUid(context) is not { } uid)
+        if (PeerCredentials(context) is not var (pid, uid))
         {
             return (null, 403, "the unix socket's peer credentials could not be read");
         }
-        int pid = PeerPid(context) ?? 0;
         if (uid == 0 || uid == OwnUid)
         {
             return (new Caller(Caller.HostAdmin, Tenants.Default, Roles.Admin, $"unix uid {uid} pid {pid}"), 0, null);
@@ -109,10 +108,6 @@ internal sealed class Authentication(AccessStore access, byte[]? adminTokenHash)
         }
         return (BitConverter.ToInt32(ucred), BitConverter.ToUInt32(ucred[4..]));
     }
-
-    private static uint? PeerUid(HttpContext context) => PeerCredentials(context)?.Uid;
-
-    private static int? PeerPid(HttpContext context) => PeerCredentials(context)?.Pid;
 
     private const int SolSocket = 1, SoPeerCred = 17;
 }
