@@ -92,6 +92,25 @@ catch (Exception e) when (e is IOException or UnauthorizedAccessException)
     return 2;
 }
 Vireo.Interop.Libc.RemoveStaleSocket(options.Socket); // a stale socket from an earlier daemon
+// The socket is bound here and given its mode and group before Kestrel listens on it: a client that can
+// connect finds it finished (Kestrel's own bind would leave a moment when it answers with root's group).
+var unixListener = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.Unix, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Unspecified);
+try
+{
+    unixListener.Bind(new System.Net.Sockets.UnixDomainSocketEndPoint(options.Socket));
+}
+catch (System.Net.Sockets.SocketException e)
+{
+    Console.Error.WriteLine($"vireod: --socket {options.Socket}: cannot bind it: {e.Message.ReplaceLineEndings(" ")}");
+    return 2;
+}
+File.SetUnixFileMode(options.Socket, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite);
+if (socketGid is { } gid && Vireo.Interop.Libc.ChangeGroup(options.Socket, gid) is { } errno)
+{
+    Console.Error.WriteLine($"vireod: --socket-group {options.SocketGroup}: cannot give {options.Socket} to gid {gid} (errno {errno})");
+    File.Delete(options.Socket);
+    return 2;
+}
 
 // Kestrel and routing and no more: no configuration files (nor a watcher thread for them), no HTTPS.
 var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
@@ -107,7 +126,7 @@ builder.Logging.ClearProviders().AddJsonConsole(o =>
 builder.Services.Configure<Microsoft.Extensions.Logging.Console.ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
 builder.WebHost.ConfigureKestrel(o =>
 {
-    o.ListenUnixSocket(options.Socket);
+    o.ListenHandle((ulong)unixListener.Handle);
     if (options.Listen is { } endpoint)
     {
         // TLS only: a client speaking plain HTTP there fails the handshake and is sent nothing.
@@ -188,19 +207,14 @@ catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException
 {
     // What the checks above cannot foresee (no permission there, an address in use, a race): one line, not a trace.
     Console.Error.WriteLine($"vireod: cannot listen on {options.Socket}{(options.Listen is null ? "" : $" and {options.Listen}")}: {(e.InnerException ?? e).Message.ReplaceLineEndings(" ")}");
-    return 2;
-}
-File.SetUnixFileMode(options.Socket, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite);
-if (socketGid is { } gid && Vireo.Interop.Libc.ChangeGroup(options.Socket, gid) is { } errno)
-{
-    Console.Error.WriteLine($"vireod: --socket-group {options.SocketGroup}: cannot give {options.Socket} to gid {gid} (errno {errno})");
-    await app.StopAsync();
+    File.Delete(options.Socket);
     return 2;
 }
 app.Logger.LogInformation("vireod listening on {Socket}{Tcp}; state in {State}; images from {Images}", options.Socket,
     options.Listen is null ? "" : $" and https://{options.Listen} (a token{(clientCa is null ? "" : " or a client certificate")} required)", options.StateDir, string.Join(", ", options.ImageDirs));
 await app.WaitForShutdownAsync();
 File.Delete(options.Socket);
+GC.KeepAlive(unixListener); // Kestrel listens on its descriptor: it must not be finalized and closed
 return 0;
 
 /// <summary>vireod's command line.</summary>
