@@ -50,10 +50,6 @@ internal sealed partial class Supervisor
     /// <summary>xl save: pauses the VM, writes FILE and FILE.mem, and ends its VMM; the VM is then "saved".</summary>
     public Refusal? Save(string name, string file)
     {
-        if (NotYetSandboxed("save") is { } notYet)
-        {
-            return notYet;
-        }
         if (CheckNewSave(file) is { } bad)
         {
             return new Refusal(400, bad);
@@ -67,9 +63,24 @@ internal sealed partial class Supervisor
             var vm = _store.Get(name)!;
             var a = _running[name];
             string mem = SaveRequest.MemoryFileOf(file);
-            if (TakeSnapshot(name, a, vm, "save", file, mem, keepRunning: false) is { } error)
+            // A sandboxed VMM reaches only its own directory: it writes the save there, and vireod moves it out.
+            string stateAt = file, memAt = mem;
+            if (_sandboxFirstUid is not null)
+            {
+                string staging = Path.Combine(VmDir(name), "saving");
+                VmDirEntries.Directory0700(staging);
+                GiveToSandbox(name, staging);
+                stateAt = Path.Combine(staging, "state");
+                memAt = SaveRequest.MemoryFileOf(stateAt);
+            }
+            if (TakeSnapshot(name, a, vm, "save", stateAt, memAt, keepRunning: false) is { } error)
             {
                 return new Refusal(409, $"'{name}' was not saved (it runs on): {error}");
+            }
+            if (_sandboxFirstUid is not null && TakeOutSave(name, (memAt, mem), (stateAt, file)) is { } notMoved)
+            {
+                string? notResumed = vm.State == DomainState.Paused ? null : a.Api.Patch("vm", JsonSerializer.Serialize(new VmStatePatch(VmStatePatch.Resumed), VmmJson.Default.VmStatePatch));
+                return new Refusal(409, $"'{name}' was not saved ({(notResumed is null ? "it runs on" : $"and it could not be resumed: {notResumed}")}): {notMoved}");
             }
             _store.AddImage(ImageRecord.Save, vm, null, file, Sha256(file)!, vm.Run!, DateTime.UtcNow);
             Destroy(name, a, "saved", $"saved to {file}", DomainState.Saved);
@@ -81,10 +92,6 @@ internal sealed partial class Supervisor
     /// <param name="tenant">the caller's tenant, when it is not an admin: a save of another tenant's VM is refused as a file vireod does not know</param>
     public (string? Name, Refusal? Refused) Restore(string file, string? tenant = null)
     {
-        if (NotYetSandboxed("restore") is { } notYet)
-        {
-            return (null, notYet);
-        }
         if (!Path.IsPathFullyQualified(file))
         {
             return (null, new Refusal(400, $"file: '{file}' is not an absolute path"));
@@ -293,12 +300,32 @@ internal sealed partial class Supervisor
             }
             bool loadRefused = false;
             string what = replace is null ? $"restored from {statePath}" : $"reverted to snapshot '{replace}'";
-            string? failed = Launch(name, image.Run.Definition, image.Run.Fds, (api, _) =>
+            // A sandboxed VMM is handed the two files open: its uid may not read them, nor its root reach their paths.
+            List<HandedOver>? handOver = null;
+            if (_sandboxFirstUid is not null)
             {
-                string? error = VmmLauncher.Load(api, statePath, memPath);
+                handOver = [];
+                try
+                {
+                    foreach (var (field, path) in new[] { (StateField, statePath), (MemField, memPath) })
+                    {
+                        // A snapshot lies in the VM's directory, which its uid owns: never a link left there.
+                        handOver.Add(new(field, path, FileDescriptor.Open(path, Libc.O_RDONLY | Libc.O_NONBLOCK | Libc.O_NOCTTY | (replace is null ? 0 : OpenAt2.O_NOFOLLOW))));
+                    }
+                }
+                catch (SysError e)
+                {
+                    handOver.ForEach(h => h.Dispose());
+                    _committed.TryRemove(name, out _);
+                    return new Refusal(400, $"{(replace is null ? "file" : "snapshot")}: {e.Message}");
+                }
+            }
+            string? failed = Launch(name, image.Run.Definition, image.Run.Fds, (api, paths) =>
+            {
+                string? error = VmmLauncher.Load(api, paths.GetValueOrDefault(StateField, statePath), paths.GetValueOrDefault(MemField, memPath));
                 loadRefused = error is not null;
                 return error;
-            }, replace is null ? "restored" : "reverted", what);
+            }, replace is null ? "restored" : "reverted", what, handOver: handOver);
             if (failed is null)
             {
                 return null;
@@ -309,6 +336,29 @@ internal sealed partial class Supervisor
                 : new Refusal(409, $"'{name}' could not be {(replace is null ? "restored" : "reverted")}: {failed}");
         }
     }
+
+    /// <summary>A sandboxed VMM's save, moved from its directory to the operator's paths (RAM first); why not, with nothing left there, or null.</summary>
+    private string? TakeOutSave(string name, params (string From, string To)[] files)
+    {
+        var taken = new List<string>();
+        try
+        {
+            foreach (var (from, to) in files)
+            {
+                VmDirEntries.TakeOut(from, to, SandboxUid(name));
+                taken.Add(to);
+            }
+            return null;
+        }
+        catch (Exception e) when (e is IOException or SysError or UnauthorizedAccessException)
+        {
+            taken.ForEach(File.Delete);
+            return $"it could not be moved from the VM's directory to {files[^1].To}: {e.Message}";
+        }
+    }
+
+    /// <summary>The fields of a snapshot's two files among a new VMM's paths, when they are handed to it open.</summary>
+    private const string StateField = "snapshot_path", MemField = "mem_backend.backend_path";
 
     /// <summary>Why <paramref name="file"/> cannot be a new save, in the field's name, or null.</summary>
     private static string? CheckNewSave(string file)

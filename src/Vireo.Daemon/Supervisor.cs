@@ -116,9 +116,14 @@ internal sealed partial class Supervisor : IDisposable
     /// (a boot, or a snapshot load: then <paramref name="pinned"/> holds the fd numbers the saved VMM had).
     /// Null when it runs, else why not, with no VMM left. Called under the VM's lock, once admitted.
     /// </summary>
+    /// <param name="handOver">files the configuration names besides the VM's images (a save a sandboxed VMM
+    /// restores, which its uid may not open): each placed on a number of its own, its path in the configuration's
+    /// `paths` under its field; owned here, closed whatever happens</param>
     private string? Launch(string name, VmDefinition def, IReadOnlyDictionary<string, int>? pinned,
-        Func<VmmClient, IReadOnlyDictionary<string, string>, string?> configure, string evt, string? detail = null, bool incoming = false)
+        Func<VmmClient, IReadOnlyDictionary<string, string>, string?> configure, string evt, string? detail = null, bool incoming = false,
+        IReadOnlyList<HandedOver>? handOver = null)
     {
+        using var handed = new DisposeAll(handOver);
         string dir = VmDir(name);
         foreach (var (stray, _) in VmmLauncher.Running(Path.Combine(_stateDir, "vms")).Where(p => p.Socket == Path.Combine(dir, "api.sock")))
         {
@@ -132,7 +137,14 @@ internal sealed partial class Supervisor : IDisposable
         {
             return refused.ToString();
         }
-        if (_sandboxFirstUid is not null && OpenTaps(def, images!) is { } tapRefused)
+        // A sandboxed VMM is handed its TAPs open, and so is one that loads a VM whose VMM had them so.
+        bool tapsSaved = pinned?.ContainsKey(TapField(0)) ?? false;
+        if (_sandboxFirstUid is not null && pinned is not null && def.Nets is { Length: > 0 } && !tapsSaved)
+        {
+            images!.ForEach(i => i.Dispose());
+            return "its NICs name their TAPs, as a VMM without --sandbox opens them; a sandboxed VMM cannot open a TAP by name (load it on a vireod without --sandbox)";
+        }
+        if ((_sandboxFirstUid is not null || tapsSaved) && OpenTaps(def, images!) is { } tapRefused)
         {
             return tapRefused;
         }
@@ -142,14 +154,17 @@ internal sealed partial class Supervisor : IDisposable
             images!.ForEach(i => i.Dispose());
             return "the saved VM's files are not all recorded (it was saved by an older vireod)";
         }
-        var paths = fds.ToDictionary(f => f.Key, f => $"/proc/self/fd/{f.Value}");
+        // The handed-over files go above every image's number (a restore's recorded ones included).
+        int next = Math.Max(fds.Values.DefaultIfEmpty(2).Max(), images!.Select(i => i.Fd.Fd).DefaultIfEmpty(2).Max()) + 1;
+        var extra = (handOver ?? []).Select(h => (h.Fd, Number: next++, h.Field)).ToList();
+        var paths = fds.Concat(extra.Select(e => KeyValuePair.Create(e.Field, e.Number))).ToDictionary(f => f.Key, f => $"/proc/self/fd/{f.Value}");
         int pid;
         try
         {
             var jail = JailFor(name, def, dir);
             // Made before the VMM: a host whose cgroups refuse is told so before anything runs.
             var cgroup = jail is null ? null : VmCgroup.Create(name, jail.MaxProcesses);
-            pid = VmmLauncher.Spawn(_vmmPath, dir, images!, pinned, jail);
+            pid = VmmLauncher.Spawn(_vmmPath, dir, images!, pinned, jail, [.. extra.Select(e => (e.Fd, e.Number))]);
             if (cgroup is not null)
             {
                 int ns = Libc.Open($"/proc/{pid}/ns/mnt", Libc.O_RDONLY | Libc.O_CLOEXEC, 0);
@@ -188,7 +203,8 @@ internal sealed partial class Supervisor : IDisposable
         if (error is not null)
         {
             // The VMM names the files by the fds it inherited; the operator knows them by their paths.
-            foreach (var (field, path, _, _) in ImagePolicy.Paths(def).OrderByDescending(p => paths[p.Field].Length))
+            var named = ImagePolicy.Paths(def).Select(p => (p.Field, p.Path)).Concat((handOver ?? []).Select(h => (h.Field, h.Path)));
+            foreach (var (field, path) in named.OrderByDescending(p => paths[p.Field].Length))
             {
                 error = error.Replace(paths[field], path, StringComparison.Ordinal);
             }
@@ -209,6 +225,23 @@ internal sealed partial class Supervisor : IDisposable
         _store.SetRunning(name, pid, attached.StartTime);
         _events.Publish(name, evt, DomainState.Running, detail is null ? $"pid {pid}" : $"pid {pid}, {detail}");
         return null;
+    }
+
+    /// <summary>A file handed to a new VMM open, besides its images: its field in the configuration's paths, and the operator's path for it.</summary>
+    private sealed record HandedOver(string Field, string Path, FileDescriptor Fd) : IDisposable
+    {
+        public void Dispose() => Fd.Dispose();
+    }
+
+    private sealed class DisposeAll(IEnumerable<IDisposable>? items) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var item in items ?? [])
+            {
+                item.Dispose();
+            }
+        }
     }
 
     /// <summary>pause, resume, reboot (reset), destroy (stop now).</summary>
@@ -326,13 +359,6 @@ internal sealed partial class Supervisor : IDisposable
         return new JailSpec(name, uid, uid, _vmmPath, root, dir, MaxProcesses: (ulong)(64 + (2 * def.Vcpus)));
     }
 
-    /// <summary>
-    /// A sandboxed VMM sees only its own directory: a save to the operator's path, a restore from
-    /// one, and a migration to another VMM's socket need vireod to hand it those files, which it does
-    /// not do yet. Refused in words until then (snapshots, in the VM's directory, work).
-    /// </summary>
-    private Refusal? NotYetSandboxed(string what) => _sandboxFirstUid is null ? null
-        : new Refusal(409, $"this vireod runs its VMMs sandboxed (--sandbox), and cannot {what} a sandboxed VM yet; vireo snapshot create and revert work");
 
     /// <summary>
     /// A sandboxed VMM has no CAP_NET_ADMIN and a network namespace of its own, where a TAP of the

@@ -24,11 +24,18 @@ internal static class VmmLauncher
     /// (bash: dash takes one-digit fd numbers only) moves it there, in the child, so nothing of
     /// vireod's own is touched.
     /// </summary>
-    public static int Spawn(string vmmPath, string dir, IReadOnlyList<ImagePolicy.Opened> images, IReadOnlyDictionary<string, int>? pinned = null, JailSpec? jail = null)
+    /// <param name="handOver">more files for a sandboxed VMM, each on the number given (above every image's); the caller closes them</param>
+    public static int Spawn(string vmmPath, string dir, IReadOnlyList<ImagePolicy.Opened> images, IReadOnlyDictionary<string, int>? pinned = null, JailSpec? jail = null,
+        IReadOnlyList<(FileDescriptor Fd, int Number)>? handOver = null)
     {
         if (jail is not null)
         {
-            return SpawnJailed(jail, dir, images, pinned);
+            return SpawnJailed(jail, dir, images, pinned, handOver ?? []);
+        }
+        if (handOver is { Count: > 0 })
+        {
+            CloseAll([], images);
+            throw new InvalidOperationException("files are handed over open to sandboxed VMMs only; an unsandboxed one opens their paths");
         }
         string script = "exec setsid \"$0\" --api-sock \"$1\" --status-file \"$2\" >> \"$3\" 2>> \"$4\" < /dev/null";
         var owned = new List<FileDescriptor>();
@@ -95,7 +102,8 @@ internal static class VmmLauncher
     /// session of its own, with its logs, /dev/null and each image placed by posix_spawn's file
     /// actions (on its own fd number, or the recorded one of a restore). The caller reaps it.
     /// </summary>
-    private static int SpawnJailed(JailSpec jail, string dir, IReadOnlyList<ImagePolicy.Opened> images, IReadOnlyDictionary<string, int>? pinned)
+    private static int SpawnJailed(JailSpec jail, string dir, IReadOnlyList<ImagePolicy.Opened> images, IReadOnlyDictionary<string, int>? pinned,
+        IReadOnlyList<(FileDescriptor Fd, int Number)> handOver)
     {
         var owned = new List<FileDescriptor>();
         try
@@ -113,7 +121,7 @@ internal static class VmmLauncher
                 (Owned(VmDirEntries.OpenLog(Path.Combine(dir, "vmm.log"))).Fd, 2),
             };
             // Every source above every target, so that placing one never overwrites another still to be placed.
-            int above = Math.Max(pinned?.Values.DefaultIfEmpty(2).Max() ?? 2, images.Select(i => i.Fd.Fd).DefaultIfEmpty(2).Max()) + 1;
+            int above = new[] { pinned?.Values.DefaultIfEmpty(2).Max() ?? 2, images.Select(i => i.Fd.Fd).DefaultIfEmpty(2).Max(), handOver.Select(h => h.Number).DefaultIfEmpty(2).Max() }.Max() + 1;
             foreach (var image in images)
             {
                 int target = pinned is null ? image.Fd.Fd : pinned.TryGetValue(image.Field, out int t) && t >= 3 ? t
@@ -125,6 +133,16 @@ internal static class VmmLauncher
                 }
                 owned.Add(new FileDescriptor(moved));
                 moves.Add((moved, target));
+            }
+            foreach (var (fd, number) in handOver)
+            {
+                int moved = Libc.DupAtOrAbove(fd.Fd, above);
+                if (moved < 0)
+                {
+                    throw new SysError("fcntl(F_DUPFD_CLOEXEC)", Libc.LastErrno);
+                }
+                owned.Add(new FileDescriptor(moved));
+                moves.Add((moved, number));
             }
             string[] args = ["--api-sock", Path.Combine(dir, "api.sock"), "--status-file", Path.Combine(dir, "status")];
             return Jail.Start(jail, args, moves);

@@ -86,6 +86,18 @@ public static unsafe partial class Namespaces
     [LibraryImport(Lib, EntryPoint = "fchmod", SetLastError = true)]
     public static partial int Fchmod(int fd, uint mode);
 
+    [LibraryImport(Lib, EntryPoint = "fchown", SetLastError = true)]
+    public static partial int Fchown(int fd, uint uid, uint gid);
+
+    [LibraryImport(Lib, EntryPoint = "renameat2", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int RenameAt2(int oldDir, string oldPath, int newDir, string newPath, uint flags);
+
+    public const int AT_FDCWD = -100, EXDEV = 18, EEXIST = 17;
+    public const uint RENAME_NOREPLACE = 1;
+
+    /// <summary>rename(2) that never replaces what is at <paramref name="to"/> (EEXIST); 0, or -1 with errno.</summary>
+    public static int RenameNoReplace(string from, string to) => RenameAt2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE);
+
     [LibraryImport(Lib, EntryPoint = "sethostname", SetLastError = true)]
     private static partial int SetHostname(byte* name, nuint length);
 

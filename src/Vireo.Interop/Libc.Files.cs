@@ -15,8 +15,8 @@ public enum FileKind
     Unknown,
 }
 
-/// <summary>The kind and size of an open file, from fstat(2).</summary>
-public readonly record struct FileStat(FileKind Kind, long Size)
+/// <summary>The kind and size of an open file, its links and its owner, from fstat(2).</summary>
+public readonly record struct FileStat(FileKind Kind, long Size, ulong Links = 1, uint Uid = 0)
 {
     /// <summary>How a message names the kind: "a FIFO", "a character device".</summary>
     public string Described => Kind switch
@@ -42,6 +42,9 @@ public static unsafe partial class Libc
     /// <summary>Where st_size sits in struct stat on x86-64 glibc (checked by the ABI test).</summary>
     public const int StatSizeOffset = 48;
 
+    /// <summary>Where st_nlink and st_uid sit in struct stat on x86-64 glibc (checked by the ABI test).</summary>
+    public const int StatNlinkOffset = 16, StatUidOffset = 28;
+
     /// <summary>Where st_blocks (512-byte units allocated) sits in struct stat on x86-64 glibc (checked by the ABI test).</summary>
     public const int StatBlocksOffset = 64;
 
@@ -65,7 +68,7 @@ public static unsafe partial class Libc
         // SAFETY: fstat filled StatSize bytes, and both offsets lie inside (checked by the ABI test).
         uint mode = *(uint*)(buf + StatModeOffset);
         long size = *(long*)(buf + StatSizeOffset);
-        return new FileStat(Kind(mode), size);
+        return new FileStat(Kind(mode), size, *(ulong*)(buf + StatNlinkOffset), *(uint*)(buf + StatUidOffset));
     }
 
     /// <summary>What is at <paramref name="path"/> itself (lstat: a link is not followed), or null when nothing is.</summary>

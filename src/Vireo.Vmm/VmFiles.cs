@@ -216,6 +216,26 @@ public sealed class VmFiles : IDisposable
     private const string InheritedPrefix = "/proc/self/fd/";
 
     /// <summary>
+    /// A snapshot's file to be read, as open(2) with O_RDONLY and <paramref name="flags"/> gives it, or a
+    /// dup of it when it was handed over open (`/proc/self/fd/N`: a sandboxed VMM restoring a save that
+    /// its uid could not open). -1 with <paramref name="errno"/> when neither can be had.
+    /// </summary>
+    internal static int OpenToRead(string path, int flags, out int errno)
+    {
+        int fd;
+        if (InheritedFd(path) is int inherited)
+        {
+            int status = Libc.StatusFlags(inherited);
+            fd = status < 0 ? -1 : (status & 3) == Libc.O_WRONLY ? -2 : Libc.DupAtOrAbove(inherited, 3);
+            errno = fd == -2 ? Libc.EBADF : fd < 0 ? Libc.LastErrno : 0;
+            return fd < 0 ? -1 : fd;
+        }
+        fd = Libc.Open(path, Libc.O_RDONLY | flags, 0);
+        errno = fd < 0 ? Libc.LastErrno : 0;
+        return fd;
+    }
+
+    /// <summary>
     /// A file handed over open is taken as it is (a dup), never opened again through /proc: the
     /// rights it was opened with are what the VMM gets, and a sandboxed VMM, whose uid may not own
     /// the file, needs no right to its path. It must allow what <paramref name="flags"/> asks.

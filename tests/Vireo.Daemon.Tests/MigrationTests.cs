@@ -26,16 +26,16 @@ public class MigrationTests
         public DaemonProcess B { get; }
         private readonly string? _netns;
 
-        public Pair()
+        public Pair(string extraA = "", string extraB = "")
         {
             File.WriteAllBytes(Path.Combine(Images, "disk.img"), new byte[1 << 20]);
-            A = new DaemonProcess(extraArgs: $"--image-dir {Images}");
+            A = new DaemonProcess(extraArgs: $"--image-dir {Images} {extraA}");
             _netns = $"vireo-mig-{Environment.ProcessId}-{Interlocked.Increment(ref _namespaces)}";
             if (!Ip($"netns add {_netns}"))
             {
                 _netns = null; // not root: the same namespace then
             }
-            B = new DaemonProcess(extraArgs: $"--image-dir {Images}", netns: _netns);
+            B = new DaemonProcess(extraArgs: $"--image-dir {Images} {extraB}", netns: _netns);
         }
 
         private static int _namespaces;
@@ -134,6 +134,34 @@ public class MigrationTests
         await Count(b, "mover", 4);
         await b.Ok(Post, "vms/mover/destroy");
         Assert.Equal(DomainState.ShutOff, (await b.Get("mover")).State);
+    }
+
+    [KvmFact]
+    public async Task A_sandboxed_vm_moves_between_sandboxed_vireods_its_stream_carried_by_the_source_vireod()
+    {
+        const uint UidsA = 3_200_000, UidsB = 3_300_000;
+        using var pair = new Pair($"--sandbox --sandbox-uids {UidsA}", $"--sandbox --sandbox-uids {UidsB}");
+        var (a, b) = (pair.A, pair.B);
+        await pair.Start(a, "jailed");
+        await Count(a, "jailed", 1);
+        static uint Uid(int pid) => uint.Parse(File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("Uid:", StringComparison.Ordinal)).Split('\t')[1],
+            System.Globalization.CultureInfo.InvariantCulture);
+        var source = await a.Get("jailed");
+        Assert.Equal(UidsA + (uint)source.Id, Uid(source.Pid!.Value));
+
+        var (status, body) = await a.Send(Post, "vms/jailed/migrate", Migrate(b.Socket));
+        Assert.True(status == 200, body);
+        var there = await b.Get("jailed");
+        Assert.Equal(DomainState.Running, there.State);
+        Assert.Equal(UidsB + (uint)there.Id, Uid(there.Pid!.Value)); // in B's jail, as B's uid for it
+        Assert.Equal("0000000000000000", File.ReadLines($"/proc/{there.Pid}/status").First(l => l.StartsWith("CapEff:", StringComparison.Ordinal))[7..].Trim());
+        Assert.Empty(await a.List());
+        await Count(b, "jailed", 2); // its RAM came over through A's relay
+        // And back to A, from B's jail to A's.
+        (status, body) = await b.Send(Post, "vms/jailed/migrate", Migrate(a.Socket));
+        Assert.True(status == 200, body);
+        await Count(a, "jailed", 3);
+        await a.Ok(Post, "vms/jailed/destroy");
     }
 
     [KvmFact]

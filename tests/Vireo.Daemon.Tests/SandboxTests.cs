@@ -14,7 +14,7 @@ public class SandboxTests
         File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith(key + ":", StringComparison.Ordinal))[(key.Length + 1)..].Trim();
 
     [KvmFact]
-    public async Task Each_vm_runs_as_its_own_uid_in_its_own_jail_and_snapshots_and_reverts_there()
+    public async Task Each_vm_runs_as_its_own_uid_in_its_own_jail_and_snapshots_reverts_saves_and_restores_there()
     {
         using var rig = new SaveTests.Rig($"--sandbox --sandbox-uids {FirstUid}");
         var d = rig.D;
@@ -53,14 +53,24 @@ public class SandboxTests
         Assert.Equal(FirstUid + (uint)ids["left"], uint.Parse(Status(reverted.Pid!.Value, "Uid").Split('\t')[0], System.Globalization.CultureInfo.InvariantCulture));
         await rig.Count("left", 2);
 
-        // What the jail cannot reach yet is refused by name, and the VM runs on.
-        (status, body) = await d.Send(Post, "vms/left/save", SaveTests.Rig.Body(Path.Combine(rig.Saves, "s")));
-        Assert.Equal(409, status);
-        Assert.Contains("cannot save a sandboxed VM yet", JsonDocument.Parse(body).RootElement.GetProperty("fault_message").GetString());
+        // A save goes to the operator's path, which the jail cannot reach: the VMM writes it in its own
+        // directory and vireod moves it out, root's and 0600. A restore hands the VMM the files open.
+        string save = Path.Combine(rig.Saves, "s");
+        var saved = await d.Ok(Post, "vms/left/save", SaveTests.Rig.Body(save));
+        Assert.Equal((DomainState.Saved, save), (saved.State, saved.SavedTo));
+        foreach (string file in new[] { save, save + ".mem" })
+        {
+            Assert.Equal("0", Owner(file));
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file));
+        }
+        Assert.Empty(Directory.EnumerateFileSystemEntries(Path.Combine(d.StateDir, "vms", "left", "saving")));
+        var restored = await d.Ok(Post, "restore", SaveTests.Rig.Body(save));
+        Assert.Equal(FirstUid + (uint)ids["left"], uint.Parse(Status(restored.Pid!.Value, "Uid").Split('\t')[0], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal("0000000000000000", Status(restored.Pid!.Value, "CapEff"));
         await rig.Count("left", 3);
 
         // A destroyed sandboxed VMM is reaped by vireod: no zombie is left.
-        int last = reverted.Pid!.Value;
+        int last = restored.Pid!.Value;
         await d.Ok(Post, "vms/left/destroy");
         await Eventually.Until(() => Task.FromResult(!Directory.Exists($"/proc/{last}")), "the destroyed VMM to be reaped");
         Assert.False(Directory.Exists(Path.GetDirectoryName(pidsMax)), "its cgroup goes with it");
@@ -92,6 +102,52 @@ public class SandboxTests
         int next = (await d.Get("kept")).Pid!.Value;
         Assert.Contains(":/vireo/kept\n", File.ReadAllText($"/proc/{next}/cgroup"), StringComparison.Ordinal);
         await d.Ok(Post, "vms/kept/destroy");
+    }
+
+    [Fact]
+    public void A_save_is_taken_out_of_a_vms_directory_only_as_a_file_its_uid_wrote()
+    {
+        const uint VmUid = FirstUid + 77;
+        string vmDir = TempDirectory.Create("vireo-takeout-vm");
+        string outDir = TempDirectory.Create("vireo-takeout-out");
+        string secret = Path.Combine(TempDirectory.Create("vireo-takeout-host"), "secret");
+        File.WriteAllText(secret, "root's\n");
+        string Written(string name, uint uid)
+        {
+            string path = Path.Combine(vmDir, name);
+            File.WriteAllText(path, name);
+            Assert.Equal(0, Vireo.Interop.Namespaces.LChown(path, uid, uid));
+            return path;
+        }
+
+        // A file the VM's uid wrote leaves as root's, 0600, and nothing is left behind.
+        string good = Written("good", VmUid);
+        VmDirEntries.TakeOut(good, Path.Combine(outDir, "good"), VmUid);
+        Assert.False(File.Exists(good));
+        Assert.Equal(("0", UnixFileMode.UserRead | UnixFileMode.UserWrite, "good"),
+            (Owner(Path.Combine(outDir, "good")), File.GetUnixFileMode(Path.Combine(outDir, "good")), File.ReadAllText(Path.Combine(outDir, "good"))));
+
+        // What a compromised VMM could put there instead: a link to a host file, a second link to one, another uid's file, a FIFO.
+        File.CreateSymbolicLink(Path.Combine(vmDir, "link"), secret);
+        string hard = Written("hard", VmUid);
+        Assert.Equal(0, TestEnvironment.Run("ln", $"{hard} {Path.Combine(vmDir, "hard2")}").ExitCode); // (protected_hardlinks stops one to a host file; this one is its own)
+        Written("other", VmUid + 1);
+        Assert.Equal(0, TestEnvironment.Run("mkfifo", Path.Combine(vmDir, "fifo")).ExitCode);
+        Assert.Equal(0, Vireo.Interop.Namespaces.LChown(Path.Combine(vmDir, "fifo"), VmUid, VmUid));
+        foreach (string bad in new[] { "link", "hard", "other", "fifo" })
+        {
+            string to = Path.Combine(outDir, bad);
+            var e = Assert.ThrowsAny<IOException>(() => VmDirEntries.TakeOut(Path.Combine(vmDir, bad), to, VmUid));
+            Assert.Contains("not a file the VMM wrote", e.Message);
+            Assert.False(Path.Exists(to) || File.Exists(to) || new FileInfo(to).LinkTarget is not null, $"{bad}: nothing is left at {to}");
+        }
+        Assert.Equal("root's\n", File.ReadAllText(secret));
+        Assert.Equal("0", Owner(secret));
+        // Never over a file that is there.
+        File.WriteAllText(Path.Combine(outDir, "kept"), "the operator's");
+        var refused = Assert.Throws<Vireo.Interop.SysError>(() => VmDirEntries.TakeOut(Written("kept", VmUid), Path.Combine(outDir, "kept"), VmUid));
+        Assert.Contains("File exists", refused.Message);
+        Assert.Equal("the operator's", File.ReadAllText(Path.Combine(outDir, "kept")));
     }
 
     private static string Owner(string path) =>

@@ -104,10 +104,10 @@ public static class MemoryFile
     /// <summary>Opens a memory file for a restore, checking it is a regular file of exactly the RAM's size.</summary>
     public static FileDescriptor OpenForRestore(string path, ulong ramBytes)
     {
-        int fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_CLOEXEC | Libc.O_NONBLOCK | Libc.O_NOCTTY, 0);
+        int fd = VmFiles.OpenToRead(path, Libc.O_CLOEXEC | Libc.O_NONBLOCK | Libc.O_NOCTTY, out int errno);
         if (fd < 0)
         {
-            throw new SnapshotException($"mem_backend {path}: cannot open it: {Libc.StrError(Libc.LastErrno)}");
+            throw new SnapshotException($"mem_backend {path}: cannot open it: {Libc.StrError(errno)}");
         }
         var file = new FileDescriptor(fd);
         var stat = Libc.StatOf(fd);

@@ -138,10 +138,9 @@ public static class SnapshotFile
     private static byte[] ReadBytes(string path)
     {
         // Opened O_NONBLOCK, as the memory file is: a FIFO put in a snapshot's place must not hang the open.
-        int fd = Libc.Open(path, Libc.O_RDONLY | Libc.O_CLOEXEC | Libc.O_NONBLOCK | Libc.O_NOCTTY, 0);
+        int fd = VmFiles.OpenToRead(path, Libc.O_CLOEXEC | Libc.O_NONBLOCK | Libc.O_NOCTTY, out int errno);
         if (fd < 0)
         {
-            int errno = Libc.LastErrno;
             throw new SnapshotException(errno == Libc.ENOENT ? $"snapshot_path {path}: no such file" : $"snapshot_path {path}: cannot open it: {Libc.StrError(errno)}");
         }
         byte[] data;
