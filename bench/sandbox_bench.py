@@ -32,7 +32,7 @@ class Daemon:
     def __init__(self, sandbox):
         self.state = tempfile.mkdtemp(prefix="vireo-sandbox-bench-")
         self.sock = os.path.join(self.state, "vireod.sock")
-        self.proc = start_vireod(BUILD, self.state, self.sock, ["--sandbox"] if sandbox else [])
+        self.proc = start_vireod(BUILD, self.state, self.sock, ["--sandbox"] if sandbox else ["--no-sandbox"])
         self.conn = UnixHTTP(self.sock)
         for name, guest in (("hello", "hello"), ("idle", "idle")):
             call(self.conn, "POST", "/vms", json.dumps({"name": name, "kernel": os.path.join(GUESTS, guest + ".elf"), "memory_mib": 32}))

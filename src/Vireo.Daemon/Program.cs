@@ -224,10 +224,11 @@ internal sealed record DaemonOptions(string Socket, string StateDir, List<string
 {
     public const string Usage =
         "usage: vireod [--socket PATH] [--state DIR] [--image-dir DIR]... [--listen ADDR:PORT --tls-cert PEM --tls-key PEM [--tls-client-ca PEM]\n" +
-        "              [--token-file FILE] [--rate-limit N]] [--socket-group GROUP] [--sandbox [--sandbox-uids FIRST]]\n" +
+        "              [--token-file FILE] [--rate-limit N]] [--socket-group GROUP] [--sandbox-uids FIRST | --no-sandbox]\n" +
         "  defaults: --socket /run/vireo/vireod.sock --state /var/lib/vireo --image-dir STATE/images --sandbox-uids 3000000\n" +
         "  --socket-group: the socket is GROUP's too (mode 0660), so its members' uids may connect; a uid that is no vireod user's is refused\n" +
-        "  --sandbox: every VMM in its own namespaces and root, as uid and gid FIRST + the VM's id, with no capabilities";
+        "  the sandbox (the default; vireod must be root): every VMM in its own namespaces and root, as uid and gid FIRST + the VM's id,\n" +
+        "  with no capabilities; --no-sandbox: VMMs run as vireod's user, in the host's namespaces";
 
     /// <summary>The first of the 65536 uids (and gids) vireod gives its sandboxed VMMs, one per VM.</summary>
     public const uint DefaultSandboxFirstUid = 3_000_000;
@@ -240,7 +241,7 @@ internal sealed record DaemonOptions(string Socket, string StateDir, List<string
         string socket = "/run/vireo/vireod.sock", state = "/var/lib/vireo";
         string? tokenFile = null, socketGroup = null, tlsCert = null, tlsKey = null, tlsClientCa = null;
         IPEndPoint? listen = null;
-        bool sandbox = false;
+        bool? sandbox = null; // the default: sandboxed, which needs root
         uint firstUid = DefaultSandboxFirstUid;
         int rateLimit = DefaultRateLimit;
         var imageDirs = new List<string>();
@@ -258,7 +259,8 @@ internal sealed record DaemonOptions(string Socket, string StateDir, List<string
                 case "--tls-cert" when value is not null: tlsCert = value; i++; break;
                 case "--tls-key" when value is not null: tlsKey = value; i++; break;
                 case "--tls-client-ca" when value is not null: tlsClientCa = value; i++; break;
-                case "--sandbox": sandbox = true; break;
+                case "--sandbox": sandbox = true; break; // the default; kept for the command lines that name it
+                case "--no-sandbox": sandbox = false; break;
                 case "--sandbox-uids" when value is not null:
                     if (!uint.TryParse(value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out firstUid) || firstUid < 1000 || firstUid > uint.MaxValue - 65537)
                     {
@@ -298,10 +300,15 @@ internal sealed record DaemonOptions(string Socket, string StateDir, List<string
             error = "--tls-cert, --tls-key, --tls-client-ca and --token-file are for the TCP listener: give --listen ADDR:PORT too";
             return null;
         }
+        if (sandbox != false && !Environment.IsPrivilegedProcess)
+        {
+            error = "the sandbox around each VMM needs vireod to run as root (namespaces, a uid per VM, cgroups); run it as root, or pass --no-sandbox";
+            return null;
+        }
         if (imageDirs.Count == 0)
         {
             imageDirs.Add(Path.Combine(state, "images") + "/");
         }
-        return new DaemonOptions(socket, state, imageDirs, listen, tokenFile, sandbox ? firstUid : null, rateLimit, tlsCert, tlsKey, tlsClientCa, socketGroup);
+        return new DaemonOptions(socket, state, imageDirs, listen, tokenFile, sandbox != false ? firstUid : null, rateLimit, tlsCert, tlsKey, tlsClientCa, socketGroup);
     }
 }

@@ -27,6 +27,7 @@ internal sealed partial class Supervisor : IDisposable
     private readonly Lock _admission = new();
     private readonly Thread _poller;
     private readonly uint? _sandboxFirstUid; // null: VMMs run unsandboxed
+    private readonly string _cgroupInstance; // this daemon's group beneath vireo/ (CgroupOf)
     // Sandboxed VMMs, vireod's own children, reaped by the poller; each with its mount namespace held
     // open, so that the jail's mounts are taken down after the VM's end is settled, not in its exit.
     private readonly ConcurrentDictionary<int, (FileDescriptor? MountNs, string Name)> _children = new();
@@ -41,6 +42,7 @@ internal sealed partial class Supervisor : IDisposable
         _store = store;
         _events = events;
         _stateDir = stateDir;
+        _cgroupInstance = CgroupInstanceOf(Path.GetFullPath(stateDir));
         _vmmPath = vmmPath;
         Recover();
         foreach (var vm in store.All().Where(v => v.Definition.Autostart && v.State == DomainState.ShutOff))
@@ -163,7 +165,7 @@ internal sealed partial class Supervisor : IDisposable
         {
             var jail = JailFor(name, def, dir);
             // Made before the VMM: a host whose cgroups refuse is told so before anything runs.
-            var cgroup = jail is null ? null : VmCgroup.Create(name, jail.MaxProcesses);
+            var cgroup = jail is null ? null : VmCgroup.Create(CgroupOf(name), jail.MaxProcesses);
             pid = VmmLauncher.Spawn(_vmmPath, dir, images!, pinned, jail, [.. extra.Select(e => (e.Fd, e.Number))]);
             if (cgroup is not null)
             {
@@ -396,6 +398,16 @@ internal sealed partial class Supervisor : IDisposable
             : throw new SandboxException($"{name}: its id {id} is outside the sandbox's 65535 uids");
     }
 
+    /// <summary>
+    /// The VM's cgroup beneath vireo/: `STATE-HASH/NAME`, the daemon's own group first (the state
+    /// directory's name and 8 hex digits of its path's SHA-256), so that two vireods on one host
+    /// (a migration between them, a pool's hosts) never share a group for VMs of one name.
+    /// </summary>
+    internal string CgroupOf(string name) => $"{_cgroupInstance}/{name}";
+
+    internal static string CgroupInstanceOf(string stateDir) =>
+        $"{Path.GetFileName(Path.TrimEndingDirectorySeparator(stateDir))}-{Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(stateDir)))[..8]}";
+
     /// <summary>Gives <paramref name="path"/> to the VM's sandbox uid (nothing without --sandbox).</summary>
     private void GiveToSandbox(string name, string path)
     {
@@ -412,9 +424,13 @@ internal sealed partial class Supervisor : IDisposable
         if (_children.ContainsKey(pid) && Spawn.TryReap(pid) && _children.TryRemove(pid, out var child))
         {
             child.MountNs?.Dispose(); // the jail's last reference: its mounts go now, off the VM's way
-            // A zombie stays in its cgroup until it is reaped (Linux 5.2 on); a VMM started since under the
-            // same name is in the group, which then stays.
-            VmCgroup.Remove(child.Name);
+            // A zombie stays in its cgroup until it is reaped (Linux 5.2 on). Under the VM's lock: a start of
+            // the same name makes the group and joins it under that lock, so the group goes before it is
+            // made again or stays because a VMM is in it, never between the two.
+            lock (LockFor(child.Name))
+            {
+                VmCgroup.Remove(CgroupOf(child.Name));
+            }
         }
     }
 
@@ -462,10 +478,10 @@ internal sealed partial class Supervisor : IDisposable
                     // A sandboxed VMM an earlier vireod started (it was adopted at this one's start): its
                     // parent is now init, which reaps it; its group goes once that is done. Under the VM's
                     // lock, so no start of the same name makes the group again meanwhile.
-                    for (int i = 0; i < 40 && VmCgroup.Exists(name); i++)
+                    for (int i = 0; i < 40 && VmCgroup.Exists(CgroupOf(name)); i++)
                     {
-                        VmCgroup.Remove(name);
-                        if (VmCgroup.Exists(name))
+                        VmCgroup.Remove(CgroupOf(name));
+                        if (VmCgroup.Exists(CgroupOf(name)))
                         {
                             Thread.Sleep(25);
                         }

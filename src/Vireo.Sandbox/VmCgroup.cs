@@ -5,7 +5,8 @@ namespace Vireo.Sandbox;
 /// <summary>
 /// A VM's own control group, on either cgroup version: `vireo/NAME` under each of the cpu, memory
 /// and pids hierarchies of cgroup v1 (as this host mounts them), or `vireo/NAME` in the unified v2
-/// hierarchy with those controllers enabled down to it. Its VMM process is moved in whole
+/// hierarchy with those controllers enabled down to it. NAME may have levels (vireod's is
+/// `DAEMON/VM`: each daemon's VMs in a group of its own). Its VMM process is moved in whole
 /// (cgroup.procs moves every thread); pids.max bounds its tasks. CPU and memory limits are set by
 /// their own issues; the group is where they go.
 /// </summary>
@@ -32,17 +33,24 @@ public sealed class VmCgroup
             List<string> dirs;
             if (Unified)
             {
-                string parent = Path.Combine(Mount, "vireo");
-                Directory.CreateDirectory(parent);
                 // Each controller the host offers (a hybrid host binds some to v1 instead), enabled for the children of each level.
                 var offered = System.IO.File.ReadAllText(Path.Combine(Mount, "cgroup.controllers")).Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
                 string enable = string.Join(' ', Controllers.Where(offered.Contains).Select(c => "+" + c));
+                string level = Mount;
+                foreach (string part in ("vireo/" + name).Split('/')[..^1])
+                {
+                    if (enable.Length > 0)
+                    {
+                        Write(Path.Combine(level, "cgroup.subtree_control"), enable);
+                    }
+                    level = Path.Combine(level, part);
+                    Directory.CreateDirectory(level);
+                }
                 if (enable.Length > 0)
                 {
-                    Write(Path.Combine(Mount, "cgroup.subtree_control"), enable);
-                    Write(Path.Combine(parent, "cgroup.subtree_control"), enable);
+                    Write(Path.Combine(level, "cgroup.subtree_control"), enable);
                 }
-                dirs = [Path.Combine(parent, name)];
+                dirs = [Path.Combine(Mount, "vireo", name)];
             }
             else
             {

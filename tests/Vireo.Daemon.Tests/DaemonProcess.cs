@@ -34,10 +34,6 @@ internal sealed class DaemonProcess : IDisposable
     private void Launch()
     {
         string args = $"--socket {Socket} --state {StateDir} --image-dir {TestEnvironment.GuestDir} {_extraArgs}";
-        if (Environment.GetEnvironmentVariable("VIREO_TEST_SANDBOX") == "1" && !args.Contains("--sandbox", StringComparison.Ordinal))
-        {
-            args += " --sandbox";
-        }
         // ip netns exec execs vireod once in the namespace: the process is still vireod's.
         var psi = new ProcessStartInfo(_netns is null ? TestEnvironment.Shipped("vireod") : "ip",
             _netns is null ? args : $"netns exec {_netns} {TestEnvironment.Shipped("vireod")} {args}")

@@ -120,10 +120,10 @@ public class MigrationTests
         Assert.Contains(Path.Combine(pair.Images, "disk.img"), (await b.Get("mover")).Definition.Disks!.Single().Path);
         if (pair.Netns.Length > 0)
         {
-            // B and the VMM it runs the VM in are in their own network namespace; A is not.
+            // B is in a network namespace of its own, A is not, and the VMM B runs the VM in is in its jail's, neither's.
             static string? Net(int pid) => new FileInfo($"/proc/{pid}/ns/net").LinkTarget;
             Assert.NotEqual(Net(a.Pid), Net(b.Pid));
-            Assert.Equal(Net(b.Pid), Net(result.Pid!.Value));
+            Assert.DoesNotContain(Net(result.Pid!.Value), new[] { Net(a.Pid), Net(b.Pid) });
         }
         await Count(b, "mover", 2); // RAM came over: the counter goes on from 1
         await Count(b, "mover", 3);
@@ -162,6 +162,28 @@ public class MigrationTests
         Assert.True(status == 200, body);
         await Count(a, "jailed", 3);
         await a.Ok(Post, "vms/jailed/destroy");
+    }
+
+    [KvmFact]
+    public async Task A_vm_moves_from_a_vireod_without_the_sandbox_into_one_with_it_and_back()
+    {
+        using var pair = new Pair("--no-sandbox", "--sandbox-uids 3400000");
+        var (a, b) = (pair.A, pair.B);
+        await pair.Start(a, "crossing");
+        await Count(a, "crossing", 1);
+        static string Uid(int pid) => File.ReadLines($"/proc/{pid}/status").First(l => l.StartsWith("Uid:", StringComparison.Ordinal)).Split('\t')[1];
+        Assert.Equal("0", Uid((await a.Get("crossing")).Pid!.Value)); // vireod's user: root
+
+        var (status, body) = await a.Send(Post, "vms/crossing/migrate", Migrate(b.Socket));
+        Assert.True(status == 200, body);
+        var there = await b.Get("crossing");
+        Assert.Equal($"{3_400_000 + there.Id}", Uid(there.Pid!.Value));
+        await Count(b, "crossing", 2);
+        (status, body) = await b.Send(Post, "vms/crossing/migrate", Migrate(a.Socket));
+        Assert.True(status == 200, body);
+        Assert.Equal("0", Uid((await a.Get("crossing")).Pid!.Value));
+        await Count(a, "crossing", 3);
+        await a.Ok(Post, "vms/crossing/destroy");
     }
 
     [KvmFact]

@@ -4,7 +4,7 @@ using Vireo.Tests;
 
 namespace Vireo.Daemon.Tests;
 
-/// <summary>vireod --sandbox: every VMM in its jail, as the VM's own uid; what works through it, and what is refused in words.</summary>
+/// <summary>vireod's sandbox (its default): every VMM in its jail, as the VM's own uid; what works through it, and what is refused in words.</summary>
 public class SandboxTests
 {
     private static readonly HttpMethod Post = HttpMethod.Post;
@@ -38,8 +38,8 @@ public class SandboxTests
         Assert.False(Directory.Exists($"/proc/{left.Pid}/root{Path.Combine(d.StateDir, "vms", "right")}"), "left sees nothing of right");
         // Each VMM is in its own cgroup, its tasks bounded (64 + 2 per vCPU).
         string cgroups = File.ReadAllText($"/proc/{left.Pid}/cgroup");
-        Assert.True(cgroups.Contains(":/vireo/left\n", StringComparison.Ordinal), cgroups);
-        string pidsMax = Vireo.Sandbox.VmCgroup.Unified ? "/sys/fs/cgroup/vireo/left/pids.max" : "/sys/fs/cgroup/pids/vireo/left/pids.max";
+        Assert.True(cgroups.Contains($":/vireo/{Group(d, "left")}\n", StringComparison.Ordinal), cgroups);
+        string pidsMax = $"{GroupDir(d, "left")}/pids.max";
         Assert.Equal("66", File.ReadAllText(pidsMax).Trim());
 
         // The disk is vireod's, opened by it and handed over: the guest still uses it, and a snapshot
@@ -85,7 +85,7 @@ public class SandboxTests
         await rig.Start("kept");
         await rig.Count("kept", 1);
         int pid = (await d.Get("kept")).Pid!.Value;
-        string group = Vireo.Sandbox.VmCgroup.Unified ? "/sys/fs/cgroup/vireo/kept" : "/sys/fs/cgroup/pids/vireo/kept";
+        string group = GroupDir(d, "kept");
         Assert.True(Directory.Exists(group));
 
         d.KillAndRestart(); // the VMM, no longer vireod's child, runs on
@@ -100,8 +100,20 @@ public class SandboxTests
         Assert.False(Directory.Exists(group), "its cgroup goes with it, though another vireod made it");
         await d.Ok(Post, "vms/kept/start"); // and the name starts again in a group of its own
         int next = (await d.Get("kept")).Pid!.Value;
-        Assert.Contains(":/vireo/kept\n", File.ReadAllText($"/proc/{next}/cgroup"), StringComparison.Ordinal);
+        Assert.Contains($":/vireo/{Group(d, "kept")}\n", File.ReadAllText($"/proc/{next}/cgroup"), StringComparison.Ordinal);
         await d.Ok(Post, "vms/kept/destroy");
+    }
+
+    [Fact]
+    public void The_sandbox_is_the_default_and_a_vireod_that_is_not_root_is_told_to_pass_no_sandbox()
+    {
+        string dir = TempDirectory.Create("vireod-user");
+        File.SetUnixFileMode(dir, (UnixFileMode)0x1ff);
+        var r = TestEnvironment.Run("setpriv", $"--reuid=4242 --regid=4242 --clear-groups {TestEnvironment.Shipped("vireod")} --socket {dir}/s.sock --state {dir}/state", timeoutMs: 30_000);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("the sandbox around each VMM needs vireod to run as root", r.Error);
+        Assert.Contains("--no-sandbox", r.Error);
+        Assert.DoesNotContain("   at ", r.Error);
     }
 
     [Fact]
@@ -150,6 +162,13 @@ public class SandboxTests
         Assert.Equal("the operator's", File.ReadAllText(Path.Combine(outDir, "kept")));
     }
 
+    /// <summary>The VM's cgroup beneath vireo/: the daemon's group (its state directory's), then the VM's name.</summary>
+    private static string Group(DaemonProcess d, string vm) => $"{Supervisor.CgroupInstanceOf(d.StateDir)}/{vm}";
+
+    /// <summary>Where the VM's group is: in the pids hierarchy on cgroup v1, in the unified one on v2.</summary>
+    private static string GroupDir(DaemonProcess d, string vm) =>
+        Vireo.Sandbox.VmCgroup.Unified ? $"/sys/fs/cgroup/vireo/{Group(d, vm)}" : $"/sys/fs/cgroup/pids/vireo/{Group(d, vm)}";
+
     private static string Owner(string path) =>
         TestEnvironment.Run("stat", $"-c %u {path}").Output.Trim();
 
@@ -174,7 +193,7 @@ public class SandboxTests
         Assert.Contains("net: 100 frames echoed", Console("ping"));
         Assert.Contains("all verified", Console("ping"));
         // Each guest ends on its own once done: its VMM is reaped and its cgroup goes, as after a destroy.
-        string echoGroup = Vireo.Sandbox.VmCgroup.Unified ? "/sys/fs/cgroup/vireo/echo" : "/sys/fs/cgroup/pids/vireo/echo";
+        string echoGroup = GroupDir(d, "echo");
         await Eventually.Until(async () => (await d.Get("echo")).State == DomainState.ShutOff && !Directory.Exists(echoGroup), "the echo VM's end and its cgroup's removal");
     }
 

@@ -10,7 +10,7 @@ public sealed class VmCgroupTests
     {
         string saved = VmCgroup.Mount;
         VmCgroup.Mount = mount;
-        string name = $"test-{Environment.ProcessId}";
+        string name = $"test-{Environment.ProcessId}/vm"; // a daemon's group, then the VM's
         using var sleeper = Process.Start("sleep", "30");
         try
         {
@@ -21,6 +21,7 @@ public sealed class VmCgroupTests
             sleeper.WaitForExit();
             VmCgroup.Remove(name);
             Assert.All(group.Dirs, d => Assert.False(Directory.Exists(d), d));
+            group.Dirs.ToList().ForEach(d => Directory.Delete(Path.GetDirectoryName(d)!)); // the daemon's, left to it
         }
         finally
         {
@@ -40,7 +41,7 @@ public sealed class VmCgroupTests
         {
             Assert.Equal(3, group.Dirs.Count);
             Assert.Equal("40", File.ReadAllText(group.File("pids.max")!).Trim());
-            return $"{File.ReadLines("/proc/self/cgroup").First(l => l.Split(':')[1] == "pids").Split(':')[0]}:pids:/vireo/{group.Dirs[0].Split('/')[^1]}";
+            return $"{File.ReadLines("/proc/self/cgroup").First(l => l.Split(':')[1] == "pids").Split(':')[0]}:pids:/vireo/test-{Environment.ProcessId}/vm";
         });
     }
 
@@ -52,6 +53,6 @@ public sealed class VmCgroupTests
         {
             Assert.Fail("this host was expected to mount a cgroup2 hierarchy at /sys/fs/cgroup/unified beside its v1 controllers, and does not");
         }
-        InGroupThenRemoved(unified, group => $"0::/vireo/{group.Dirs[0].Split('/')[^1]}");
+        InGroupThenRemoved(unified, group => $"0::/vireo/test-{Environment.ProcessId}/vm");
     }
 }
