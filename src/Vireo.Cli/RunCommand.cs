@@ -34,9 +34,10 @@ internal static class RunCommand
         var noAcpi = new Option<bool>("--no-acpi") { Description = "No ACPI tables: the guest finds its CPUs in the MP table and can neither power off nor reboot through ACPI" };
         var onReboot = new Option<string>("--on-reboot") { Description = "When the guest reboots: restart it (as xl and libvirt do) or destroy the VM and exit", DefaultValueFactory = _ => "restart" };
         onReboot.AcceptOnlyFromAmong("restart", "destroy");
+        var sandbox = new Option<bool>("--sandbox") { Description = "Run the VM in the jail vireod gives its VMMs: namespaces of its own, a root holding only what it needs, a uid of its own, no capabilities (root only)" };
         var command = new Command("run", "Boot a VM in the foreground; Ctrl-] then q quits")
         {
-            kernel, initrd, cmdline, memory, vcpus, debugExit, timeout, disks, nets, vsock, rng, console, transport, noAcpi, onReboot,
+            kernel, initrd, cmdline, memory, vcpus, debugExit, timeout, disks, nets, vsock, rng, console, transport, noAcpi, onReboot, sandbox,
         };
         command.SetAction(parse =>
         {
@@ -68,6 +69,21 @@ internal static class RunCommand
                     Acpi = !parse.GetValue(noAcpi),
                 };
                 string? seconds = parse.GetValue(timeout);
+                if (parse.GetValue(sandbox))
+                {
+                    if (fallback?.Note is { } said)
+                    {
+                        Console.Error.WriteLine($"vireo: {said}");
+                    }
+                    // What names no file goes to the jailed run as it was given; the files go open (SandboxedRun).
+                    var passOn = new List<string> { "--vcpus", config.Vcpus.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        "--console", parse.GetValue(console)!, "--transport", parse.GetValue(transport)!, "--on-reboot", parse.GetValue(onReboot)! };
+                    passOn.AddRange(config.DebugExit ? ["--debug-exit"] : []);
+                    passOn.AddRange(config.Rng ? ["--rng"] : []);
+                    passOn.AddRange(config.Acpi ? [] : ["--no-acpi"]);
+                    passOn.AddRange(seconds is null ? [] : ["--timeout", seconds]);
+                    return SandboxedRun.Run(config, passOn);
+                }
                 return Run(config, seconds is null ? null : TimeSpan.FromSeconds(ParseSeconds(seconds)), restartOnReboot: parse.GetValue(onReboot) == "restart", note: fallback?.Note);
             }
             catch (VmConfigException e)

@@ -65,6 +65,22 @@ public static unsafe partial class Spawn
         return WaitPid(pid, &status, WNOHANG) == pid;
     }
 
+    [LibraryImport(Lib, EntryPoint = "kill", SetLastError = true)]
+    public static partial int Kill(int pid, int signal);
+
+    public const int SIGKILL = 9, SIGTERM = 15;
+
+    /// <summary>Waits for child <paramref name="pid"/> to end and reaps it: its exit code, or 128 + the signal that killed it; -1 if it is no child.</summary>
+    public static int Wait(int pid)
+    {
+        int status;
+        int got;
+        while ((got = WaitPid(pid, &status, 0)) < 0 && Libc.LastErrno == Libc.EINTR)
+        {
+        }
+        return got != pid ? -1 : (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f);
+    }
+
     /// <summary>Reaps <paramref name="pid"/> if it has ended: its exit code, or 128 + the signal that killed it.</summary>
     public static bool TryReapStatus(int pid, out int code)
     {

@@ -38,4 +38,11 @@ public static unsafe partial class Termios
     }
 
     public static void Restore(int fd, TermiosState state) => tcsetattr(fd, TCSANOW, &state);
+
+    /// <summary>The terminal's state now, to restore later; null when fd is no terminal.</summary>
+    public static TermiosState? Save(int fd)
+    {
+        TermiosState state;
+        return tcgetattr(fd, &state) == 0 ? state : null;
+    }
 }

@@ -79,6 +79,14 @@ public static unsafe partial class Libc
         return Lstat(path, buf) == 0 ? Kind(*(uint*)(buf + StatModeOffset)) : null;
     }
 
+    /// <summary>The owner's uid of what is at <paramref name="path"/> (stat: a link is followed), or null when nothing is.</summary>
+    public static uint? OwnerAt(string path)
+    {
+        byte* buf = stackalloc byte[StatSize];
+        // SAFETY: stat fills StatSize bytes when it returns 0; st_uid lies inside (checked by the ABI test).
+        return Stat(path, buf) == 0 ? *(uint*)(buf + StatUidOffset) : null;
+    }
+
     private static FileKind Kind(uint mode) => (mode & S_IFMT) switch
     {
         S_IFREG => FileKind.Regular,
