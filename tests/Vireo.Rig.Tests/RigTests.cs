@@ -113,30 +113,39 @@ public class RigTests
     }
 
     [Theory]
-    [InlineData("vmlinuz", 1)] // bzImage, 64-bit boot protocol
-    [InlineData("vmlinux", 2)] // ELF with its PVH note, 32-bit PVH entry
-    public void Debian_cloud_kernel_finds_every_virtio_device_through_the_stock_drivers(string kernel, int vcpus)
+    [InlineData("vmlinuz", 1, false)] // bzImage, 64-bit boot protocol
+    [InlineData("vmlinux", 2, true)]  // ELF with its PVH note, 32-bit PVH entry; in the sandbox, on the rig's cgroup v2
+    public void Debian_cloud_kernel_finds_every_virtio_device_through_the_stock_drivers(string kernel, int vcpus, bool sandbox)
     {
         string disk = "";
         var r = Rig(() =>
         {
             (string dir, disk) = FreshDisk();
-            return $"tests/Vireo.Rig.Tests/linux-guest.sh {dir} {Images.Value}/{kernel} {vcpus} probe";
+            return $"tests/Vireo.Rig.Tests/linux-guest.sh {dir} {Images.Value}/{kernel} {vcpus} probe{(sandbox ? " --sandbox" : "")}";
         });
         string log = $"exit {r.ExitCode}\n{r.Output}\n{r.Error}";
         Assert.True(r.ExitCode == 0, log); // the guest powered off through ACPI after its script passed
         Assert.Contains("vireo-guest: init reached at", r.Output);
         Assert.Contains($"vireo-guest: cpus {vcpus}", r.Output);
-        foreach (var (id, driver) in new[] { ("0x0002", "virtio_blk"), ("0x0001", "virtio_net"), ("0x0003", "virtio_console"), ("0x0004", "virtio_rng"), ("0x0013", "vmw_vsock_virtio_transport") })
+        var devices = new[] { ("0x0002", "virtio_blk"), ("0x0001", "virtio_net"), ("0x0003", "virtio_console"), ("0x0004", "virtio_rng"), ("0x0013", "vmw_vsock_virtio_transport") };
+        foreach (var (id, driver) in sandbox ? devices[..^1] : devices) // a sandboxed run reaches no host socket: no vsock
         {
             Assert.Matches(new Regex($@"^vireo-guest: virtio device virtio\d id {id} driver {driver}\r*$", RegexOptions.Multiline), r.Output);
+        }
+        if (sandbox)
+        {
+            // The VM ran in its jail: a uid of the run's range, no capability, its own group in the rig's cgroup v2.
+            Assert.Matches(new Regex(@"rig: jailed Uid: (3\d{6}) \1 \1 \1 CapEff: 0000000000000000 cgroup 0::/vireo/run/\d+"), r.Output);
         }
         Assert.Contains("vireo-guest: disk pattern verified", r.Output);
         Assert.Contains("vireo-guest: this line went through hvc0", r.Output);
         Assert.Contains("vireo-guest: rng source virtio_rng.0", r.Output);
         Assert.Contains("vireo-guest: rng read 64 bytes", r.Output);
-        Assert.Contains("vireo-guest: vsock reply: host got: hello from the guest", r.Output);
-        Assert.Contains("host-peer: vsock received 'hello from the guest'", r.Output);
+        if (!sandbox)
+        {
+            Assert.Contains("vireo-guest: vsock reply: host got: hello from the guest", r.Output);
+            Assert.Contains("host-peer: vsock received 'hello from the guest'", r.Output);
+        }
         Assert.Contains("vireo-guest: probe exited 0", r.Output);
 
         // The megabyte the guest sent over virtio-net reached the host intact.
