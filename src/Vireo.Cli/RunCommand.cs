@@ -71,6 +71,12 @@ internal static class RunCommand
                 string? seconds = parse.GetValue(timeout);
                 if (parse.GetValue(sandbox))
                 {
+                    // Checked here first, as an unsandboxed run checks them, so that a refusal names the user's
+                    // paths (the jail knows its files by their fd numbers) and comes before anything is said.
+                    _ = seconds is null ? 0 : ParseSeconds(seconds);
+                    using (VmFiles.Open(config))
+                    {
+                    }
                     if (fallback?.Note is { } said)
                     {
                         Console.Error.WriteLine($"vireo: {said}");

@@ -95,7 +95,9 @@ internal static class SandboxedRun
             int pid;
             try
             {
-                pid = Jail.Start(spec, args, moves);
+                // VIREO_VERBOSE goes in with it, and nothing else of this environment.
+                string? verbose = Environment.GetEnvironmentVariable("VIREO_VERBOSE");
+                pid = Jail.Start(spec, args, moves, verbose is null ? [] : [$"VIREO_VERBOSE={verbose}"]);
             }
             finally
             {

@@ -29,7 +29,8 @@ public static class Jail
     /// any inherited file); returns its pid on the host. Throws <see cref="SandboxException"/>
     /// naming the step that failed; nothing is left behind then.
     /// </summary>
-    public static int Start(JailSpec spec, IReadOnlyList<string> vmmArgs, IReadOnlyList<(int From, int To)> moves)
+    /// <param name="environment">NAME=VALUE strings the VMM starts with (none by default: the launcher's environment stays out)</param>
+    public static int Start(JailSpec spec, IReadOnlyList<string> vmmArgs, IReadOnlyList<(int From, int To)> moves, IReadOnlyList<string>? environment = null)
     {
         if (spec.Problem() is { } problem)
         {
@@ -48,7 +49,7 @@ public static class Jail
             try
             {
                 BuildRoot(spec, libraries);
-                pid = Spawn.Start(JailSpec.VmmInJail, argv, [], moves);
+                pid = Spawn.Start(JailSpec.VmmInJail, argv, environment ?? [], moves);
             }
             catch (Exception e)
             {
