@@ -54,13 +54,7 @@ public class HostileGuestTests
         }
     }
 
-    private static string Disk(long bytes)
-    {
-        string path = Path.Combine(TempDirectory.Create("vireo-hostile"), "disk.img");
-        using var f = File.Create(path);
-        f.SetLength(bytes);
-        return path;
-    }
+    private static string Disk(long bytes) => HostileFiles.Sparse(bytes, "disk.img");
 
     [KvmTheory]
     [InlineData("pci")]

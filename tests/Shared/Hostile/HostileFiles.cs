@@ -14,10 +14,10 @@ internal static class HostileFiles
         return path;
     }
 
-    /// <summary>A sparse regular file of <paramref name="bytes"/> bytes (costs no disk).</summary>
-    public static string Sparse(long bytes)
+    /// <summary>A sparse regular file of <paramref name="bytes"/> bytes (costs no disk), named <paramref name="name"/> in a directory of its own.</summary>
+    public static string Sparse(long bytes, string name = "big")
     {
-        string path = Path.Combine(TempDirectory.Create("vireo-sparse"), "big");
+        string path = Path.Combine(TempDirectory.Create("vireo-sparse"), name);
         using var f = File.Create(path);
         f.SetLength(bytes);
         return path;
