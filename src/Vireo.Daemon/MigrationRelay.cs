@@ -32,22 +32,32 @@ internal sealed class MigrationRelay : IDisposable
     /// <summary>Listens at <paramref name="path"/> for the VMM of uid <paramref name="uid"/>, to carry its stream to the unix socket <paramref name="receiver"/>.</summary>
     public static MigrationRelay Start(string path, uint uid, string receiver)
     {
-        // Whatever the VM's uid left there goes; bind makes the socket anew (and fails on anything put there meanwhile).
+        // The socket is made, and given its mode and owner, in a directory of root's beside the VM's (chmod
+        // follows a link, which the VM's uid could put in the socket's place in its own directory), then
+        // renamed into the VM's directory, never over anything: whatever the VM's uid left there goes first.
         VmDirEntries.RemoveUnless(path, FileKind.Socket);
         File.Delete(path);
+        string staging = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetDirectoryName(path)!)!, $".relay-{Guid.NewGuid():n}");
+        Directory.CreateDirectory(staging, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        string made = System.IO.Path.Combine(staging, "s");
         var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {
-            listener.Bind(new UnixDomainSocketEndPoint(path));
-            Check.Io(Namespaces.Chmod(path, 0x180), $"chmod({path})");
-            Check.Io(Namespaces.LChown(path, uid, uid), $"lchown({path})");
+            listener.Bind(new UnixDomainSocketEndPoint(made));
+            Check.Io(Namespaces.Chmod(made, 0x180), $"chmod({made})");
+            Check.Io(Namespaces.LChown(made, uid, uid), $"lchown({made})");
+            Check.Io(Namespaces.RenameNoReplace(made, path), $"rename({made}, {path})");
             listener.Listen(1);
         }
         catch
         {
             listener.Dispose();
-            File.Delete(path);
+            File.Delete(made);
             throw;
+        }
+        finally
+        {
+            Directory.Delete(staging, recursive: true);
         }
         var relay = new MigrationRelay(path, listener, receiver);
         relay._thread.Start();

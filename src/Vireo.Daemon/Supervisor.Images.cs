@@ -77,12 +77,22 @@ internal sealed partial class Supervisor
             {
                 return new Refusal(409, $"'{name}' was not saved (it runs on): {error}");
             }
-            if (_sandboxFirstUid is not null && TakeOutSave(name, (memAt, mem), (stateAt, file)) is { } notMoved)
+            string? notMoved = _sandboxFirstUid is null ? null
+                : TakeOutSave(name, Path.GetDirectoryName(stateAt)!, (Path.GetFileName(memAt), mem), (Path.GetFileName(stateAt), file));
+            string? sha = notMoved is null ? Sha256(file) : null;
+            if (notMoved is not null || sha is null)
             {
+                // The VMM wrote no save vireod can keep (a sandboxed one may have written anything): none is left, and the VM goes on.
+                string why = notMoved ?? $"{file} is not a state file vireod can keep (a regular file of at most {StateFileLimit >> 20} MiB)";
+                if (notMoved is null)
+                {
+                    File.Delete(file);
+                    File.Delete(mem);
+                }
                 string? notResumed = vm.State == DomainState.Paused ? null : a.Api.Patch("vm", JsonSerializer.Serialize(new VmStatePatch(VmStatePatch.Resumed), VmmJson.Default.VmStatePatch));
-                return new Refusal(409, $"'{name}' was not saved ({(notResumed is null ? "it runs on" : $"and it could not be resumed: {notResumed}")}): {notMoved}");
+                return new Refusal(409, $"'{name}' was not saved ({(notResumed is null ? "it runs on" : $"and it could not be resumed: {notResumed}")}): {why}");
             }
-            _store.AddImage(ImageRecord.Save, vm, null, file, Sha256(file)!, vm.Run!, DateTime.UtcNow);
+            _store.AddImage(ImageRecord.Save, vm, null, file, sha, vm.Run!, DateTime.UtcNow);
             Destroy(name, a, "saved", $"saved to {file}", DomainState.Saved);
             return null;
         }
@@ -161,7 +171,13 @@ internal sealed partial class Supervisor
                 return (null, new Refusal(409, $"'{name}': no snapshot taken: {error}"));
             }
             var now = DateTime.UtcNow;
-            _store.AddImage(ImageRecord.Snapshot, vm, snapshot, state, Sha256(state)!, vm.Run!, now);
+            if (Sha256(state) is not { } sha)
+            {
+                File.Delete(state); // a sandboxed VMM may have written anything there
+                File.Delete(mem);
+                return (null, new Refusal(409, $"'{name}': no snapshot kept: its state file is not one vireod can keep (a regular file of at most {StateFileLimit >> 20} MiB)"));
+            }
+            _store.AddImage(ImageRecord.Snapshot, vm, snapshot, state, sha, vm.Run!, now);
             _events.Publish(name, "snapshot-created", _store.Get(name)?.State ?? DomainState.Running, $"snapshot '{snapshot}'");
             return (Info(name, _store.Snapshot(vm.Id, snapshot)!), null);
         }
@@ -310,7 +326,12 @@ internal sealed partial class Supervisor
                     foreach (var (field, path) in new[] { (StateField, statePath), (MemField, memPath) })
                     {
                         // A snapshot lies in the VM's directory, which its uid owns: never a link left there.
-                        handOver.Add(new(field, path, FileDescriptor.Open(path, Libc.O_RDONLY | Libc.O_NONBLOCK | Libc.O_NOCTTY | (replace is null ? 0 : OpenAt2.O_NOFOLLOW))));
+                        var opened = FileDescriptor.Open(path, Libc.O_RDONLY | Libc.O_NONBLOCK | Libc.O_NOCTTY | (replace is null ? 0 : OpenAt2.O_NOFOLLOW));
+                        handOver.Add(new(field, path, opened));
+                        if (Libc.StatOf(opened.Fd) is { Kind: not FileKind.Regular } stat)
+                        {
+                            throw new SysError($"{path} is {stat.Described}, not a regular file: open", Libc.EINVAL); // never a directory handed into the jail
+                        }
                     }
                 }
                 catch (SysError e)
@@ -338,14 +359,14 @@ internal sealed partial class Supervisor
     }
 
     /// <summary>A sandboxed VMM's save, moved from its directory to the operator's paths (RAM first); why not, with nothing left there, or null.</summary>
-    private string? TakeOutSave(string name, params (string From, string To)[] files)
+    private string? TakeOutSave(string name, string staging, params (string Name, string To)[] files)
     {
         var taken = new List<string>();
         try
         {
-            foreach (var (from, to) in files)
+            foreach (var (file, to) in files)
             {
-                VmDirEntries.TakeOut(from, to, SandboxUid(name));
+                VmDirEntries.TakeOut(staging, file, to, SandboxUid(name));
                 taken.Add(to);
             }
             return null;

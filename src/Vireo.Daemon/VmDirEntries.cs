@@ -65,42 +65,66 @@ internal static class VmDirEntries
     }
 
     /// <summary>
-    /// Moves a file a sandboxed VMM wrote in its directory (<paramref name="from"/>) to the operator's
-    /// <paramref name="to"/>, made root's and 0600. It is renamed there, never over a file, then judged
-    /// on the opened result: a regular file of the VM's uid with one link, and not a link the VMM put in
-    /// its place, which would have vireod later read a host file for it (a restore hands the save's RAM
-    /// to the guest). On another filesystem it is copied from the file opened the same way.
-    /// Throws <see cref="IOException"/> or <see cref="SysError"/>; nothing is left at <paramref name="to"/> then.
+    /// Moves a file a sandboxed VMM wrote (<paramref name="name"/> in <paramref name="dir"/>, a directory
+    /// of its uid's) to the operator's <paramref name="to"/>, made root's and 0600. The directory is
+    /// opened once, never through a link, and the file judged in it before anything moves: a regular
+    /// file of the VM's uid with one link (not a link, a directory or a host file the VMM put in its
+    /// place, which would have vireod later hand a host file to a restore's guest RAM). It is renamed
+    /// there, never over a file, and what arrived must be what was judged (the same inode); if not, it
+    /// goes back. On another filesystem the judged file is copied, up to the size it had. Throws
+    /// <see cref="IOException"/> or <see cref="SysError"/>; nothing of the VM's is left at <paramref name="to"/> then.
     /// </summary>
-    public static void TakeOut(string from, string to, uint vmUid)
+    public static void TakeOut(string dir, string name, string to, uint vmUid)
     {
-        if (Namespaces.RenameNoReplace(from, to) != 0)
+        using var d = new FileDescriptor(Libc.Open(dir, Libc.O_RDONLY | OpenAt2.O_DIRECTORY | OpenAt2.O_NOFOLLOW | Libc.O_CLOEXEC, 0));
+        if (d.IsInvalid)
+        {
+            throw new IOException($"{dir}: not the directory vireod made for the save ({Libc.StrError(Libc.LastErrno)})");
+        }
+        FileStat judged;
+        using (var file = OpenWritten(d, name, $"{dir}/{name}", vmUid))
+        {
+            judged = Libc.StatOf(file.Fd);
+        }
+        if (Namespaces.RenameNoReplace(d.Fd, name, Namespaces.AT_FDCWD, to) != 0)
         {
             int errno = Libc.LastErrno;
             if (errno != Namespaces.EXDEV)
             {
-                throw new SysError($"rename({from}, {to})", errno);
+                throw new SysError($"rename({dir}/{name}, {to})", errno);
             }
-            CopyOut(from, to, vmUid);
-            File.Delete(from);
+            CopyOut(d, name, $"{dir}/{name}", to, vmUid);
+            OpenAt2.UnlinkAt(d.Fd, name, 0);
             return;
         }
         try
         {
-            using var fd = OpenWritten(to, vmUid);
+            using var fd = new FileDescriptor(Libc.Open(to, Libc.O_RDONLY | OpenAt2.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC, 0));
+            if (fd.IsInvalid || !SameFile(Libc.StatOf(fd.Fd), judged))
+            {
+                throw new IOException($"{dir}/{name}: changed by the VMM while it was moved");
+            }
             Check.Io(Namespaces.Fchown(fd.Fd, 0, 0), $"fchown({to})");
             Check.Io(Namespaces.Fchmod(fd.Fd, Mode0600), $"fchmod({to})");
         }
         catch
         {
-            File.Delete(to); // unlinks a link itself, never what it points at
+            // Whatever arrived is the VM's: it goes back where it came from, or, failing that, is unlinked (never followed).
+            if (Namespaces.RenameNoReplace(Namespaces.AT_FDCWD, to, d.Fd, name) != 0)
+            {
+                RemoveUnless(to, FileKind.Unknown);
+            }
             throw;
         }
     }
 
-    private static void CopyOut(string from, string to, uint vmUid)
+    private static bool SameFile(FileStat arrived, FileStat judged) =>
+        arrived.Device == judged.Device && arrived.Inode == judged.Inode && arrived.Kind == FileKind.Regular && arrived.Links == 1;
+
+    private static void CopyOut(FileDescriptor dir, string name, string shown, string to, uint vmUid)
     {
-        using var source = OpenWritten(from, vmUid);
+        using var source = OpenWritten(dir, name, shown, vmUid);
+        long size = Libc.StatOf(source.Fd).Size; // what a still-running VMM adds after this is not copied
         using var target = new FileDescriptor(Libc.Open(to, Libc.O_WRONLY | Libc.O_CREAT | Libc.O_EXCL | OpenAt2.O_NOFOLLOW | Libc.O_CLOEXEC, (int)Mode0600));
         if (target.IsInvalid)
         {
@@ -110,7 +134,17 @@ internal static class VmDirEntries
         {
             using var input = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(source.DangerousGetHandle(), ownsHandle: false), FileAccess.Read);
             using var output = new FileStream(new Microsoft.Win32.SafeHandles.SafeFileHandle(target.DangerousGetHandle(), ownsHandle: false), FileAccess.Write);
-            input.CopyTo(output, 1 << 20);
+            var buffer = new byte[1 << 20];
+            for (long left = size; left > 0;)
+            {
+                int n = input.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
+                if (n == 0)
+                {
+                    break;
+                }
+                output.Write(buffer, 0, n);
+                left -= n;
+            }
         }
         catch
         {
@@ -119,20 +153,20 @@ internal static class VmDirEntries
         }
     }
 
-    /// <summary>A file the VM's uid wrote, opened to read: a regular file of its own with one link, never followed through a link.</summary>
-    private static FileDescriptor OpenWritten(string path, uint vmUid)
+    /// <summary>A file the VM's uid wrote, opened to read in its directory: a regular file of its own with one link, never followed through a link.</summary>
+    private static FileDescriptor OpenWritten(FileDescriptor dir, string name, string shown, uint vmUid)
     {
-        var fd = new FileDescriptor(Libc.Open(path, Libc.O_RDONLY | OpenAt2.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC, 0));
+        var fd = new FileDescriptor(OpenAt2.OpenAt(dir.Fd, name, Libc.O_RDONLY | OpenAt2.O_NOFOLLOW | Libc.O_NONBLOCK | Libc.O_CLOEXEC, 0));
         if (fd.IsInvalid)
         {
             int errno = Libc.LastErrno;
-            throw new IOException($"{path}: not a file the VMM wrote ({Libc.StrError(errno)})");
+            throw new IOException($"{shown}: not a file the VMM wrote ({Libc.StrError(errno)})");
         }
         var stat = Libc.StatOf(fd.Fd);
         if (stat.Kind != FileKind.Regular || stat.Links != 1 || stat.Uid != vmUid)
         {
             fd.Dispose();
-            throw new IOException($"{path}: not a file the VMM wrote: {stat.Described} of uid {stat.Uid} with {stat.Links} link(s)");
+            throw new IOException($"{shown}: not a file the VMM wrote: {stat.Described} of uid {stat.Uid} with {stat.Links} link(s)");
         }
         return fd;
     }

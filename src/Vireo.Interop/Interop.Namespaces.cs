@@ -98,6 +98,9 @@ public static unsafe partial class Namespaces
     /// <summary>rename(2) that never replaces what is at <paramref name="to"/> (EEXIST); 0, or -1 with errno.</summary>
     public static int RenameNoReplace(string from, string to) => RenameAt2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE);
 
+    /// <summary><see cref="RenameNoReplace(string, string)"/> of an entry of an open directory (or AT_FDCWD) to another's.</summary>
+    public static int RenameNoReplace(int fromDir, string from, int toDir, string to) => RenameAt2(fromDir, from, toDir, to, RENAME_NOREPLACE);
+
     [LibraryImport(Lib, EntryPoint = "sethostname", SetLastError = true)]
     private static partial int SetHostname(byte* name, nuint length);
 

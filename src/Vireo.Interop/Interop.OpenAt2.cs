@@ -29,7 +29,10 @@ public static unsafe partial class OpenAt2
     private static partial long Syscall(long number, int dirfd, byte* path, open_how* how, nuint size);
 
     [LibraryImport(Lib, EntryPoint = "openat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
-    private static partial int OpenAt(int dirfd, string path, int flags, int mode);
+    public static partial int OpenAt(int dirfd, string path, int flags, int mode);
+
+    [LibraryImport(Lib, EntryPoint = "unlinkat", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int UnlinkAt(int dirfd, string path, int flags);
 
     /// <summary>openat2(dirfd, path, {flags, 0, resolve}); the fd, or -1 with <paramref name="errno"/> (ENOSYS before Linux 5.6).</summary>
     public static int Open(int dirfd, string path, int flags, ulong resolve, out int errno)

@@ -55,6 +55,9 @@ public static unsafe partial class Spawn
     [LibraryImport(Lib, EntryPoint = "posix_spawn")]
     private static partial int PosixSpawn(int* pid, byte* path, void* actions, void* attr, byte** argv, byte** envp);
 
+    [LibraryImport(Lib, EntryPoint = "posix_spawn_file_actions_addclosefrom_np")]
+    private static partial int FileActionsAddCloseFrom(void* actions, int from);
+
     [LibraryImport(Lib, EntryPoint = "waitpid", SetLastError = true)]
     public static partial int WaitPid(int pid, int* status, int options);
 
@@ -120,6 +123,12 @@ public static unsafe partial class Spawn
                 {
                     FileActionsAddClose(actions, from);
                 }
+            }
+            // Nothing else of the caller's goes along: a descriptor it inherited without FD_CLOEXEC (from a
+            // shell, from systemd) would otherwise reach the child, a sandboxed VMM among them (glibc 2.34 on).
+            if (FileActionsAddCloseFrom(actions, Math.Max(3, moves.Select(m => m.To).DefaultIfEmpty(2).Max() + 1)) is int rc and not 0)
+            {
+                throw new SysError("posix_spawn_file_actions_addclosefrom_np", rc);
             }
             AttrSetFlags(attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
             SigEmptySet(set);

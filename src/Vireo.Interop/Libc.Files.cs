@@ -16,7 +16,7 @@ public enum FileKind
 }
 
 /// <summary>The kind and size of an open file, its links and its owner, from fstat(2).</summary>
-public readonly record struct FileStat(FileKind Kind, long Size, ulong Links = 1, uint Uid = 0)
+public readonly record struct FileStat(FileKind Kind, long Size, ulong Links = 1, uint Uid = 0, ulong Device = 0, ulong Inode = 0)
 {
     /// <summary>How a message names the kind: "a FIFO", "a character device".</summary>
     public string Described => Kind switch
@@ -45,6 +45,9 @@ public static unsafe partial class Libc
     /// <summary>Where st_nlink and st_uid sit in struct stat on x86-64 glibc (checked by the ABI test).</summary>
     public const int StatNlinkOffset = 16, StatUidOffset = 28;
 
+    /// <summary>Where st_dev and st_ino sit in struct stat on x86-64 glibc (checked by the ABI test).</summary>
+    public const int StatDevOffset = 0, StatInoOffset = 8;
+
     /// <summary>Where st_blocks (512-byte units allocated) sits in struct stat on x86-64 glibc (checked by the ABI test).</summary>
     public const int StatBlocksOffset = 64;
 
@@ -68,7 +71,7 @@ public static unsafe partial class Libc
         // SAFETY: fstat filled StatSize bytes, and both offsets lie inside (checked by the ABI test).
         uint mode = *(uint*)(buf + StatModeOffset);
         long size = *(long*)(buf + StatSizeOffset);
-        return new FileStat(Kind(mode), size, *(ulong*)(buf + StatNlinkOffset), *(uint*)(buf + StatUidOffset));
+        return new FileStat(Kind(mode), size, *(ulong*)(buf + StatNlinkOffset), *(uint*)(buf + StatUidOffset), *(ulong*)(buf + StatDevOffset), *(ulong*)(buf + StatInoOffset));
     }
 
     /// <summary>What is at <paramref name="path"/> itself (lstat: a link is not followed), or null when nothing is.</summary>

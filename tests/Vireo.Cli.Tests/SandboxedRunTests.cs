@@ -28,8 +28,17 @@ public class SandboxedRunTests
     public void While_it_runs_the_vm_is_in_its_jail_as_a_uid_of_its_own_with_no_capability_and_it_leaves_nothing_behind()
     {
         string disk = NewDisk(16 << 20);
-        var psi = new ProcessStartInfo(VireoProcess.Program, $"run --sandbox --kernel {TestEnvironment.Guest("blk")} --disk {disk} --cmdline \"mib=2 hold=1\" --timeout 60")
+        // vireo is started with a file of root's open on fd 9 and not close-on-exec, as a shell can leave one: it must not reach the jail.
+        string secret = Path.Combine(TempDirectory.Create("vireo-sandboxed-secret"), "secret");
+        File.WriteAllText(secret, "root's\n");
+        File.SetUnixFileMode(secret, UnixFileMode.UserRead);
+        var psi = new ProcessStartInfo("/bin/sh")
         {
+            ArgumentList =
+            {
+                "-c", "exec \"$0\" run --sandbox --kernel \"$1\" --disk \"$2\" --cmdline 'mib=2 hold=1' --timeout 60 9<\"$3\"",
+                VireoProcess.Program, TestEnvironment.Guest("blk"), disk, secret,
+            },
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = true,
@@ -63,7 +72,10 @@ public class SandboxedRunTests
             Assert.Contains("vireo-vmm", root);
             Assert.Contains("dev", root);
             Assert.False(File.Exists($"/proc/{jailed}/root{disk}"));
-            Assert.Contains(Directory.EnumerateFileSystemEntries($"/proc/{jailed}/fd").Select(f => new FileInfo(f).LinkTarget), t => t == disk);
+            var held = Directory.EnumerateFileSystemEntries($"/proc/{jailed}/fd").Select(f => new FileInfo(f).LinkTarget).ToList();
+            Assert.Contains(disk, held);
+            Assert.DoesNotContain(secret, held); // nothing of vireo's own goes into the jail but what it hands over
+            Assert.Contains(secret, Directory.EnumerateFileSystemEntries($"/proc/{run.Id}/fd").Select(f => new FileInfo(f).LinkTarget)); // (vireo itself has it)
             Assert.Contains($":/vireo/run/{run.Id}", File.ReadAllText($"/proc/{jailed}/cgroup"));
 
             // SIGTERM to vireo reaches the jailed run, which stops the VM cleanly.

@@ -134,7 +134,7 @@ public class SandboxTests
 
         // A file the VM's uid wrote leaves as root's, 0600, and nothing is left behind.
         string good = Written("good", VmUid);
-        VmDirEntries.TakeOut(good, Path.Combine(outDir, "good"), VmUid);
+        VmDirEntries.TakeOut(vmDir, "good", Path.Combine(outDir, "good"), VmUid);
         Assert.False(File.Exists(good));
         Assert.Equal(("0", UnixFileMode.UserRead | UnixFileMode.UserWrite, "good"),
             (Owner(Path.Combine(outDir, "good")), File.GetUnixFileMode(Path.Combine(outDir, "good")), File.ReadAllText(Path.Combine(outDir, "good"))));
@@ -146,18 +146,28 @@ public class SandboxTests
         Written("other", VmUid + 1);
         Assert.Equal(0, TestEnvironment.Run("mkfifo", Path.Combine(vmDir, "fifo")).ExitCode);
         Assert.Equal(0, Vireo.Interop.Namespaces.LChown(Path.Combine(vmDir, "fifo"), VmUid, VmUid));
-        foreach (string bad in new[] { "link", "hard", "other", "fifo" })
+        Directory.CreateDirectory(Path.Combine(vmDir, "dir"));
+        Assert.Equal(0, Vireo.Interop.Namespaces.LChown(Path.Combine(vmDir, "dir"), VmUid, VmUid));
+        foreach (string bad in new[] { "link", "hard", "other", "fifo", "dir" })
         {
             string to = Path.Combine(outDir, bad);
-            var e = Assert.ThrowsAny<IOException>(() => VmDirEntries.TakeOut(Path.Combine(vmDir, bad), to, VmUid));
+            var e = Assert.ThrowsAny<IOException>(() => VmDirEntries.TakeOut(vmDir, bad, to, VmUid));
             Assert.Contains("not a file the VMM wrote", e.Message);
-            Assert.False(Path.Exists(to) || File.Exists(to) || new FileInfo(to).LinkTarget is not null, $"{bad}: nothing is left at {to}");
+            Assert.False(Path.Exists(to) || new FileInfo(to).LinkTarget is not null, $"{bad}: nothing is left at {to}");
+            Assert.True(Path.Exists(Path.Combine(vmDir, bad)) || new FileInfo(Path.Combine(vmDir, bad)).LinkTarget is not null, $"{bad}: it stays where the VMM put it");
         }
+        // The save's directory itself a link to a host directory: refused before anything moves, the host's file kept.
+        string linkedDir = Path.Combine(TempDirectory.Create("vireo-takeout-vmdir"), "saving");
+        File.CreateSymbolicLink(linkedDir, Path.GetDirectoryName(secret)!);
+        var notDir = Assert.ThrowsAny<IOException>(() => VmDirEntries.TakeOut(linkedDir, "secret", Path.Combine(outDir, "secret"), VmUid));
+        Assert.Contains("not the directory vireod made for the save", notDir.Message);
+        Assert.False(File.Exists(Path.Combine(outDir, "secret")));
         Assert.Equal("root's\n", File.ReadAllText(secret));
         Assert.Equal("0", Owner(secret));
         // Never over a file that is there.
         File.WriteAllText(Path.Combine(outDir, "kept"), "the operator's");
-        var refused = Assert.Throws<Vireo.Interop.SysError>(() => VmDirEntries.TakeOut(Written("kept", VmUid), Path.Combine(outDir, "kept"), VmUid));
+        Written("kept", VmUid);
+        var refused = Assert.Throws<Vireo.Interop.SysError>(() => VmDirEntries.TakeOut(vmDir, "kept", Path.Combine(outDir, "kept"), VmUid));
         Assert.Contains("File exists", refused.Message);
         Assert.Equal("the operator's", File.ReadAllText(Path.Combine(outDir, "kept")));
     }

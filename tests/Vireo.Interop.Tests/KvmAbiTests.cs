@@ -122,6 +122,8 @@ public class KvmAbiTests
         checks.Add(("offsetof(struct stat, st_blocks)", (ulong)Libc.StatBlocksOffset));
         checks.Add(("offsetof(struct stat, st_nlink)", (ulong)Libc.StatNlinkOffset));
         checks.Add(("offsetof(struct stat, st_uid)", (ulong)Libc.StatUidOffset));
+        checks.Add(("offsetof(struct stat, st_dev)", (ulong)Libc.StatDevOffset));
+        checks.Add(("offsetof(struct stat, st_ino)", (ulong)Libc.StatInoOffset));
         foreach (var f in typeof(Libc).GetFields(BindingFlags.Static | BindingFlags.Public)
                      .Where(f => f.Name.StartsWith("S_IF", StringComparison.Ordinal) || f.Name.StartsWith("O_", StringComparison.Ordinal) || f.Name.StartsWith("F_", StringComparison.Ordinal)))
         {
