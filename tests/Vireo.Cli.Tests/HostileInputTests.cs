@@ -140,7 +140,9 @@ public class HostileInputTests
     private static Process Start(string args, out StringBuilder output, out StringBuilder error)
     {
         _ = TestEnvironment.GuestDir;
-        var psi = new ProcessStartInfo(VireoProcess.Program, args)
+        // Through env(1), with the signals at their defaults: an ignored one is inherited (a test run started as a
+        // shell's background job ignores SIGINT), and it would hide what vireo itself does with them.
+        var psi = new ProcessStartInfo("env", $"--default-signal=INT,TERM,HUP {VireoProcess.Program} {args}")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,

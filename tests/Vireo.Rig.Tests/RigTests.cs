@@ -331,7 +331,9 @@ public class RigTests
     [InlineData("HUP", 129)]  // the terminal closed
     public async Task An_interrupted_rig_stops_its_qemu_and_removes_its_job_directory(string signal, int status)
     {
-        var psi = new ProcessStartInfo(Path.Combine(TestEnvironment.Root, "rig/rig"), "exec -- sleep 600")
+        // env(1) puts the signals back at their defaults: an ignored one is inherited (a test run started as a
+        // shell's background job ignores SIGINT), and would hide what the rig does with it.
+        var psi = new ProcessStartInfo("env", $"--default-signal=INT,TERM,HUP {Path.Combine(TestEnvironment.Root, "rig/rig")} exec -- sleep 600")
         {
             RedirectStandardInput = true,
             RedirectStandardOutput = true,

@@ -27,7 +27,9 @@ case " $* " in
     vsock=""
     (for _ in $(seq 300); do
         pid=$(pgrep -f '^/vireo-vmm --jail' | head -n 1)
-        if [ -n "$pid" ]; then
+        # Once it has spent its privilege (it starts as root in the jail, and drops first thing) and is in its group.
+        if [ -n "$pid" ] && [ "$(awk '/^Uid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null)" != 0 ] \
+            && grep -q /vireo/run/ "/proc/$pid/cgroup" 2>/dev/null; then
             echo "rig: jailed $(grep -E '^(Uid|CapEff):' /proc/$pid/status | tr -s '\t\n' '  ')cgroup $(cat /proc/$pid/cgroup)"
             break
         fi
