@@ -111,6 +111,8 @@ if (socketGid is { } gid && Vireo.Interop.Libc.ChangeGroup(options.Socket, gid) 
     File.Delete(options.Socket);
     return 2;
 }
+// Listening from here, so that a client that sees the socket can connect: it waits in the backlog until Kestrel accepts.
+unixListener.Listen(512);
 
 // Kestrel and routing and no more: no configuration files (nor a watcher thread for them), no HTTPS.
 var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
