@@ -16,7 +16,7 @@ public static unsafe partial class Epoll
     private const string Lib = "libc";
     public const int EPOLL_CLOEXEC = 0x80000;
     public const int EPOLL_CTL_ADD = 1, EPOLL_CTL_DEL = 2;
-    public const uint EPOLLIN = 1, EPOLLOUT = 4, EPOLLET = 1u << 31;
+    public const uint EPOLLIN = 1, EPOLLOUT = 4, EPOLLERR = 8, EPOLLHUP = 0x10, EPOLLRDHUP = 0x2000, EPOLLET = 1u << 31;
 
     [LibraryImport(Lib, EntryPoint = "epoll_create1", SetLastError = true)]
     public static partial int Create1(int flags);
@@ -41,6 +41,13 @@ public static unsafe partial class Epoll
     {
         var ev = new epoll_event { events = EPOLLIN | EPOLLET | (writable ? EPOLLOUT : 0), data = data };
         Check.Io(Ctl(epfd, EPOLL_CTL_MOD, fd, &ev), "epoll_ctl(MOD)");
+    }
+
+    /// <summary>Watches <paramref name="fd"/> for exactly <paramref name="events"/>, tagged with <paramref name="data"/>.</summary>
+    public static void Add(int epfd, int fd, uint events, ulong data)
+    {
+        var ev = new epoll_event { events = events, data = data };
+        Check.Io(Ctl(epfd, EPOLL_CTL_ADD, fd, &ev), "epoll_ctl");
     }
 
     /// <summary>Stops watching <paramref name="fd"/>.</summary>

@@ -9,7 +9,7 @@ namespace Vireo.Interop;
 /// </summary>
 public static unsafe partial class UnixSocket
 {
-    public const int AF_UNIX = 1, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0x800, SOCK_CLOEXEC = 0x80000;
+    public const int AF_UNIX = 1, SOCK_STREAM = 1, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0x800, SOCK_CLOEXEC = 0x80000;
     public const int SOL_SOCKET = 1, SO_SNDBUF = 7, SO_RCVBUF = 8;
     public const int MSG_DONTWAIT = 0x40;
     public const int SockaddrSize = 110;   // sizeof(struct sockaddr_un): sun_family then 108 bytes of path
@@ -45,6 +45,15 @@ public static unsafe partial class UnixSocket
 
     [LibraryImport("libc", EntryPoint = "bind", SetLastError = true)]
     private static partial int Bind(int fd, byte* addr, int length);
+
+    [LibraryImport("libc", EntryPoint = "listen", SetLastError = true)]
+    private static partial int ListenOn(int fd, int backlog);
+
+    [LibraryImport("libc", EntryPoint = "accept4", SetLastError = true)]
+    private static partial int Accept4(int fd, byte* addr, int* length, int flags);
+
+    [LibraryImport("libc", EntryPoint = "shutdown", SetLastError = true)]
+    private static partial int Shutdown(int fd, int how);
 
     [LibraryImport("libc", EntryPoint = "setsockopt", SetLastError = true)]
     private static partial int SetSockOpt(int fd, int level, int name, int* value, int length);
@@ -109,4 +118,31 @@ public static unsafe partial class UnixSocket
             return Recv(fd, p, (nuint)packet.Length, MSG_DONTWAIT);
         }
     }
+
+    /// <summary>A non-blocking stream socket bound to <paramref name="path"/> and listening (SysError if it cannot be).</summary>
+    public static FileDescriptor ListenStream(string path, int backlog)
+    {
+        var address = Address(path);
+        var fd = new FileDescriptor(Check.Io(Socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), "socket(AF_UNIX)"));
+        try
+        {
+            fixed (byte* a = address)
+            {
+                Check.Io(Bind(fd.Fd, a, SockaddrSize), $"bind({path})");
+            }
+            Check.Io(ListenOn(fd.Fd, backlog), $"listen({path})");
+            return fd;
+        }
+        catch
+        {
+            fd.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>accept4(2): the next connection, non-blocking and close-on-exec; -1 with errno (EAGAIN when none waits).</summary>
+    public static int Accept(int listener) => Accept4(listener, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+    /// <summary>shutdown(2) of the sending side (SHUT_WR): the peer reads the end of the stream.</summary>
+    public static int ShutdownWrite(int fd) => Shutdown(fd, 1);
 }

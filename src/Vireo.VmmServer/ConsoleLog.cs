@@ -4,6 +4,9 @@ namespace Vireo.VmmServer;
 /// The guest's console output: the last <see cref="Capacity"/> bytes kept for whoever attaches
 /// late, and a live feed for each attached reader. Written a byte at a time from a vCPU thread;
 /// a slow reader only grows its own backlog (capped: the oldest bytes go first), never the guest's.
+/// A reader waits on a task the writer completes outside the lock; its continuation goes to the
+/// reader's context (the API's loop), never to the thread pool, which a vCPU's thread may not
+/// grow (its seccomp list makes no thread), as SemaphoreSlim's WaitAsync would.
 /// </summary>
 internal sealed class ConsoleLog
 {
@@ -17,6 +20,8 @@ internal sealed class ConsoleLog
 
     public void Write(byte b)
     {
+        TaskCompletionSource? woken = null;
+        List<TaskCompletionSource>? more = null; // a second reader's and on: no allocation for the usual one
         lock (_lock)
         {
             _ring[_written++ % Capacity] = b;
@@ -29,23 +34,54 @@ internal sealed class ConsoleLog
                 }
                 if (wasEmpty)
                 {
-                    r.Signal.Release(); // the reader takes the whole backlog per wake-up
+                    r.Wake(ref woken, ref more); // the reader takes the whole backlog per wake-up
                 }
             }
         }
+        Reader.Complete(woken, more);
     }
 
     /// <summary>No more output will come (the VM ended): readers drain and finish.</summary>
     public void Close()
     {
+        TaskCompletionSource? woken = null;
+        List<TaskCompletionSource>? more = null; // a second reader's and on: no allocation for the usual one
         lock (_lock)
         {
             _closed = true;
             foreach (var r in _readers)
             {
-                r.Signal.Release();
+                r.Wake(ref woken, ref more);
             }
         }
+        Reader.Complete(woken, more);
+    }
+
+    /// <summary>Completes once <paramref name="reader"/> has been woken since it last waited.</summary>
+    private async Task WaitFor(Reader reader, CancellationToken ct)
+    {
+        TaskCompletionSource waiting;
+        lock (_lock)
+        {
+            if (reader.Woken)
+            {
+                reader.Woken = false;
+                return;
+            }
+            waiting = reader.Waiting = new TaskCompletionSource();
+        }
+        using var cancel = ct.Register(() =>
+        {
+            lock (_lock)
+            {
+                if (reader.Waiting == waiting)
+                {
+                    reader.Waiting = null;
+                }
+            }
+            waiting.TrySetCanceled(ct);
+        });
+        await waiting.Task;
     }
 
     /// <summary>What is kept so far, then everything written until the VM ends or <paramref name="ct"/> fires.</summary>
@@ -73,7 +109,7 @@ internal sealed class ConsoleLog
             {
                 try
                 {
-                    await reader.Signal.WaitAsync(ct);
+                    await WaitFor(reader, ct);
                 }
                 catch (OperationCanceledException)
                 {
@@ -109,6 +145,41 @@ internal sealed class ConsoleLog
     private sealed class Reader
     {
         public Queue<byte> Backlog { get; } = new();
-        public SemaphoreSlim Signal { get; } = new(0);
+
+        /// <summary>Under the log's lock: a wake-up that came while the reader was not waiting.</summary>
+        public bool Woken;
+
+        /// <summary>Under the log's lock: what the reader waits on, if it waits.</summary>
+        public TaskCompletionSource? Waiting;
+
+        /// <summary>Under the log's lock: wakes the reader now (into <paramref name="woken"/>, completed after the lock) or at its next wait.</summary>
+        public void Wake(ref TaskCompletionSource? woken, ref List<TaskCompletionSource>? more)
+        {
+            if (Waiting is { } w)
+            {
+                Waiting = null;
+                if (woken is null)
+                {
+                    woken = w;
+                }
+                else
+                {
+                    (more ??= []).Add(w);
+                }
+            }
+            else
+            {
+                Woken = true;
+            }
+        }
+
+        public static void Complete(TaskCompletionSource? woken, List<TaskCompletionSource>? more)
+        {
+            woken?.TrySetResult();
+            foreach (var w in more ?? [])
+            {
+                w.TrySetResult();
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ using Vireo.VmmServer.Http;
 // VM, configured and driven over a REST API on a Unix socket, in the manner of Firecracker. The
 // guest's serial console is this process's stdout. The process exits when the VM has ended, with
 // the status `vireo run` would give (0: powered off or stopped).
-const string Usage = "usage: vireo-vmm [--jail uid=U,gid=G,nofile=N,nproc=N] --api-sock PATH [--status-file FILE] [--restore snapshot_path=FILE,mem_file_path=FILE[,resume_vm=on]] [--no-seccomp] [--seccomp-check api|vcpu|io[:ioctl]]";
+const string Usage = "usage: vireo-vmm [--jail uid=U,gid=G,nofile=N,nproc=N] --api-sock PATH [--status-file FILE] [--restore snapshot_path=FILE,mem_file_path=FILE[,resume_vm=on]] [--no-seccomp] [--seccomp-check vmm|api|vcpu|io[:ioctl]]";
 string? socketPath = null, statusFile = null, seccompCheck = null;
 bool seccomp = true;
 SnapshotLoadParams? restore = null;
@@ -47,7 +47,7 @@ for (int i = 0; i < args.Length; i++)
         string kind = seccompCheck.EndsWith(":ioctl", StringComparison.Ordinal) ? seccompCheck[..^":ioctl".Length] : seccompCheck;
         if (!Vireo.Sandbox.Seccomp.SeccompPolicy.Kinds.Contains(kind))
         {
-            Console.Error.WriteLine($"vireo-vmm: --seccomp-check: '{seccompCheck}' is not a thread kind (api, vcpu or io, each with :ioctl or without)");
+            Console.Error.WriteLine($"vireo-vmm: --seccomp-check: '{seccompCheck}' is not a thread kind (vmm, api, vcpu or io, each with :ioctl or without)");
             return 2;
         }
     }
@@ -112,8 +112,41 @@ var session = new VmSession(b =>
     console.Write(b);
 });
 int exitCode = 0;
+// Work on the VM (building it, a snapshot, a migration) runs on this thread, Firecracker's vmm
+// thread, in the order it was asked for; the API's thread parses requests and answers, and does
+// nothing else (each has its own seccomp list: vmm and api).
+var control = new System.Collections.Concurrent.BlockingCollection<Action>();
 // The API: a small HTTP/1.1 server on the Unix socket (Http/HttpServer.cs), routes as Firecracker's.
-var api = new HttpServer(message => Error(message));
+var api = new HttpServer(message => Error(message))
+{
+    StartThread = Vireo.Vmm.VmmThreads.Starter,
+    OnThreadStart = () => Vireo.Vmm.VmmThreads.OnStart?.Invoke("api"),
+    OnStopped = control.CompleteAdding,
+};
+// Runs work on this (the main) thread, for a handler on the API's: its answer comes back there.
+Task<T> Control<T>(Func<T> work)
+{
+    var done = new TaskCompletionSource<T>();
+    try
+    {
+        control.Add(() =>
+        {
+            try
+            {
+                done.SetResult(work());
+            }
+            catch (Exception e)
+            {
+                done.SetException(e);
+            }
+        });
+    }
+    catch (InvalidOperationException)
+    {
+        done.SetException(new OperationCanceledException("the VMM is ending"));
+    }
+    return done.Task;
+}
 session.Ended += code =>
 {
     exitCode = code;
@@ -138,18 +171,18 @@ if (restore is not null && session.LoadSnapshot(restore) is { } refused)
     return 2;
 }
 
-api.Map("PUT", "/boot-source", x => Put(x, VmmJson.Default.BootSource, "boot-source", session.SetBootSource));
-api.Map("PUT", "/machine-config", x => Put(x, VmmJson.Default.MachineConfig, "machine-config", session.SetMachineConfig));
-api.Map("PUT", "/drives/{id}", x => Put(x, VmmJson.Default.Drive, "drive", d => session.PutDrive(x.RouteValues[0], d)));
-api.Map("PUT", "/network-interfaces/{id}", x => Put(x, VmmJson.Default.NetworkInterface, "network-interface", n => session.PutNetworkInterface(x.RouteValues[0], n)));
-api.Map("PUT", "/vsock", x => Put(x, VmmJson.Default.Vsock, "vsock", session.SetVsock));
-api.Map("PUT", "/actions", x => Put(x, VmmJson.Default.InstanceAction, "actions", a => session.Act(a.ActionType)));
+api.Map("PUT", "/boot-source", x => Put(x, Control, VmmJson.Default.BootSource, "boot-source", session.SetBootSource));
+api.Map("PUT", "/machine-config", x => Put(x, Control, VmmJson.Default.MachineConfig, "machine-config", session.SetMachineConfig));
+api.Map("PUT", "/drives/{id}", x => Put(x, Control, VmmJson.Default.Drive, "drive", d => session.PutDrive(x.RouteValues[0], d)));
+api.Map("PUT", "/network-interfaces/{id}", x => Put(x, Control, VmmJson.Default.NetworkInterface, "network-interface", n => session.PutNetworkInterface(x.RouteValues[0], n)));
+api.Map("PUT", "/vsock", x => Put(x, Control, VmmJson.Default.Vsock, "vsock", session.SetVsock));
+api.Map("PUT", "/actions", x => Put(x, Control, VmmJson.Default.InstanceAction, "actions", a => session.Act(a.ActionType)));
 api.Map("GET", "/vm", x => x.Respond(200, JsonSerializer.SerializeToUtf8Bytes(session.Info(), VmmJson.Default.VmInfo)));
-api.Map("PATCH", "/vm", x => Put(x, VmmJson.Default.VmStatePatch, "vm", p => session.PatchState(p.State)));
-api.Map("PUT", "/snapshot/create", x => Put(x, VmmJson.Default.SnapshotCreateParams, "snapshot/create", session.CreateSnapshot));
-api.Map("PUT", "/snapshot/load", x => Put(x, VmmJson.Default.SnapshotLoadParams, "snapshot/load", session.LoadSnapshot));
-api.Map("PUT", "/migration/receive", x => Put(x, VmmJson.Default.MigrationReceiveParams, "migration/receive", session.ReceiveMigration));
-api.Map("PUT", "/migration/send", x => Put(x, VmmJson.Default.MigrationSendParams, "migration/send", session.SendMigration));
+api.Map("PATCH", "/vm", x => Put(x, Control, VmmJson.Default.VmStatePatch, "vm", p => session.PatchState(p.State)));
+api.Map("PUT", "/snapshot/create", x => Put(x, Control, VmmJson.Default.SnapshotCreateParams, "snapshot/create", session.CreateSnapshot));
+api.Map("PUT", "/snapshot/load", x => Put(x, Control, VmmJson.Default.SnapshotLoadParams, "snapshot/load", session.LoadSnapshot));
+api.Map("PUT", "/migration/receive", x => Put(x, Control, VmmJson.Default.MigrationReceiveParams, "migration/receive", session.ReceiveMigration));
+api.Map("PUT", "/migration/send", x => Put(x, Control, VmmJson.Default.MigrationSendParams, "migration/send", session.SendMigration));
 api.Map("GET", "/migration", x => x.Respond(200, JsonSerializer.SerializeToUtf8Bytes(session.MigrationInfo(), VmmJson.Default.MigrationInfo)));
 // The console: what the guest wrote so far (the last 64 KiB), then live until the VM ends. The
 // headers go at once, not with the first output: a quiet VM (a restored one) must not keep a client waiting for them.
@@ -186,7 +219,20 @@ api.Map("PUT", "/console/input", async x =>
         await x.Respond(413, Error(tooLarge));
         return;
     }
-    string? error = await session.SendConsoleInput(body, x.Aborted);
+    // A byte at a time as the guest's UART or console queue has room: the bytes go in on the
+    // VMM's thread (its interrupt is a KVM call), and this one waits 5 ms between tries.
+    var pending = body.AsMemory();
+    string? error = null;
+    while (error is null && pending.Length > 0)
+    {
+        var chunk = pending;
+        (int taken, error) = await Control(() => session.TakeConsoleInput(chunk.Span));
+        pending = pending[taken..];
+        if (error is null && pending.Length > 0)
+        {
+            await api.Loop.Delay(TimeSpan.FromMilliseconds(5), x.Aborted); // the guest has not drained its UART yet (or is between boots)
+        }
+    }
     await (error is null ? x.Respond(204) : x.Respond(400, Error(error)));
 });
 
@@ -194,19 +240,22 @@ try
 {
     api.Start(socketPath);
 }
-catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
+catch (Exception e) when (e is IOException or Vireo.Interop.SysError or UnauthorizedAccessException)
 {
     // What the checks above cannot foresee (no permission in the directory, a race): one line, not a trace.
     Console.Error.WriteLine($"vireo-vmm: --api-sock {socketPath}: cannot listen there: {e.Message.ReplaceLineEndings(" ")}");
     return 2;
 }
-await api.Stopped; // a restored VM that ended before this point has stopped it already
+foreach (var work in control.GetConsumingEnumerable())
+{
+    work(); // until the API has stopped (a restored VM that ended before this point has stopped it already)
+}
 File.Delete(socketPath);
 return exitCode;
 
 // Reads a JSON body into T (BodyReader: malformed, unknown, missing or mistyped fields are
-// refused in the API's own words), applies it, and answers 204, or 400 with the reason.
-static async Task Put<T>(HttpExchange x, JsonTypeInfo<T> type, string what, Func<T, string?> apply)
+// refused in the API's own words), applies it on the VMM's thread, and answers 204, or 400 with the reason.
+static async Task Put<T>(HttpExchange x, Func<Func<string?>, Task<string?>> control, JsonTypeInfo<T> type, string what, Func<T, string?> apply)
 {
     if (x.Head.ContentLength > MaxBody)
     {
@@ -228,7 +277,7 @@ static async Task Put<T>(HttpExchange x, JsonTypeInfo<T> type, string what, Func
         await x.Respond(413, Error($"body: larger than {MaxBody} bytes"));
         return;
     }
-    string? error = BodyReader.TryRead(body, type, what, out var value) ?? apply(value!);
+    string? error = BodyReader.TryRead(body, type, what, out var value) ?? await control(() => apply(value!));
     await (error is null ? x.Respond(204) : x.Respond(400, Error(error)));
 }
 

@@ -8,8 +8,8 @@ namespace Vireo.VmmServer;
 /// <summary>
 /// vireo-vmm's seccomp filters (src/Vireo.Sandbox/Seccomp, ThreadFilters says in what order):
 /// the SIGSYS handler (native/sigsys.c) first, then the union of the lists on every thread and
-/// the api list on this one, before the API or a restore reads a byte; the vcpu and io lists go
-/// on those threads as they start (<see cref="VmmThreads"/>). On unless --no-seccomp, as Firecracker's.
+/// the vmm list on this one, before the API or a restore reads a byte; the api, vcpu and io lists
+/// go on those threads as they start (<see cref="VmmThreads"/>). On unless --no-seccomp, as Firecracker's.
 /// </summary>
 internal static partial class SeccompSetup
 {
@@ -85,8 +85,8 @@ internal static partial class SeccompSetup
         {
             return e.Message;
         }
-        // The vCPUs' and the event loop's threads are made by this one, which keeps only the union
-        // of the lists (it was made after it), not the API's.
+        // The API's, the vCPUs' and the event loop's threads are made by this one, which keeps only
+        // the union of the lists (it was made after it), not the vmm list.
         var requests = new System.Collections.Concurrent.BlockingCollection<(Thread Thread, TaskCompletionSource Done)>();
         new Thread(() =>
         {
@@ -124,14 +124,14 @@ internal static partial class SeccompSetup
         };
         try
         {
-            filters.LoadApi();
+            filters.LoadMain();
         }
         catch (SandboxException e)
         {
             return e.Message;
         }
-        MarkThread(kindNames["api"]);
-        Check(check, "api");
+        MarkThread(kindNames[SeccompPolicy.Main]);
+        Check(check, SeccompPolicy.Main);
         return null;
     }
 }

@@ -116,29 +116,22 @@ internal sealed class VmSession(Action<byte> serialOut)
         }
     }
 
-    /// <summary>Console input for the running guest; waits while its receive buffer is full. Null when all was taken.</summary>
-    public async Task<string?> SendConsoleInput(byte[] input, CancellationToken ct)
+    /// <summary>
+    /// Console input for the running guest: how many bytes of <paramref name="input"/> it took (none
+    /// while its receive buffer is full, or between boots: try again), or why none can go.
+    /// </summary>
+    public (int Taken, string? Error) TakeConsoleInput(ReadOnlySpan<byte> input)
     {
-        var pending = input.AsMemory();
-        while (pending.Length > 0)
+        Machine? machine;
+        lock (_lock)
         {
-            Machine? machine;
-            lock (_lock)
+            if (_state != VmState.Running)
             {
-                machine = _state == VmState.Running ? _current : null;
-                if (_state != VmState.Running)
-                {
-                    return $"console input: the VM is {_state}";
-                }
+                return (0, $"console input: the VM is {_state}");
             }
-            int taken = machine is { IsStopping: false } ? machine.EnqueueConsoleInput(pending.Span) : 0;
-            pending = pending[taken..];
-            if (pending.Length > 0)
-            {
-                await Task.Delay(5, ct); // the guest has not drained its UART yet (or is between boots)
-            }
+            machine = _current;
         }
-        return null;
+        return (machine is { IsStopping: false } ? machine.EnqueueConsoleInput(input) : 0, null);
     }
 
     /// <summary>PUT /actions. Null when done, else why not.</summary>

@@ -23,7 +23,7 @@ public class SeccompPolicyTests
             Assert.DoesNotContain("getppid", policy.Syscalls); // --seccomp-check's call
         }
         // The threads that parse what a guest writes open no file and make no KVM object.
-        foreach (string kind in new[] { "vcpu", "io" })
+        foreach (string kind in new[] { "vcpu", "io", "api" })
         {
             Assert.DoesNotContain("openat", lists[kind].Syscalls);
             Assert.Contains(lists[kind].Rules, r => r.Syscall == "openat" && r.Errno == 1); // EPERM for the GC's /proc/meminfo
@@ -33,7 +33,10 @@ public class SeccompPolicyTests
         }
         // KVM_RUN is a vCPU's alone; every ioctl is checked by its request.
         Assert.Contains(lists["vcpu"].Rules, r => r.Syscall == "ioctl" && r.Value == Vireo.Interop.KvmAbi.KVM_RUN);
-        Assert.DoesNotContain(lists["api"].Rules, r => r.Syscall == "ioctl" && r.Value == Vireo.Interop.KvmAbi.KVM_RUN);
+        Assert.DoesNotContain(lists["vmm"].Rules, r => r.Syscall == "ioctl" && r.Value == Vireo.Interop.KvmAbi.KVM_RUN);
+        // The API's thread, which parses what a client sends, makes no ioctl and opens no socket.
+        Assert.DoesNotContain("ioctl", lists["api"].Syscalls);
+        Assert.DoesNotContain("socket", lists["api"].Syscalls);
         Assert.All(lists.Values.SelectMany(p => p.Rules).Where(r => r.Syscall == "ioctl"), r => Assert.Equal(1, r.Arg));
     }
 

@@ -30,11 +30,15 @@ public class SeccompTests
     private static Task Seen(VmmProcess vmm, string text, int seconds = 30) =>
         Eventually.Until(() => Task.FromResult(vmm.Output.Contains(text)), $"'{text}' on the console", seconds);
 
-    [KvmFact]
-    public void A_forbidden_call_on_an_api_thread_ends_the_vmm_by_SIGSYS_and_the_log_names_it()
+    [KvmTheory]
+    [InlineData("vmm", "vireo-vmm", "getppid \\(110\\)")]
+    [InlineData("vmm:ioctl", "vireo-vmm", "ioctl \\(16\\) with request KVM_RUN \\(0xae80\\)")]
+    [InlineData("api", "vireo-api", "getppid \\(110\\)")]
+    [InlineData("api:ioctl", "vireo-api", "ioctl \\(16\\) with request KVM_RUN \\(0xae80\\)")]
+    public void A_forbidden_call_on_the_vmm_or_the_api_thread_ends_the_vmm_by_SIGSYS_and_the_log_names_it(string check, string thread, string call)
     {
         string dir = TempDirectory.Create("vireo-seccomp");
-        var psi = new ProcessStartInfo(TestEnvironment.Shipped("vireo-vmm"), ["--api-sock", Path.Combine(dir, "api.sock"), "--seccomp-check", "api"])
+        var psi = new ProcessStartInfo(TestEnvironment.Shipped("vireo-vmm"), ["--api-sock", Path.Combine(dir, "api.sock"), "--seccomp-check", check])
         {
             RedirectStandardError = true,
             RedirectStandardOutput = true,
@@ -43,7 +47,7 @@ public class SeccompTests
         string err = p.StandardError.ReadToEnd();
         Assert.True(p.WaitForExit(20_000));
         Assert.Equal(KilledBySigsys, p.ExitCode);
-        Assert.Matches(@"^vireo-vmm: seccomp: the api thread \d+ \(vireo-vmm\) made a system call its list does not allow: getppid \(110\)\n$", err);
+        Assert.Matches($@"^vireo-vmm: seccomp: the {check.Split(':')[0]} thread \d+ \({thread}\) made a system call its list does not allow: {call}\n$", err);
     }
 
     [KvmTheory]
@@ -86,7 +90,8 @@ public class SeccompTests
             Assert.Equal(2, threads["vcpu0"].Filters);
             Assert.Equal(2, threads["vcpu1"].Filters);
             Assert.Equal(2, threads["vireo-io"].Filters);
-            Assert.Equal(2, threads["vireo-vmm"].Filters); // the main thread: union, then api
+            Assert.Equal(2, threads["vireo-vmm"].Filters); // the main thread: union, then vmm
+            Assert.Equal(2, threads["vireo-api"].Filters);
             Assert.Equal(1, threads["vireo-starter"].Filters);
             Assert.All(threads.Values, t => Assert.Equal((2, true), (t.Mode, t.NoNewPrivs)));
         }

@@ -25,8 +25,14 @@ public sealed record SeccompRule(string Syscall, int Number, int? Arg, ulong Mas
 /// </summary>
 public sealed class SeccompPolicy
 {
-    /// <summary>The thread kinds, each with its file: api (every thread at first), vcpu and io (on top of api).</summary>
-    public static readonly string[] Kinds = ["api", "vcpu", "io"];
+    /// <summary>
+    /// The thread kinds, each with its file: vmm (the main thread and every thread it makes), and
+    /// api, vcpu and io, each on its own threads (made by a thread that holds only their union).
+    /// </summary>
+    public static readonly string[] Kinds = ["vmm", "api", "vcpu", "io"];
+
+    /// <summary>The main thread's kind, loaded on it first; its descendants inherit it.</summary>
+    public const string Main = "vmm";
 
     public string Kind { get; }
     public IReadOnlyList<SeccompRule> Rules { get; }

@@ -7,10 +7,11 @@ namespace Vireo.Sandbox.Seccomp;
 /// <list type="number">
 /// <item>the union of every list, on every thread of the process at once (TSYNC): the .NET
 /// runtime's own threads, made before Main, keep only this one;</item>
-/// <item>the api list on the calling (main) thread, whose descendants serve the API;</item>
-/// <item>the vcpu or io list on each of those threads as it starts. They are made by a thread
-/// that holds only the union, so that what the api list leaves out (KVM_RUN, for one) stays
-/// theirs.</item>
+/// <item>the vmm list on the calling (main) thread, whose descendants (the thread pool's among
+/// them) build, save, restore and migrate the VM;</item>
+/// <item>the api, vcpu or io list on each of those threads as it starts. They are made by a
+/// thread that holds only the union, so that what the vmm list leaves out (KVM_RUN, for one)
+/// stays theirs.</item>
 /// </list>
 /// </summary>
 public sealed class ThreadFilters : IDisposable
@@ -22,7 +23,7 @@ public sealed class ThreadFilters : IDisposable
 
     private List<SeccompPolicy> _policies = [];
 
-    /// <summary>Reads every list and builds the union's filter and the api list's (the start's share).</summary>
+    /// <summary>Reads every list and builds the union's filter and the vmm list's (the start's share).</summary>
     public static ThreadFilters Prepare()
     {
         var filters = new ThreadFilters();
@@ -31,7 +32,7 @@ public sealed class ThreadFilters : IDisposable
             filters._policies = SeccompPolicy.Kinds.Select(SeccompPolicy.Load).ToList();
             int pid = Environment.ProcessId;
             filters._filters[Union] = SeccompFilter.Build(SeccompPolicy.UnionOf(Union, filters._policies), pid, allThreads: true);
-            filters._filters["api"] = SeccompFilter.Build(filters._policies[0], pid, allThreads: false);
+            filters._filters[SeccompPolicy.Main] = SeccompFilter.Build(filters._policies.Single(p => p.Kind == SeccompPolicy.Main), pid, allThreads: false);
             return filters;
         }
         catch
@@ -42,12 +43,12 @@ public sealed class ThreadFilters : IDisposable
     }
 
     /// <summary>
-    /// Builds the vcpu and io lists' filters: off the process's start, on the thread that will
+    /// Builds the api, vcpu and io lists' filters: off the process's start, on the thread that will
     /// make those threads (vireo-starter), before it makes the first of them.
     /// </summary>
     public void PrepareThreadLists()
     {
-        foreach (var policy in _policies.Where(p => p.Kind != "api" && !_filters.ContainsKey(p.Kind)))
+        foreach (var policy in _policies.Where(p => !_filters.ContainsKey(p.Kind)))
         {
             _filters[policy.Kind] = SeccompFilter.Build(policy, Environment.ProcessId, allThreads: false);
         }
@@ -56,15 +57,15 @@ public sealed class ThreadFilters : IDisposable
     /// <summary>Step 1: the union of every list, on every thread of the process (TSYNC).</summary>
     public void LoadOnAllThreads() => _filters[Union].Load();
 
-    /// <summary>Step 2: the api list, on the calling (main) thread.</summary>
-    public void LoadApi() => _filters["api"].Load();
+    /// <summary>Step 2: the vmm list, on the calling (main) thread.</summary>
+    public void LoadMain() => _filters[SeccompPolicy.Main].Load();
 
     /// <summary>Step 3: a thread kind's own list, on the calling thread.</summary>
     public void LoadOnThisThread(string kind)
     {
-        if (kind == "api" || !SeccompPolicy.Kinds.Contains(kind))
+        if (kind == SeccompPolicy.Main || !SeccompPolicy.Kinds.Contains(kind))
         {
-            throw new SandboxException($"seccomp: no thread list '{kind}' (known: {string.Join(", ", SeccompPolicy.Kinds.Skip(1))})");
+            throw new SandboxException($"seccomp: no thread list '{kind}' (known: {string.Join(", ", SeccompPolicy.Kinds.Where(k => k != SeccompPolicy.Main))})");
         }
         if (!_filters.TryGetValue(kind, out var filter))
         {

@@ -99,13 +99,10 @@ public sealed class HttpExchange
             {
             }
             // The end of what the client sends: it may only have shut its side (nc -N, socat) and
-            // still read. Gone for good is a hang-up on the socket, looked for twice a second.
-            while (!hangUp.IsCancellationRequested && !_connection.HungUp())
-            {
-                await Task.Delay(500, hangUp.Token);
-            }
+            // still read. Gone for good is a hang-up on the socket.
+            await _connection.HungUp(hangUp.Token);
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException or System.Net.Sockets.SocketException)
+        catch (Exception e) when (e is IOException or OperationCanceledException or ObjectDisposedException)
         {
         }
         hangUp.Cancel();
@@ -154,7 +151,7 @@ public sealed class HttpExchange
                 {
                     await connection.Write("0\r\n\r\n"u8.ToArray(), CancellationToken.None);
                 }
-                catch (Exception e) when (e is IOException or ObjectDisposedException or System.Net.Sockets.SocketException)
+                catch (Exception e) when (e is IOException or ObjectDisposedException)
                 {
                     // the client has gone
                 }
@@ -162,7 +159,7 @@ public sealed class HttpExchange
         }
 
         public override Task FlushAsync(CancellationToken ct) => Task.CompletedTask;
-        public override void Write(byte[] buffer, int offset, int count) => WriteAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException("the API's loop never blocks: WriteAsync");
         public override bool CanRead => false;
         public override bool CanSeek => false;
         public override bool CanWrite => true;

@@ -1,12 +1,13 @@
-using System.Net.Sockets;
+using Vireo.Interop;
 
 namespace Vireo.VmmServer.Http;
 
 /// <summary>
 /// The small HTTP/1.1 server vireo-vmm's API runs on, over a Unix socket, in the manner of
 /// Firecracker's and Cloud Hypervisor's micro_http: routes by method and path, one task per
-/// connection, nothing else. It replaced ASP.NET Core's Kestrel in this process (DESIGN.md says
-/// why: the start-up and the resident bytes of every VMM).
+/// connection, all on one thread of its own (<see cref="ApiLoop"/>: handlers run there and must
+/// not block), nothing else. It replaced ASP.NET Core's Kestrel in this process (DESIGN.md says
+/// why: the start-up and the resident bytes of every VMM, and a seccomp list as short as Firecracker's).
 /// </summary>
 public sealed class HttpServer
 {
@@ -14,9 +15,12 @@ public sealed class HttpServer
     private readonly Func<string, byte[]> _errorBody;
     private readonly CancellationTokenSource _stopping = new();
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private Socket? _listener;
+    private readonly ApiLoop _loop = new();
+    private readonly HashSet<HttpConnection> _open = [];
+    private FileDescriptor? _listener;
     private int _inFlight;
-    private int _connections;
+    private int _stopRequested;
+    private bool _started;
 
     /// <summary>The most connections served at once (console readers among them); one more is closed as soon as it is accepted.</summary>
     public int MaxConnections { get; init; } = 128;
@@ -27,33 +31,68 @@ public sealed class HttpServer
     /// <summary>How long a request's line and headers may take once their first byte came (Kestrel's is 30 s); then a 408.</summary>
     public TimeSpan HeadTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// Run on the server's thread first, before it reads a byte (vireo-vmm loads the api list's
+    /// filter there): null, or why the server must not serve (it stops).
+    /// </summary>
+    public Func<string?>? OnThreadStart { get; init; }
+
+    /// <summary>Starts the server's thread (vireo-vmm starts it from a thread with none of the VMM's lists on); Thread.Start if unset.</summary>
+    public Action<Thread>? StartThread { get; init; }
+
+    /// <summary>Run once, on the server's thread (or on the caller's, if it stops before it starts), when it has stopped.</summary>
+    public Action? OnStopped { get; init; }
+
     /// <param name="errorBody">The body of a response the server makes itself (a malformed request, no such route), from its words.</param>
     public HttpServer(Func<string, byte[]> errorBody) => _errorBody = errorBody;
+
+    /// <summary>The server's loop, for handlers that wait (<see cref="ApiLoop.Delay"/>) without a thread of .NET's.</summary>
+    internal ApiLoop Loop => _loop;
 
     /// <summary>Routes METHOD and a path template ("/drives/{id}") to a handler.</summary>
     public void Map(string method, string template, Func<HttpExchange, Task> handler) =>
         _routes.Add((method, template.Split('/', StringSplitOptions.RemoveEmptyEntries), handler));
 
-    /// <summary>Binds and listens on <paramref name="path"/> (SocketException if it cannot), then accepts until <see cref="Stop"/>.</summary>
+    /// <summary>Binds and listens on <paramref name="path"/> (SysError if it cannot), then serves on a thread of its own until <see cref="Stop"/>.</summary>
     public void Start(string path)
     {
-        if (_stopping.IsCancellationRequested)
+        if (Volatile.Read(ref _stopRequested) != 0)
         {
             return; // stopped before it started (the VM ended first): nothing to serve
         }
-        var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        try
+        _listener = UnixSocket.ListenStream(path, 64);
+        _started = true;
+        var thread = new Thread(Run) { Name = "vireo-api", IsBackground = true };
+        if (StartThread is { } start)
         {
-            listener.Bind(new UnixDomainSocketEndPoint(path));
-            listener.Listen(64);
+            start(thread);
         }
-        catch
+        else
         {
-            listener.Dispose();
-            throw;
+            thread.Start();
         }
-        _listener = listener;
-        _ = Accept(listener);
+    }
+
+    private void Run()
+    {
+        string? refused = OnThreadStart?.Invoke();
+        _loop.Run(() =>
+        {
+            if (refused is not null)
+            {
+                Console.Error.WriteLine($"vireo-vmm: the API's thread: {refused}");
+                StopHere();
+            }
+            else if (Volatile.Read(ref _stopRequested) != 0)
+            {
+                StopHere();
+            }
+            else
+            {
+                _ = Accept(_listener!.Fd);
+            }
+        });
+        _loop.Dispose();
     }
 
     /// <summary>Completes once <see cref="Stop"/> has been called and the requests in flight have been answered (2 s at most).</summary>
@@ -62,56 +101,82 @@ public sealed class HttpServer
     /// <summary>Stops accepting; requests in flight get up to 2 s to be answered. Safe to call more than once, from any thread.</summary>
     public void Stop()
     {
+        if (Interlocked.Exchange(ref _stopRequested, 1) != 0)
+        {
+            return;
+        }
+        if (_started)
+        {
+            _loop.Post(_ => StopHere(), null);
+        }
+        else
+        {
+            _stopped.TrySetResult();
+            OnStopped?.Invoke();
+        }
+    }
+
+    /// <summary>The stop, on the loop: no more connections, 2 s for the requests in flight, then every connection closed.</summary>
+    private async void StopHere()
+    {
         if (_stopping.IsCancellationRequested)
         {
             return;
         }
         _stopping.Cancel();
-        _listener?.Dispose();
-        _ = Task.Run(async () =>
+        if (_listener is { } listener)
         {
-            var deadline = DateTime.UtcNow.AddSeconds(2);
-            while (Volatile.Read(ref _inFlight) > 0 && DateTime.UtcNow < deadline)
-            {
-                await Task.Delay(10);
-            }
-            _stopped.TrySetResult();
-        });
+            _loop.Forget(listener.Fd);
+            listener.Dispose();
+        }
+        var deadline = Environment.TickCount64 + 2000;
+        while ((Volatile.Read(ref _inFlight) > 0 || _open.Count > 0) && Environment.TickCount64 < deadline)
+        {
+            await _loop.Delay(TimeSpan.FromMilliseconds(10));
+        }
+        foreach (var connection in _open.ToList())
+        {
+            connection.Dispose();
+        }
+        _stopped.TrySetResult();
+        OnStopped?.Invoke();
+        _loop.Quit();
     }
 
-    private async Task Accept(Socket listener)
+    private async Task Accept(int listener)
     {
+        _loop.Watch(listener);
         while (!_stopping.IsCancellationRequested)
         {
-            Socket client;
-            try
+            int fd = UnixSocket.Accept(listener);
+            if (fd < 0)
             {
-                client = await listener.AcceptAsync(_stopping.Token);
-            }
-            catch (Exception e) when (e is SocketException or ObjectDisposedException or OperationCanceledException)
-            {
-                if (_stopping.IsCancellationRequested)
+                int errno = Libc.LastErrno;
+                try
+                {
+                    // Nothing waiting (EAGAIN); or a client that went before it was accepted
+                    // (ECONNABORTED), or no descriptor left (EMFILE, which fails at once and
+                    // again): the next one, after a breath.
+                    await (errno == Libc.EAGAIN ? _loop.Readable(listener, _stopping.Token) : _loop.Delay(TimeSpan.FromMilliseconds(10), _stopping.Token));
+                }
+                catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
                 {
                     return;
                 }
-                // A client that went before it was accepted (ECONNABORTED), or no descriptor left
-                // (EMFILE, which fails at once and again): the next one, after a breath.
-                await Task.Delay(10);
                 continue;
             }
-            if (Interlocked.Increment(ref _connections) > MaxConnections)
+            if (_open.Count >= MaxConnections)
             {
-                Interlocked.Decrement(ref _connections);
-                client.Dispose(); // over the cap: the client reads the end of the stream at once
+                Libc.Close(fd); // over the cap: the client reads the end of the stream at once
                 continue;
             }
-            _ = Serve(client);
+            _ = Serve(new HttpConnection(_loop, fd));
         }
     }
 
-    private async Task Serve(Socket client)
+    private async Task Serve(HttpConnection connection)
     {
-        using var connection = new HttpConnection(client);
+        _open.Add(connection);
         bool graceful = false;
         try
         {
@@ -140,7 +205,7 @@ public sealed class HttpServer
                         {
                             await handler(exchange);
                         }
-                        catch (Exception e) when (e is not (IOException or SocketException or ObjectDisposedException or OperationCanceledException) && !exchange.Responded)
+                        catch (Exception e) when (e is not (IOException or ObjectDisposedException or OperationCanceledException) && !exchange.Responded)
                         {
                             await exchange.Respond(500, _errorBody($"the request failed inside vireo-vmm: {e.Message.ReplaceLineEndings(" ")}"));
                             graceful = true;
@@ -171,17 +236,18 @@ public sealed class HttpServer
                 }
             }
         }
-        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException or OperationCanceledException)
+        catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException)
         {
             // The client went away, or the server is stopping: nothing to answer.
         }
         finally
         {
-            if (graceful)
+            if (graceful && !_stopping.IsCancellationRequested)
             {
                 await connection.CloseGracefully();
             }
-            Interlocked.Decrement(ref _connections);
+            connection.Dispose();
+            _open.Remove(connection);
         }
     }
 

@@ -67,7 +67,7 @@ static void on_sigsys(int sig, siginfo_t *info, void *context)
     int nr = info->si_syscall;
     const char *name = nr >= 0 && nr < syscall_count && syscall_names[nr] ? syscall_names[nr] : "an unknown call";
     n = put(line, n, size, "vireo-vmm: seccomp: the ");
-    n = put(line, n, size, thread_kind ? thread_kind : "api");
+    n = put(line, n, size, thread_kind ? thread_kind : "vmm");
     n = put(line, n, size, " thread ");
     n = put_number(line, n, size, syscall(SYS_gettid));
     char thread_name[17] = { 0 };
